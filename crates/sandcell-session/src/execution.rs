@@ -1,0 +1,77 @@
+//! The result of running one cell: the contract every interface (CLI, server, agent)
+//! shares. Modelled on Jupyter's messages and E2B's `Execution`.
+
+use serde::{Deserialize, Serialize};
+
+/// One output as IPython publishes it: MIME type → data. Binary types (`image/png`,
+/// `image/jpeg`) are base64 strings, `application/json` a JSON value, others strings.
+pub type MimeBundle = serde_json::Map<String, serde_json::Value>;
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The cell ran to the end.
+    Ok,
+    /// The cell raised an exception (or exceeded the working-directory quota).
+    Error,
+    /// The cell ran past its time limit.
+    Timeout,
+    /// The cell was interrupted on request.
+    Interrupted,
+    /// The Python process died (segfault, `os._exit`, memory limit).
+    Crashed,
+}
+
+/// An exception raised by the cell, or a sandcell-level failure in the same shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecutionError {
+    pub ename: String,
+    pub evalue: String,
+    pub traceback: Vec<String>,
+}
+
+impl ExecutionError {
+    /// An error that sandcell itself reports (no Python traceback).
+    pub fn sandcell(ename: &str, evalue: String) -> Self {
+        Self {
+            ename: ename.into(),
+            traceback: vec![format!("{ename}: {evalue}")],
+            evalue,
+        }
+    }
+}
+
+/// A file the execution created or changed in the working directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileChange {
+    /// Relative to the working directory (`/mnt/data` inside the sandbox).
+    pub path: String,
+    pub size: u64,
+    pub mime: String,
+}
+
+/// Everything one execution produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Execution {
+    pub status: Status,
+    pub stdout: String,
+    pub stderr: String,
+    /// `display()` outputs and the value of the last expression, in order.
+    pub results: Vec<MimeBundle>,
+    pub error: Option<ExecutionError>,
+    pub files: Vec<FileChange>,
+    pub duration_ms: u64,
+    /// This execution ran in a fresh Python process because the previous one died or
+    /// was killed: variables from earlier executions are gone; files remain.
+    pub restarted: bool,
+}
+
+/// What an execution streams while it runs, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    Stdout(String),
+    Stderr(String),
+    Result(MimeBundle),
+    Error(ExecutionError),
+}

@@ -1,0 +1,27 @@
+//! Stateful, sandboxed Python sessions.
+//!
+//! For: starting the template process that has the data stack imported, forking
+//! sessions from it into their sandboxes, executing code with streamed outputs and a
+//! typed [`Execution`] result, interrupts, timeouts, restarts and crash recovery, and
+//! reporting the files each execution created or changed.
+//!
+//! Not for: how a sandbox is built (`sandcell-sandbox`), installing Python
+//! (`sandcell-pyenv`), or presenting results (the `sandcell` binary and later front ends).
+
+mod error;
+mod execution;
+mod limits;
+mod protocol;
+mod runtime;
+mod runtime_files;
+mod session;
+mod template;
+mod workdir;
+
+pub use error::SessionError;
+pub use execution::{ExecEvent, Execution, ExecutionError, FileChange, MimeBundle, Status};
+pub use limits::Limits;
+pub use runtime::{
+    Isolation, Runtime, RuntimeOptions, SandboxPolicy, DEFAULT_TEMPLATE_MODULES, SANDBOX_WORKDIR,
+};
+pub use session::{Interrupter, Session, SessionConfig};

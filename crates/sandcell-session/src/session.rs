@@ -1,0 +1,616 @@
+//! A session: a live Python process (forked from the template, inside its sandbox) whose
+//! state persists across executions, and everything needed to drive and recover it.
+
+use crate::error::{io_error, SessionError};
+use crate::execution::{ExecEvent, Execution, ExecutionError, MimeBundle, Status};
+use crate::limits::Limits;
+use crate::protocol::{
+    read_frame, write_frame, DoneStatus, HostMessage, KeeperEvent, SessionMessage, StreamName,
+};
+use crate::runtime::{Isolation, RuntimeInner};
+use crate::workdir::{disk_usage, Snapshot};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long an interrupted execution has to stop before its process is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+/// How long a new session has to report that it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a running execution's working directory is measured against the quota.
+const QUOTA_CHECK: Duration = Duration::from_millis(500);
+
+/// What a session is created with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Host directory mounted at `/mnt/data`; it must exist.
+    pub workdir: PathBuf,
+    pub limits: Limits,
+}
+
+/// A stateful Python session. Executions run one at a time (`&mut self`); use
+/// [`Session::interrupter`] to interrupt one from elsewhere.
+pub struct Session {
+    runtime: Arc<RuntimeInner>,
+    workdir: PathBuf,
+    limits: Limits,
+    cgroup: Option<SessionCgroup>,
+    process: Option<Process>,
+    interrupter: Interrupter,
+    /// The previous process died or was killed: the next execution must say so.
+    restart_pending: bool,
+}
+
+/// The live Python process of a session.
+struct Process {
+    pid: i32,
+    writer: OwnedWriteHalf,
+    frames: mpsc::UnboundedReceiver<std::io::Result<Option<SessionMessage>>>,
+    exit: watch::Receiver<Option<ProcessExit>>,
+}
+
+/// How a session process ended, as its keeper saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcessExit {
+    Code(i32),
+    Signal(i32),
+    /// The keeper itself vanished before it could say.
+    Unknown,
+}
+
+/// Interrupts the running execution of a session; cheap to clone and `Send`.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupter {
+    inner: Arc<InterruptState>,
+}
+
+#[derive(Debug, Default)]
+struct InterruptState {
+    pid: AtomicI32,
+    requested: AtomicBool,
+}
+
+impl Interrupter {
+    /// Sends the session a KeyboardInterrupt. Returns false when no process is live.
+    pub fn interrupt(&self) -> bool {
+        let pid = self.inner.pid.load(Ordering::SeqCst);
+        if pid <= 0 {
+            return false;
+        }
+        self.inner.requested.store(true, Ordering::SeqCst);
+        kill(Pid::from_raw(pid), Signal::SIGINT).is_ok()
+    }
+
+    fn take_request(&self) -> bool {
+        self.inner.requested.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Why sandcell stopped an execution itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Quota,
+}
+
+/// How the wait for an execution's `done` ended.
+enum Ending {
+    Done(DoneStatus),
+    /// The process died (crash, OOM, `os._exit`).
+    Died,
+    /// sandcell killed the process because an interrupt did not stop it.
+    Killed(Stop),
+}
+
+/// The outputs of one execution as they arrive.
+#[derive(Default)]
+struct Outputs {
+    stdout: String,
+    stderr: String,
+    results: Vec<MimeBundle>,
+    error: Option<ExecutionError>,
+}
+
+impl Outputs {
+    fn apply(&mut self, message: SessionMessage, on_event: &mut (dyn FnMut(&ExecEvent) + Send)) {
+        let event = match message {
+            SessionMessage::Stream {
+                name: StreamName::Stdout,
+                text,
+            } => {
+                self.stdout.push_str(&text);
+                ExecEvent::Stdout(text)
+            }
+            SessionMessage::Stream {
+                name: StreamName::Stderr,
+                text,
+            } => {
+                self.stderr.push_str(&text);
+                ExecEvent::Stderr(text)
+            }
+            SessionMessage::DisplayData { data } | SessionMessage::ExecuteResult { data } => {
+                self.results.push(data.clone());
+                ExecEvent::Result(data)
+            }
+            SessionMessage::Error {
+                ename,
+                evalue,
+                traceback,
+            } => {
+                let error = ExecutionError {
+                    ename,
+                    evalue,
+                    traceback,
+                };
+                self.error = Some(error.clone());
+                ExecEvent::Error(error)
+            }
+            SessionMessage::Ready | SessionMessage::Failed { .. } | SessionMessage::Done { .. } => {
+                return
+            }
+        };
+        on_event(&event);
+    }
+}
+
+impl Session {
+    pub(crate) async fn create(
+        runtime: Arc<RuntimeInner>,
+        name: String,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        let workdir = config
+            .workdir
+            .canonicalize()
+            .map_err(io_error(&config.workdir))?;
+        let cgroup = match &runtime.isolation {
+            Isolation::Sandbox(policy) => {
+                if let Identity::DropFromRoot { uid, gid } = policy.identity {
+                    // The session runs as an unprivileged user: its directory must be its own.
+                    nix::unistd::chown(
+                        &workdir,
+                        Some(nix::unistd::Uid::from_raw(uid)),
+                        Some(nix::unistd::Gid::from_raw(gid)),
+                    )
+                    .map_err(|e| io_error(&workdir)(e.into()))?;
+                }
+                match &policy.cgroup {
+                    Some(parent) => Some(
+                        SessionCgroup::create(
+                            parent,
+                            &name,
+                            &CgroupLimits {
+                                memory_bytes: config.limits.memory_bytes(),
+                                processes: config.limits.processes,
+                                cpu_cores: config.limits.cpu_cores,
+                            },
+                        )
+                        .map_err(|e| SessionError::Sandbox(e.to_string()))?,
+                    ),
+                    None => None,
+                }
+            }
+            Isolation::None => None,
+        };
+        let mut session = Self {
+            runtime,
+            workdir,
+            limits: config.limits,
+            cgroup,
+            process: None,
+            interrupter: Interrupter::default(),
+            restart_pending: false,
+        };
+        session.start_process().await?;
+        Ok(session)
+    }
+
+    /// The host directory that is the session's `/mnt/data`.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A handle that interrupts this session's running execution.
+    pub fn interrupter(&self) -> Interrupter {
+        self.interrupter.clone()
+    }
+
+    /// Runs `code` as one cell. `on_event` sees output as it is produced. Failures of
+    /// the code (exceptions, crashes, timeouts) are in the returned [`Execution`]; an
+    /// `Err` means the session itself could not be driven.
+    pub async fn execute(
+        &mut self,
+        code: &str,
+        on_event: &mut (dyn FnMut(&ExecEvent) + Send),
+    ) -> Result<Execution, SessionError> {
+        let started = Instant::now();
+        if self.process.as_ref().is_some_and(Process::has_exited) {
+            self.process = None;
+            self.restart_pending = true;
+        }
+        if self.process.is_none() {
+            self.start_process().await?;
+        }
+        let restarted = std::mem::take(&mut self.restart_pending);
+        let before = Snapshot::take(&self.workdir);
+        let oom_kills_before = self.oom_kills();
+        self.interrupter.take_request();
+
+        let mut outputs = Outputs::default();
+        let (ending, stop) = self.run(code, &mut outputs, on_event).await;
+        let user_interrupted = self.interrupter.take_request();
+
+        let (status, error) = match (ending, stop) {
+            (Ending::Done(_), Some(stop)) => {
+                // Interrupted by sandcell in time: the state survives.
+                let what = self.stop_description(stop);
+                let evalue = format!("{what} and was interrupted; the session's variables are kept.");
+                let mut error = stop_error(stop, evalue);
+                if let Some(interrupt) = outputs.error.take() {
+                    error.traceback = interrupt.traceback;
+                }
+                (stop_status(stop), Some(error))
+            }
+            (Ending::Done(DoneStatus::Ok), None) => (Status::Ok, outputs.error.take()),
+            (Ending::Done(DoneStatus::Error), None) => {
+                let keyboard = outputs
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.ename == "KeyboardInterrupt");
+                let status = if keyboard && user_interrupted {
+                    Status::Interrupted
+                } else {
+                    Status::Error
+                };
+                (status, outputs.error.take())
+            }
+            (Ending::Died, _) => {
+                let exit = self.wait_for_exit().await;
+                let out_of_memory = self.oom_kills() > oom_kills_before;
+                let reason = crash_reason(exit, out_of_memory, &self.limits);
+                self.process = None;
+                self.restart_pending = true;
+                let evalue = format!(
+                    "The Python process died: {reason}. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
+                );
+                (
+                    Status::Crashed,
+                    Some(ExecutionError::sandcell("SessionCrashed", evalue)),
+                )
+            }
+            (Ending::Killed(stop), _) => {
+                self.kill_process().await;
+                self.restart_pending = true;
+                let what = self.stop_description(stop);
+                let evalue = format!(
+                    "{what} and did not stop when interrupted, so its Python process was stopped. Variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
+                );
+                (stop_status(stop), Some(stop_error(stop, evalue)))
+            }
+        };
+
+        let after = Snapshot::take(&self.workdir);
+        Ok(Execution {
+            status,
+            stdout: outputs.stdout,
+            stderr: outputs.stderr,
+            results: outputs.results,
+            error,
+            files: before.changes(&after),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            restarted,
+        })
+    }
+
+    /// Sends the code and collects outputs until `done`, the process's death, or a kill
+    /// after an interrupt that did not work. Also says whether sandcell interrupted it.
+    async fn run(
+        &mut self,
+        code: &str,
+        outputs: &mut Outputs,
+        on_event: &mut (dyn FnMut(&ExecEvent) + Send),
+    ) -> (Ending, Option<Stop>) {
+        let workdir = self.workdir.clone();
+        let quota = self.limits.workdir_quota_bytes();
+        let timeout = self.limits.timeout;
+        let Some(process) = self.process.as_mut() else {
+            return (Ending::Died, None);
+        };
+        if write_frame(&mut process.writer, &HostMessage::Execute { code })
+            .await
+            .is_err()
+        {
+            return (Ending::Died, None);
+        }
+        let mut stop: Option<Stop> = None;
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let mut quota_check = tokio::time::interval(QUOTA_CHECK);
+        quota_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = process.frames.recv() => match frame {
+                    Some(Ok(Some(SessionMessage::Done { status }))) => return (Ending::Done(status), stop),
+                    Some(Ok(Some(message))) => outputs.apply(message, on_event),
+                    Some(Ok(None)) | Some(Err(_)) | None => return (Ending::Died, stop),
+                },
+                _ = tokio::time::sleep_until(deadline) => match stop {
+                    None => {
+                        stop = Some(Stop::Timeout);
+                        process.signal(Signal::SIGINT);
+                        deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+                    }
+                    Some(reason) => return (Ending::Killed(reason), stop),
+                },
+                _ = quota_check.tick(), if stop.is_none() => {
+                    let usage = tokio::task::spawn_blocking({
+                        let workdir = workdir.clone();
+                        move || disk_usage(&workdir)
+                    }).await.unwrap_or(0);
+                    if usage > quota {
+                        stop = Some(Stop::Quota);
+                        process.signal(Signal::SIGINT);
+                        deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop_description(&self, stop: Stop) -> String {
+        match stop {
+            Stop::Timeout => format!(
+                "The execution ran longer than its {} s time limit",
+                self.limits.timeout.as_secs()
+            ),
+            Stop::Quota => format!(
+                "The working directory grew past its {} MiB quota",
+                self.limits.workdir_quota_mib
+            ),
+        }
+    }
+
+    /// Starts a fresh Python process for this session (same directory, cgroup, limits).
+    async fn start_process(&mut self) -> Result<(), SessionError> {
+        let cgroup_procs = self
+            .cgroup
+            .as_ref()
+            .map(SessionCgroup::procs_files)
+            .unwrap_or_default();
+        let request = self
+            .runtime
+            .spawn_request(&self.workdir, &self.limits, cgroup_procs);
+        let spawned = self.runtime.spawn(&request).await?;
+
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let status = tokio::net::unix::pipe::Receiver::from_owned_fd(spawned.status)
+            .map_err(|e| SessionError::Spawn(format!("status pipe: {e}")))?;
+        tokio::spawn(follow_keeper(status, started_tx, exit_tx));
+
+        let pid = match tokio::time::timeout(START_TIMEOUT, started_rx).await {
+            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Err(message))) => return Err(SessionError::Sandbox(message)),
+            Ok(Err(_)) => {
+                return Err(SessionError::Spawn(
+                    "the session's keeper process exited before starting it".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(SessionError::Spawn(format!(
+                    "the session did not start within {} s",
+                    START_TIMEOUT.as_secs()
+                )))
+            }
+        };
+
+        let socket = std::os::unix::net::UnixStream::from(spawned.socket);
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| SessionError::Spawn(e.to_string()))?;
+        let socket = tokio::net::UnixStream::from_std(socket)
+            .map_err(|e| SessionError::Spawn(e.to_string()))?;
+        let (mut reader, writer) = socket.into_split();
+        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        // A dedicated reader keeps frame reads whole even when an execution's wait is
+        // abandoned midway (timeouts), since `read_frame` is not cancel-safe.
+        tokio::spawn(async move {
+            loop {
+                let frame = read_frame(&mut reader).await;
+                let last = !matches!(frame, Ok(Some(_)));
+                if frames_tx.send(frame).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let first = tokio::time::timeout(START_TIMEOUT, frames.recv()).await;
+        let mut process = Process {
+            pid,
+            writer,
+            frames,
+            exit: exit_rx,
+        };
+        match first {
+            Ok(Some(Ok(Some(SessionMessage::Ready)))) => {}
+            Ok(Some(Ok(Some(SessionMessage::Failed { message })))) => {
+                process.signal(Signal::SIGKILL);
+                return Err(SessionError::Sandbox(message));
+            }
+            Ok(_) => {
+                let exit = wait_exit(&mut process.exit).await;
+                return Err(SessionError::Spawn(format!(
+                    "the Python process ended before it was ready: {}",
+                    crash_reason(exit, false, &self.limits)
+                )));
+            }
+            Err(_) => {
+                process.signal(Signal::SIGKILL);
+                return Err(SessionError::Spawn(format!(
+                    "the session did not become ready within {} s",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        self.interrupter.inner.pid.store(pid, Ordering::SeqCst);
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills the current process (its whole PID namespace) and waits until it is gone.
+    async fn kill_process(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.signal(Signal::SIGKILL);
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill_all();
+            }
+            wait_exit(&mut process.exit).await;
+        }
+        self.interrupter.inner.pid.store(0, Ordering::SeqCst);
+    }
+
+    async fn wait_for_exit(&mut self) -> ProcessExit {
+        match self.process.as_mut() {
+            Some(process) => wait_exit(&mut process.exit).await,
+            None => ProcessExit::Unknown,
+        }
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.cgroup.as_ref().map_or(0, SessionCgroup::oom_kills)
+    }
+
+    /// Fresh Python state; files stay.
+    pub async fn restart(&mut self) -> Result<(), SessionError> {
+        self.kill_process().await;
+        self.restart_pending = false;
+        self.start_process().await
+    }
+
+    /// Stops the process and releases the cgroup. Files stay.
+    pub async fn shutdown(mut self) -> Result<(), SessionError> {
+        if let Some(process) = self.process.as_mut() {
+            let _ = write_frame(&mut process.writer, &HostMessage::Shutdown).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait_exit(&mut process.exit)).await;
+        }
+        self.kill_process().await;
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup
+                .remove()
+                .map_err(|e| SessionError::Sandbox(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(process) = &self.process {
+            process.signal(Signal::SIGKILL);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+            let _ = cgroup.remove();
+        }
+    }
+}
+
+impl Process {
+    fn signal(&self, signal: Signal) {
+        // ESRCH (already gone) is fine: the exit is reported through the keeper.
+        let _ = kill(Pid::from_raw(self.pid), signal);
+    }
+
+    fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+/// Reads the keeper's status pipe: the session's pid once it started, then how it ended.
+async fn follow_keeper(
+    status: tokio::net::unix::pipe::Receiver,
+    started: oneshot::Sender<Result<i32, String>>,
+    exit: watch::Sender<Option<ProcessExit>>,
+) {
+    let mut started = Some(started);
+    let mut lines = tokio::io::BufReader::new(status).lines();
+    let mut ended = ProcessExit::Unknown;
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<KeeperEvent>(&line) {
+            Ok(KeeperEvent::Started { pid }) => {
+                if let Some(started) = started.take() {
+                    let _ = started.send(Ok(pid));
+                }
+            }
+            Ok(KeeperEvent::Failed { message }) => {
+                if let Some(started) = started.take() {
+                    let _ = started.send(Err(message));
+                }
+            }
+            Ok(KeeperEvent::Exited { code, signal }) => {
+                ended = match (signal, code) {
+                    (Some(signal), _) => ProcessExit::Signal(signal),
+                    (None, Some(code)) => ProcessExit::Code(code),
+                    (None, None) => ProcessExit::Unknown,
+                };
+            }
+            Err(e) => tracing::warn!("unreadable line from a session keeper: {e}"),
+        }
+    }
+    let _ = exit.send(Some(ended));
+}
+
+async fn wait_exit(exit: &mut watch::Receiver<Option<ProcessExit>>) -> ProcessExit {
+    match exit.wait_for(Option::is_some).await {
+        Ok(value) => value.unwrap_or(ProcessExit::Unknown),
+        Err(_) => ProcessExit::Unknown,
+    }
+}
+
+fn crash_reason(exit: ProcessExit, out_of_memory: bool, limits: &Limits) -> String {
+    if out_of_memory {
+        return format!(
+            "it ran out of memory (the session's limit is {} MiB)",
+            limits.memory_mib
+        );
+    }
+    match exit {
+        ProcessExit::Signal(number) => {
+            let name = Signal::try_from(number).map_or("unknown signal", Signal::as_str);
+            let what = match number {
+                libc::SIGSEGV => "it crashed with a segmentation fault",
+                libc::SIGABRT => "it aborted",
+                libc::SIGBUS => "it crashed with a bus error",
+                libc::SIGKILL => "it was killed",
+                _ => "it was killed by a signal",
+            };
+            format!("{what} ({name})")
+        }
+        ProcessExit::Code(code) => format!("it exited with code {code}"),
+        ProcessExit::Unknown => "it ended without a status".into(),
+    }
+}
+
+fn stop_status(stop: Stop) -> Status {
+    match stop {
+        Stop::Timeout => Status::Timeout,
+        Stop::Quota => Status::Error,
+    }
+}
+
+fn stop_error(stop: Stop, evalue: String) -> ExecutionError {
+    let ename = match stop {
+        Stop::Timeout => "TimeoutError",
+        Stop::Quota => "DiskQuotaExceeded",
+    };
+    ExecutionError::sandcell(ename, evalue)
+}

@@ -1,0 +1,391 @@
+//! Execution semantics of real sessions: real Python, real sandbox (whichever mode the
+//! current user gets: root drops to an unprivileged uid, others use a user namespace).
+
+use base64::Engine;
+use sandcell_pyenv::{Environment, Home};
+use sandcell_session::{
+    ExecEvent, Execution, Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status,
+};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+async fn runtime() -> Runtime {
+    let home = Home::from_env().expect("a data directory");
+    let env = Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
+        .expect("the Python environment can be set up");
+    let runtime = Runtime::start(&env, RuntimeOptions::default())
+        .await
+        .expect("the template starts");
+    for warning in runtime.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    runtime
+}
+
+async fn session_with(limits: Limits) -> (Session, TempDir, Runtime) {
+    let runtime = runtime().await;
+    let workdir = tempfile::Builder::new()
+        .prefix("sandcell-test-")
+        .tempdir()
+        .unwrap();
+    let session = runtime
+        .create_session(SessionConfig {
+            workdir: workdir.path().to_path_buf(),
+            limits,
+        })
+        .await
+        .expect("a session starts");
+    (session, workdir, runtime)
+}
+
+async fn session() -> (Session, TempDir, Runtime) {
+    session_with(Limits::default()).await
+}
+
+async fn run(session: &mut Session, code: &str) -> Execution {
+    session
+        .execute(code, &mut |_| {})
+        .await
+        .expect("the session can be driven")
+}
+
+fn text(execution: &Execution, index: usize) -> &str {
+    execution.results[index]["text/plain"]
+        .as_str()
+        .expect("a text/plain result")
+}
+
+fn decode(execution: &Execution, index: usize, mime: &str) -> Vec<u8> {
+    let data = execution.results[index][mime]
+        .as_str()
+        .unwrap_or_else(|| panic!("result {index} has no {mime}: {:?}", execution.results));
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .expect("base64")
+}
+
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+#[tokio::test]
+async fn state_persists_across_executions() {
+    let (mut s, _dir, _rt) = session().await;
+    let first = run(&mut s, "x = 41").await;
+    assert_eq!(first.status, Status::Ok);
+    assert!(first.results.is_empty());
+    let second = run(&mut s, "x + 1").await;
+    assert_eq!(second.status, Status::Ok, "{second:?}");
+    assert_eq!(text(&second, 0), "42");
+    let third = run(&mut s, "def double(v):\n    return 2 * v\ndouble(x)").await;
+    assert_eq!(text(&third, 0), "82");
+}
+
+#[tokio::test]
+async fn rich_outputs_are_mime_bundles() {
+    let (mut s, _dir, _rt) = session().await;
+    let code = r#"
+import io
+import pandas as pd
+from PIL import Image as PILImage
+from IPython.display import display, HTML, SVG, JSON, Markdown, Image, Latex
+
+def encoded(fmt):
+    buf = io.BytesIO()
+    PILImage.new("RGB", (4, 3), (255, 0, 0)).save(buf, format=fmt)
+    return buf.getvalue()
+
+display(pd.DataFrame({"a": [1, 2], "b": [3, 4]}))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'))
+display(Image(data=encoded("PNG"), format="png"))
+display(Image(data=encoded("JPEG"), format="jpeg"))
+display(JSON({"answer": 42}))
+display(Markdown("# Title"))
+display(Latex(r"$\alpha$"))
+
+class Card:
+    def _repr_html_(self):
+        return "<b>card</b>"
+Card()
+"#;
+    let e = run(&mut s, code).await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert_eq!(e.results.len(), 8, "{:?}", e.results);
+    assert!(e.results[0]["text/html"].as_str().unwrap().contains("<table"));
+    assert!(e.results[0].contains_key("text/plain"));
+    assert!(e.results[1]["image/svg+xml"].as_str().unwrap().contains("<svg"));
+    assert!(decode(&e, 2, "image/png").starts_with(PNG_MAGIC));
+    assert!(decode(&e, 3, "image/jpeg").starts_with(b"\xff\xd8"));
+    assert_eq!(e.results[4]["application/json"]["answer"], 42);
+    assert_eq!(e.results[5]["text/markdown"], "# Title");
+    assert!(e.results[6]["text/latex"].as_str().unwrap().contains("alpha"));
+    assert_eq!(e.results[7]["text/html"], "<b>card</b>");
+}
+
+#[tokio::test]
+async fn matplotlib_figures_are_captured_without_savefig() {
+    let (mut s, dir, _rt) = session().await;
+    let shown = run(
+        &mut s,
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('shown')\nplt.show()",
+    )
+    .await;
+    assert_eq!(shown.status, Status::Ok, "{shown:?}");
+    assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
+    assert!(decode(&shown, 0, "image/png").starts_with(PNG_MAGIC));
+
+    let left_open = run(&mut s, "fig, ax = plt.subplots()\nax.bar(['a', 'b'], [1, 2])").await;
+    let pngs = left_open
+        .results
+        .iter()
+        .filter(|r| r.contains_key("image/png"))
+        .count();
+    assert_eq!(pngs, 1, "an open figure is captured at the end of the cell");
+
+    let nothing = run(&mut s, "1").await;
+    assert!(
+        nothing.results.iter().all(|r| !r.contains_key("image/png")),
+        "figures are closed after each cell"
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_stream_in_order_while_the_cell_runs() {
+    let (mut s, _dir, _rt) = session().await;
+    let code = "import sys, time, os\nprint('one')\ntime.sleep(1)\nprint('two', file=sys.stderr)\nos.system('echo three')\ntime.sleep(1)\nprint('four')";
+    let started = Instant::now();
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let e = s
+        .execute(code, &mut |event| {
+            let text = match event {
+                ExecEvent::Stdout(t) => format!("out:{t}"),
+                ExecEvent::Stderr(t) => format!("err:{t}"),
+                other => format!("{other:?}"),
+            };
+            seen.push((started.elapsed(), text));
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    let joined: String = seen.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(joined, "out:one\nerr:two\nout:three\nout:four\n");
+    assert_eq!(e.stdout, "one\nthree\nfour\n");
+    assert_eq!(e.stderr, "two\n");
+    let first = seen.first().unwrap().0;
+    let last = seen.last().unwrap().0;
+    assert!(
+        last - first >= Duration::from_millis(1500),
+        "the first chunk arrived while the cell was still running: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn errors_carry_a_traceback_of_the_users_code() {
+    let (mut s, _dir, _rt) = session().await;
+    let e = run(
+        &mut s,
+        "def inner():\n    return 1 / 0\n\nvalue = 3\ninner()",
+    )
+    .await;
+    assert_eq!(e.status, Status::Error);
+    let error = e.error.expect("an error");
+    assert_eq!(error.ename, "ZeroDivisionError");
+    assert!(error.evalue.contains("division by zero"));
+    let traceback = error.traceback.join("\n");
+    assert!(traceback.contains("return 1 / 0"), "{traceback}");
+    assert!(traceback.contains("inner()"), "{traceback}");
+    assert!(!traceback.contains("sandcell_runtime"), "{traceback}");
+    assert!(!traceback.contains("\u{1b}["), "no ANSI colours: {traceback}");
+    // The state from before the error survives.
+    assert_eq!(text(&run(&mut s, "value").await, 0), "3");
+
+    let syntax = run(&mut s, "def broken(:\n    pass").await;
+    assert_eq!(syntax.status, Status::Error);
+    assert_eq!(syntax.error.unwrap().ename, "SyntaxError");
+}
+
+#[tokio::test]
+async fn ipython_features_work() {
+    let (mut s, dir, _rt) = session().await;
+    let e = run(&mut s, "%%writefile notes.txt\nhello from a magic\n").await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "hello from a magic\n"
+    );
+    let shell = run(&mut s, "!cat notes.txt").await;
+    assert!(shell.stdout.contains("hello from a magic"), "{shell:?}");
+    let timeit = run(&mut s, "%timeit -n 10 -r 1 sum(range(10))").await;
+    assert!(timeit.stdout.contains("per loop"), "{timeit:?}");
+    let awaited = run(&mut s, "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'").await;
+    assert_eq!(text(&awaited, 0), "'awaited'", "{awaited:?}");
+    let input = run(&mut s, "input('name? ')").await;
+    assert_eq!(input.status, Status::Error);
+    assert!(
+        input.error.unwrap().evalue.contains("input"),
+        "input() says clearly that it is not available"
+    );
+}
+
+#[tokio::test]
+async fn files_created_or_changed_are_reported() {
+    let (mut s, dir, _rt) = session().await;
+    std::fs::write(dir.path().join("keep.txt"), "unchanged").unwrap();
+    let e = run(
+        &mut s,
+        "import os, pandas as pd, matplotlib.pyplot as plt\npd.DataFrame({'a': [1]}).to_csv('table.csv')\nos.makedirs('plots', exist_ok=True)\nplt.plot([1])\nplt.savefig('plots/p.png')",
+    )
+    .await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    let files: Vec<(&str, &str)> = e
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.mime.as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [("plots/p.png", "image/png"), ("table.csv", "text/csv")]
+    );
+    assert!(e.files.iter().all(|f| f.size > 0));
+    let again = run(&mut s, "open('table.csv', 'a').write('2\\n')").await;
+    assert_eq!(again.files.len(), 1);
+    assert_eq!(again.files[0].path, "table.csv");
+}
+
+#[tokio::test]
+async fn an_interrupt_stops_the_cell_and_keeps_the_state() {
+    let (mut s, _dir, _rt) = session().await;
+    run(&mut s, "kept = 'still here'").await;
+    let interrupter = s.interrupter();
+    let signaller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        interrupter.interrupt()
+    });
+    let started = Instant::now();
+    let e = run(&mut s, "import time\ntime.sleep(60)").await;
+    assert!(signaller.await.unwrap(), "a live session can be interrupted");
+    assert_eq!(e.status, Status::Interrupted, "{e:?}");
+    assert_eq!(e.error.unwrap().ename, "KeyboardInterrupt");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(text(&run(&mut s, "kept").await, 0), "'still here'");
+}
+
+#[tokio::test]
+async fn a_timeout_interrupts_first_and_keeps_the_state() {
+    let limits = Limits {
+        timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let (mut s, _dir, _rt) = session_with(limits).await;
+    run(&mut s, "kept = 7").await;
+    let e = run(&mut s, "import time\ntime.sleep(60)").await;
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    let error = e.error.unwrap();
+    assert_eq!(error.ename, "TimeoutError");
+    assert!(error.evalue.contains("time limit"), "{}", error.evalue);
+    let next = run(&mut s, "kept").await;
+    assert!(!next.restarted);
+    assert_eq!(text(&next, 0), "7");
+}
+
+#[tokio::test]
+async fn a_timeout_kills_code_that_ignores_interrupts_and_the_session_comes_back() {
+    let limits = Limits {
+        timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let (mut s, dir, _rt) = session_with(limits).await;
+    run(&mut s, "lost = 1\nopen('kept.txt', 'w').write('kept')").await;
+    let e = run(
+        &mut s,
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.1)",
+    )
+    .await;
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    assert!(e.error.unwrap().evalue.contains("next execution starts a fresh session"));
+    let next = run(&mut s, "import os\nos.path.exists('kept.txt'), 'lost' in globals()").await;
+    assert!(next.restarted, "the execution says the session was restarted");
+    assert_eq!(text(&next, 0), "(True, False)");
+    assert!(dir.path().join("kept.txt").exists());
+}
+
+#[tokio::test]
+async fn a_segfault_is_reported_and_the_session_recovers_with_its_files() {
+    let (mut s, dir, _rt) = session().await;
+    run(&mut s, "lost = 1\nopen('before.txt', 'w').write('x')").await;
+    let e = run(&mut s, "import ctypes\nctypes.string_at(0)").await;
+    assert_eq!(e.status, Status::Crashed, "{e:?}");
+    let error = e.error.unwrap();
+    assert_eq!(error.ename, "SessionCrashed");
+    assert!(error.evalue.contains("segmentation fault"), "{}", error.evalue);
+    let next = run(&mut s, "'lost' in globals()").await;
+    assert!(next.restarted);
+    assert_eq!(next.status, Status::Ok);
+    assert_eq!(text(&next, 0), "False");
+    assert!(dir.path().join("before.txt").exists());
+}
+
+#[tokio::test]
+async fn os_exit_is_a_crash_with_its_exit_code() {
+    let (mut s, _dir, _rt) = session().await;
+    let e = run(&mut s, "import os\nos._exit(3)").await;
+    assert_eq!(e.status, Status::Crashed);
+    assert!(e.error.unwrap().evalue.contains("exited with code 3"));
+    assert_eq!(text(&run(&mut s, "1 + 1").await, 0), "2");
+}
+
+#[tokio::test]
+async fn the_memory_limit_stops_a_runaway_allocation() {
+    let limits = Limits {
+        memory_mib: 300,
+        ..Limits::default()
+    };
+    let (mut s, _dir, _rt) = session_with(limits).await;
+    let e = run(&mut s, "hog = b'x' * (1 << 30)\nlen(hog)").await;
+    match e.status {
+        // A memory cgroup kills the process.
+        Status::Crashed => assert!(
+            e.error.unwrap().evalue.contains("out of memory"),
+            "the crash names the memory limit"
+        ),
+        // Without one, RLIMIT_AS makes the allocation fail.
+        Status::Error => assert_eq!(e.error.unwrap().ename, "MemoryError"),
+        other => panic!("a 1 GiB allocation under a 300 MiB limit ended with {other:?}"),
+    }
+    assert_eq!(text(&run(&mut s, "2 + 2").await, 0), "4");
+}
+
+#[tokio::test]
+async fn restart_clears_variables_and_keeps_files() {
+    let (mut s, _dir, _rt) = session().await;
+    run(&mut s, "gone = 1\nopen('stay.txt', 'w').write('x')").await;
+    s.restart().await.unwrap();
+    let e = run(&mut s, "import os\n'gone' in globals(), os.path.exists('stay.txt')").await;
+    assert_eq!(text(&e, 0), "(False, True)");
+    assert!(!e.restarted, "an explicit restart is not reported as an accident");
+}
+
+#[tokio::test]
+async fn sessions_forked_from_one_template_do_not_share_random_state() {
+    let runtime = runtime().await;
+    let mut draws = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = runtime
+            .create_session(SessionConfig {
+                workdir: dir.path().to_path_buf(),
+                limits: Limits::default(),
+            })
+            .await
+            .unwrap();
+        let e = run(
+            &mut s,
+            "import random, uuid, tempfile, numpy as np\n(random.random(), float(np.random.rand()), str(uuid.uuid4()), tempfile.mktemp())",
+        )
+        .await;
+        draws.push(text(&e, 0).to_string());
+        dirs.push(dir);
+        s.shutdown().await.unwrap();
+    }
+    assert_ne!(draws[0], draws[1]);
+}

@@ -1,0 +1,150 @@
+//! `sandcell doctor`: which isolation layers this machine supports, verified where
+//! possible by looking from inside a real session.
+
+use sandcell_sandbox::probe::{probe, LayerReport};
+use sandcell_session::{Isolation, Runtime, RuntimeOptions, SessionConfig, Status};
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Only probe the kernel; do not start a session to verify from inside.
+    #[arg(long)]
+    no_session: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    layers: Vec<LayerReport>,
+    python: Option<PythonReport>,
+    /// What a real sandboxed session observed about itself, when one could be started.
+    inside: Option<serde_json::Value>,
+    /// Why the in-session check could not run.
+    inside_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PythonReport {
+    version: String,
+    prefix: String,
+    packages: usize,
+}
+
+/// Run inside a session: what the sandbox looks like from within.
+const SELF_CHECK: &str = r#"
+import json, os, socket
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+def writable(path):
+    try:
+        with open(os.path.join(path, ".sandcell-doctor"), "w"):
+            pass
+        os.unlink(os.path.join(path, ".sandcell-doctor"))
+        return True
+    except OSError:
+        return False
+print(json.dumps({
+    "uid": os.getuid(),
+    "pid": os.getpid(),
+    "visible_processes": sum(1 for p in os.listdir("/proc") if p.isdigit()),
+    "network_interfaces": [name for _, name in socket.if_nameindex()],
+    "no_new_privs": status["NoNewPrivs"].strip() == "1",
+    "seccomp_filter": status["Seccomp"].strip() == "2",
+    "capabilities_effective": status["CapEff"].strip(),
+    "hostname": socket.gethostname(),
+    "root_writable": writable("/"),
+    "usr_writable": writable("/usr"),
+    "workdir_writable": writable("/mnt/data"),
+    "home_visible": os.path.exists("/home") or os.path.exists("/root/.ssh"),
+}))
+"#;
+
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let layers = probe();
+    let env = sandcell_pyenv::Home::from_env()
+        .ok()
+        .and_then(|home| sandcell_pyenv::Environment::existing(&home));
+    let python = env.as_ref().map(|env| PythonReport {
+        version: env.info().python_version.clone(),
+        prefix: env.info().prefix.display().to_string(),
+        packages: env.info().packages.len(),
+    });
+    let (inside, inside_error) = match (&env, args.no_session) {
+        (_, true) => (None, Some("skipped (--no-session)".to_string())),
+        (None, false) => (
+            None,
+            Some("the Python environment is not set up yet; run `sandcell setup`".to_string()),
+        ),
+        (Some(env), false) => match look_inside(env).await {
+            Ok(value) => (Some(value), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+    };
+    let report = Report {
+        layers,
+        python,
+        inside,
+        inside_error,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_json::Value> {
+    let runtime = Runtime::start(env, RuntimeOptions::default()).await?;
+    if matches!(runtime.isolation(), Isolation::None) {
+        anyhow::bail!("the sandbox is off");
+    }
+    let workdir = tempfile::Builder::new().prefix("sandcell-doctor-").tempdir()?;
+    let mut session = runtime
+        .create_session(SessionConfig {
+            workdir: workdir.path().to_path_buf(),
+            limits: Default::default(),
+        })
+        .await?;
+    let execution = session.execute(SELF_CHECK, &mut |_| {}).await?;
+    session.shutdown().await?;
+    if execution.status != Status::Ok {
+        anyhow::bail!(
+            "the check failed inside the session: {}",
+            execution.error.map(|e| e.evalue).unwrap_or_default()
+        );
+    }
+    Ok(serde_json::from_str(execution.stdout.trim())?)
+}
+
+fn print_human(report: &Report) {
+    println!("Isolation layers on this machine:");
+    for layer in &report.layers {
+        let mark = if layer.active { "active  " } else { "MISSING " };
+        println!("  {mark} {:<28} {}", layer.title, layer.detail);
+        if let Some(fix) = &layer.fix {
+            println!("           fix: {fix}");
+        }
+    }
+    match &report.python {
+        Some(python) => println!(
+            "\nPython environment: {} in {} ({} packages)",
+            python.version, python.prefix, python.packages
+        ),
+        None => println!("\nPython environment: not set up yet (run `sandcell setup`)"),
+    }
+    match (&report.inside, &report.inside_error) {
+        (Some(inside), _) => {
+            println!("\nSeen from inside a sandboxed session:");
+            if let Some(map) = inside.as_object() {
+                for (key, value) in map {
+                    println!("  {key:<24} {value}");
+                }
+            }
+        }
+        (None, Some(why)) => println!("\nNot verified from inside a session: {why}"),
+        (None, None) => {}
+    }
+}

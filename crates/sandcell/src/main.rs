@@ -1,0 +1,90 @@
+//! The `sandcell` command: thin glue between the command line and the library crates.
+
+mod doctor;
+mod render;
+mod run;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// A self-hosted code interpreter: stateful Python sessions in a Linux sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "sandcell", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (or check) the Python environment sessions run in.
+    Setup,
+    /// Run Python files and code snippets as cells of one fresh session.
+    Run(run::RunArgs),
+    /// Show which isolation layers are active on this machine, and how to fix the others.
+    Doctor(doctor::DoctorArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDCELL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Setup => setup().map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => {
+                let run_matches = matches.subcommand_matches("run").unwrap_or(&matches);
+                run::run(args, run_matches).await
+            }
+            Command::Doctor(args) => doctor::doctor(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
+}
+
+fn setup() -> anyhow::Result<()> {
+    let home = sandcell_pyenv::Home::from_env()?;
+    let started = std::time::Instant::now();
+    let env = sandcell_pyenv::Environment::ensure(&home, &mut |step| eprintln!("sandcell: {step}"))?;
+    eprintln!(
+        "sandcell: Python {} environment ready in {} ({} packages; checked in {:.1} s)",
+        env.info().python_version,
+        env.info().prefix.display(),
+        env.info().packages.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The Python environment, set up on first use.
+pub(crate) fn environment() -> anyhow::Result<sandcell_pyenv::Environment> {
+    let home = sandcell_pyenv::Home::from_env()?;
+    Ok(sandcell_pyenv::Environment::ensure(&home, &mut |step| {
+        eprintln!("sandcell: {step}")
+    })?)
+}
+
+/// One sentence on stderr, no backtrace.
+fn fail(error: anyhow::Error) -> ExitCode {
+    eprintln!("sandcell: error: {error:#}");
+    ExitCode::from(2)
+}

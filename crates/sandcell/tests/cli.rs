@@ -1,0 +1,158 @@
+//! The `sandcell` command line: its JSON contract, human output and bad input.
+
+mod common;
+
+use common::{first_text, run_json, sandcell};
+
+#[test]
+fn json_lines_carry_state_between_cells() {
+    let (cells, output) = run_json(&["-c", "x = 41", "-c", "x + 1"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(cells.len(), 2);
+    assert_eq!(cells[0]["status"], "ok");
+    assert_eq!(cells[0]["results"].as_array().unwrap().len(), 0);
+    assert_eq!(first_text(&cells[1]), "42");
+    for field in ["stdout", "stderr", "results", "error", "files", "duration_ms"] {
+        assert!(cells[1].get(field).is_some(), "missing {field}: {}", cells[1]);
+    }
+    assert!(cells[1]["error"].is_null());
+}
+
+#[test]
+fn files_and_snippets_run_in_the_order_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.py");
+    let last = dir.path().join("last.py");
+    std::fs::write(&first, "order = ['first']").unwrap();
+    std::fs::write(&last, "order.append('last')\norder").unwrap();
+    let (cells, output) = run_json(&[
+        first.to_str().unwrap(),
+        "-c",
+        "order.append('middle')",
+        last.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    assert_eq!(cells.len(), 3);
+    assert_eq!(first_text(&cells[2]), "['first', 'middle', 'last']");
+}
+
+#[test]
+fn a_failing_cell_gives_a_non_zero_exit_and_its_traceback() {
+    let (cells, output) = run_json(&["-c", "raise ValueError('bad value')", "-c", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(cells[0]["status"], "error");
+    assert_eq!(cells[0]["error"]["ename"], "ValueError");
+    assert_eq!(cells[0]["error"]["evalue"], "bad value");
+    assert_eq!(cells[1]["status"], "ok", "later cells still run");
+}
+
+#[test]
+fn a_plot_comes_back_as_a_png_result() {
+    let (cells, output) = run_json(&["-c", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"]);
+    assert!(output.status.success());
+    let png = cells[0]["results"][0]["image/png"].as_str().expect("image/png");
+    assert!(png.starts_with("iVBORw0KGgo"), "base64 of a PNG signature");
+}
+
+#[test]
+fn human_output_streams_text_and_saves_images() {
+    let out = tempfile::tempdir().unwrap();
+    let output = sandcell()
+        .args(["run", "--out"])
+        .arg(out.path())
+        .args([
+            "-c",
+            "print('hello')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n6 * 7",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("hello\n"), "{stdout}");
+    assert!(stdout.contains("42"), "{stdout}");
+    let saved = out.path().join("cell1-output1.png");
+    assert!(stdout.contains(&saved.display().to_string()), "{stdout}");
+    assert!(std::fs::read(&saved).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn workdir_and_input_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("data.csv");
+    std::fs::write(&input, "a,b\n1,2\n3,4\n").unwrap();
+    let workdir = dir.path().join("work");
+    let (cells, output) = run_json(&[
+        "--workdir",
+        workdir.to_str().unwrap(),
+        "--file",
+        input.to_str().unwrap(),
+        "-c",
+        "import pandas as pd\ndf = pd.read_csv('/mnt/data/data.csv')\ndf.to_json('out.json')\nint(df['b'].sum())",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(first_text(&cells[0]), "6");
+    assert_eq!(cells[0]["files"][0]["path"], "out.json");
+    assert_eq!(cells[0]["files"][0]["mime"], "application/json");
+    assert!(workdir.join("out.json").exists(), "--workdir is kept");
+}
+
+/// Bad input gets one sentence and exit status 2, never a panic.
+fn assert_clear_failure(args: &[&str], expected: &str) {
+    let output = sandcell().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bad_input_gets_a_clear_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    assert_clear_failure(&["run", "/nonexistent/script.py"], "cannot read /nonexistent/script.py");
+    assert_clear_failure(&["run", "--bogus-flag", "-c", "1"], "--bogus-flag");
+    assert_clear_failure(&["run"], "nothing to run");
+    assert_clear_failure(
+        &["run", "--workdir", not_a_dir.to_str().unwrap(), "-c", "1"],
+        "is not a directory",
+    );
+    assert_clear_failure(&["run", "--file", "/nonexistent.csv", "-c", "1"], "no such file");
+    assert_clear_failure(&["run", "--timeout", "-3", "-c", "1"], "--timeout");
+}
+
+#[test]
+fn setup_is_idempotent() {
+    for _ in 0..2 {
+        let output = sandcell().arg("setup").output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("environment ready"));
+    }
+}
+
+#[test]
+fn doctor_reports_every_layer_and_what_a_session_sees() {
+    let output = sandcell().args(["doctor", "--json"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let layers = report["layers"].as_array().unwrap();
+    let ids: Vec<&str> = layers.iter().filter_map(|l| l["layer"].as_str()).collect();
+    for expected in ["seccomp", "landlock", "no_new_privs", "network_namespace", "pid_namespace"] {
+        assert!(ids.contains(&expected), "{expected} missing from {ids:?}");
+    }
+    for layer in layers {
+        if layer["active"] == false {
+            assert!(layer["fix"].is_string(), "an inactive layer says how to fix it: {layer}");
+        }
+    }
+    // What the probe claims matches what a real session observes.
+    let inside = &report["inside"];
+    let active = |id: &str| layers.iter().any(|l| l["layer"] == id && l["active"] == true);
+    assert_eq!(inside["no_new_privs"], active("no_new_privs"));
+    assert_eq!(inside["seccomp_filter"], active("seccomp"));
+    if active("network_namespace") {
+        assert_eq!(inside["network_interfaces"], serde_json::json!(["lo"]));
+    }
+}
