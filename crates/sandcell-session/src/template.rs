@@ -11,7 +11,6 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -54,7 +53,6 @@ pub struct SpawnRequest {
 
 /// The host's ends of a newly forked session.
 pub struct Spawned {
-    pub keeper_pid: i32,
     pub socket: OwnedFd,
     pub status: OwnedFd,
 }
@@ -175,8 +173,7 @@ impl Template {
         .await
         .map_err(|e| SessionError::Spawn(format!("{e}{}", self.stderr_excerpt())))?;
         match (reply.ok, reply.keeper_pid) {
-            (true, Some(keeper_pid)) => Ok(Spawned {
-                keeper_pid,
+            (true, Some(_keeper_pid)) => Ok(Spawned {
                 socket: host_socket,
                 status: status_read,
             }),

@@ -1,0 +1,175 @@
+"""The session kernel: IPython's InteractiveShell, built once in the template by prepare()
+and driven in each forked session by serve(), which answers the host's execute requests
+with the frames described in ARCHITECTURE.md."""
+
+import io
+import os
+import random
+import signal
+import sys
+
+import matplotlib.font_manager
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import StdinNotImplementedError, UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Type
+from traitlets.config import Config
+
+from .outputs import Outbox
+
+NO_INPUT_MESSAGE = "input() is not available: sandcell sessions have no keyboard; pass data in code or files."
+
+# Cells run once in the template so that sessions inherit what they import and cache, instead
+# of each paying for it in its first cells: the output path, tracebacks (stack_data, pygments),
+# a DataFrame's HTML, an inline figure (Agg, fonts, PNG), top-level await.
+_WARM_UP_CELLS = (
+    "1",
+    "1 / 0",
+    "import pandas\npandas.DataFrame({'a': [1]})",
+    "import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.title('warm-up')\nplt.show()",
+    "import asyncio",  # not `await`: that would create an event loop, with open fds, to be inherited
+)
+
+_shell = None  # built by prepare() in the template, inherited by every session
+
+
+def prepare():
+    """Build the shell in the template, before any fork; leaves no threads and no open files."""
+    global _shell
+    config = Config()
+    config.HistoryManager.enabled = False  # its SQLite writer thread must not exist when the template forks
+    _shell = _SessionShell.instance(config=config, colors="nocolor", autoawait=True)
+    _shell.enable_matplotlib("inline")
+    _warm_up(_shell)
+
+
+def serve(sock):
+    """Serve the host on `sock` until it asks to shut down, closes the socket, or a cell calls exit()."""
+    _reseed_random()
+    outbox = Outbox(sock)
+    sys.stdin = _NoStdin()
+    _shell.outbox = outbox
+    _shell.history_manager.dir_hist[:] = [os.getcwd()]  # `_dh` and `%cd -` start here, not in the template's cwd
+    session = _Session(_shell, outbox)
+    signal.signal(signal.SIGINT, session.on_sigint)
+    session.serve()
+
+
+class _Session:
+    def __init__(self, shell, outbox):
+        self._shell = shell
+        self._outbox = outbox
+        self._interruptible = False  # a plain attribute: setting it cannot itself be interrupted
+
+    def serve(self):
+        self._outbox.send({"type": "ready"})
+        while (request := self._outbox.recv()) is not None and request["type"] != "shutdown":
+            if request["type"] != "execute":
+                raise ValueError(f"unexpected request from the host: {request['type']!r}")
+            succeeded = self._execute(request["code"])
+            self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
+            if self._shell.exit_now:  # exit() or quit(): as in Jupyter, the session ends after the cell
+                return
+
+    def on_sigint(self, signum, frame):
+        """The host's interrupt stops the running cell; while idle there is nothing to stop."""
+        if self._interruptible:
+            raise KeyboardInterrupt
+
+    def _execute(self, code):
+        """Run one cell; True if it raised nothing."""
+        self._outbox.cell_running.set()
+        self._interruptible = True
+        try:
+            return self._shell.run_cell(code, store_history=True).success
+        except KeyboardInterrupt:  # landed outside IPython's own handling, e.g. while figures were drawn
+            self._shell.showtraceback()
+            return False
+        finally:
+            self._interruptible = False
+            self._outbox.cell_running.clear()
+
+
+class _ResultHook(DisplayHook):
+    """Sends the value of a cell's last expression as execute_result (as ipykernel's ZMQShellDisplayHook)."""
+
+    def write_output_prompt(self):
+        pass  # the frame stands in for IPython's "Out[N]:" prompt
+
+    def write_format_data(self, format_dict, md_dict=None):
+        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
+        self.shell.outbox.send_bundle("execute_result", format_dict, md_dict)
+
+
+class _FramePublisher(DisplayPublisher):
+    """Sends each display() as display_data (as ipykernel's ZMQDisplayPublisher). Display ids
+    have no frame of their own: an update_display() arrives as one more display_data."""
+
+    def publish(self, data, metadata=None, *_source, **_transient_and_update):
+        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
+        self.shell.outbox.send_bundle("display_data", data, metadata)
+
+    def clear_output(self, wait=False):
+        pass  # no frame for it; IPython's default would write terminal escapes to stdout
+
+
+class _SessionShell(InteractiveShell):
+    """IPython's shell with its outputs sent as frames (as ipykernel's ZMQInteractiveShell)."""
+
+    displayhook_class = Type(_ResultHook)
+    display_pub_class = Type(_FramePublisher)
+    # `!cmd` runs on the session's own fds 1 and 2 (captured like all other output) instead of
+    # IPython's default pexpect pty: no pty needed in the sandbox, and plain "\n" line ends.
+    system = InteractiveShell.system_raw
+    outbox = None  # set by serve(); the template has no socket
+
+    def _showtraceback(self, etype, evalue, stb):
+        self.outbox.send({"type": "error", "ename": etype.__name__, "evalue": str(evalue), "traceback": stb})
+
+    def enable_gui(self, gui=None):
+        """Called by `%matplotlib`: inline figures need no event loop, and a session has no screen."""
+        if gui not in (None, "inline"):
+            raise UsageError(f"no GUI event loop in a sandcell session: use `%matplotlib inline`, not {gui!r}")
+
+
+class _NoStdin(io.TextIOBase):
+    """sys.stdin: nobody can type in a session, so reading fails at once instead of hanging."""
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        raise StdinNotImplementedError(NO_INPUT_MESSAGE)
+
+    readline = read
+
+
+def _warm_up(shell):
+    shell.outbox = _Discard()
+    for cell in _WARM_UP_CELLS:
+        shell.run_cell(cell, store_history=False)
+    shell.outbox = None
+    shell.reset()  # sessions start with a fresh namespace and counters, as if nothing had run
+    # Matplotlib keeps the font files it rendered with open; a file offset shared by every
+    # forked session would garble their reads.
+    matplotlib.font_manager._get_font.cache_clear()
+
+
+class _Discard:
+    """The template's stand-in for an Outbox while warming up: nobody is listening yet."""
+
+    def send(self, frame):
+        pass
+
+    def send_bundle(self, frame_type, data, metadata):
+        pass
+
+
+def _reseed_random():
+    """A fork shares the template's random state: give every session its own."""
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()  # the legacy global RandomState behind np.random.rand() and friends

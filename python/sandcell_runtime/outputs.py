@@ -1,0 +1,142 @@
+"""Getting everything a session produces to the host, in order.
+
+fds 1 and 2 become pipes that a daemon thread forwards as `stream` frames, and
+`sys.stdout`/`sys.stderr` become line-buffered writers on those same fds, so text from
+print(), C extensions and child processes shares one path and keeps its order. Every
+other frame is sent only after the output written before it has been forwarded."""
+
+import base64
+import codecs
+import ctypes
+import io
+import os
+import select
+import signal
+import sys
+import threading
+import time
+
+from .protocol import Channel
+
+PARTIAL_LINE_DELAY = 0.05  # seconds an unfinished line (a prompt, a progress bar) may wait
+_WRITE_BUFFER_SIZE = 4096  # bytes of one unfinished line that are sent without waiting
+_READ_SIZE = 64 * 1024  # at most this much output per stream frame
+_SIGINT = {signal.SIGINT}
+_fflush = ctypes.CDLL(None).fflush  # libc's: fflush(NULL) flushes every C stdio stream
+
+
+class Outbox:
+    """The session's end of the socket. Creating it takes over fds 1 and 2 and replaces
+    sys.stdout and sys.stderr."""
+
+    def __init__(self, sock):
+        self._channel = Channel(sock)
+        self._pipes = _CapturedFds(self._channel)
+        self._writers = (_line_buffered_writer(1), _line_buffered_writer(2))
+        sys.stdout, sys.stderr = self._writers
+        self.cell_running = threading.Event()
+        _start_daemon_thread(self._pipes.forward_forever)
+        _start_daemon_thread(self._flush_partial_lines)
+
+    def recv(self):
+        """The next request from the host, or None once it has closed the socket."""
+        return self._channel.recv()
+
+    def send(self, frame):
+        """Send a frame after all output written before it. SIGINT is held back meanwhile:
+        a KeyboardInterrupt in the middle of a frame would corrupt the stream."""
+        __tracebackhide__ = True  # an interrupt held back here is raised on return: show the user's frames
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        try:
+            self._flush_writers()
+            _fflush(None)
+            self._pipes.drain()
+            self._channel.send(frame)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+    def send_bundle(self, frame_type, data, metadata):
+        """Send a display_data or execute_result frame for a MIME bundle from IPython."""
+        __tracebackhide__ = True
+        self.send({"type": frame_type, "data": _jsonable_bundle(data), "metadata": metadata or {}})
+
+    def _flush_writers(self):
+        for writer in self._writers:
+            if not writer.closed:  # user code may close sys.stdout; that must not stop the session
+                writer.flush()
+
+    def _flush_partial_lines(self):
+        while True:
+            self.cell_running.wait()
+            time.sleep(PARTIAL_LINE_DELAY)
+            self._flush_writers()
+
+
+class _CapturedFds:
+    """fds 1 and 2 replaced by pipes whose read ends are forwarded as stream frames."""
+
+    def __init__(self, channel):
+        self._channel = channel
+        self._lock = threading.Lock()  # one reader at a time, so text is sent in the order it was read
+        self._streams = {}  # read end -> (stream name, incremental UTF-8 decoder)
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self._streams[read_end] = (name, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+
+    def forward_forever(self):
+        poller = select.poll()
+        for read_end in self._streams:
+            poller.register(read_end, select.POLLIN)
+        while True:
+            for read_end, _ in poller.poll():
+                with self._lock:
+                    if self._forward(read_end) == b"":  # every write end is closed: nothing more will come
+                        poller.unregister(read_end)
+
+    def drain(self):
+        """Forward everything written to the pipes so far."""
+        with self._lock:
+            for read_end in self._streams:
+                while self._forward(read_end):
+                    pass
+
+    def _forward(self, read_end):
+        """Forward one read; returns what was read: b"" at end of file, None if the pipe is empty."""
+        try:
+            data = os.read(read_end, _READ_SIZE)
+        except BlockingIOError:
+            return None
+        name, decoder = self._streams[read_end]
+        text = decoder.decode(data)
+        if text:  # empty when the read ended inside a UTF-8 sequence
+            self._channel.send({"type": "stream", "name": name, "text": text})
+        return data
+
+
+def _line_buffered_writer(fd):
+    """A text stream on fd that passes text on at each newline, at ~4 KiB and on flush()."""
+    buffered = io.BufferedWriter(io.FileIO(fd, "w", closefd=False), _WRITE_BUFFER_SIZE)
+    writer = io.TextIOWrapper(buffered, encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    writer._CHUNK_SIZE = _WRITE_BUFFER_SIZE  # text it holds before handing it to the buffer (8 KiB by default)
+    return writer
+
+
+def _jsonable_bundle(data):
+    """Jupyter's convention: binary values (image/png, image/jpeg) travel as base64 text."""
+    return {
+        mime: base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+        for mime, value in data.items()
+    }
+
+
+def _start_daemon_thread(target):
+    """Start a helper thread with SIGINT blocked, so that the host's interrupt is always
+    delivered to the main thread, where it stops the cell (or is ignored while idle)."""
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+    try:
+        threading.Thread(target=target, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
