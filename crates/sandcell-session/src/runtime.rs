@@ -85,8 +85,10 @@ pub(crate) struct RuntimeInner {
     template: tokio::sync::Mutex<Option<Template>>,
     pub(crate) isolation: Isolation,
     warnings: Vec<String>,
-    next_session: AtomicU64,
 }
+
+/// Numbers sessions across all runtimes of this process: their cgroups share a parent.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl Runtime {
     /// Starts the template process (importing the data stack) and decides the isolation.
@@ -124,7 +126,6 @@ impl Runtime {
                 template: tokio::sync::Mutex::new(Some(template)),
                 isolation,
                 warnings,
-                next_session: AtomicU64::new(1),
             }),
         })
     }
@@ -141,7 +142,7 @@ impl Runtime {
 
     /// A new session whose working directory is `config.workdir`.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Session, SessionError> {
-        let n = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         let name = format!("s{}-{n}", std::process::id());
         Session::create(self.inner.clone(), name, config).await
     }

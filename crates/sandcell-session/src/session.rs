@@ -333,6 +333,9 @@ impl Session {
         {
             return (Ending::Died, None);
         }
+        // Only growth during this cell counts: a directory already over quota must still
+        // let the user run the cell that cleans it up.
+        let usage_before = measure(&workdir).await;
         let mut stop: Option<Stop> = None;
         let mut deadline = tokio::time::Instant::now() + timeout;
         let mut quota_check = tokio::time::interval(QUOTA_CHECK);
@@ -353,11 +356,8 @@ impl Session {
                     Some(reason) => return (Ending::Killed(reason), stop),
                 },
                 _ = quota_check.tick(), if stop.is_none() => {
-                    let usage = tokio::task::spawn_blocking({
-                        let workdir = workdir.clone();
-                        move || disk_usage(&workdir)
-                    }).await.unwrap_or(0);
-                    if usage > quota {
+                    let usage = measure(&workdir).await;
+                    if usage > quota && usage > usage_before {
                         stop = Some(Stop::Quota);
                         process.signal(Signal::SIGINT);
                         deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
@@ -533,6 +533,14 @@ impl Process {
     fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
     }
+}
+
+/// The working directory's disk usage, measured off the async threads.
+async fn measure(workdir: &Path) -> u64 {
+    let workdir = workdir.to_path_buf();
+    tokio::task::spawn_blocking(move || disk_usage(&workdir))
+        .await
+        .unwrap_or(0)
 }
 
 /// Reads the keeper's status pipe: the session's pid once it started, then how it ended.

@@ -82,7 +82,7 @@ async fn state_persists_across_executions() {
 #[tokio::test]
 async fn rich_outputs_are_mime_bundles() {
     let (mut s, _dir, _rt) = session().await;
-    let code = r#"
+    let code = r##"
 import io
 import pandas as pd
 from PIL import Image as PILImage
@@ -105,7 +105,7 @@ class Card:
     def _repr_html_(self):
         return "<b>card</b>"
 Card()
-"#;
+"##;
     let e = run(&mut s, code).await;
     assert_eq!(e.status, Status::Ok, "{e:?}");
     assert_eq!(e.results.len(), 8, "{:?}", e.results);

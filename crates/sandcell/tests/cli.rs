@@ -120,7 +120,7 @@ fn bad_input_gets_a_clear_sentence() {
         "is not a directory",
     );
     assert_clear_failure(&["run", "--file", "/nonexistent.csv", "-c", "1"], "no such file");
-    assert_clear_failure(&["run", "--timeout", "-3", "-c", "1"], "--timeout");
+    assert_clear_failure(&["run", "--timeout", "0", "-c", "1"], "--timeout");
 }
 
 #[test]

@@ -280,9 +280,10 @@ try:
     with open("big.bin", "wb") as f:
         for _ in range(40):
             f.write(b"\0" * (1 << 20))
-    "wrote 40 MiB"
+    outcome = "wrote 40 MiB"
 except OSError as e:
-    type(e).__name__ + ": " + str(e.errno)
+    outcome = type(e).__name__ + ": " + str(e.errno)
+outcome
 "#;
     let many_files = r#"
 import time
@@ -296,9 +297,10 @@ try:
     with open("/tmp/fill.bin", "wb") as f:
         for _ in range(2000):
             f.write(b"\2" * (1 << 20))
-    "filled"
+    outcome = "filled"
 except OSError as e:
-    type(e).__name__
+    outcome = type(e).__name__
+outcome
 "#;
     let (cells, output) = run_json(&[
         "--workdir",

@@ -1,4 +1,5 @@
 //! Running the real `sandcell` binary from tests.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use serde_json::Value;
 use std::path::PathBuf;
