@@ -33,15 +33,23 @@ fn embed_python_package(package: &Path, out_dir: &Path) {
     for name in names {
         let path = package.join(&name);
         println!("cargo:rerun-if-changed={}", path.display());
-        writeln!(code, "    ({name:?}, include_str!({:?})),", path.display().to_string())
-            .expect("writing to a String");
+        writeln!(
+            code,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
     }
     code.push_str("];\n");
     std::fs::write(out_dir.join("python_files.rs"), code).expect("OUT_DIR is writable");
 }
 
 fn build_enter_library(workspace: &Path, out_dir: &Path) {
-    for dir in ["crates/sandcell-enter", "crates/sandcell-sandbox", "Cargo.lock"] {
+    for dir in [
+        "crates/sandcell-enter",
+        "crates/sandcell-sandbox",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     let target_dir = out_dir.join("enter");

@@ -24,7 +24,9 @@ pub enum PyenvError {
     VenvMissing { python: String },
     #[error("{step} failed ({status}); the output above says why; fix it and run `sandcell setup` again")]
     StepFailed { step: String, status: String },
-    #[error("the Python environment in {path} is not usable ({reason}); run `sandcell setup` again")]
+    #[error(
+        "the Python environment in {path} is not usable ({reason}); run `sandcell setup` again"
+    )]
     Broken { path: PathBuf, reason: String },
 }
 

@@ -11,7 +11,11 @@ pub struct Home {
 impl Home {
     /// The data directory named by the environment; it is created if missing.
     pub fn from_env() -> Result<Self, PyenvError> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let root = if let Some(home) = var("SANDCELL_HOME") {
             home
         } else if let Some(data) = var("XDG_DATA_HOME") {

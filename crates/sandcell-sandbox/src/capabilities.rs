@@ -31,15 +31,29 @@ pub fn drop_all(identity: &Identity) -> Result<(), SandboxError> {
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
             && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
         {
-            return Err(last_error(format!("dropping capability {cap} from the bounding set")));
+            return Err(last_error(format!(
+                "dropping capability {cap} from the bounding set"
+            )));
         }
     }
     // SAFETY: as above.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
         return Err(last_error("clearing the ambient capabilities"));
     }
     if let Identity::DropFromRoot { uid, gid } = *identity {
-        let (uid, gid) = (nix::unistd::Uid::from_raw(uid), nix::unistd::Gid::from_raw(gid));
+        let (uid, gid) = (
+            nix::unistd::Uid::from_raw(uid),
+            nix::unistd::Gid::from_raw(gid),
+        );
         nix::unistd::setgroups(&[])
             .map_err(|e| failed("clearing supplementary groups")(e.into()))?;
         nix::unistd::setresgid(gid, gid, gid)
@@ -69,10 +83,9 @@ fn verify_none_left() -> Result<(), SandboxError> {
             .find_map(|line| line.strip_prefix(field))
             .map(str::trim);
         if value.is_some_and(|v| v.chars().any(|c| c != '0')) {
-            return Err(failed("dropping capabilities")(std::io::Error::other(format!(
-                "{field} is still {}",
-                value.unwrap_or_default()
-            ))));
+            return Err(failed("dropping capabilities")(std::io::Error::other(
+                format!("{field} is still {}", value.unwrap_or_default()),
+            )));
         }
     }
     Ok(())

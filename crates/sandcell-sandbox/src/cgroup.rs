@@ -86,7 +86,10 @@ impl CgroupParent {
                 fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
             }
             nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
-                unavailable(format!("{} is not writable by this user ({e})", dir.display()))
+                unavailable(format!(
+                    "{} is not writable by this user ({e})",
+                    dir.display()
+                ))
             })?;
         }
         if parent.version == CgroupVersion::V2 {
@@ -101,7 +104,8 @@ impl CgroupParent {
     }
 
     fn detect_v2(delegated: Option<&str>) -> Result<Self, SandboxError> {
-        let available = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
+        let available =
+            fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
         for needed in ["memory", "pids"] {
             if !available.split_whitespace().any(|c| c == needed) {
                 return Err(unavailable(format!(
@@ -198,10 +202,8 @@ fn enable_controllers(dir: &Path) -> Result<(), SandboxError> {
         .filter(|c| available.split_whitespace().any(|a| a == **c))
         .map(|c| format!("+{c}"))
         .collect();
-    fs::write(dir.join("cgroup.subtree_control"), wanted.join(" ")).map_err(io(format!(
-        "enabling controllers in {}",
-        dir.display()
-    )))
+    fs::write(dir.join("cgroup.subtree_control"), wanted.join(" "))
+        .map_err(io(format!("enabling controllers in {}", dir.display())))
 }
 
 impl SessionCgroup {
@@ -241,7 +243,10 @@ impl SessionCgroup {
             let settings: Vec<(&str, String)> = match (self.version, controller) {
                 (CgroupVersion::V1, Controller::Memory) => vec![
                     ("memory.limit_in_bytes", limits.memory_bytes.to_string()),
-                    ("memory.memsw.limit_in_bytes", limits.memory_bytes.to_string()),
+                    (
+                        "memory.memsw.limit_in_bytes",
+                        limits.memory_bytes.to_string(),
+                    ),
                 ],
                 (CgroupVersion::V2, Controller::Memory) => vec![
                     ("memory.max", limits.memory_bytes.to_string()),
@@ -252,7 +257,9 @@ impl SessionCgroup {
                     ("cpu.cfs_period_us", period.to_string()),
                     ("cpu.cfs_quota_us", quota.to_string()),
                 ],
-                (CgroupVersion::V2, Controller::Cpu) => vec![("cpu.max", format!("{quota} {period}"))],
+                (CgroupVersion::V2, Controller::Cpu) => {
+                    vec![("cpu.max", format!("{quota} {period}"))]
+                }
             };
             for (file, value) in settings {
                 let path = dir.join(file);
@@ -271,7 +278,11 @@ impl SessionCgroup {
 
     /// The `cgroup.procs` files a session process writes itself into.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect();
+        let mut files: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .map(|(_, d)| d.join("cgroup.procs"))
+            .collect();
         files.dedup();
         files
     }
@@ -297,7 +308,13 @@ impl SessionCgroup {
         let mut pids: Vec<i32> = self
             .procs_files()
             .iter()
-            .flat_map(|f| fs::read_to_string(f).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<_>>())
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -337,8 +354,7 @@ impl SessionCgroup {
                 match fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if attempt < 100 => {
-                        let _ = e;
+                    Err(_) if attempt < 100 => {
                         attempt += 1;
                         std::thread::sleep(Duration::from_millis(20));
                     }
@@ -368,7 +384,10 @@ mod tests {
     #[test]
     fn our_v1_path_is_found_by_controller() {
         let table = "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/x\n0::/\n";
-        assert_eq!(own_v1_path(table, "memory"), PathBuf::from("process_api/abc"));
+        assert_eq!(
+            own_v1_path(table, "memory"),
+            PathBuf::from("process_api/abc")
+        );
         assert_eq!(own_v1_path(table, "cpu"), PathBuf::from("x"));
         assert_eq!(own_v1_path(table, "pids"), PathBuf::new());
     }

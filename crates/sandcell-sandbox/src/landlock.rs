@@ -6,8 +6,8 @@
 use crate::error::SandboxError;
 use crate::spec::SandboxSpec;
 use landlock::{
-    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, Scope, ABI,
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
 };
 use std::path::Path;
 
@@ -15,14 +15,26 @@ use std::path::Path;
 const TESTED_ABI: ABI = ABI::V6;
 
 /// Device files sessions read and write.
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/pts", "/dev/ptmx"];
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/pts",
+    "/dev/ptmx",
+];
 
 pub fn restrict(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let error = |e: &dyn std::fmt::Display| SandboxError::Landlock(e.to_string());
     let read = AccessFs::from_read(TESTED_ABI);
     let all = AccessFs::from_all(TESTED_ABI);
     let device = read | AccessFs::WriteFile | AccessFs::IoctlDev;
-    let writable = [spec.mount_point.as_path(), Path::new("/tmp"), Path::new("/dev/shm")];
+    let writable = [
+        spec.mount_point.as_path(),
+        Path::new("/tmp"),
+        Path::new("/dev/shm"),
+    ];
 
     let mut ruleset = Ruleset::default()
         .handle_access(all)

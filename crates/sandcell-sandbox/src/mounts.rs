@@ -42,7 +42,11 @@ pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
 
     let new_root = Path::new(NEW_ROOT);
     mkdir(new_root)?;
-    mount_tmpfs(new_root, "mode=0755,size=1m", libc::MS_NOSUID | libc::MS_NODEV)?;
+    mount_tmpfs(
+        new_root,
+        "mode=0755,size=1m",
+        libc::MS_NOSUID | libc::MS_NODEV,
+    )?;
 
     for path in outermost(&spec.read_only_paths) {
         expose_read_only(&path)?;
@@ -74,10 +78,8 @@ pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
     }
     std::env::set_current_dir("/").map_err(failed("entering the sandbox root"))?;
     remount_read_only(Path::new("/"), 0)?;
-    std::env::set_current_dir(&spec.mount_point).map_err(failed(format!(
-        "entering {}",
-        spec.mount_point.display()
-    )))
+    std::env::set_current_dir(&spec.mount_point)
+        .map_err(failed(format!("entering {}", spec.mount_point.display())))
 }
 
 /// A path of the sandbox, as seen while it is being built.
@@ -145,7 +147,11 @@ fn bind_workdir(workdir: &Path, mount_point: &Path) -> Result<(), SandboxError> 
 fn build_dev(shm_options: &str) -> Result<(), SandboxError> {
     let dev = inside(Path::new("/dev"));
     mkdir(&dev)?;
-    mount_tmpfs(&dev, "mode=0755,size=64k", libc::MS_NOSUID | libc::MS_NOEXEC)?;
+    mount_tmpfs(
+        &dev,
+        "mode=0755,size=64k",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+    )?;
     for name in DEVICES {
         let target = dev.join(name);
         fs::write(&target, b"").map_err(failed(format!("creating /dev/{name}")))?;
@@ -192,7 +198,10 @@ fn build_etc(spec: &SandboxSpec) -> Result<(), SandboxError> {
         ("group", format!("root:x:0:\nsandbox:x:{gid}:\n")),
         (
             "hosts",
-            format!("127.0.0.1 localhost {0}\n::1 localhost {0}\n", spec.hostname),
+            format!(
+                "127.0.0.1 localhost {0}\n::1 localhost {0}\n",
+                spec.hostname
+            ),
         ),
         ("hostname", format!("{}\n", spec.hostname)),
     ];
@@ -200,9 +209,13 @@ fn build_etc(spec: &SandboxSpec) -> Result<(), SandboxError> {
         fs::write(etc.join(name), content).map_err(failed(format!("writing /etc/{name}")))?;
     }
     for file in &spec.etc_files {
-        let Some(name) = file.file_name() else { continue };
+        let Some(name) = file.file_name() else {
+            continue;
+        };
         let source = on_host(file);
-        let Ok(meta) = fs::metadata(&source) else { continue };
+        let Ok(meta) = fs::metadata(&source) else {
+            continue;
+        };
         let target = etc.join(name);
         if meta.is_dir() {
             mkdir(&target)?;
@@ -334,7 +347,13 @@ mod tests {
 
     #[test]
     fn sandbox_paths_map_under_the_staging_roots() {
-        assert_eq!(inside(Path::new("/mnt/data")), PathBuf::from("/newroot/mnt/data"));
-        assert_eq!(on_host(Path::new("/tmp/x")), PathBuf::from("/oldroot/tmp/x"));
+        assert_eq!(
+            inside(Path::new("/mnt/data")),
+            PathBuf::from("/newroot/mnt/data")
+        );
+        assert_eq!(
+            on_host(Path::new("/tmp/x")),
+            PathBuf::from("/oldroot/tmp/x")
+        );
     }
 }

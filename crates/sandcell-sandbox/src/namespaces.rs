@@ -1,7 +1,7 @@
 //! Step: new namespaces for the session. Called by the keeper; the PID namespace takes
 //! effect for the keeper's next child (the session), which becomes its PID 1.
 
-use crate::error::{SandboxError};
+use crate::error::SandboxError;
 use crate::spec::Identity;
 
 /// mount, PID, network, IPC, UTS and cgroup namespaces, plus a user namespace when the

@@ -9,7 +9,9 @@ pub fn loopback_up() -> Result<(), SandboxError> {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return Err(last_error("opening a socket to configure the loopback interface"));
+            return Err(last_error(
+                "opening a socket to configure the loopback interface",
+            ));
         }
         let mut request: libc::ifreq = std::mem::zeroed();
         for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {

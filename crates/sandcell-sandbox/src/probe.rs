@@ -16,7 +16,11 @@ pub struct LayerReport {
     pub fix: Option<String>,
 }
 
-fn report(layer: &'static str, title: &str, result: Result<String, (String, String)>) -> LayerReport {
+fn report(
+    layer: &'static str,
+    title: &str,
+    result: Result<String, (String, String)>,
+) -> LayerReport {
     match result {
         Ok(detail) => LayerReport {
             layer,
@@ -46,11 +50,19 @@ pub fn probe() -> Vec<LayerReport> {
         "user_namespace",
         "identity",
         if root {
-            Ok("sandcell runs as root: sessions switch to uid 65534 (no user namespace needed)".into())
+            Ok(
+                "sandcell runs as root: sessions switch to uid 65534 (no user namespace needed)"
+                    .into(),
+            )
         } else {
             try_in_child(|| unshare(libc::CLONE_NEWUSER))
                 .map(|()| "sessions run in a user namespace mapping your own uid".into())
-                .map_err(|e| (format!("user namespaces are not available: {e}"), USERNS_FIX.into()))
+                .map_err(|e| {
+                    (
+                        format!("user namespaces are not available: {e}"),
+                        USERNS_FIX.into(),
+                    )
+                })
         },
     ));
     let namespaces = [
@@ -59,7 +71,11 @@ pub fn probe() -> Vec<LayerReport> {
         ("network_namespace", "network namespace", libc::CLONE_NEWNET),
         ("ipc_namespace", "IPC namespace", libc::CLONE_NEWIPC),
         ("uts_namespace", "UTS namespace", libc::CLONE_NEWUTS),
-        ("cgroup_namespace", "cgroup namespace", libc::CLONE_NEWCGROUP),
+        (
+            "cgroup_namespace",
+            "cgroup namespace",
+            libc::CLONE_NEWCGROUP,
+        ),
     ];
     let mut mount_ok = false;
     for (layer, title, flag) in namespaces {

@@ -18,7 +18,8 @@ pub fn apply(limits: &RlimitSpec) -> Result<(), SandboxError> {
     }
     for (resource, value, what) in wanted {
         // Never try to raise a hard limit: that needs a privilege we are giving up.
-        let (_, hard) = getrlimit(resource).map_err(|e| failed(format!("reading the {what} limit"))(e.into()))?;
+        let (_, hard) = getrlimit(resource)
+            .map_err(|e| failed(format!("reading the {what} limit"))(e.into()))?;
         let value = value.min(hard);
         setrlimit(resource, value, value)
             .map_err(|e| failed(format!("setting the {what} limit"))(e.into()))?;

@@ -97,7 +97,8 @@ fn compile(
     action: SeccompAction,
 ) -> Result<BpfProgram, SandboxError> {
     let seccomp = |e: &dyn std::fmt::Display| SandboxError::Seccomp(e.to_string());
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, arch()?).map_err(|e| seccomp(&e))?;
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, arch()?)
+        .map_err(|e| seccomp(&e))?;
     BpfProgram::try_from(filter).map_err(|e| seccomp(&e))
 }
 
@@ -114,16 +115,23 @@ fn deny_filter() -> Result<BpfProgram, SandboxError> {
         .iter()
         .map(|&flag| {
             let flag = flag as u64;
-            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
-                .and_then(|condition| SeccompRule::new(vec![condition]))
-                .map_err(seccomp)
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|condition| SeccompRule::new(vec![condition]))
+            .map_err(seccomp)
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
     // Denied unless the argument is one of the harmless values.
     let personality = ALLOWED_PERSONALITIES
         .iter()
-        .map(|&allowed| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, allowed))
+        .map(|&allowed| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, allowed)
+        })
         .collect::<Result<Vec<_>, _>>()
         .and_then(SeccompRule::new)
         .map_err(seccomp)?;

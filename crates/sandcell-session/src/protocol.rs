@@ -63,9 +63,16 @@ pub enum DoneStatus {
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum KeeperEvent {
-    Started { pid: i32 },
-    Exited { code: Option<i32>, signal: Option<i32> },
-    Failed { message: String },
+    Started {
+        pid: i32,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 pub async fn write_frame<W: AsyncWriteExt + Unpin>(
@@ -140,7 +147,8 @@ mod tests {
 
     #[test]
     fn keeper_lines_parse() {
-        let exited: KeeperEvent = serde_json::from_str(r#"{"event":"exited","signal":11}"#).unwrap();
+        let exited: KeeperEvent =
+            serde_json::from_str(r#"{"event":"exited","signal":11}"#).unwrap();
         assert_eq!(
             exited,
             KeeperEvent::Exited {

@@ -14,8 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Modules the template imports before it forks, unless configured otherwise.
-pub const DEFAULT_TEMPLATE_MODULES: &[&str] =
-    &["numpy", "pandas", "matplotlib", "matplotlib.pyplot", "IPython"];
+pub const DEFAULT_TEMPLATE_MODULES: &[&str] = &[
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "IPython",
+];
 
 /// Where the working directory appears inside a sandbox.
 pub const SANDBOX_WORKDIR: &str = "/mnt/data";
@@ -266,7 +271,10 @@ fn template_env(
         ("PYTHONPATH", files.dir.display().to_string()),
         ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ("PYTHONNOUSERSITE", "1".into()),
-        ("MPLBACKEND", "module://matplotlib_inline.backend_inline".into()),
+        (
+            "MPLBACKEND",
+            "module://matplotlib_inline.backend_inline".into(),
+        ),
         ("MPLCONFIGDIR", env.home().mplconfig().display().to_string()),
         // One BLAS/OpenMP thread per session: the template must not have threads when
         // it forks, and hundreds of sessions share a few cores.

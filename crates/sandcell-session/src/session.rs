@@ -255,7 +255,8 @@ impl Session {
             (Ending::Done(_), Some(stop)) => {
                 // Interrupted by sandcell in time: the state survives.
                 let what = self.stop_description(stop);
-                let evalue = format!("{what} and was interrupted; the session's variables are kept.");
+                let evalue =
+                    format!("{what} and was interrupted; the session's variables are kept.");
                 let mut error = stop_error(stop, evalue);
                 if let Some(interrupt) = outputs.error.take() {
                     error.traceback = interrupt.traceback;
@@ -500,7 +501,8 @@ impl Session {
     pub async fn shutdown(mut self) -> Result<(), SessionError> {
         if let Some(process) = self.process.as_mut() {
             let _ = write_frame(&mut process.writer, &HostMessage::Shutdown).await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), wait_exit(&mut process.exit)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), wait_exit(&mut process.exit)).await;
         }
         self.kill_process().await;
         if let Some(cgroup) = self.cgroup.take() {

@@ -135,7 +135,9 @@ impl Template {
                 template.failed_modules = hello.failed_modules;
                 Ok(template)
             }
-            Ok(_) => Err(SessionError::TemplateStart("it did not say it was ready".into())),
+            Ok(_) => Err(SessionError::TemplateStart(
+                "it did not say it was ready".into(),
+            )),
             Err(e) => {
                 // Give the stderr reader a moment to collect the traceback.
                 let _ = tokio::time::timeout(Duration::from_secs(2), template.child.wait()).await;

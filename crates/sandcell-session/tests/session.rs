@@ -109,14 +109,23 @@ Card()
     let e = run(&mut s, code).await;
     assert_eq!(e.status, Status::Ok, "{e:?}");
     assert_eq!(e.results.len(), 8, "{:?}", e.results);
-    assert!(e.results[0]["text/html"].as_str().unwrap().contains("<table"));
+    assert!(e.results[0]["text/html"]
+        .as_str()
+        .unwrap()
+        .contains("<table"));
     assert!(e.results[0].contains_key("text/plain"));
-    assert!(e.results[1]["image/svg+xml"].as_str().unwrap().contains("<svg"));
+    assert!(e.results[1]["image/svg+xml"]
+        .as_str()
+        .unwrap()
+        .contains("<svg"));
     assert!(decode(&e, 2, "image/png").starts_with(PNG_MAGIC));
     assert!(decode(&e, 3, "image/jpeg").starts_with(b"\xff\xd8"));
     assert_eq!(e.results[4]["application/json"]["answer"], 42);
     assert_eq!(e.results[5]["text/markdown"], "# Title");
-    assert!(e.results[6]["text/latex"].as_str().unwrap().contains("alpha"));
+    assert!(e.results[6]["text/latex"]
+        .as_str()
+        .unwrap()
+        .contains("alpha"));
     assert_eq!(e.results[7]["text/html"], "<b>card</b>");
 }
 
@@ -132,7 +141,11 @@ async fn matplotlib_figures_are_captured_without_savefig() {
     assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
     assert!(decode(&shown, 0, "image/png").starts_with(PNG_MAGIC));
 
-    let left_open = run(&mut s, "fig, ax = plt.subplots()\nax.bar(['a', 'b'], [1, 2])").await;
+    let left_open = run(
+        &mut s,
+        "fig, ax = plt.subplots()\nax.bar(['a', 'b'], [1, 2])",
+    )
+    .await;
     let pngs = left_open
         .results
         .iter()
@@ -194,7 +207,10 @@ async fn errors_carry_a_traceback_of_the_users_code() {
     assert!(traceback.contains("return 1 / 0"), "{traceback}");
     assert!(traceback.contains("inner()"), "{traceback}");
     assert!(!traceback.contains("sandcell_runtime"), "{traceback}");
-    assert!(!traceback.contains("\u{1b}["), "no ANSI colours: {traceback}");
+    assert!(
+        !traceback.contains("\u{1b}["),
+        "no ANSI colours: {traceback}"
+    );
     // The state from before the error survives.
     assert_eq!(text(&run(&mut s, "value").await, 0), "3");
 
@@ -216,7 +232,11 @@ async fn ipython_features_work() {
     assert!(shell.stdout.contains("hello from a magic"), "{shell:?}");
     let timeit = run(&mut s, "%timeit -n 10 -r 1 sum(range(10))").await;
     assert!(timeit.stdout.contains("per loop"), "{timeit:?}");
-    let awaited = run(&mut s, "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'").await;
+    let awaited = run(
+        &mut s,
+        "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'",
+    )
+    .await;
     assert_eq!(text(&awaited, 0), "'awaited'", "{awaited:?}");
     let input = run(&mut s, "input('name? ')").await;
     assert_eq!(input.status, Status::Error);
@@ -262,7 +282,10 @@ async fn an_interrupt_stops_the_cell_and_keeps_the_state() {
     });
     let started = Instant::now();
     let e = run(&mut s, "import time\ntime.sleep(60)").await;
-    assert!(signaller.await.unwrap(), "a live session can be interrupted");
+    assert!(
+        signaller.await.unwrap(),
+        "a live session can be interrupted"
+    );
     assert_eq!(e.status, Status::Interrupted, "{e:?}");
     assert_eq!(e.error.unwrap().ename, "KeyboardInterrupt");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -301,9 +324,20 @@ async fn a_timeout_kills_code_that_ignores_interrupts_and_the_session_comes_back
     )
     .await;
     assert_eq!(e.status, Status::Timeout, "{e:?}");
-    assert!(e.error.unwrap().evalue.contains("next execution starts a fresh session"));
-    let next = run(&mut s, "import os\nos.path.exists('kept.txt'), 'lost' in globals()").await;
-    assert!(next.restarted, "the execution says the session was restarted");
+    assert!(e
+        .error
+        .unwrap()
+        .evalue
+        .contains("next execution starts a fresh session"));
+    let next = run(
+        &mut s,
+        "import os\nos.path.exists('kept.txt'), 'lost' in globals()",
+    )
+    .await;
+    assert!(
+        next.restarted,
+        "the execution says the session was restarted"
+    );
     assert_eq!(text(&next, 0), "(True, False)");
     assert!(dir.path().join("kept.txt").exists());
 }
@@ -316,7 +350,11 @@ async fn a_segfault_is_reported_and_the_session_recovers_with_its_files() {
     assert_eq!(e.status, Status::Crashed, "{e:?}");
     let error = e.error.unwrap();
     assert_eq!(error.ename, "SessionCrashed");
-    assert!(error.evalue.contains("segmentation fault"), "{}", error.evalue);
+    assert!(
+        error.evalue.contains("segmentation fault"),
+        "{}",
+        error.evalue
+    );
     let next = run(&mut s, "'lost' in globals()").await;
     assert!(next.restarted);
     assert_eq!(next.status, Status::Ok);
@@ -359,9 +397,16 @@ async fn restart_clears_variables_and_keeps_files() {
     let (mut s, _dir, _rt) = session().await;
     run(&mut s, "gone = 1\nopen('stay.txt', 'w').write('x')").await;
     s.restart().await.unwrap();
-    let e = run(&mut s, "import os\n'gone' in globals(), os.path.exists('stay.txt')").await;
+    let e = run(
+        &mut s,
+        "import os\n'gone' in globals(), os.path.exists('stay.txt')",
+    )
+    .await;
     assert_eq!(text(&e, 0), "(False, True)");
-    assert!(!e.restarted, "an explicit restart is not reported as an accident");
+    assert!(
+        !e.restarted,
+        "an explicit restart is not reported as an accident"
+    );
 }
 
 #[tokio::test]

@@ -101,7 +101,9 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
     if matches!(runtime.isolation(), Isolation::None) {
         anyhow::bail!("the sandbox is off");
     }
-    let workdir = tempfile::Builder::new().prefix("sandcell-doctor-").tempdir()?;
+    let workdir = tempfile::Builder::new()
+        .prefix("sandcell-doctor-")
+        .tempdir()?;
     let mut session = runtime
         .create_session(SessionConfig {
             workdir: workdir.path().to_path_buf(),

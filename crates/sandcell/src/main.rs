@@ -20,7 +20,7 @@ enum Command {
     /// Create (or check) the Python environment sessions run in.
     Setup,
     /// Run Python files and code snippets as cells of one fresh session.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show which isolation layers are active on this machine, and how to fix the others.
     Doctor(doctor::DoctorArgs),
 }
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             Command::Setup => setup().map(|()| ExitCode::SUCCESS),
             Command::Run(args) => {
                 let run_matches = matches.subcommand_matches("run").unwrap_or(&matches);
-                run::run(args, run_matches).await
+                run::run(*args, run_matches).await
             }
             Command::Doctor(args) => doctor::doctor(args).await,
         }
@@ -64,7 +64,8 @@ fn main() -> ExitCode {
 fn setup() -> anyhow::Result<()> {
     let home = sandcell_pyenv::Home::from_env()?;
     let started = std::time::Instant::now();
-    let env = sandcell_pyenv::Environment::ensure(&home, &mut |step| eprintln!("sandcell: {step}"))?;
+    let env =
+        sandcell_pyenv::Environment::ensure(&home, &mut |step| eprintln!("sandcell: {step}"))?;
     eprintln!(
         "sandcell: Python {} environment ready in {} ({} packages; checked in {:.1} s)",
         env.info().python_version,

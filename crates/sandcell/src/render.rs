@@ -59,12 +59,14 @@ impl HumanRenderer {
                 base64::engine::general_purpose::STANDARD.decode(data.trim())
             };
             self.images += 1;
-            let path = self
-                .out_dir
-                .join(format!("cell{}-output{}.{extension}", self.cell, self.images));
-            match bytes.map_err(|e| e.to_string()).and_then(|bytes| {
-                std::fs::write(&path, bytes).map_err(|e| e.to_string())
-            }) {
+            let path = self.out_dir.join(format!(
+                "cell{}-output{}.{extension}",
+                self.cell, self.images
+            ));
+            match bytes
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()))
+            {
                 Ok(()) => println!("[{mime} saved to {}]", path.display()),
                 Err(e) => eprintln!("sandcell: cannot save {mime} to {}: {e}", path.display()),
             }

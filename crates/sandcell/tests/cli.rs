@@ -12,8 +12,19 @@ fn json_lines_carry_state_between_cells() {
     assert_eq!(cells[0]["status"], "ok");
     assert_eq!(cells[0]["results"].as_array().unwrap().len(), 0);
     assert_eq!(first_text(&cells[1]), "42");
-    for field in ["stdout", "stderr", "results", "error", "files", "duration_ms"] {
-        assert!(cells[1].get(field).is_some(), "missing {field}: {}", cells[1]);
+    for field in [
+        "stdout",
+        "stderr",
+        "results",
+        "error",
+        "files",
+        "duration_ms",
+    ] {
+        assert!(
+            cells[1].get(field).is_some(),
+            "missing {field}: {}",
+            cells[1]
+        );
     }
     assert!(cells[1]["error"].is_null());
 }
@@ -48,9 +59,14 @@ fn a_failing_cell_gives_a_non_zero_exit_and_its_traceback() {
 
 #[test]
 fn a_plot_comes_back_as_a_png_result() {
-    let (cells, output) = run_json(&["-c", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"]);
+    let (cells, output) = run_json(&[
+        "-c",
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
+    ]);
     assert!(output.status.success());
-    let png = cells[0]["results"][0]["image/png"].as_str().expect("image/png");
+    let png = cells[0]["results"][0]["image/png"]
+        .as_str()
+        .expect("image/png");
     assert!(png.starts_with("iVBORw0KGgo"), "base64 of a PNG signature");
 }
 
@@ -112,14 +128,20 @@ fn bad_input_gets_a_clear_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, "").unwrap();
-    assert_clear_failure(&["run", "/nonexistent/script.py"], "cannot read /nonexistent/script.py");
+    assert_clear_failure(
+        &["run", "/nonexistent/script.py"],
+        "cannot read /nonexistent/script.py",
+    );
     assert_clear_failure(&["run", "--bogus-flag", "-c", "1"], "--bogus-flag");
     assert_clear_failure(&["run"], "nothing to run");
     assert_clear_failure(
         &["run", "--workdir", not_a_dir.to_str().unwrap(), "-c", "1"],
         "is not a directory",
     );
-    assert_clear_failure(&["run", "--file", "/nonexistent.csv", "-c", "1"], "no such file");
+    assert_clear_failure(
+        &["run", "--file", "/nonexistent.csv", "-c", "1"],
+        "no such file",
+    );
     assert_clear_failure(&["run", "--timeout", "0", "-c", "1"], "--timeout");
 }
 
@@ -139,17 +161,30 @@ fn doctor_reports_every_layer_and_what_a_session_sees() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let layers = report["layers"].as_array().unwrap();
     let ids: Vec<&str> = layers.iter().filter_map(|l| l["layer"].as_str()).collect();
-    for expected in ["seccomp", "landlock", "no_new_privs", "network_namespace", "pid_namespace"] {
+    for expected in [
+        "seccomp",
+        "landlock",
+        "no_new_privs",
+        "network_namespace",
+        "pid_namespace",
+    ] {
         assert!(ids.contains(&expected), "{expected} missing from {ids:?}");
     }
     for layer in layers {
         if layer["active"] == false {
-            assert!(layer["fix"].is_string(), "an inactive layer says how to fix it: {layer}");
+            assert!(
+                layer["fix"].is_string(),
+                "an inactive layer says how to fix it: {layer}"
+            );
         }
     }
     // What the probe claims matches what a real session observes.
     let inside = &report["inside"];
-    let active = |id: &str| layers.iter().any(|l| l["layer"] == id && l["active"] == true);
+    let active = |id: &str| {
+        layers
+            .iter()
+            .any(|l| l["layer"] == id && l["active"] == true)
+    };
     assert_eq!(inside["no_new_privs"], active("no_new_privs"));
     assert_eq!(inside["seccomp_filter"], active("seccomp"));
     if active("network_namespace") {
