@@ -52,16 +52,14 @@ def serve(sock):
     sys.stdin = _NoStdin()
     _shell.outbox = outbox
     _shell.history_manager.dir_hist[:] = [os.getcwd()]  # `_dh` and `%cd -` start here, not in the template's cwd
-    session = _Session(_shell, outbox)
-    signal.signal(signal.SIGINT, session.on_sigint)
-    session.serve()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle an interrupt has nothing to stop
+    _Session(_shell, outbox).serve()
 
 
 class _Session:
     def __init__(self, shell, outbox):
         self._shell = shell
         self._outbox = outbox
-        self._interruptible = False  # a plain attribute: setting it cannot itself be interrupted
 
     def serve(self):
         self._outbox.send({"type": "ready"})
@@ -73,22 +71,19 @@ class _Session:
             if self._shell.exit_now:  # exit() or quit(): as in Jupyter, the session ends after the cell
                 return
 
-    def on_sigint(self, signum, frame):
-        """The host's interrupt stops the running cell; while idle there is nothing to stop."""
-        if self._interruptible:
-            raise KeyboardInterrupt
-
     def _execute(self, code):
         """Run one cell; True if it raised nothing."""
         self._outbox.cell_running.set()
-        self._interruptible = True
+        # Python's own handler raises KeyboardInterrupt in the user's frame, so the
+        # traceback ends at the line that was interrupted.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return self._shell.run_cell(code, store_history=True).success
         except KeyboardInterrupt:  # landed outside IPython's own handling, e.g. while figures were drawn
             self._shell.showtraceback()
             return False
         finally:
-            self._interruptible = False
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             self._outbox.cell_running.clear()
 
 

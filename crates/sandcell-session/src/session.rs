@@ -259,7 +259,11 @@ impl Session {
                     format!("{what} and was interrupted; the session's variables are kept.");
                 let mut error = stop_error(stop, evalue);
                 if let Some(interrupt) = outputs.error.take() {
-                    error.traceback = interrupt.traceback;
+                    // Where the cell was when it was stopped, then why it was stopped.
+                    let mut traceback = interrupt.traceback;
+                    traceback.pop();
+                    traceback.append(&mut error.traceback);
+                    error.traceback = traceback;
                 }
                 (stop_status(stop), Some(error))
             }
