@@ -68,7 +68,7 @@ class _Session:
                 raise ValueError(f"unexpected request from the host: {request['type']!r}")
             succeeded = self._execute(request["code"])
             self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
-            if self._shell.exit_now:  # exit() or quit(): as in Jupyter, the session ends after the cell
+            if self._shell.exit_now:
                 return
 
     def _execute(self, code):
@@ -122,6 +122,10 @@ class _SessionShell(InteractiveShell):
 
     def _showtraceback(self, etype, evalue, stb):
         self.outbox.send({"type": "error", "ename": etype.__name__, "evalue": str(evalue), "traceback": stb})
+
+    def ask_exit(self):
+        """Called by exit() and quit(): serve() returns after the cell, as Jupyter ends the kernel."""
+        self.exit_now = True
 
     def enable_gui(self, gui=None):
         """Called by `%matplotlib`: inline figures need no event loop, and a session has no screen."""

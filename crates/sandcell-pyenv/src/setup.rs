@@ -125,6 +125,34 @@ impl Environment {
         })
     }
 
+    /// Installs an extra pinned package set (e.g. the benchmark's reference Jupyter) into
+    /// the environment, once; `name` keys its stamp.
+    pub fn ensure_extra(
+        &self,
+        name: &str,
+        requirements: &str,
+        progress: SetupProgress,
+    ) -> Result<(), PyenvError> {
+        let venv = self.home.venv();
+        let stamp_path = venv.join(format!("{STAMP}-{name}"));
+        let mut hash = Sha256::new();
+        hash.update(requirements.as_bytes());
+        let stamp: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+            return Ok(());
+        }
+        progress(&format!("installing the packages for {name}"));
+        let file = self.home.root().join(format!("requirements-{name}.txt"));
+        write_atomically(&file, requirements.as_bytes())?;
+        run_step(
+            "pip install",
+            Command::new(&self.info.python)
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--prefer-binary", "-r"])
+                .arg(&file),
+        )?;
+        write_atomically(&stamp_path, stamp.as_bytes())
+    }
+
     pub fn home(&self) -> &Home {
         &self.home
     }

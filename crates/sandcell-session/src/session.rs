@@ -221,6 +221,11 @@ impl Session {
         &self.limits
     }
 
+    /// The host pid of the session's Python process, while it is live.
+    pub fn pid(&self) -> Option<i32> {
+        self.process.as_ref().map(|p| p.pid)
+    }
+
     /// A handle that interrupts this session's running execution.
     pub fn interrupter(&self) -> Interrupter {
         self.interrupter.clone()

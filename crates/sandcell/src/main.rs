@@ -1,5 +1,6 @@
 //! The `sandcell` command: thin glue between the command line and the library crates.
 
+mod bench;
 mod doctor;
 mod render;
 mod run;
@@ -23,6 +24,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Show which isolation layers are active on this machine, and how to fix the others.
     Doctor(doctor::DoctorArgs),
+    /// Measure session start, cell latency, throughput and density beside stock Jupyter.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
                 run::run(*args, run_matches).await
             }
             Command::Doctor(args) => doctor::doctor(args).await,
+            Command::Bench(args) => bench::bench(args).await,
         }
     });
     match result {
