@@ -40,6 +40,9 @@ def prepare():
     global _shell
     config = Config()
     config.HistoryManager.enabled = False  # its SQLite writer thread must not exist when the template forks
+    # Jupyter's figure framing; zlib level 1 instead of 6 saves a third of a plot's
+    # encoding time for PNGs about 20% larger.
+    config.InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"compress_level": 1}}
     _shell = _SessionShell.instance(config=config, colors="nocolor", autoawait=True)
     _shell.enable_matplotlib("inline")
     _warm_up(_shell)
@@ -94,7 +97,6 @@ class _ResultHook(DisplayHook):
         pass  # the frame stands in for IPython's "Out[N]:" prompt
 
     def write_format_data(self, format_dict, md_dict=None):
-        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
         self.shell.outbox.send_bundle("execute_result", format_dict, md_dict)
 
 
@@ -103,7 +105,6 @@ class _FramePublisher(DisplayPublisher):
     have no frame of their own: an update_display() arrives as one more display_data."""
 
     def publish(self, data, metadata=None, *_source, **_transient_and_update):
-        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
         self.shell.outbox.send_bundle("display_data", data, metadata)
 
     def clear_output(self, wait=False):
@@ -119,6 +120,10 @@ class _SessionShell(InteractiveShell):
     # IPython's default pexpect pty: no pty needed in the sandbox, and plain "\n" line ends.
     system = InteractiveShell.system_raw
     outbox = None  # set by serve(); the template has no socket
+
+    def _get_exc_info(self, exc_tuple=None):
+        etype, value, tb = super()._get_exc_info(exc_tuple)
+        return etype, value, _cut_where_runtime_starts(tb)
 
     def _showtraceback(self, etype, evalue, stb):
         self.outbox.send({"type": "error", "ename": etype.__name__, "evalue": str(evalue), "traceback": stb})
@@ -164,6 +169,22 @@ class _Discard:
 
     def send_bundle(self, frame_type, data, metadata):
         pass
+
+
+def _cut_where_runtime_starts(tb):
+    """End the traceback where user code calls into sandcell (display(), input(), an interrupt
+    landing while output is sent): the user sees their frames and their libraries', not ours."""
+    entry = tb
+    while entry is not None and entry.tb_next is not None:
+        if _is_runtime_frame(entry.tb_next.tb_frame) and not _is_runtime_frame(entry.tb_frame):
+            entry.tb_next = None
+        else:
+            entry = entry.tb_next
+    return tb
+
+
+def _is_runtime_frame(frame):
+    return frame.f_globals.get("__name__", "").startswith(__package__ + ".")
 
 
 def _reseed_random():

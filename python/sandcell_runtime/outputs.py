@@ -45,19 +45,19 @@ class Outbox:
     def send(self, frame):
         """Send a frame after all output written before it. SIGINT is held back meanwhile:
         a KeyboardInterrupt in the middle of a frame would corrupt the stream."""
-        __tracebackhide__ = True  # an interrupt held back here is raised on return: show the user's frames
-        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
         try:
+            # Inside the try: an interrupt already pending is raised as this call returns,
+            # and SIGINT must not stay blocked after it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
             self._flush_writers()
             _fflush(None)
             self._pipes.drain()
             self._channel.send(frame)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
 
     def send_bundle(self, frame_type, data, metadata):
         """Send a display_data or execute_result frame for a MIME bundle from IPython."""
-        __tracebackhide__ = True
         self.send({"type": frame_type, "data": _jsonable_bundle(data), "metadata": metadata or {}})
 
     def _flush_writers(self):
@@ -135,8 +135,8 @@ def _jsonable_bundle(data):
 def _start_daemon_thread(target):
     """Start a helper thread with SIGINT blocked, so that the host's interrupt is always
     delivered to the main thread, where it stops the cell (or is ignored while idle)."""
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
     try:
         threading.Thread(target=target, daemon=True).start()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)

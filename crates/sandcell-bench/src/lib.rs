@@ -7,11 +7,13 @@ use sandcell_pyenv::Environment;
 use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status};
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// The first cell of a fresh session: the data stack at work, a plot returned as PNG.
 pub const FIRST_CELL: &str = "import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.DataFrame({'x': np.arange(50), 'y': np.arange(50) ** 0.5})\ntotal = df['y'].sum()\nplt.plot(df['x'], df['y'])\nplt.show()\ntotal";
 const TRIVIAL_CELL: &str = "1 + 1";
+/// Ready sessions kept forked ahead of demand, as a server would.
+const POOL_SIZE: usize = 4;
+const POOL_REFILL_PAUSE: Duration = Duration::from_millis(200);
 const JUPYTER_SCRIPT: &str = include_str!("../../../python/bench/jupyter_bench.py");
 /// Stock Jupyter's packages, installed into the environment for the comparison.
 pub const JUPYTER_REQUIREMENTS: &str = include_str!("../../../python/bench/requirements.txt");
@@ -117,13 +119,25 @@ pub async fn run(
     options: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, BenchError> {
-    let runtime = Runtime::start(env, RuntimeOptions::default()).await?;
+    let runtime = Runtime::start(
+        env,
+        RuntimeOptions {
+            pool_size: POOL_SIZE,
+            ..RuntimeOptions::default()
+        },
+    )
+    .await?;
     progress("sandcell: session ready (create + first cell with numpy, pandas, matplotlib)");
     let session_ready = session_ready(&runtime, options.ready_samples).await?;
     progress("sandcell: trivial cell round trip");
     let trivial_cell = trivial_cells(&runtime, options.trivial_cells).await?;
     progress("sandcell: throughput across concurrent sessions");
-    let throughput = throughput(&runtime, options.throughput_sessions, options.throughput_cells).await?;
+    let throughput = throughput(
+        &runtime,
+        options.throughput_sessions,
+        options.throughput_cells,
+    )
+    .await?;
     progress("sandcell: density (live sessions and their memory)");
     let density = density(&runtime, options.density_sessions).await?;
     let sandcell = Measurements {
@@ -147,26 +161,20 @@ pub async fn run(
     })
 }
 
-struct BenchSession {
-    session: Session,
-    _workdir: TempDir,
-}
-
-async fn open(runtime: &Runtime) -> Result<BenchSession, BenchError> {
-    let workdir = tempfile::Builder::new().prefix("sandcell-bench-").tempdir()?;
-    let session = runtime
+/// A session with a directory of its own and the default limits: the pool serves it.
+async fn open(runtime: &Runtime) -> Result<Session, BenchError> {
+    Ok(runtime
         .create_session(SessionConfig {
-            workdir: workdir.path().to_path_buf(),
+            workdir: None,
             limits: Limits::default(),
         })
-        .await?;
-    Ok(BenchSession {
-        session,
-        _workdir: workdir,
-    })
+        .await?)
 }
 
-async fn run_cell(session: &mut Session, code: &str) -> Result<sandcell_session::Execution, BenchError> {
+async fn run_cell(
+    session: &mut Session,
+    code: &str,
+) -> Result<sandcell_session::Execution, BenchError> {
     let execution = session.execute(code, &mut |_| {}).await?;
     if execution.status != Status::Ok {
         return Err(BenchError::CellFailed(format!("{:?}", execution.error)));
@@ -179,30 +187,43 @@ async fn session_ready(runtime: &Runtime, samples: usize) -> Result<Latency, Ben
     for _ in 0..samples {
         let started = Instant::now();
         let mut opened = open(runtime).await?;
-        let execution = run_cell(&mut opened.session, FIRST_CELL).await?;
+        let execution = run_cell(&mut opened, FIRST_CELL).await?;
         times.push(started.elapsed());
-        if !execution.results.iter().any(|r| r.contains_key("image/png")) {
-            return Err(BenchError::CellFailed("the first cell returned no PNG".into()));
+        if !execution
+            .results
+            .iter()
+            .any(|r| r.contains_key("image/png"))
+        {
+            return Err(BenchError::CellFailed(
+                "the first cell returned no PNG".into(),
+            ));
         }
-        opened.session.shutdown().await?;
+        opened.shutdown().await?;
+        // Requests arrive one at a time, as users open sessions: the pool has refilled
+        // in the background by the next one.
+        tokio::time::sleep(POOL_REFILL_PAUSE).await;
     }
     Ok(latency(times))
 }
 
 async fn trivial_cells(runtime: &Runtime, count: usize) -> Result<Latency, BenchError> {
     let mut opened = open(runtime).await?;
-    run_cell(&mut opened.session, TRIVIAL_CELL).await?;
+    run_cell(&mut opened, TRIVIAL_CELL).await?;
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        run_cell(&mut opened.session, TRIVIAL_CELL).await?;
+        run_cell(&mut opened, TRIVIAL_CELL).await?;
         times.push(started.elapsed());
     }
-    opened.session.shutdown().await?;
+    opened.shutdown().await?;
     Ok(latency(times))
 }
 
-async fn throughput(runtime: &Runtime, sessions: usize, cells: usize) -> Result<Throughput, BenchError> {
+async fn throughput(
+    runtime: &Runtime,
+    sessions: usize,
+    cells: usize,
+) -> Result<Throughput, BenchError> {
     let mut opened = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         opened.push(open(runtime).await?);
@@ -213,7 +234,7 @@ async fn throughput(runtime: &Runtime, sessions: usize, cells: usize) -> Result<
         .map(|mut bench| {
             tokio::spawn(async move {
                 for _ in 0..cells {
-                    run_cell(&mut bench.session, TRIVIAL_CELL).await?;
+                    run_cell(&mut bench, TRIVIAL_CELL).await?;
                 }
                 Ok::<_, BenchError>(bench)
             })
@@ -221,11 +242,15 @@ async fn throughput(runtime: &Runtime, sessions: usize, cells: usize) -> Result<
         .collect();
     let mut finished = Vec::with_capacity(sessions);
     for worker in workers {
-        finished.push(worker.await.map_err(|e| BenchError::CellFailed(e.to_string()))??);
+        finished.push(
+            worker
+                .await
+                .map_err(|e| BenchError::CellFailed(e.to_string()))??,
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     for bench in finished {
-        bench.session.shutdown().await?;
+        bench.shutdown().await?;
     }
     Ok(Throughput {
         sessions,
@@ -238,14 +263,14 @@ async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchErr
     let mut opened = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         let mut bench = open(runtime).await?;
-        run_cell(&mut bench.session, "import numpy, pandas, matplotlib.pyplot").await?;
+        run_cell(&mut bench, "import numpy, pandas, matplotlib.pyplot").await?;
         opened.push(bench);
     }
     let mut total_pss = 0u64;
     let mut total_uss = 0u64;
     let mut counted = std::collections::HashSet::new();
     for bench in &opened {
-        let Some(pid) = bench.session.pid() else { continue };
+        let Some(pid) = bench.pid() else { continue };
         // The session, its keeper (its parent) and, once, the template they share.
         let keeper = parent_pid(pid);
         let template = keeper.and_then(parent_pid);
@@ -259,10 +284,10 @@ async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchErr
     }
     let mut all_answered = true;
     for bench in &mut opened {
-        all_answered &= run_cell(&mut bench.session, TRIVIAL_CELL).await.is_ok();
+        all_answered &= run_cell(bench, TRIVIAL_CELL).await.is_ok();
     }
     for bench in opened {
-        bench.session.shutdown().await?;
+        bench.shutdown().await?;
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
     Ok(Density {
@@ -314,10 +339,17 @@ async fn jupyter(env: &Environment, plan: &JupyterPlan) -> Result<Measurements, 
     }
     let output = child.wait_with_output().await?;
     if !output.status.success() {
-        return Err(BenchError::Jupyter(format!("the driver exited with {}", output.status)));
+        return Err(BenchError::Jupyter(format!(
+            "the driver exited with {}",
+            output.status
+        )));
     }
     let raw: JupyterRaw = serde_json::from_slice(&output.stdout).map_err(|e| jupyter_error(&e))?;
-    let to_durations = |ms: &[f64]| ms.iter().map(|m| Duration::from_secs_f64(m / 1000.0)).collect();
+    let to_durations = |ms: &[f64]| {
+        ms.iter()
+            .map(|m| Duration::from_secs_f64(m / 1000.0))
+            .collect()
+    };
     let kernels = raw.density.sessions.max(1) as f64;
     let pss: u64 = raw.density.pss_kib.iter().sum();
     let uss: u64 = raw.density.uss_kib.iter().sum();
@@ -366,13 +398,21 @@ pub fn memory_kib(pid: i32) -> (u64, u64) {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    (field("Pss:"), field("Private_Clean:") + field("Private_Dirty:"))
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
 }
 
 fn parent_pid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after its closing parenthesis.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn total_memory_gib() -> f64 {
@@ -396,30 +436,56 @@ impl Report {
         ];
         let ratio = |ours: f64, theirs: Option<f64>, lower_is_better: bool| match theirs {
             Some(theirs) if ours > 0.0 && theirs > 0.0 => {
-                let r = if lower_is_better { theirs / ours } else { ours / theirs };
+                let r = if lower_is_better {
+                    theirs / ours
+                } else {
+                    ours / theirs
+                };
                 format!("{r:.1}× better")
             }
             _ => "–".into(),
         };
-        let lat = |l: &Latency| format!("p50 {:.2} ms, p99 {:.2} ms ({} samples)", l.p50_ms, l.p99_ms, l.samples);
+        let lat = |l: &Latency| {
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+                l.p50_ms, l.p99_ms, l.samples
+            )
+        };
         rows.push(format!(
             "| session ready (create + first cell: DataFrame sum and a PNG plot) | {} | {} | {} |",
             lat(&s.session_ready),
             j.map_or("–".into(), |j| lat(&j.session_ready)),
-            ratio(s.session_ready.p50_ms, j.map(|j| j.session_ready.p50_ms), true)
+            ratio(
+                s.session_ready.p50_ms,
+                j.map(|j| j.session_ready.p50_ms),
+                true
+            )
         ));
         rows.push(format!(
             "| trivial cell `1 + 1` round trip | {} | {} | {} |",
             lat(&s.trivial_cell),
             j.map_or("–".into(), |j| lat(&j.trivial_cell)),
-            ratio(s.trivial_cell.p50_ms, j.map(|j| j.trivial_cell.p50_ms), true)
+            ratio(
+                s.trivial_cell.p50_ms,
+                j.map(|j| j.trivial_cell.p50_ms),
+                true
+            )
         ));
-        let thr = |t: &Throughput| format!("{:.0} cells/s ({} sessions)", t.cells_per_second, t.sessions);
+        let thr = |t: &Throughput| {
+            format!(
+                "{:.0} cells/s ({} sessions)",
+                t.cells_per_second, t.sessions
+            )
+        };
         rows.push(format!(
             "| throughput, trivial cells | {} | {} | {} |",
             thr(&s.throughput),
             j.map_or("–".into(), |j| thr(&j.throughput)),
-            ratio(s.throughput.cells_per_second, j.map(|j| j.throughput.cells_per_second), false)
+            ratio(
+                s.throughput.cells_per_second,
+                j.map(|j| j.throughput.cells_per_second),
+                false
+            )
         ));
         let den = |d: &Density| {
             format!(
@@ -428,14 +494,22 @@ impl Report {
                 d.total_pss_mib,
                 d.pss_per_session_mib,
                 d.uss_per_session_mib,
-                if d.all_answered { "" } else { " (some did not answer)" }
+                if d.all_answered {
+                    ""
+                } else {
+                    " (some did not answer)"
+                }
             )
         };
         rows.push(format!(
             "| density (numpy, pandas, matplotlib imported) | {} | {} | {} |",
             den(&s.density),
             j.map_or("–".into(), |j| den(&j.density)),
-            ratio(s.density.pss_per_session_mib, j.map(|j| j.density.pss_per_session_mib), true)
+            ratio(
+                s.density.pss_per_session_mib,
+                j.map(|j| j.density.pss_per_session_mib),
+                true
+            )
         ));
         rows.join("\n")
     }

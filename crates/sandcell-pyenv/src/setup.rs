@@ -147,7 +147,15 @@ impl Environment {
         run_step(
             "pip install",
             Command::new(&self.info.python)
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--prefer-binary", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--prefer-binary",
+                    "-r",
+                ])
                 .arg(&file),
         )?;
         write_atomically(&stamp_path, stamp.as_bytes())

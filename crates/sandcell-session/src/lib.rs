@@ -11,6 +11,7 @@
 mod error;
 mod execution;
 mod limits;
+mod pool;
 mod protocol;
 mod runtime;
 mod runtime_files;

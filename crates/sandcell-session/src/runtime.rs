@@ -3,6 +3,7 @@
 
 use crate::error::SessionError;
 use crate::limits::Limits;
+use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
 use crate::session::{Session, SessionConfig};
 use crate::template::{SpawnRequest, Spawned, Template, TemplateCommand};
@@ -47,6 +48,9 @@ pub struct RuntimeOptions {
     pub sandbox: bool,
     /// Modules the template imports once, so sessions start with them loaded.
     pub template_modules: Vec<String>,
+    /// Sessions kept forked and ready (for requests with no directory and the default
+    /// limits); 0 forks every session on request.
+    pub pool_size: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -57,6 +61,7 @@ impl Default for RuntimeOptions {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
+            pool_size: 0,
         }
     }
 }
@@ -82,7 +87,8 @@ pub struct SandboxPolicy {
 /// Creates sessions. Cheap to clone; all clones share one template process.
 #[derive(Clone)]
 pub struct Runtime {
-    pub(crate) inner: Arc<RuntimeInner>,
+    inner: Arc<RuntimeInner>,
+    pool: Option<Arc<Pool>>,
 }
 
 pub(crate) struct RuntimeInner {
@@ -125,14 +131,20 @@ impl Runtime {
                 failed.join(", ")
             ));
         }
-        Ok(Self {
-            inner: Arc::new(RuntimeInner {
-                template_command,
-                template: tokio::sync::Mutex::new(Some(template)),
-                isolation,
-                warnings,
-            }),
-        })
+        let inner = Arc::new(RuntimeInner {
+            template_command,
+            template: tokio::sync::Mutex::new(Some(template)),
+            isolation,
+            warnings,
+        });
+        let pool = (options.pool_size > 0).then(|| {
+            Arc::new(Pool::start(
+                inner.clone(),
+                options.pool_size,
+                Limits::default(),
+            ))
+        });
+        Ok(Self { inner, pool })
     }
 
     /// Sentences the user should see: isolation that is weaker than the default, or
@@ -145,15 +157,28 @@ impl Runtime {
         &self.inner.isolation
     }
 
-    /// A new session whose working directory is `config.workdir`.
+    /// A new session, from the pool when it asks for no particular directory and the
+    /// pool's limits.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Session, SessionError> {
-        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        let name = format!("s{}-{n}", std::process::id());
-        Session::create(self.inner.clone(), name, config).await
+        match &self.pool {
+            Some(pool) if config.workdir.is_none() && config.limits == pool.limits => {
+                pool.take().await
+            }
+            _ => self.inner.new_session(config).await,
+        }
     }
 }
 
 impl RuntimeInner {
+    pub(crate) async fn new_session(
+        self: &Arc<Self>,
+        config: SessionConfig,
+    ) -> Result<Session, SessionError> {
+        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let name = format!("s{}-{n}", std::process::id());
+        Session::create(self.clone(), name, config).await
+    }
+
     /// Forks a session from the template, starting a new template if the old one died.
     pub(crate) async fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, SessionError> {
         let mut template = self.template.lock().await;

@@ -30,8 +30,10 @@ const QUOTA_CHECK: Duration = Duration::from_millis(500);
 /// What a session is created with.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Host directory mounted at `/mnt/data`; it must exist.
-    pub workdir: PathBuf,
+    /// Host directory mounted at `/mnt/data`; it must exist. `None`: a fresh directory
+    /// that belongs to the session and is removed when the session goes (such sessions
+    /// can come ready-made from the runtime's pool).
+    pub workdir: Option<PathBuf>,
     pub limits: Limits,
 }
 
@@ -40,6 +42,8 @@ pub struct SessionConfig {
 pub struct Session {
     runtime: Arc<RuntimeInner>,
     workdir: PathBuf,
+    /// The session's own directory, when it was not given one; removed on drop.
+    _owned_workdir: Option<tempfile::TempDir>,
     limits: Limits,
     cgroup: Option<SessionCgroup>,
     process: Option<Process>,
@@ -166,10 +170,17 @@ impl Session {
         name: String,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
-        let workdir = config
-            .workdir
-            .canonicalize()
-            .map_err(io_error(&config.workdir))?;
+        let (given, owned_workdir) = match config.workdir.clone() {
+            Some(dir) => (dir, None),
+            None => {
+                let owned = tempfile::Builder::new()
+                    .prefix("sandcell-session-")
+                    .tempdir()
+                    .map_err(io_error(std::env::temp_dir()))?;
+                (owned.path().to_path_buf(), Some(owned))
+            }
+        };
+        let workdir = given.canonicalize().map_err(io_error(&given))?;
         let cgroup = match &runtime.isolation {
             Isolation::Sandbox(policy) => {
                 if let Identity::DropFromRoot { uid, gid } = policy.identity {
@@ -202,6 +213,7 @@ impl Session {
         let mut session = Self {
             runtime,
             workdir,
+            _owned_workdir: owned_workdir,
             limits: config.limits,
             cgroup,
             process: None,

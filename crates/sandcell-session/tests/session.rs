@@ -30,7 +30,7 @@ async fn session_with(limits: Limits) -> (Session, TempDir, Runtime) {
         .unwrap();
     let session = runtime
         .create_session(SessionConfig {
-            workdir: workdir.path().to_path_buf(),
+            workdir: Some(workdir.path().to_path_buf()),
             limits,
         })
         .await
@@ -418,7 +418,7 @@ async fn sessions_forked_from_one_template_do_not_share_random_state() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = runtime
             .create_session(SessionConfig {
-                workdir: dir.path().to_path_buf(),
+                workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
             })
             .await
@@ -433,4 +433,129 @@ async fn sessions_forked_from_one_template_do_not_share_random_state() {
         s.shutdown().await.unwrap();
     }
     assert_ne!(draws[0], draws[1]);
+}
+
+#[tokio::test]
+async fn forked_sessions_share_no_descriptors_threads_figures_or_environment() {
+    let runtime = runtime().await;
+    let open = || async {
+        let dir = tempfile::tempdir().unwrap();
+        let session = runtime
+            .create_session(SessionConfig {
+                workdir: Some(dir.path().to_path_buf()),
+                limits: Limits::default(),
+            })
+            .await
+            .unwrap();
+        (session, dir)
+    };
+    let (mut first, _first_dir) = open().await;
+    let setup = run(
+        &mut first,
+        "import os, matplotlib.pyplot as plt\nos.environ['ONLY_IN_FIRST'] = '1'\nplt.figure()\nplt.plot([1, 2])",
+    )
+    .await;
+    assert_eq!(setup.status, Status::Ok);
+
+    let (mut second, _second_dir) = open().await;
+    let probe = r#"
+import os, threadpoolctl, matplotlib.pyplot as plt
+targets = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    except FileNotFoundError:
+        pass  # the descriptor listdir itself used
+(
+    sum(t.startswith("socket:") for t in targets),
+    sorted({pool["num_threads"] for pool in threadpoolctl.threadpool_info()}),
+    plt.get_fignums(),
+    "ONLY_IN_FIRST" in os.environ,
+)
+"#;
+    let seen = run(&mut second, probe).await;
+    assert_eq!(seen.status, Status::Ok, "{seen:?}");
+    // One socket (its own line to the host), single-threaded BLAS, no inherited figure,
+    // and nothing of the first session's environment.
+    assert_eq!(text(&seen, 0), "(1, [1], [], False)");
+}
+
+#[tokio::test]
+async fn pooled_sessions_have_their_own_directories_and_clean_them_up() {
+    let home = Home::from_env().unwrap();
+    let env = Environment::ensure(&home, &mut |_| {}).unwrap();
+    let runtime = Runtime::start(
+        &env,
+        RuntimeOptions {
+            pool_size: 2,
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pooled = || SessionConfig {
+        workdir: None,
+        limits: Limits::default(),
+    };
+    let mut a = runtime.create_session(pooled()).await.unwrap();
+    let mut b = runtime.create_session(pooled()).await.unwrap();
+    assert_ne!(a.workdir(), b.workdir());
+    run(&mut a, "open('mine.txt', 'w').write('a')").await;
+    let other = run(&mut b, "import os\nos.listdir('/mnt/data')").await;
+    assert_eq!(text(&other, 0), "[]");
+    let dir = a.workdir().to_path_buf();
+    assert!(dir.join("mine.txt").exists());
+    a.shutdown().await.unwrap();
+    assert!(!dir.exists(), "a session's own directory goes with it");
+    // The pool refills: more sessions than its size can be had.
+    let mut c = runtime.create_session(pooled()).await.unwrap();
+    assert_eq!(text(&run(&mut c, "6 * 7").await, 0), "42");
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_dead_template_is_replaced_and_its_sessions_come_back() {
+    let (mut s, _dir, runtime) = session().await;
+    run(&mut s, "x = 1").await;
+    let template = parent_of(parent_of(s.pid().unwrap()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(template),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Its sessions die with it (tearing down a large process takes a moment)...
+    let session_proc = format!("/proc/{}", s.pid().unwrap());
+    for _ in 0..100 {
+        let gone = std::fs::read_to_string(format!("{session_proc}/stat"))
+            .map_or(true, |stat| stat.contains(") Z "));
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and come back from a new template, saying so.
+    let outcome = run(&mut s, "'x' in globals()").await;
+    assert!(outcome.restarted, "{outcome:?}");
+    assert_eq!(text(&outcome, 0), "False");
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = runtime
+        .create_session(SessionConfig {
+            workdir: Some(dir.path().to_path_buf()),
+            limits: Limits::default(),
+        })
+        .await
+        .expect("a new template serves new sessions");
+    assert_eq!(text(&run(&mut fresh, "2 + 2").await, 0), "4");
+    assert_ne!(parent_of(parent_of(fresh.pid().unwrap())), template);
 }

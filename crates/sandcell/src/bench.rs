@@ -45,7 +45,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("sandcell: {step}")
         })?;
     }
-    let report = sandcell_bench::run(&env, &options, &mut |step| eprintln!("bench: {step}")).await?;
+    let report =
+        sandcell_bench::run(&env, &options, &mut |step| eprintln!("bench: {step}")).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -106,7 +106,7 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
         .tempdir()?;
     let mut session = runtime
         .create_session(SessionConfig {
-            workdir: workdir.path().to_path_buf(),
+            workdir: Some(workdir.path().to_path_buf()),
             limits: Default::default(),
         })
         .await?;

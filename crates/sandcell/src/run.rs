@@ -121,7 +121,10 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
         eprintln!("sandcell: warning: {warning}");
     }
     let mut session = runtime
-        .create_session(SessionConfig { workdir, limits })
+        .create_session(SessionConfig {
+            workdir: Some(workdir),
+            limits,
+        })
         .await?;
 
     let interrupter = session.interrupter();
