@@ -265,7 +265,9 @@ impl Session {
         self.interrupter.take_request();
 
         let mut outputs = Outputs::default();
-        let (ending, stop) = self.run(code, &mut outputs, on_event).await;
+        let (ending, stop) = self
+            .run(code, before.disk_usage(), &mut outputs, on_event)
+            .await;
         let user_interrupted = self.interrupter.take_request();
 
         let (status, error) = match (ending, stop) {
@@ -340,6 +342,7 @@ impl Session {
     async fn run(
         &mut self,
         code: &str,
+        usage_before: u64,
         outputs: &mut Outputs,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> (Ending, Option<Stop>) {
@@ -355,12 +358,12 @@ impl Session {
         {
             return (Ending::Died, None);
         }
-        // Only growth during this cell counts: a directory already over quota must still
-        // let the user run the cell that cleans it up.
-        let usage_before = measure(&workdir).await;
+        // Only growth during this cell counts (`usage_before`): a directory already over
+        // quota must still let the user run the cell that cleans it up.
         let mut stop: Option<Stop> = None;
         let mut deadline = tokio::time::Instant::now() + timeout;
-        let mut quota_check = tokio::time::interval(QUOTA_CHECK);
+        let mut quota_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + QUOTA_CHECK, QUOTA_CHECK);
         quota_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

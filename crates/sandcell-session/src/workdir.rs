@@ -19,6 +19,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     size: u64,
+    /// Bytes of disk the file occupies (sparse files count for what they use).
+    allocated: u64,
     mtime_ns: i128,
     inode: u64,
 }
@@ -48,6 +50,7 @@ impl Snapshot {
                         relative,
                         FileStamp {
                             size: meta.len(),
+                            allocated: meta.blocks() * 512,
                             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
                                 + i128::from(meta.mtime_nsec()),
                             inode: meta.ino(),
@@ -57,6 +60,11 @@ impl Snapshot {
             }
         }
         Self { files }
+    }
+
+    /// Disk space used by the files seen.
+    pub fn disk_usage(&self) -> u64 {
+        self.files.values().map(|f| f.allocated).sum()
     }
 
     /// Files present in `after` that are new or different from `self`, sorted by path.

@@ -14,14 +14,17 @@ const IMAGE_TYPES: &[(&str, &str)] = &[
 
 pub struct HumanRenderer {
     out_dir: PathBuf,
+    /// The working directory is removed after the run: files there are not kept.
+    temporary_workdir: bool,
     cell: usize,
     images: usize,
 }
 
 impl HumanRenderer {
-    pub fn new(out_dir: PathBuf) -> Self {
+    pub fn new(out_dir: PathBuf, temporary_workdir: bool) -> Self {
         Self {
             out_dir,
+            temporary_workdir,
             cell: 0,
             images: 0,
         }
@@ -98,6 +101,9 @@ impl HumanRenderer {
         }
         for file in &execution.files {
             println!("[file {} ({} bytes, {})]", file.path, file.size, file.mime);
+        }
+        if self.temporary_workdir && !execution.files.is_empty() {
+            eprintln!("sandcell: note: the working directory is temporary; pass --workdir DIR to keep these files");
         }
     }
 }

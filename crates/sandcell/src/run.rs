@@ -135,7 +135,7 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
     });
 
     let mut all_ok = true;
-    let mut renderer = HumanRenderer::new(out_dir);
+    let mut renderer = HumanRenderer::new(out_dir, args.workdir.is_none());
     for (index, cell) in cells.iter().enumerate() {
         let execution = if args.json {
             session.execute(&cell.code, &mut |_| {}).await?

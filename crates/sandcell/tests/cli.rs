@@ -191,3 +191,27 @@ fn doctor_reports_every_layer_and_what_a_session_sees() {
         assert_eq!(inside["network_interfaces"], serde_json::json!(["lo"]));
     }
 }
+
+#[test]
+fn no_sandbox_runs_but_says_so() {
+    let output = sandcell()
+        .args([
+            "run",
+            "--no-sandbox",
+            "--json",
+            "-c",
+            "import os\nos.getpid() != 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("warning: the sandbox is off"), "{stderr}");
+    let cell: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    assert_eq!(
+        first_text(&cell),
+        "True",
+        "not PID 1 of a namespace: no sandbox"
+    );
+}
