@@ -40,9 +40,6 @@ def prepare():
     global _shell
     config = Config()
     config.HistoryManager.enabled = False  # its SQLite writer thread must not exist when the template forks
-    # Jupyter's figure framing; zlib level 1 instead of 6 saves a third of a plot's
-    # encoding time for PNGs about 20% larger.
-    config.InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"compress_level": 1}}
     _shell = _SessionShell.instance(config=config, colors="nocolor", autoawait=True)
     _shell.enable_matplotlib("inline")
     _warm_up(_shell)
@@ -55,14 +52,18 @@ def serve(sock):
     sys.stdin = _NoStdin()
     _shell.outbox = outbox
     _shell.history_manager.dir_hist[:] = [os.getcwd()]  # `_dh` and `%cd -` start here, not in the template's cwd
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # while idle an interrupt has nothing to stop
-    _Session(_shell, outbox).serve()
+    session = _Session(_shell, outbox)
+    signal.signal(signal.SIGINT, session.on_sigint)
+    session.serve()
 
 
 class _Session:
+    """One session's request loop, and what an interrupt does to it."""
+
     def __init__(self, shell, outbox):
         self._shell = shell
         self._outbox = outbox
+        self._interruptible = False  # a plain attribute: setting it cannot itself be interrupted
 
     def serve(self):
         self._outbox.send({"type": "ready"})
@@ -74,19 +75,23 @@ class _Session:
             if self._shell.exit_now:
                 return
 
+    def on_sigint(self, signum, frame):
+        """The host's interrupt stops the running cell; while idle there is nothing to stop.
+        (The traceback is cut where sandcell's frames begin, so this one is not shown.)"""
+        if self._interruptible:
+            raise KeyboardInterrupt
+
     def _execute(self, code):
         """Run one cell; True if it raised nothing."""
         self._outbox.cell_running.set()
-        # Python's own handler raises KeyboardInterrupt in the user's frame, so the
-        # traceback ends at the line that was interrupted.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._interruptible = True
         try:
             return self._shell.run_cell(code, store_history=True).success
         except KeyboardInterrupt:  # landed outside IPython's own handling, e.g. while figures were drawn
             self._shell.showtraceback()
             return False
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._interruptible = False
             self._outbox.cell_running.clear()
 
 
@@ -128,6 +133,10 @@ class _SessionShell(InteractiveShell):
     def _showtraceback(self, etype, evalue, stb):
         self.outbox.send({"type": "error", "ename": etype.__name__, "evalue": str(evalue), "traceback": stb})
 
+    def show_usage_error(self, exc):
+        """A mistyped magic is an error frame like any other, not only text on stderr."""
+        self._showtraceback(type(exc), exc, [f"UsageError: {exc}"])
+
     def ask_exit(self):
         """Called by exit() and quit(): serve() returns after the cell, as Jupyter ends the kernel."""
         self.exit_now = True
@@ -151,11 +160,12 @@ class _NoStdin(io.TextIOBase):
 
 
 def _warm_up(shell):
+    """Run _WARM_UP_CELLS, then forget them but for what they imported and cached."""
     shell.outbox = _Discard()
     for cell in _WARM_UP_CELLS:
         shell.run_cell(cell, store_history=False)
     shell.outbox = None
-    shell.reset()  # sessions start with a fresh namespace and counters, as if nothing had run
+    shell.reset()  # a fresh namespace, history and In[1]
     # Matplotlib keeps the font files it rendered with open; a file offset shared by every
     # forked session would garble their reads.
     matplotlib.font_manager._get_font.cache_clear()

@@ -18,7 +18,7 @@ import time
 
 from .protocol import Channel
 
-PARTIAL_LINE_DELAY = 0.05  # seconds an unfinished line (a prompt, a progress bar) may wait
+_PARTIAL_LINE_DELAY = 0.05  # seconds an unfinished line (a prompt, a progress bar) may wait
 _WRITE_BUFFER_SIZE = 4096  # bytes of one unfinished line that are sent without waiting
 _READ_SIZE = 64 * 1024  # at most this much output per stream frame
 _SIGINT = {signal.SIGINT}
@@ -66,9 +66,10 @@ class Outbox:
                 writer.flush()
 
     def _flush_partial_lines(self):
+        """Helper thread: while a cell runs, an unfinished line goes out at most ~50 ms late."""
         while True:
             self.cell_running.wait()
-            time.sleep(PARTIAL_LINE_DELAY)
+            time.sleep(_PARTIAL_LINE_DELAY)
             self._flush_writers()
 
 
@@ -87,6 +88,7 @@ class _CapturedFds:
             self._streams[read_end] = (name, codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
     def forward_forever(self):
+        """Helper thread: forward output as soon as it is written, even between cells."""
         poller = select.poll()
         for read_end in self._streams:
             poller.register(read_end, select.POLLIN)

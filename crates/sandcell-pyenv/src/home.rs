@@ -50,6 +50,11 @@ impl Home {
         self.root.join("mplconfig")
     }
 
+    /// IPython's profile directory (`IPYTHONDIR`) for the template and its sessions.
+    pub fn ipython(&self) -> PathBuf {
+        self.root.join("ipython")
+    }
+
     /// Files the session runtime writes (its Python package, the sandbox library).
     pub fn runtime(&self) -> PathBuf {
         self.root.join("runtime")

@@ -250,6 +250,7 @@ impl SandboxPolicy {
             .filter(|p| p.symlink_metadata().is_ok())
             .collect();
         read_only_paths.extend(env.read_only_paths());
+        read_only_paths.push(env.home().ipython());
         read_only_paths.push(files.dir.clone());
         Self {
             identity,
@@ -301,6 +302,8 @@ fn template_env(
             "module://matplotlib_inline.backend_inline".into(),
         ),
         ("MPLCONFIGDIR", env.home().mplconfig().display().to_string()),
+        // IPython's profile directory, created when the template builds its shell.
+        ("IPYTHONDIR", env.home().ipython().display().to_string()),
         // One BLAS/OpenMP thread per session: the template must not have threads when
         // it forks, and hundreds of sessions share a few cores.
         ("OPENBLAS_NUM_THREADS", "1".into()),
