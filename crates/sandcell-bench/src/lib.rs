@@ -99,6 +99,8 @@ pub struct Density {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurements {
+    /// Asking for a session until the result of a trivial first cell: the runtime's own cost.
+    pub session_ready_trivial: Latency,
     pub session_ready: Latency,
     pub trivial_cell: Latency,
     pub throughput: Throughput,
@@ -127,8 +129,11 @@ pub async fn run(
         },
     )
     .await?;
+    progress("sandcell: session ready (create + trivial first cell)");
+    let session_ready_trivial =
+        session_ready(&runtime, options.ready_samples, TRIVIAL_CELL).await?;
     progress("sandcell: session ready (create + first cell with numpy, pandas, matplotlib)");
-    let session_ready = session_ready(&runtime, options.ready_samples).await?;
+    let session_ready = session_ready(&runtime, options.ready_samples, FIRST_CELL).await?;
     progress("sandcell: trivial cell round trip");
     let trivial_cell = trivial_cells(&runtime, options.trivial_cells).await?;
     progress("sandcell: throughput across concurrent sessions");
@@ -141,6 +146,7 @@ pub async fn run(
     progress("sandcell: density (live sessions and their memory)");
     let density = density(&runtime, options.density_sessions).await?;
     let sandcell = Measurements {
+        session_ready_trivial,
         session_ready,
         trivial_cell,
         throughput,
@@ -182,17 +188,23 @@ async fn run_cell(
     Ok(execution)
 }
 
-async fn session_ready(runtime: &Runtime, samples: usize) -> Result<Latency, BenchError> {
+async fn session_ready(
+    runtime: &Runtime,
+    samples: usize,
+    first_cell: &str,
+) -> Result<Latency, BenchError> {
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         let started = Instant::now();
         let mut opened = open(runtime).await?;
-        let execution = run_cell(&mut opened, FIRST_CELL).await?;
+        let execution = run_cell(&mut opened, first_cell).await?;
         times.push(started.elapsed());
-        if !execution
-            .results
-            .iter()
-            .any(|r| r.contains_key("image/png"))
+        let wants_png = first_cell == FIRST_CELL;
+        if wants_png
+            && !execution
+                .results
+                .iter()
+                .any(|r| r.contains_key("image/png"))
         {
             return Err(BenchError::CellFailed(
                 "the first cell returned no PNG".into(),
@@ -301,6 +313,7 @@ async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchErr
 
 #[derive(serde::Deserialize)]
 struct JupyterRaw {
+    session_ready_trivial_ms: Vec<f64>,
     session_ready_ms: Vec<f64>,
     trivial_cell_ms: Vec<f64>,
     throughput: JupyterThroughput,
@@ -354,6 +367,7 @@ async fn jupyter(env: &Environment, plan: &JupyterPlan) -> Result<Measurements, 
     let pss: u64 = raw.density.pss_kib.iter().sum();
     let uss: u64 = raw.density.uss_kib.iter().sum();
     Ok(Measurements {
+        session_ready_trivial: latency(to_durations(&raw.session_ready_trivial_ms)),
         session_ready: latency(to_durations(&raw.session_ready_ms)),
         trivial_cell: latency(to_durations(&raw.trivial_cell_ms)),
         throughput: Throughput {
@@ -451,6 +465,16 @@ impl Report {
                 l.p50_ms, l.p99_ms, l.samples
             )
         };
+        rows.push(format!(
+            "| session ready, trivial first cell `1 + 1` | {} | {} | {} |",
+            lat(&s.session_ready_trivial),
+            j.map_or("–".into(), |j| lat(&j.session_ready_trivial)),
+            ratio(
+                s.session_ready_trivial.p50_ms,
+                j.map(|j| j.session_ready_trivial.p50_ms),
+                true
+            )
+        ));
         rows.push(format!(
             "| session ready (create + first cell: DataFrame sum and a PNG plot) | {} | {} | {} |",
             lat(&s.session_ready),
