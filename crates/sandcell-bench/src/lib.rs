@@ -465,36 +465,31 @@ impl Report {
                 l.p50_ms, l.p99_ms, l.samples
             )
         };
-        rows.push(format!(
-            "| session ready, trivial first cell `1 + 1` | {} | {} | {} |",
-            lat(&s.session_ready_trivial),
-            j.map_or("–".into(), |j| lat(&j.session_ready_trivial)),
-            ratio(
-                s.session_ready_trivial.p50_ms,
-                j.map(|j| j.session_ready_trivial.p50_ms),
-                true
-            )
-        ));
-        rows.push(format!(
-            "| session ready (create + first cell: DataFrame sum and a PNG plot) | {} | {} | {} |",
-            lat(&s.session_ready),
-            j.map_or("–".into(), |j| lat(&j.session_ready)),
-            ratio(
-                s.session_ready.p50_ms,
-                j.map(|j| j.session_ready.p50_ms),
-                true
-            )
-        ));
-        rows.push(format!(
-            "| trivial cell `1 + 1` round trip | {} | {} | {} |",
-            lat(&s.trivial_cell),
-            j.map_or("–".into(), |j| lat(&j.trivial_cell)),
-            ratio(
-                s.trivial_cell.p50_ms,
-                j.map(|j| j.trivial_cell.p50_ms),
-                true
-            )
-        ));
+        let latencies = [
+            (
+                "session ready, trivial first cell `1 + 1`",
+                &s.session_ready_trivial,
+                j.map(|j| &j.session_ready_trivial),
+            ),
+            (
+                "session ready (create + first cell: DataFrame sum and a PNG plot)",
+                &s.session_ready,
+                j.map(|j| &j.session_ready),
+            ),
+            (
+                "trivial cell `1 + 1` round trip",
+                &s.trivial_cell,
+                j.map(|j| &j.trivial_cell),
+            ),
+        ];
+        for (label, ours, theirs) in latencies {
+            rows.push(format!(
+                "| {label} | {} | {} | {} |",
+                lat(ours),
+                theirs.map_or("–".into(), lat),
+                ratio(ours.p50_ms, theirs.map(|t| t.p50_ms), true)
+            ));
+        }
         let thr = |t: &Throughput| {
             format!(
                 "{:.0} cells/s ({} sessions)",

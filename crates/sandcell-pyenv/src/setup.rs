@@ -144,20 +144,7 @@ impl Environment {
         progress(&format!("installing the packages for {name}"));
         let file = self.home.root().join(format!("requirements-{name}.txt"));
         write_atomically(&file, requirements.as_bytes())?;
-        run_step(
-            "pip install",
-            Command::new(&self.info.python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "--prefer-binary",
-                    "-r",
-                ])
-                .arg(&file),
-        )?;
+        pip_install(&self.info.python, &file)?;
         write_atomically(&stamp_path, stamp.as_bytes())
     }
 
@@ -264,20 +251,7 @@ fn install(home: &Home, python: &Path, progress: SetupProgress) -> Result<(), Py
         "installing the pinned packages (up to {count}: numpy, pandas, matplotlib, scipy, scikit-learn, …); this takes a minute or two"
     ));
     let venv_python = venv.join("bin/python");
-    run_step(
-        "pip install",
-        Command::new(&venv_python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--prefer-binary",
-                "-r",
-            ])
-            .arg(&requirements),
-    )?;
+    pip_install(&venv_python, &requirements)?;
 
     progress("building matplotlib's font cache");
     let mplconfig = home.mplconfig();
@@ -288,6 +262,24 @@ fn install(home: &Home, python: &Path, progress: SetupProgress) -> Result<(), Py
             .args(["-c", "import matplotlib.pyplot"])
             .env("MPLCONFIGDIR", &mplconfig)
             .env("MPLBACKEND", "Agg"),
+    )
+}
+
+/// `pip install -r requirements` with the environment's interpreter, progress shown.
+fn pip_install(python: &Path, requirements: &Path) -> Result<(), PyenvError> {
+    run_step(
+        "pip install",
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--prefer-binary",
+                "-r",
+            ])
+            .arg(requirements),
     )
 }
 
