@@ -24,12 +24,14 @@ NO_INPUT_MESSAGE = "input() is not available: sandcell sessions have no keyboard
 # Cells run once in the template so that sessions inherit what they import and cache, instead
 # of each paying for it in its first cells: the output path, tracebacks (stack_data, pygments),
 # a DataFrame's HTML, an inline figure (Agg, fonts, PNG), top-level await.
+# (module the cell needs, or None; cell). A cell runs only if the template preloaded its
+# module, so the preload list alone decides what sessions start with.
 _WARM_UP_CELLS = (
-    "1",
-    "1 / 0",
-    "import pandas\npandas.DataFrame({'a': [1]})",
-    "import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.title('warm-up')\nplt.show()",
-    "import asyncio",  # not `await`: that would create an event loop, with open fds, to be inherited
+    (None, "1"),
+    (None, "1 / 0"),
+    ("pandas", "import pandas\npandas.DataFrame({'a': [1]})"),
+    ("matplotlib.pyplot", "import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.title('warm-up')\nplt.show()"),
+    (None, "import asyncio"),  # not `await`: that would create an event loop, with open fds, to be inherited
 )
 
 _shell = None  # built by prepare() in the template, inherited by every session
@@ -162,8 +164,9 @@ class _NoStdin(io.TextIOBase):
 def _warm_up(shell):
     """Run _WARM_UP_CELLS, then forget them but for what they imported and cached."""
     shell.outbox = _Discard()
-    for cell in _WARM_UP_CELLS:
-        shell.run_cell(cell, store_history=False)
+    for needs, cell in _WARM_UP_CELLS:
+        if needs is None or needs in sys.modules:
+            shell.run_cell(cell, store_history=False)
     shell.outbox = None
     shell.reset()  # a fresh namespace, history and In[1]
     # Matplotlib keeps the font files it rendered with open; a file offset shared by every

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 /// The first cell of a fresh session: the data stack at work, a plot returned as PNG.
 pub const FIRST_CELL: &str = "import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.DataFrame({'x': np.arange(50), 'y': np.arange(50) ** 0.5})\ntotal = df['y'].sum()\nplt.plot(df['x'], df['y'])\nplt.show()\ntotal";
 const TRIVIAL_CELL: &str = "1 + 1";
-/// Ready sessions kept forked ahead of demand, as a server would.
-const POOL_SIZE: usize = 4;
 const POOL_REFILL_PAUSE: Duration = Duration::from_millis(200);
 const JUPYTER_SCRIPT: &str = include_str!("../../../python/bench/jupyter_bench.py");
 /// Stock Jupyter's packages, installed into the environment for the comparison.
@@ -25,6 +23,8 @@ pub struct BenchOptions {
     pub throughput_sessions: usize,
     pub throughput_cells: usize,
     pub density_sessions: usize,
+    /// Ready sessions kept forked ahead of demand, as a server would.
+    pub pool_size: usize,
     /// Run the same work on stock Jupyter (with fewer kernels where it cannot hold more).
     pub jupyter: Option<JupyterPlan>,
 }
@@ -47,6 +47,7 @@ impl Default for BenchOptions {
             throughput_sessions: 50,
             throughput_cells: 200,
             density_sessions: 500,
+            pool_size: 4,
             jupyter: Some(JupyterPlan {
                 ready_samples: 10,
                 trivial_cells: 500,
@@ -124,7 +125,7 @@ pub async fn run(
     let runtime = Runtime::start(
         env,
         RuntimeOptions {
-            pool_size: POOL_SIZE,
+            pool_size: options.pool_size,
             ..RuntimeOptions::default()
         },
     )

@@ -8,6 +8,9 @@ pub struct BenchArgs {
     /// Live sessions for the density figure.
     #[arg(long, value_name = "N", default_value_t = 500)]
     sessions: usize,
+    /// Ready sessions the pool keeps forked ahead of demand.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pool: usize,
     /// Fewer samples everywhere (a smoke run, not a measurement).
     #[arg(long)]
     quick: bool,
@@ -23,6 +26,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let env = crate::environment()?;
     let mut options = BenchOptions {
         density_sessions: args.sessions,
+        pool_size: args.pool,
         ..BenchOptions::default()
     };
     if args.quick {

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Processes and threads the session may run at once.
     #[arg(long, value_name = "N")]
     max_processes: Option<u64>,
+    /// Modules the session template imports before forking, comma-separated (default:
+    /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
+    #[arg(long, value_name = "MODULES", value_delimiter = ',')]
+    preload: Option<Vec<String>>,
     /// Run without any isolation (the code gets your user's full access). Not recommended.
     #[arg(long)]
     no_sandbox: bool,
@@ -112,10 +116,13 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
     };
 
     let env = crate::environment()?;
-    let options = RuntimeOptions {
+    let mut options = RuntimeOptions {
         sandbox: !args.no_sandbox,
         ..RuntimeOptions::default()
     };
+    if let Some(modules) = args.preload {
+        options.template_modules = modules;
+    }
     let runtime = Runtime::start(&env, options).await?;
     for warning in runtime.warnings() {
         eprintln!("sandcell: warning: {warning}");

@@ -215,3 +215,17 @@ fn no_sandbox_runs_but_says_so() {
         "not PID 1 of a namespace: no sandbox"
     );
 }
+
+#[test]
+fn the_preload_list_decides_what_sessions_start_with() {
+    let probe = "import sys\n('pandas' in sys.modules, 'json' in sys.modules)";
+    let (cells, output) = run_json(&["--preload", "json", "-c", probe]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(first_text(&cells[0]), "(False, True)");
+    let (cells, _) = run_json(&["-c", probe]);
+    assert_eq!(
+        first_text(&cells[0]),
+        "(True, True)",
+        "pandas is preloaded by default"
+    );
+}
