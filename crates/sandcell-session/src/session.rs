@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 /// How long a new session has to report that it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a keeper to report how its session ended.
+const EXIT_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running execution's working directory is measured against the quota.
 const QUOTA_CHECK: Duration = Duration::from_millis(500);
 
@@ -270,8 +272,12 @@ impl Session {
             .await;
         let user_interrupted = self.interrupter.take_request();
 
+        let stopped_by_interrupt = outputs
+            .error
+            .as_ref()
+            .is_some_and(|e| e.ename == "KeyboardInterrupt");
         let (status, error) = match (ending, stop) {
-            (Ending::Done(_), Some(stop)) => {
+            (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
                 // Interrupted by sandcell in time: the state survives.
                 let what = self.stop_description(stop);
                 let evalue =
@@ -286,13 +292,10 @@ impl Session {
                 }
                 (stop_status(stop), Some(error))
             }
-            (Ending::Done(DoneStatus::Ok), None) => (Status::Ok, outputs.error.take()),
-            (Ending::Done(DoneStatus::Error), None) => {
-                let keyboard = outputs
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.ename == "KeyboardInterrupt");
-                let status = if keyboard && user_interrupted {
+            // A cell that finished just as sandcell stopped it reports what it did.
+            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.error.take()),
+            (Ending::Done(DoneStatus::Error), _) => {
+                let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
                     Status::Error
@@ -530,8 +533,10 @@ impl Session {
         }
         self.kill_process().await;
         if let Some(cgroup) = self.cgroup.take() {
-            cgroup
-                .remove()
+            // Removal waits for the kernel to release the processes: not on an async thread.
+            tokio::task::spawn_blocking(move || cgroup.remove())
+                .await
+                .map_err(|e| SessionError::Sandbox(e.to_string()))?
                 .map_err(|e| SessionError::Sandbox(e.to_string()))?;
         }
         Ok(())
@@ -603,10 +608,12 @@ async fn follow_keeper(
     let _ = exit.send(Some(ended));
 }
 
+/// How the process ended, as soon as its keeper says (bounded: a keeper that never
+/// reports must not hang the caller).
 async fn wait_exit(exit: &mut watch::Receiver<Option<ProcessExit>>) -> ProcessExit {
-    match exit.wait_for(Option::is_some).await {
-        Ok(value) => value.unwrap_or(ProcessExit::Unknown),
-        Err(_) => ProcessExit::Unknown,
+    match tokio::time::timeout(EXIT_REPORT_TIMEOUT, exit.wait_for(Option::is_some)).await {
+        Ok(Ok(value)) => value.unwrap_or(ProcessExit::Unknown),
+        _ => ProcessExit::Unknown,
     }
 }
 
