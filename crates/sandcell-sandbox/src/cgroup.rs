@@ -73,7 +73,7 @@ impl CgroupParent {
         let root = nix::unistd::geteuid().is_root();
         if delegated.is_none() && !root {
             return Err(unavailable(format!(
-                "sandcell runs as an unprivileged user and no cgroup is delegated to it; ask an administrator to create one you own (cgroup v2: `mkdir /sys/fs/cgroup/sandcell-$USER && chown -R $USER /sys/fs/cgroup/sandcell-$USER`, with memory, pids and cpu enabled in its parent's cgroup.subtree_control; cgroup v1: the same under /sys/fs/cgroup/memory, pids and cpu) and set {DELEGATED_ENV}=/sandcell-$USER"
+                "sandcell runs as an unprivileged user and no cgroup is delegated to it ({DELEGATED_ENV} is not set)"
             )));
         }
         let parent = if Path::new(ROOT).join("cgroup.controllers").exists() {

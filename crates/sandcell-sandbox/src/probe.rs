@@ -194,7 +194,7 @@ fn cgroup_layers() -> Vec<LayerReport> {
                 Ok(parent) => Ok(parent.describe()),
                 Err(e) => Err((
                     e.to_string(),
-                    "run sandcell as root, or have a cgroup delegated to your user and name it in SANDCELL_CGROUP (the detail above says how); meanwhile memory falls back to RLIMIT_AS and processes to RLIMIT_NPROC".into(),
+                    "run sandcell as root, or have an administrator delegate a cgroup to you and name it in SANDCELL_CGROUP (cgroup v2: `mkdir /sys/fs/cgroup/sandcell-$USER && chown -R $USER /sys/fs/cgroup/sandcell-$USER` with memory, pids and cpu enabled in /sys/fs/cgroup/cgroup.subtree_control; cgroup v1: the same under /sys/fs/cgroup/memory, pids and cpu; then SANDCELL_CGROUP=/sandcell-$USER); until then memory is limited with RLIMIT_AS and processes with RLIMIT_NPROC".into(),
                 )),
             };
             report(layer, title, result)
