@@ -134,9 +134,17 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
         })
         .await?;
 
+    // Ctrl-C interrupts the running cell (its variables stay); a second one within
+    // two seconds ends sandcell, which takes its sessions down with it.
     let interrupter = session.interrupter();
     let ctrl_c = tokio::spawn(async move {
+        let mut last: Option<std::time::Instant> = None;
         while tokio::signal::ctrl_c().await.is_ok() {
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
+                eprintln!("sandcell: stopped");
+                std::process::exit(130);
+            }
+            last = Some(std::time::Instant::now());
             interrupter.interrupt();
         }
     });

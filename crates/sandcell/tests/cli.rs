@@ -229,3 +229,48 @@ fn the_preload_list_decides_what_sessions_start_with() {
         "pandas is preloaded by default"
     );
 }
+
+#[test]
+fn ctrl_c_interrupts_the_running_cell_and_the_next_one_still_runs() {
+    let workdir = tempfile::tempdir().unwrap();
+    let mut child = sandcell()
+        .args(["run", "--json", "--workdir"])
+        .arg(workdir.path())
+        .args([
+            "-c",
+            "kept = 'yes'\nopen('started', 'w').close()\nimport time\ntime.sleep(60)",
+            "-c",
+            "kept",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the cell is sleeping, press Ctrl-C once.
+    let started = workdir.path().join("started");
+    for _ in 0..600 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{output:?}");
+    assert_eq!(lines[0]["status"], "interrupted");
+    assert_eq!(first_text(&lines[1]), "'yes'");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "an interrupted cell is not a success"
+    );
+}
