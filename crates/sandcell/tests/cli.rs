@@ -233,7 +233,7 @@ fn the_preload_list_decides_what_sessions_start_with() {
 #[test]
 fn ctrl_c_interrupts_the_running_cell_and_the_next_one_still_runs() {
     let workdir = tempfile::tempdir().unwrap();
-    let mut child = sandcell()
+    let child = sandcell()
         .args(["run", "--json", "--workdir"])
         .arg(workdir.path())
         .args([
