@@ -171,6 +171,7 @@ print(json.dumps({
     "perf_event_open": denied(libc.syscall, 298, None, 0, -1, -1, 0),
     "kexec_load": denied(libc.syscall, 246, 0, 0, None, 0),
     "init_module": denied(libc.syscall, 175, None, 0, b""),
+    "pidfd_getfd": denied(libc.syscall, 438, 0, 0, 0),
     "setuid_root": libc.setuid(0) == -1 and os.getuid() != 0,
 }))
 "#;
@@ -195,6 +196,7 @@ print(json.dumps({
         "perf_event_open",
         "kexec_load",
         "init_module",
+        "pidfd_getfd",
         "setuid_root",
     ] {
         assert_eq!(seen[call], true, "{call} must be denied: {seen}");
