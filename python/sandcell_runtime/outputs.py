@@ -2,11 +2,14 @@
 
 fds 1 and 2 become pipes that a daemon thread forwards as `stream` frames, and
 `sys.stdout`/`sys.stderr` become line-buffered writers on those same fds, so text from
-print(), C extensions and child processes shares one path and keeps its order. Every
-other frame is sent only after the output written before it has been forwarded."""
+print(), C extensions and child processes shares one path and keeps its order. A write
+from Python forwards both pipes before and after it, so text on one stream and text a
+child process wrote on the other also keep their order. Every other frame is sent only
+after the output written before it has been forwarded."""
 
 import base64
 import codecs
+import contextlib
 import ctypes
 import io
 import os
@@ -32,7 +35,7 @@ class Outbox:
     def __init__(self, sock):
         self._channel = Channel(sock)
         self._pipes = _CapturedFds(self._channel)
-        self._writers = (_line_buffered_writer(1), _line_buffered_writer(2))
+        self._writers = tuple(_line_buffered_writer(_OrderedWriter(fd, self._pipes)) for fd in (1, 2))
         sys.stdout, sys.stderr = self._writers
         self.cell_running = threading.Event()
         _start_daemon_thread(self._pipes.forward_forever)
@@ -43,18 +46,12 @@ class Outbox:
         return self._channel.recv()
 
     def send(self, frame):
-        """Send a frame after all output written before it. SIGINT is held back meanwhile:
-        a KeyboardInterrupt in the middle of a frame would corrupt the stream."""
-        try:
-            # Inside the try: an interrupt already pending is raised as this call returns,
-            # and SIGINT must not stay blocked after it.
-            signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        """Send a frame after all output written before it."""
+        with _sigint_held():
             self._flush_writers()
             _fflush(None)
             self._pipes.drain()
             self._channel.send(frame)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
 
     def send_bundle(self, frame_type, data, metadata):
         """Send a display_data or execute_result frame for a MIME bundle from IPython."""
@@ -118,9 +115,36 @@ class _CapturedFds:
         return data
 
 
-def _line_buffered_writer(fd):
-    """A text stream on fd that passes text on at each newline, at ~4 KiB and on flush()."""
-    buffered = io.BufferedWriter(io.FileIO(fd, "w", closefd=False), _WRITE_BUFFER_SIZE)
+class _OrderedWriter(io.FileIO):
+    """Writes to a captured fd, forwarding what both pipes hold before and after."""
+
+    def __init__(self, fd, pipes):
+        super().__init__(fd, "w", closefd=False)
+        self._pipes = pipes
+
+    def write(self, data):
+        with _sigint_held():
+            self._pipes.drain()
+            written = super().write(data)
+            self._pipes.drain()
+        return written
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """SIGINT is held back meanwhile: a KeyboardInterrupt in the middle of a frame would
+    corrupt the stream. An interrupt that arrived meanwhile is raised on the way out."""
+    try:
+        # Inside the try: SIGINT must not stay blocked whatever happens.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
+
+
+def _line_buffered_writer(raw):
+    """A text stream over raw that passes text on at each newline, at ~4 KiB and on flush()."""
+    buffered = io.BufferedWriter(raw, _WRITE_BUFFER_SIZE)
     writer = io.TextIOWrapper(buffered, encoding="utf-8", errors="backslashreplace", line_buffering=True)
     writer._CHUNK_SIZE = _WRITE_BUFFER_SIZE  # text it holds before handing it to the buffer (8 KiB by default)
     return writer

@@ -1,6 +1,14 @@
 //! The sandbox as a C ABI, for the forked Python session processes to call through
-//! `ctypes` (they hold the data stack imported by the template, so they cannot exec a
-//! helper). Two functions, each taking the `SandboxSpec` as JSON.
+//! `ctypes.PyDLL` (they hold the data stack the template imported, so they cannot exec a
+//! helper instead). Two functions, each taking the `SandboxSpec` as JSON:
+//!
+//! ```c
+//! int sandcell_isolate(const char *spec_json, size_t len, char *err, size_t err_len);
+//! int sandcell_confine(const char *spec_json, size_t len, char *err, size_t err_len);
+//! ```
+//!
+//! Each returns 0 on success, or -1 with a NUL-terminated UTF-8 message (truncated to
+//! fit) in `err`.
 //!
 //! Not for: anything but calling `sandcell_sandbox::{isolate, confine}`.
 
@@ -10,15 +18,17 @@ use std::os::raw::{c_char, c_int};
 /// Joins the cgroup and creates the namespaces (see `sandcell_sandbox::isolate`).
 ///
 /// # Safety
-/// `spec` must point to `spec_len` readable bytes and `err` to `err_len` writable bytes.
+/// `spec_json` must point to `len` readable bytes and `err` to `err_len` writable bytes
+/// (either may be null).
 #[no_mangle]
 pub unsafe extern "C" fn sandcell_isolate(
-    spec: *const c_char,
-    spec_len: usize,
+    spec_json: *const c_char,
+    len: usize,
     err: *mut c_char,
     err_len: usize,
 ) -> c_int {
-    run(spec, spec_len, err, err_len, sandcell_sandbox::isolate)
+    // SAFETY: forwarded from our caller's guarantee.
+    unsafe { run(spec_json, len, err, err_len, sandcell_sandbox::isolate) }
 }
 
 /// Builds the sandbox around the calling process (see `sandcell_sandbox::confine`).
@@ -27,48 +37,66 @@ pub unsafe extern "C" fn sandcell_isolate(
 /// As for [`sandcell_isolate`].
 #[no_mangle]
 pub unsafe extern "C" fn sandcell_confine(
-    spec: *const c_char,
-    spec_len: usize,
+    spec_json: *const c_char,
+    len: usize,
     err: *mut c_char,
     err_len: usize,
 ) -> c_int {
-    run(spec, spec_len, err, err_len, sandcell_sandbox::confine)
+    // SAFETY: forwarded from our caller's guarantee.
+    unsafe { run(spec_json, len, err, err_len, sandcell_sandbox::confine) }
 }
 
+/// # Safety
+/// As for [`sandcell_isolate`].
 unsafe fn run(
-    spec: *const c_char,
-    spec_len: usize,
+    spec_json: *const c_char,
+    len: usize,
     err: *mut c_char,
     err_len: usize,
     step: fn(&SandboxSpec) -> Result<(), SandboxError>,
 ) -> c_int {
-    if spec.is_null() {
-        write_error(err, err_len, "no sandbox spec was given");
+    if spec_json.is_null() {
+        // SAFETY: forwarded from our caller's guarantee.
+        unsafe { write_error(err, err_len, "no sandbox spec was given") };
         return -1;
     }
-    // SAFETY: the caller guarantees `spec_len` readable bytes at `spec`.
-    let bytes = unsafe { std::slice::from_raw_parts(spec.cast::<u8>(), spec_len) };
+    // SAFETY: the caller guarantees `len` readable bytes at `spec_json`.
+    let bytes = unsafe { std::slice::from_raw_parts(spec_json.cast::<u8>(), len) };
     // A panic must not unwind into the Python interpreter.
     let outcome = std::panic::catch_unwind(|| {
         let spec: SandboxSpec = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the sandbox spec is not valid: {e}"))?;
+            .map_err(|e| format!("the sandbox spec is not valid JSON for this version: {e}"))?;
         step(&spec).map_err(|e| e.to_string())
     })
-    .unwrap_or_else(|_| Err("the sandbox library panicked".into()));
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        Err(format!(
+            "the sandbox library panicked ({what}); this is a bug in sandcell"
+        ))
+    });
     match outcome {
         Ok(()) => 0,
         Err(message) => {
-            write_error(err, err_len, &message);
+            // SAFETY: forwarded from our caller's guarantee.
+            unsafe { write_error(err, err_len, &message) };
             -1
         }
     }
 }
 
-fn write_error(err: *mut c_char, err_len: usize, message: &str) {
+/// Copies `message` into the caller's buffer, truncated on a character boundary so the
+/// result stays valid UTF-8, and NUL-terminated.
+///
+/// # Safety
+/// `err` must be null or point to `err_len` writable bytes.
+unsafe fn write_error(err: *mut c_char, err_len: usize, message: &str) {
     if err.is_null() || err_len == 0 {
         return;
     }
-    // Truncate on a character boundary, leaving room for the NUL.
     let mut end = message.len().min(err_len - 1);
     while !message.is_char_boundary(end) {
         end -= 1;
@@ -77,5 +105,45 @@ fn write_error(err: *mut c_char, err_len: usize, message: &str) {
     unsafe {
         std::ptr::copy_nonoverlapping(message.as_ptr(), err.cast::<u8>(), end);
         *err.add(end) = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(spec: &[u8], err_len: usize) -> (c_int, Vec<u8>) {
+        let mut err = vec![0x55u8; err_len];
+        // SAFETY: both buffers are valid for their lengths.
+        let code = unsafe {
+            sandcell_isolate(
+                spec.as_ptr().cast(),
+                spec.len(),
+                err.as_mut_ptr().cast(),
+                err.len(),
+            )
+        };
+        (code, err)
+    }
+
+    #[test]
+    fn an_invalid_spec_is_reported_not_panicked() {
+        let (code, err) = call(b"{not json", 256);
+        assert_eq!(code, -1);
+        let message = std::ffi::CStr::from_bytes_until_nul(&err).unwrap();
+        assert!(message
+            .to_str()
+            .unwrap()
+            .starts_with("the sandbox spec is not valid"));
+    }
+
+    #[test]
+    fn messages_are_truncated_to_the_buffer_on_a_character_boundary() {
+        let mut err = [0x55u8; 6];
+        // SAFETY: the buffer is valid for its length.
+        unsafe { write_error(err.as_mut_ptr().cast(), err.len(), "abcdé…") };
+        assert_eq!(&err, b"abcd\0\x55");
+        let (code, err) = call(b"", 1);
+        assert_eq!((code, err), (-1, vec![0]));
     }
 }

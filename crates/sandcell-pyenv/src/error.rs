@@ -6,13 +6,15 @@ use std::path::PathBuf;
 pub enum PyenvError {
     #[error("cannot find sandcell's data directory: neither SANDCELL_HOME, XDG_DATA_HOME nor HOME is set")]
     NoHome,
-    #[error("cannot use {path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot run {python}: {source}; install python3 (3.10 or newer) or set SANDCELL_PYTHON to its path")]
+    #[error(
+        "cannot run {python} (install python3, 3.10 or newer, or set SANDCELL_PYTHON to its path)"
+    )]
     PythonMissing {
         python: String,
         #[source]

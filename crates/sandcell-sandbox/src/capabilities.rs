@@ -1,10 +1,14 @@
-//! Step: give up every privilege. As root, switch to the unprivileged identity (which
-//! clears all capabilities); in a user namespace, drop the namespace's capabilities. In
-//! both cases the bounding and ambient sets are emptied first, so nothing can come back.
+//! Step: give up every privilege. The bounding and ambient sets are emptied first, so no
+//! capability can come back through exec; then, as root, the process switches to the
+//! unprivileged identity (which clears its capabilities), and in a user namespace it
+//! drops the namespace's capabilities itself. The result is read back from the kernel.
+//! Last, no_new_privs: nothing exec'd later (set-uid binaries included) gains privileges.
 
 use crate::error::{failed, last_error, SandboxError};
 use crate::spec::Identity;
+use nix::unistd::{Gid, Uid};
 
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two 32-bit halves.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]
@@ -22,21 +26,9 @@ struct CapData {
 }
 
 pub fn drop_all(identity: &Identity) -> Result<(), SandboxError> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
-        .unwrap_or(63);
-    for cap in 0..=last {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
-        {
-            return Err(last_error(format!(
-                "dropping capability {cap} from the bounding set"
-            )));
-        }
-    }
-    // SAFETY: as above.
+    // Dropping from the bounding set needs CAP_SETPCAP, so it comes before anything else.
+    empty_bounding_set()?;
+    // SAFETY: prctl with integer arguments only.
     if unsafe {
         libc::prctl(
             libc::PR_CAP_AMBIENT,
@@ -47,20 +39,40 @@ pub fn drop_all(identity: &Identity) -> Result<(), SandboxError> {
         )
     } != 0
     {
-        return Err(last_error("clearing the ambient capabilities"));
+        return Err(last_error("clear the ambient capabilities"));
     }
     if let Identity::DropFromRoot { uid, gid } = *identity {
-        let (uid, gid) = (
-            nix::unistd::Uid::from_raw(uid),
-            nix::unistd::Gid::from_raw(gid),
-        );
-        nix::unistd::setgroups(&[])
-            .map_err(|e| failed("clearing supplementary groups")(e.into()))?;
-        nix::unistd::setresgid(gid, gid, gid)
-            .map_err(|e| failed("switching to the sandbox group")(e.into()))?;
-        nix::unistd::setresuid(uid, uid, uid)
-            .map_err(|e| failed("switching to the sandbox user")(e.into()))?;
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        nix::unistd::setgroups(&[gid]).map_err(failed("set the supplementary groups"))?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(failed("switch to the sandbox group"))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(failed("switch to the sandbox user"))?;
     }
+    clear_capability_sets()?;
+    verify_none_left()
+}
+
+fn empty_bounding_set() -> Result<(), SandboxError> {
+    // Without the kernel's own count, try every number a capability set can hold and
+    // ignore the ones the kernel does not know (EINVAL).
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(last_error(format!(
+                "drop capability {cap} from the bounding set"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Effective, permitted and inheritable sets to zero (capset; nix has no wrapper).
+fn clear_capability_sets() -> Result<(), SandboxError> {
     let header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -68,34 +80,35 @@ pub fn drop_all(identity: &Identity) -> Result<(), SandboxError> {
     let data = [CapData::default(); 2];
     // SAFETY: capset reads a version-3 header and two data structs that we own.
     if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
-        return Err(last_error("clearing the capability sets"));
+        return Err(last_error("clear the capability sets"));
     }
-    verify_none_left()
+    Ok(())
 }
 
 /// Reads back what the kernel says, rather than trusting the calls above.
 fn verify_none_left() -> Result<(), SandboxError> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(failed("reading /proc/self/status"))?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(failed("read /proc/self/status"))?;
     for field in ["CapEff:", "CapPrm:", "CapInh:", "CapBnd:", "CapAmb:"] {
         let value = status
             .lines()
             .find_map(|line| line.strip_prefix(field))
             .map(str::trim);
-        if value.is_some_and(|v| v.chars().any(|c| c != '0')) {
-            return Err(failed("dropping capabilities")(std::io::Error::other(
-                format!("{field} is still {}", value.unwrap_or_default()),
-            )));
+        match value {
+            Some(value) if value.chars().all(|c| c == '0') => {}
+            _ => {
+                return Err(failed("drop every capability")(std::io::Error::other(
+                    format!(
+                        "/proc/self/status reports {field} {}",
+                        value.unwrap_or("(missing)")
+                    ),
+                )))
+            }
         }
     }
     Ok(())
 }
 
-/// Exec'd programs (and setuid binaries) can never gain privileges again.
 pub fn set_no_new_privs() -> Result<(), SandboxError> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(last_error("setting no_new_privs"));
-    }
-    Ok(())
+    nix::sys::prctl::set_no_new_privs().map_err(failed("set no_new_privs"))
 }

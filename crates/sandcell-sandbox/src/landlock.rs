@@ -1,20 +1,26 @@
-//! Step: a Landlock ruleset, so that even a mistake in the mount view cannot be used to
-//! write outside the writable places, create device nodes, or (ABI 6+) signal or reach
-//! abstract sockets outside the sandbox. Reading is allowed beneath `/`, which after
-//! pivot_root holds only what the sandbox exposes.
+//! Step: a Landlock ruleset, a second wall behind the mount view. Even if the view had a
+//! mistake, the session can only read and execute beneath the paths it was given, write
+//! beneath its working directory, `/tmp` and `/dev/shm`, and use the few device files it
+//! needs; it can create no device node, and (ABI 6+) can neither signal processes nor
+//! reach abstract unix sockets outside the sandbox.
 
 use crate::error::SandboxError;
 use crate::spec::SandboxSpec;
 use landlock::{
-    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    Scope, ABI,
+    Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, ABI,
 };
 use std::path::Path;
 
-/// The newest ABI whose rights this module was written and tested against.
-const TESTED_ABI: ABI = ABI::V6;
+/// The newest ABI the landlock crate knows. The crate negotiates down to what the
+/// running kernel supports (best effort), so every access right the kernel can restrict
+/// is restricted.
+const NEWEST_ABI: ABI = ABI::V10;
 
-/// Device files sessions read and write.
+/// Directories the session reads (besides the spec's read-only paths).
+const READABLE: &[&str] = &["/etc", "/proc", "/dev"];
+
+/// Device files sessions read, write and (for terminals) configure.
 const DEVICES: &[&str] = &[
     "/dev/null",
     "/dev/zero",
@@ -26,39 +32,55 @@ const DEVICES: &[&str] = &[
 ];
 
 pub fn restrict(spec: &SandboxSpec) -> Result<(), SandboxError> {
-    let error = |e: &dyn std::fmt::Display| SandboxError::Landlock(e.to_string());
-    let read = AccessFs::from_read(TESTED_ABI);
-    let all = AccessFs::from_all(TESTED_ABI);
-    let device = read | AccessFs::WriteFile | AccessFs::IoctlDev;
-    let writable = [
-        spec.mount_point.as_path(),
-        Path::new("/tmp"),
-        Path::new("/dev/shm"),
-    ];
+    let read = AccessFs::from_read(NEWEST_ABI); // execute, read_file, read_dir
+    let write = AccessFs::from_all(NEWEST_ABI) & !(AccessFs::MakeChar | AccessFs::MakeBlock);
+    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
+
+    // Listing `/` itself (`ls /`) needs read_dir beneath it; it shows names only.
+    let mut rules: Vec<(&Path, BitFlags<AccessFs>)> =
+        vec![(Path::new("/"), AccessFs::ReadDir.into())];
+    rules.extend(spec.read_only_paths.iter().map(|p| (p.as_path(), read)));
+    rules.extend(READABLE.iter().map(|p| (Path::new(*p), read)));
+    rules.extend(
+        [
+            spec.mount_point.as_path(),
+            Path::new("/tmp"),
+            Path::new("/dev/shm"),
+        ]
+        .into_iter()
+        .map(|p| (p, write)),
+    );
+    rules.extend(DEVICES.iter().map(|p| (Path::new(*p), device)));
 
     let mut ruleset = Ruleset::default()
-        .handle_access(all)
-        .map_err(|e| error(&e))?
-        .scope(Scope::from_all(TESTED_ABI))
-        .map_err(|e| error(&e))?
+        .handle_access(AccessFs::from_all(NEWEST_ABI))
+        .map_err(landlock_error)?
+        .scope(Scope::from_all(NEWEST_ABI))
+        .map_err(landlock_error)?
         .create()
-        .map_err(|e| error(&e))?;
-    let rules = std::iter::once((Path::new("/"), read))
-        .chain(writable.iter().map(|p| (*p, all)))
-        .chain(DEVICES.iter().map(|p| (Path::new(*p), device)));
+        .map_err(landlock_error)?;
     for (path, access) in rules {
-        let fd = PathFd::new(path).map_err(|e| error(&format!("{}: {e}", path.display())))?;
+        // Read-only paths the host lacks were not mounted (see `mounts`).
+        if !path.exists() {
+            continue;
+        }
+        let fd = PathFd::new(path).map_err(landlock_error)?;
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| error(&e))?;
+            .map_err(landlock_error)?;
     }
-    let status = ruleset.restrict_self().map_err(|e| error(&e))?;
+    let status = ruleset.restrict_self().map_err(landlock_error)?;
+    // Never silently weaker than the spec asked: an unenforced ruleset is an error.
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err(SandboxError::Landlock(
-            "the kernel accepted no rule of the ruleset".into(),
+            "the kernel enforced none of the ruleset; check that Landlock is enabled (`lsm=` boot parameter)".into(),
         ));
     }
     Ok(())
+}
+
+fn landlock_error(error: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Landlock(error.to_string())
 }
 
 /// The Landlock ABI version of the running kernel, if it has Landlock at all.

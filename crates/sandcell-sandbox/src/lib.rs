@@ -1,13 +1,18 @@
 //! The Linux sandbox a sandcell session runs in.
 //!
 //! For: the isolation steps, one module per mechanism, each small enough to audit alone
-//! (`namespaces`, `idmap`, `cgroup`, `mounts`, `network`, `rlimits`, `capabilities`,
-//! `landlock`, `seccomp`), the [`SandboxSpec`] they follow, and [`probe`] (what this
-//! machine supports). [`isolate`] and [`confine`] run the steps in order; they are called
-//! from the forked session processes through `sandcell-enter`.
+//! (`cgroup`, `namespaces`, `idmap`, `mounts`, `network`, `rlimits`, `capabilities`,
+//! `landlock`, `seccomp`), the [`SandboxSpec`] they follow, the host-side session
+//! cgroups ([`CgroupParent`], [`SessionCgroup`]), and [`probe`] (what this machine
+//! supports). [`isolate`] and [`confine`] run the steps in order; they are called from
+//! the forked session processes through `sandcell-enter`.
 //!
 //! Not for: starting processes, talking to Python, or deciding policy: the host decides
-//! and writes its decision into the spec.
+//! and writes its decision into the spec, and the steps follow it. A step that cannot do
+//! what the spec asks fails; none is skipped silently.
+//!
+//! Both drivers run in a single-threaded forked process and start no threads: several
+//! steps (`unshare`, `setresuid`, seccomp) apply to the calling thread only.
 
 mod capabilities;
 mod cgroup;
@@ -26,10 +31,11 @@ pub use cgroup::{CgroupLimits, CgroupParent, CgroupVersion, SessionCgroup, DELEG
 pub use error::SandboxError;
 pub use spec::{Identity, RlimitSpec, SandboxSpec};
 
-/// In the keeper, the first forked process: join the cgroup, then create the
-/// namespaces (and, without root, the user namespace's id maps). The session forked
-/// next is PID 1 of the new PID namespace.
+/// In the keeper, the first forked process: join the cgroup, create the namespaces, and
+/// (in a user namespace) write the id maps. The session forked next is PID 1 of the new
+/// PID namespace.
 pub fn isolate(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    // Before unsharing: the new cgroup namespace is rooted at the cgroup we are in.
     cgroup::join(&spec.cgroup_procs)?;
     namespaces::unshare(&spec.identity)?;
     if let Identity::UserNamespace { uid, gid } = spec.identity {
@@ -38,8 +44,9 @@ pub fn isolate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// In the session, before any user code: build the filesystem view, bring up loopback,
-/// set the host name and limits, drop every privilege, then Landlock and seccomp.
+/// In the session (PID 1 of the new PID namespace), before any user code: build the
+/// filesystem view, bring up loopback, set the host name and limits, drop every
+/// privilege, then Landlock and, last, seccomp (which forbids the calls made before it).
 pub fn confine(spec: &SandboxSpec) -> Result<(), SandboxError> {
     mounts::build_root(spec)?;
     network::loopback_up()?;
@@ -53,7 +60,8 @@ pub fn confine(spec: &SandboxSpec) -> Result<(), SandboxError> {
     seccomp::install()
 }
 
-/// Whether the running kernel has Landlock.
+/// Whether the running kernel has Landlock (the host sets [`SandboxSpec::landlock`]
+/// from this).
 pub fn landlock_supported() -> bool {
     landlock::abi_version().is_some()
 }

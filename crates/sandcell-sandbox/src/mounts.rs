@@ -7,13 +7,15 @@
 //! read-write at `mount_point`, a private `/tmp`, a minimal `/dev`, a fresh `/proc` of its
 //! own PID namespace, and a generated `/etc`. Nothing else of the host.
 
-use crate::error::{failed, last_error, SandboxError};
+use crate::error::{failed, SandboxError};
 use crate::spec::{Identity, SandboxSpec};
-use std::ffi::CString;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use std::ffi::OsString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{symlink, DirBuilderExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Where the staging tmpfs is mounted. Any existing directory works: after the first
 /// pivot_root it is no longer visible from anywhere.
@@ -24,62 +26,89 @@ const NEW_ROOT: &str = "/newroot";
 /// Device nodes the session may open, bound from the host's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
-pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
-    mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(failed("making the mount namespace private"))?;
-    mount(
-        Some("tmpfs"),
-        STAGING,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755,size=1m"),
-    )
-    .map_err(failed("mounting the staging tmpfs"))?;
-    let staged_old_root = format!("{STAGING}{OLD_ROOT}");
-    mkdir(Path::new(&staged_old_root))?;
-    pivot_root(STAGING, &staged_old_root)?;
-    std::env::set_current_dir("/").map_err(failed("entering the staging root"))?;
+/// No set-uid binaries and no device nodes: the default for everything we mount.
+const SAFE: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
+pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    check_paths(spec)?;
+    enter_staging_root()?;
     let new_root = Path::new(NEW_ROOT);
     mkdir(new_root)?;
-    mount_tmpfs(
-        new_root,
-        "mode=0755,size=1m",
-        libc::MS_NOSUID | libc::MS_NODEV,
-    )?;
+    mount_tmpfs(new_root, "mode=0755,size=1m", SAFE)?;
 
+    // /tmp first, so that read-only paths under /tmp (a sandcell home in a temporary
+    // directory, say) are bound on top of it rather than hidden by it.
+    let tmp_options = format!("mode=1777,size={}", spec.limits.tmp_size_bytes);
+    let tmp = inside(Path::new("/tmp"));
+    mkdir(&tmp)?;
+    mount_tmpfs(&tmp, &tmp_options, SAFE)?;
     for path in outermost(&spec.read_only_paths) {
         expose_read_only(&path)?;
     }
     bind_workdir(&spec.workdir, &spec.mount_point)?;
-    let tmp_options = format!("mode=1777,size={}", spec.limits.tmp_size_bytes);
-    let tmp = inside(Path::new("/tmp"));
-    mkdir(&tmp)?;
-    mount_tmpfs(&tmp, &tmp_options, libc::MS_NOSUID | libc::MS_NODEV)?;
     build_dev(&tmp_options)?;
     build_etc(spec)?;
-    let proc_dir = inside(Path::new("/proc"));
-    mkdir(&proc_dir)?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )
-    .map_err(failed("mounting /proc for the session's PID namespace"))?;
+    mount_proc()?;
 
-    // Make /newroot the root and drop the staging root (with the host's tree under it).
-    std::env::set_current_dir(NEW_ROOT).map_err(failed("entering the new root"))?;
-    pivot_root(".", ".")?;
-    // SAFETY: detaching the mount stacked on "." (the old root); no pointers kept.
-    if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(last_error("detaching the host's root"));
-    }
-    std::env::set_current_dir("/").map_err(failed("entering the sandbox root"))?;
-    remount_read_only(Path::new("/"), 0)?;
+    enter_new_root()?;
     std::env::set_current_dir(&spec.mount_point)
-        .map_err(failed(format!("entering {}", spec.mount_point.display())))
+        .map_err(failed(format!("enter {}", spec.mount_point.display())))
+}
+
+/// Every path of the spec must be absolute and free of `..`: joined under `/newroot` or
+/// `/oldroot`, anything else could point outside them.
+fn check_paths(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    let paths = [&spec.workdir, &spec.mount_point]
+        .into_iter()
+        .chain(&spec.read_only_paths)
+        .chain(&spec.etc_files);
+    for path in paths {
+        let plain = path.is_absolute()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !plain {
+            return Err(failed(format!("use the path {}", path.display()))(
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "sandbox paths must be absolute, without `..`",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Makes our mount table private, then pivots into a staging tmpfs with the host's root
+/// at `/oldroot`.
+fn enter_staging_root() -> Result<(), SandboxError> {
+    // Nothing we mount may propagate back to the host's mount namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(failed("make the mount namespace private"))?;
+    mount_tmpfs(Path::new(STAGING), "mode=0755,size=1m", SAFE)?;
+    let staged_old_root = format!("{STAGING}{OLD_ROOT}");
+    mkdir(Path::new(&staged_old_root))?;
+    nix::unistd::pivot_root(STAGING, staged_old_root.as_str())
+        .map_err(failed("change the root directory (pivot_root)"))?;
+    std::env::set_current_dir("/").map_err(failed("enter the staging root"))
+}
+
+/// Makes `/newroot` the root, detaches the staging root (and the host's tree under it),
+/// and makes the new root itself read-only.
+fn enter_new_root() -> Result<(), SandboxError> {
+    std::env::set_current_dir(NEW_ROOT).map_err(failed("enter the new root"))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one, at the same
+    // place; unmounting "." then removes exactly the old root.
+    nix::unistd::pivot_root(".", ".").map_err(failed("change the root directory (pivot_root)"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(failed("detach the host's root"))?;
+    std::env::set_current_dir("/").map_err(failed("enter the sandbox root"))?;
+    remount_read_only(Path::new("/"), MsFlags::empty())
 }
 
 /// A path of the sandbox, as seen while it is being built.
@@ -117,59 +146,65 @@ fn expose_read_only(path: &Path) -> Result<(), SandboxError> {
     }
     if meta.file_type().is_symlink() {
         // e.g. /bin -> usr/bin on merged-/usr systems: the same link, resolved inside.
-        let link = fs::read_link(&source).map_err(failed(format!("reading {}", path.display())))?;
-        return symlink(&link, &target).map_err(failed(format!("linking {}", path.display())));
+        return copy_symlink(&source, &target);
     }
-    if meta.is_dir() {
-        mkdir(&target)?;
-    } else {
-        fs::write(&target, b"").map_err(failed(format!("creating {}", target.display())))?;
+    create_mount_point(&target, meta.is_dir())?;
+    bind(&source, &target, MsFlags::MS_REC)?;
+    // The recursive bind brought the source's submounts along: each is its own mount
+    // and must be made read-only on its own.
+    for mount_point in mounts_beneath(&target)? {
+        remount_read_only(&mount_point, SAFE)?;
     }
-    bind(&source, &target, libc::MS_REC)?;
-    remount_read_only(&target, libc::MS_NOSUID | libc::MS_NODEV)
+    Ok(())
 }
 
 fn bind_workdir(workdir: &Path, mount_point: &Path) -> Result<(), SandboxError> {
     let target = inside(mount_point);
     mkdir_all(&target)?;
-    bind(&on_host(workdir), &target, 0)?;
-    let locked = locked_flags(&target)? & !libc::MS_RDONLY;
+    bind(&on_host(workdir), &target, MsFlags::empty())?;
+    let locked = locked_flags(&target)? - MsFlags::MS_RDONLY;
     mount(
-        None,
+        None::<&str>,
         &target,
-        None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | locked,
-        None,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | SAFE | locked,
+        None::<&str>,
     )
-    .map_err(failed(format!("remounting {}", mount_point.display())))
+    .map_err(failed(format!("remount {}", mount_point.display())))
 }
 
+/// A tmpfs `/dev` holding bound host devices, a private devpts and `/dev/shm`.
 fn build_dev(shm_options: &str) -> Result<(), SandboxError> {
     let dev = inside(Path::new("/dev"));
     mkdir(&dev)?;
-    mount_tmpfs(
-        &dev,
-        "mode=0755,size=64k",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-    )?;
+    // The bound device nodes are mounts of their own and keep the host's flags, so
+    // the tmpfs itself can forbid devices.
+    mount_tmpfs(&dev, "mode=0755,size=64k", SAFE | MsFlags::MS_NOEXEC)?;
     for name in DEVICES {
         let target = dev.join(name);
-        fs::write(&target, b"").map_err(failed(format!("creating /dev/{name}")))?;
-        bind(&on_host(&Path::new("/dev").join(name)), &target, 0)?;
+        create_mount_point(&target, false)?;
+        bind(
+            &on_host(&Path::new("/dev").join(name)),
+            &target,
+            MsFlags::empty(),
+        )?;
     }
     let shm = dev.join("shm");
     mkdir(&shm)?;
-    mount_tmpfs(&shm, shm_options, libc::MS_NOSUID | libc::MS_NODEV)?;
+    mount_tmpfs(&shm, shm_options, SAFE)?;
+    // A new devpts instance, for the ptys IPython's `!cmd` opens. No `gid=` option: the
+    // host's tty group does not exist inside (and is unmapped in a user namespace), so
+    // ptys belong to the session's own group.
     let pts = dev.join("pts");
     mkdir(&pts)?;
     mount(
         Some("devpts"),
         &pts,
         Some("devpts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
-    .map_err(failed("mounting /dev/pts"))?;
+    .map_err(failed("mount /dev/pts"))?;
     let links = [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -178,18 +213,19 @@ fn build_dev(shm_options: &str) -> Result<(), SandboxError> {
         ("stderr", "/proc/self/fd/2"),
     ];
     for (name, target) in links {
-        symlink(target, dev.join(name)).map_err(failed(format!("linking /dev/{name}")))?;
+        symlink(target, dev.join(name)).map_err(failed(format!("create /dev/{name}")))?;
     }
-    remount_read_only(&dev, libc::MS_NOSUID | libc::MS_NOEXEC)
+    remount_read_only(&dev, SAFE | MsFlags::MS_NOEXEC)
 }
 
+/// A tmpfs `/etc` with generated account and host files, plus the host files the spec
+/// names.
 fn build_etc(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let etc = inside(Path::new("/etc"));
     mkdir(&etc)?;
-    mount_tmpfs(&etc, "mode=0755,size=1m", libc::MS_NOSUID | libc::MS_NODEV)?;
-    let (uid, gid) = match spec.identity {
-        Identity::DropFromRoot { uid, gid } | Identity::UserNamespace { uid, gid } => (uid, gid),
-    };
+    mount_tmpfs(&etc, "mode=0755,size=1m", SAFE)?;
+    let (Identity::DropFromRoot { uid, gid } | Identity::UserNamespace { uid, gid }) =
+        spec.identity;
     let generated = [
         (
             "passwd",
@@ -206,71 +242,148 @@ fn build_etc(spec: &SandboxSpec) -> Result<(), SandboxError> {
         ("hostname", format!("{}\n", spec.hostname)),
     ];
     for (name, content) in generated {
-        fs::write(etc.join(name), content).map_err(failed(format!("writing /etc/{name}")))?;
+        fs::write(etc.join(name), content).map_err(failed(format!("write /etc/{name}")))?;
     }
     for file in &spec.etc_files {
         let Some(name) = file.file_name() else {
             continue;
         };
         let source = on_host(file);
-        let Ok(meta) = fs::metadata(&source) else {
-            continue;
+        let Ok(meta) = fs::symlink_metadata(&source) else {
+            continue; // optional: only the files the host has
         };
         let target = etc.join(name);
-        if meta.is_dir() {
-            mkdir(&target)?;
-        } else {
-            fs::write(&target, b"").map_err(failed(format!("creating {}", target.display())))?;
+        if meta.file_type().is_symlink() {
+            // e.g. localtime -> /usr/share/zoneinfo/…, which resolves inside too.
+            copy_symlink(&source, &target)?;
+            continue;
         }
-        bind(&source, &target, libc::MS_REC)?;
-        remount_read_only(&target, libc::MS_NOSUID | libc::MS_NODEV)?;
+        create_mount_point(&target, meta.is_dir())?;
+        bind(&source, &target, MsFlags::empty())?;
+        remount_read_only(&target, SAFE)?;
     }
-    remount_read_only(&etc, libc::MS_NOSUID | libc::MS_NODEV)
+    remount_read_only(&etc, SAFE)
 }
 
-fn bind(source: &Path, target: &Path, extra: libc::c_ulong) -> Result<(), SandboxError> {
-    mount(source.to_str(), target, None, libc::MS_BIND | extra, None).map_err(failed(format!(
-        "binding {} into the sandbox",
-        source.strip_prefix(OLD_ROOT).unwrap_or(source).display()
-    )))
+/// A procfs of the new PID namespace: the session sees only its own processes.
+fn mount_proc() -> Result<(), SandboxError> {
+    let target = inside(Path::new("/proc"));
+    mkdir(&target)?;
+    mount(
+        Some("proc"),
+        &target,
+        Some("proc"),
+        SAFE | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(failed("mount /proc for the session's PID namespace"))
+}
+
+fn bind(source: &Path, target: &Path, extra: MsFlags) -> Result<(), SandboxError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | extra,
+        None::<&str>,
+    )
+    .map_err(failed(format!("bind {} into the sandbox", shown(source))))
 }
 
 /// Remounts a bind mount read-only. In a user namespace the flags the source mount was
 /// locked with (nodev, noexec, atime modes…) must be repeated or the kernel refuses.
-fn remount_read_only(target: &Path, extra: libc::c_ulong) -> Result<(), SandboxError> {
-    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | extra | locked_flags(target)?;
-    mount(None, target, None, flags, None)
-        .map_err(failed(format!("making {} read-only", target.display())))
+fn remount_read_only(target: &Path, extra: MsFlags) -> Result<(), SandboxError> {
+    let flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra | locked_flags(target)?;
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(failed(format!("make {} read-only", shown(target))))
 }
 
-fn locked_flags(target: &Path) -> Result<libc::c_ulong, SandboxError> {
-    let stat = nix::sys::statvfs::statvfs(target)
-        .map_err(|e| failed(format!("inspecting {}", target.display()))(e.into()))?;
-    use nix::sys::statvfs::FsFlags;
+/// The per-mount flags of the mount at `target`, as mount(2) flags.
+fn locked_flags(target: &Path) -> Result<MsFlags, SandboxError> {
+    let stat = statvfs(target).map_err(failed(format!("inspect {}", shown(target))))?;
     let pairs = [
-        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
-        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
-        (FsFlags::ST_NODEV, libc::MS_NODEV),
-        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
     ];
-    Ok(pairs
+    let mut flags = pairs
         .iter()
         .filter(|(st, _)| stat.flags().contains(*st))
-        .fold(0, |flags, (_, ms)| flags | ms))
+        .fold(MsFlags::empty(), |flags, (_, ms)| flags | *ms);
+    // Neither noatime nor relatime means strictatime, which a remount must repeat too
+    // (it would default to relatime).
+    if !flags.intersects(MsFlags::MS_NOATIME | MsFlags::MS_RELATIME) {
+        flags |= MsFlags::MS_STRICTATIME;
+    }
+    Ok(flags)
 }
 
-fn mount_tmpfs(target: &Path, options: &str, flags: libc::c_ulong) -> Result<(), SandboxError> {
+/// Every mount point at or beneath `target`, parents first (the mount table's order).
+fn mounts_beneath(target: &Path) -> Result<Vec<PathBuf>, SandboxError> {
+    // Our /proc is not mounted yet; the host's is, under the old root. Its paths are
+    // relative to our current root, so they read "/newroot/…".
+    let table = fs::read_to_string(on_host(Path::new("/proc/self/mountinfo")))
+        .map_err(failed("read the mount table"))?;
+    Ok(table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape)
+        .filter(|mount_point| mount_point.starts_with(target))
+        .collect())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let digits = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(digits, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+/// Recreates the host's symlink at `source` as `target` (same link text).
+fn copy_symlink(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    let link = fs::read_link(source).map_err(failed(format!("read {}", shown(source))))?;
+    symlink(&link, target).map_err(failed(format!("create the link {}", shown(target))))
+}
+
+/// An empty directory or file for a bind mount to cover.
+fn create_mount_point(target: &Path, is_dir: bool) -> Result<(), SandboxError> {
+    if is_dir {
+        return mkdir(target);
+    }
+    fs::write(target, b"").map_err(failed(format!("create {}", shown(target))))
+}
+
+fn mount_tmpfs(target: &Path, options: &str, flags: MsFlags) -> Result<(), SandboxError> {
     mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
-        .map_err(failed(format!("mounting a tmpfs at {}", target.display())))
+        .map_err(failed(format!("mount a tmpfs at {}", shown(target))))
 }
 
 fn mkdir(path: &Path) -> Result<(), SandboxError> {
     match fs::DirBuilder::new().mode(0o755).create(path) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(failed(format!("creating {}", path.display()))(e))
+            Err(failed(format!("create {}", shown(path)))(e))
         }
         _ => Ok(()),
     }
@@ -281,52 +394,18 @@ fn mkdir_all(path: &Path) -> Result<(), SandboxError> {
         .mode(0o755)
         .recursive(true)
         .create(path)
-        .map_err(failed(format!("creating {}", path.display())))
+        .map_err(failed(format!("create {}", shown(path))))
 }
 
-fn pivot_root(new_root: &str, put_old: &str) -> Result<(), SandboxError> {
-    let new_root = cstring(Path::new(new_root));
-    let put_old = cstring(Path::new(put_old));
-    // SAFETY: pivot_root takes two NUL-terminated paths that outlive the call.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) } != 0 {
-        return Err(last_error("changing the root directory (pivot_root)"));
-    }
-    Ok(())
-}
-
-fn mount(
-    source: Option<&str>,
-    target: impl AsRef<Path>,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> std::io::Result<()> {
-    let source = source.map(|s| cstring(Path::new(s)));
-    let target = cstring(target.as_ref());
-    let fstype = fstype.map(|t| cstring(Path::new(t)));
-    let data = data.map(|d| cstring(Path::new(d)));
-    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: all pointers are NUL-terminated strings (or null) that outlive the call.
-    let result = unsafe {
-        libc::mount(
-            ptr(&source),
-            target.as_ptr(),
-            ptr(&fstype),
-            flags,
-            ptr(&data).cast(),
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Paths come from the spec or from constants; an interior NUL would be a bug upstream,
-/// and such a path simply does not exist.
-fn cstring(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+/// A path without the staging prefix, for messages: `/newroot/usr` (the sandbox's
+/// `/usr`) and `/oldroot/usr` (the host's) both read `/usr`.
+fn shown(path: &Path) -> String {
+    [NEW_ROOT, OLD_ROOT]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix).ok())
+        .map_or_else(|| path.to_path_buf(), |rest| Path::new("/").join(rest))
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -355,5 +434,38 @@ mod tests {
             on_host(Path::new("/tmp/x")),
             PathBuf::from("/oldroot/tmp/x")
         );
+        assert_eq!(shown(Path::new("/newroot/usr")), "/usr");
+        assert_eq!(shown(Path::new("/oldroot/tmp/w")), "/tmp/w");
+    }
+
+    #[test]
+    fn relative_and_dotted_paths_are_refused() {
+        let spec = |workdir: &str| SandboxSpec {
+            workdir: PathBuf::from(workdir),
+            mount_point: PathBuf::from("/mnt/data"),
+            read_only_paths: vec![PathBuf::from("/usr")],
+            etc_files: Vec::new(),
+            identity: Identity::UserNamespace { uid: 1, gid: 1 },
+            cgroup_procs: Vec::new(),
+            limits: crate::spec::RlimitSpec {
+                file_size_bytes: 1,
+                open_files: 1,
+                tmp_size_bytes: 1,
+                address_space_bytes: None,
+                processes: None,
+            },
+            hostname: "h".into(),
+            landlock: false,
+        };
+        assert!(check_paths(&spec("/tmp/work")).is_ok());
+        for bad in ["tmp/work", "/tmp/../etc", "./work"] {
+            assert!(check_paths(&spec(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/a\040b\134c"), PathBuf::from(r"/a b\c"));
+        assert_eq!(unescape(r"/trailing\04"), PathBuf::from(r"/trailing\04"));
     }
 }

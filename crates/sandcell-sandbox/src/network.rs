@@ -2,32 +2,33 @@
 //! inside the session can talk to each other. No other interface exists, so nothing
 //! outside is reachable.
 
-use crate::error::{last_error, SandboxError};
+use crate::error::{failed, last_error, SandboxError};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use std::os::fd::AsRawFd;
 
 pub fn loopback_up() -> Result<(), SandboxError> {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own; the fd is closed below.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(last_error(
-                "opening a socket to configure the loopback interface",
-            ));
-        }
-        let mut request: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        let result = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) < 0 {
-            Err(last_error("reading the loopback interface's flags"))
-        } else {
-            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) < 0 {
-                Err(last_error("bringing the loopback interface up"))
-            } else {
-                Ok(())
-            }
-        };
-        libc::close(fd);
-        result
+    // Any socket of the namespace will do as a handle for interface ioctls.
+    let handle = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(failed("open a socket to configure the loopback interface"))?;
+    // SAFETY: an all-zero ifreq is valid; we only fill in the interface name.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
     }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of the ifreq we own.
+    if unsafe { libc::ioctl(handle.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(last_error("read the loopback interface's flags"));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(handle.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(last_error("bring the loopback interface up"));
+    }
+    Ok(())
 }

@@ -1,7 +1,11 @@
-//! What this machine supports, tried for real in throwaway child processes, for
-//! `sandcell doctor`.
+//! What this machine supports, for `sandcell doctor`. Each layer is tried for real where
+//! trying is harmless: in a forked child that dies with whatever it changed, or (for
+//! cgroups) by creating and removing a test cgroup.
 
 use crate::cgroup::{CgroupLimits, CgroupParent, SessionCgroup};
+use crate::error::{failed, SandboxError};
+use crate::spec::{Identity, RlimitSpec};
+use nix::sched::CloneFlags;
 use serde::Serialize;
 
 /// One isolation layer and whether it is active here.
@@ -16,137 +20,66 @@ pub struct LayerReport {
     pub fix: Option<String>,
 }
 
-fn report(
-    layer: &'static str,
-    title: &str,
-    result: Result<String, (String, String)>,
-) -> LayerReport {
-    match result {
-        Ok(detail) => LayerReport {
-            layer,
-            title: title.into(),
-            active: true,
-            detail,
-            fix: None,
-        },
-        Err((detail, fix)) => LayerReport {
-            layer,
-            title: title.into(),
-            active: false,
-            detail,
-            fix: Some(fix),
-        },
+/// A layer's outcome: what is active, or why not and what to do.
+type Outcome = Result<String, (String, String)>;
+
+fn report(layer: &'static str, title: &str, outcome: Outcome) -> LayerReport {
+    let (active, detail, fix) = match outcome {
+        Ok(detail) => (true, detail, None),
+        Err((detail, fix)) => (false, detail, Some(fix)),
+    };
+    LayerReport {
+        layer,
+        title: title.into(),
+        active,
+        detail,
+        fix,
     }
 }
 
-const USERNS_FIX: &str = "allow unprivileged user namespaces (Ubuntu 24.04: `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for sandcell; other systems: `sysctl user.max_user_namespaces=15000` or `kernel.unprivileged_userns_clone=1`), or run sandcell as root";
+const USERNS_FIX: &str = "Allow unprivileged user namespaces (Ubuntu 24.04: `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for sandcell; elsewhere: `sysctl user.max_user_namespaces=15000` or `kernel.unprivileged_userns_clone=1`), or run sandcell as root.";
+const KERNEL_NAMESPACES_FIX: &str =
+    "Use a kernel built with CONFIG_NAMESPACES and the per-namespace options.";
 
 pub fn probe() -> Vec<LayerReport> {
     let root = nix::unistd::geteuid().is_root();
-    let user_flag = if root { 0 } else { libc::CLONE_NEWUSER };
-    let mut layers = Vec::new();
-
-    layers.push(report(
-        "user_namespace",
-        "identity",
-        if root {
-            Ok(
-                "sandcell runs as root: sessions switch to uid 65534 (no user namespace needed)"
-                    .into(),
-            )
-        } else {
-            try_in_child(|| unshare(libc::CLONE_NEWUSER))
-                .map(|()| "sessions run in a user namespace mapping your own uid".into())
-                .map_err(|e| {
-                    (
-                        format!("user namespaces are not available: {e}"),
-                        USERNS_FIX.into(),
-                    )
-                })
-        },
-    ));
-    let namespaces = [
-        ("mount_namespace", "mount namespace", libc::CLONE_NEWNS),
-        ("pid_namespace", "PID namespace", libc::CLONE_NEWPID),
-        ("network_namespace", "network namespace", libc::CLONE_NEWNET),
-        ("ipc_namespace", "IPC namespace", libc::CLONE_NEWIPC),
-        ("uts_namespace", "UTS namespace", libc::CLONE_NEWUTS),
-        (
-            "cgroup_namespace",
-            "cgroup namespace",
-            libc::CLONE_NEWCGROUP,
-        ),
-    ];
-    let mut mount_ok = false;
-    for (layer, title, flag) in namespaces {
-        let result = try_in_child(|| unshare(flag | user_flag));
-        if flag == libc::CLONE_NEWNS {
-            mount_ok = result.is_ok();
-        }
-        let detail = match flag {
-            libc::CLONE_NEWNET => "only a private loopback interface: no network",
-            libc::CLONE_NEWPID => "the session sees only its own processes",
-            libc::CLONE_NEWNS => "a private mount table",
-            _ => "private to each session",
-        };
-        layers.push(report(
-            layer,
-            title,
-            result.map(|()| detail.into()).map_err(|e| {
-                (
-                    format!("cannot be created: {e}"),
-                    if root {
-                        "use a kernel built with namespace support (CONFIG_NAMESPACES and the per-namespace options)".into()
-                    } else {
-                        USERNS_FIX.into()
-                    },
-                )
-            }),
-        ));
-    }
+    let mut layers = vec![identity_layer(root)];
+    let mount_namespace = namespace_layers(root, &mut layers);
     layers.push(report(
         "filesystem_view",
         "filesystem view",
-        if mount_ok {
-            Ok("pivot_root into read-only system and Python directories, /mnt/data read-write, private /tmp, /dev and /proc".into())
+        if mount_namespace {
+            Ok("pivot_root into read-only system and Python directories; /mnt/data read-write; private /tmp, /dev and /proc; generated /etc".into())
         } else {
-            Err(("needs a mount namespace".into(), USERNS_FIX.into()))
+            Err(("needs a mount namespace".into(), namespace_fix(root).into()))
         },
     ));
     layers.push(report(
         "no_new_privs",
         "no_new_privs",
-        try_in_child(|| crate::capabilities::set_no_new_privs().map_err(|e| e.to_string()))
-            .map(|()| "set before user code runs".into())
-            .map_err(|e| (e, "use Linux 3.5 or newer".into())),
+        try_in_child(crate::capabilities::set_no_new_privs)
+            .map(|()| "set before user code runs: exec never gains privileges".into())
+            .map_err(|e| (e, "Use Linux 3.5 or newer.".into())),
     ));
-    layers.push(report(
-        "capabilities",
-        "capabilities",
-        Ok(if root {
-            "all dropped: the session switches from root to an unprivileged uid, with an empty bounding set".into()
-        } else {
-            "all dropped, including the bounding and ambient sets".into()
-        }),
-    ));
+    layers.push(capabilities_layer(root));
     layers.push(report(
         "seccomp",
         "seccomp filter",
         try_in_child(|| {
-            crate::capabilities::set_no_new_privs().map_err(|e| e.to_string())?;
-            crate::seccomp::install().map_err(|e| e.to_string())
+            crate::capabilities::set_no_new_privs()?;
+            crate::seccomp::install()
         })
         .map(|()| "denies ptrace, mount, bpf, kexec, keyctl, perf_event_open, module loading, namespace creation, io_uring …".into())
-        .map_err(|e| (e, "use a kernel built with CONFIG_SECCOMP_FILTER".into())),
+        .map_err(|e| (e, "Use a kernel built with CONFIG_SECCOMP_FILTER.".into())),
     ));
     layers.push(report(
         "landlock",
         "Landlock",
         match crate::landlock::abi_version() {
-            Some(abi) => Ok(format!("ABI {abi}: writes only to /mnt/data, /tmp and /dev/shm")),
+            Some(abi) => Ok(format!("ABI {abi}: writes only beneath /mnt/data, /tmp and /dev/shm; signals and abstract sockets scoped (ABI 6+)")),
             None => Err((
                 "this kernel has no Landlock".into(),
-                "use Linux 5.13 or newer with CONFIG_SECURITY_LANDLOCK=y and landlock in the `lsm=` boot parameter".into(),
+                "Use Linux 5.13 or newer with CONFIG_SECURITY_LANDLOCK=y and landlock in the `lsm=` boot parameter.".into(),
             )),
         },
     ));
@@ -154,7 +87,17 @@ pub fn probe() -> Vec<LayerReport> {
     layers.push(report(
         "rlimits",
         "rlimits",
-        Ok("per-file size (RLIMIT_FSIZE), open files, no core dumps".into()),
+        try_in_child(|| {
+            crate::rlimits::apply(&RlimitSpec {
+                file_size_bytes: 1 << 30,
+                open_files: 1024,
+                tmp_size_bytes: 0,
+                address_space_bytes: None,
+                processes: None,
+            })
+        })
+        .map(|()| "file size (RLIMIT_FSIZE), open files, no core dumps; address space and process count when no cgroup enforces them".into())
+        .map_err(|e| (e, "Check the security modules (SELinux, AppArmor) that confine sandcell: setrlimit(2) is refused.".into())),
     ));
     layers.push(report(
         "workdir_quota",
@@ -164,9 +107,127 @@ pub fn probe() -> Vec<LayerReport> {
     layers
 }
 
+fn namespace_fix(root: bool) -> &'static str {
+    if root {
+        KERNEL_NAMESPACES_FIX
+    } else {
+        USERNS_FIX
+    }
+}
+
+fn identity_layer(root: bool) -> LayerReport {
+    let outcome = if root {
+        Ok("sandcell runs as root: sessions switch to uid 65534 (no user namespace needed)".into())
+    } else {
+        try_in_child(|| unshare(CloneFlags::CLONE_NEWUSER))
+            .map(|()| "sessions run in a user namespace mapping your own uid".into())
+            .map_err(|e| {
+                (
+                    format!("user namespaces are not available: {e}"),
+                    USERNS_FIX.into(),
+                )
+            })
+    };
+    report("user_namespace", "identity", outcome)
+}
+
+/// Appends one layer per namespace; returns whether a mount namespace can be created.
+fn namespace_layers(root: bool, layers: &mut Vec<LayerReport>) -> bool {
+    // Without root, every namespace is created inside a new user namespace, as sessions do.
+    let user = if root {
+        CloneFlags::empty()
+    } else {
+        CloneFlags::CLONE_NEWUSER
+    };
+    let namespaces = [
+        (
+            "mount_namespace",
+            "mount namespace",
+            CloneFlags::CLONE_NEWNS,
+            "a private mount table",
+        ),
+        (
+            "pid_namespace",
+            "PID namespace",
+            CloneFlags::CLONE_NEWPID,
+            "the session sees only its own processes",
+        ),
+        (
+            "network_namespace",
+            "network namespace",
+            CloneFlags::CLONE_NEWNET,
+            "only a private loopback interface: no network",
+        ),
+        (
+            "ipc_namespace",
+            "IPC namespace",
+            CloneFlags::CLONE_NEWIPC,
+            "private System V IPC and POSIX message queues",
+        ),
+        (
+            "uts_namespace",
+            "UTS namespace",
+            CloneFlags::CLONE_NEWUTS,
+            "a host name of its own",
+        ),
+        (
+            "cgroup_namespace",
+            "cgroup namespace",
+            CloneFlags::CLONE_NEWCGROUP,
+            "the session sees its own cgroup as the root",
+        ),
+    ];
+    let mut mount_namespace = false;
+    for (layer, title, flag, detail) in namespaces {
+        let outcome = try_in_child(|| unshare(flag | user));
+        if flag == CloneFlags::CLONE_NEWNS {
+            mount_namespace = outcome.is_ok();
+        }
+        let outcome = outcome.map(|()| detail.into()).map_err(|e| {
+            (
+                format!("cannot be created: {e}"),
+                namespace_fix(root).into(),
+            )
+        });
+        layers.push(report(layer, title, outcome));
+    }
+    mount_namespace
+}
+
+/// Drops every capability in a child exactly as a session does, and lets the step's
+/// own check (reading `/proc/self/status` back) decide.
+fn capabilities_layer(root: bool) -> LayerReport {
+    let outcome = try_in_child(|| {
+        let identity = if root {
+            Identity::DropFromRoot {
+                uid: 65534,
+                gid: 65534,
+            }
+        } else {
+            let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+            unshare(CloneFlags::CLONE_NEWUSER)?;
+            crate::idmap::map_self(uid.as_raw(), gid.as_raw())?;
+            Identity::UserNamespace {
+                uid: uid.as_raw(),
+                gid: gid.as_raw(),
+            }
+        };
+        crate::capabilities::drop_all(&identity)
+    })
+    .map(|()| {
+        if root {
+            "all dropped: sessions switch from root to uid 65534 with empty bounding and ambient sets".into()
+        } else {
+            "all dropped, including the bounding and ambient sets".into()
+        }
+    })
+    .map_err(|e| (e, namespace_fix(root).into()));
+    report("capabilities", "capabilities", outcome)
+}
+
 fn cgroup_layers() -> Vec<LayerReport> {
     let checked = CgroupParent::detect().and_then(|parent| {
-        let probe = SessionCgroup::create(
+        let test = SessionCgroup::create(
             &parent,
             &format!("probe-{}", std::process::id()),
             &CgroupLimits {
@@ -175,70 +236,94 @@ fn cgroup_layers() -> Vec<LayerReport> {
                 cpu_cores: 1.0,
             },
         )?;
-        probe.remove()?;
+        test.remove()?;
         Ok(parent)
     });
+    // (layer, title, what happens without it)
     let controllers = [
-        ("cgroup_memory", "cgroup memory limit"),
-        ("cgroup_pids", "cgroup process limit"),
-        ("cgroup_cpu", "cgroup CPU limit"),
+        (
+            "cgroup_memory",
+            "cgroup memory limit",
+            "memory is limited with RLIMIT_AS instead",
+        ),
+        (
+            "cgroup_pids",
+            "cgroup process limit",
+            "processes are limited with RLIMIT_NPROC instead",
+        ),
+        ("cgroup_cpu", "cgroup CPU limit", "CPU time is not limited"),
     ];
     controllers
         .into_iter()
-        .map(|(layer, title)| {
-            let result = match &checked {
+        .map(|(layer, title, fallback)| {
+            let outcome = match &checked {
                 Ok(parent) if layer == "cgroup_cpu" && !parent.has_cpu() => Err((
-                    "no cpu controller is available".into(),
-                    "enable the cpu controller for sandcell's cgroup".into(),
+                    format!("no cpu controller is available; {fallback}"),
+                    "Enable the cpu controller for sandcell's cgroup.".into(),
                 )),
                 Ok(parent) => Ok(parent.describe()),
+                Err(SandboxError::CgroupUnavailable { why, fix }) => {
+                    Err((format!("{why}; {fallback}"), sentence(fix)))
+                }
                 Err(e) => Err((
-                    e.to_string(),
-                    "run sandcell as root, or have an administrator delegate a cgroup to you and name it in SANDCELL_CGROUP (cgroup v2: `mkdir /sys/fs/cgroup/sandcell-$USER && chown -R $USER /sys/fs/cgroup/sandcell-$USER` with memory, pids and cpu enabled in /sys/fs/cgroup/cgroup.subtree_control; cgroup v1: the same under /sys/fs/cgroup/memory, pids and cpu; then SANDCELL_CGROUP=/sandcell-$USER); until then memory is limited with RLIMIT_AS and processes with RLIMIT_NPROC".into(),
+                    format!("{e}; {fallback}"),
+                    "Run sandcell as root, or delegate a cgroup and name it in SANDCELL_CGROUP."
+                        .into(),
                 )),
             };
-            report(layer, title, result)
+            report(layer, title, outcome)
         })
         .collect()
 }
 
-fn unshare(flags: libc::c_int) -> Result<(), String> {
-    // SAFETY: only changes the namespaces of the throwaway child.
-    if unsafe { libc::unshare(flags) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().to_string())
-    }
+fn unshare(flags: CloneFlags) -> Result<(), SandboxError> {
+    nix::sched::unshare(flags).map_err(failed("create the namespace (unshare)"))
 }
 
-/// Runs `attempt` in a forked child, so that whatever it changes dies with the child,
-/// and returns its verdict through a pipe.
-fn try_in_child(attempt: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+/// Runs `attempt` in a forked child, so that whatever it changes dies with the child.
+/// The child's exit status is the verdict; on failure it sends its message through a
+/// pipe.
+fn try_in_child(attempt: impl FnOnce() -> Result<(), SandboxError>) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
     use std::io::{Read, Write};
     let (read, write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
-    // SAFETY: the child only runs `attempt` (syscalls and small allocations) and exits.
+    // SAFETY: the child only runs `attempt` (system calls and small allocations) and
+    // leaves with _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
         nix::unistd::ForkResult::Child => {
             drop(read);
-            let message = match attempt() {
-                Ok(()) => String::new(),
-                Err(e) => e,
+            // A panic must not unwind into the caller's code in the child process.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt))
+                .unwrap_or_else(|_| {
+                    Err(failed("run the test")(std::io::Error::other("it panicked")))
+                });
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(write).write_all(e.to_string().as_bytes());
+                    1
+                }
             };
-            let mut pipe = std::fs::File::from(write);
-            let _ = pipe.write_all(message.as_bytes());
             // SAFETY: leaving the forked child without running the parent's destructors.
-            unsafe { libc::_exit(0) }
+            unsafe { libc::_exit(code) }
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(write);
             let mut message = String::new();
             let _ = std::fs::File::from(read).read_to_string(&mut message);
-            let _ = nix::sys::wait::waitpid(child, None);
-            if message.is_empty() {
-                Ok(())
-            } else {
-                Err(message)
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(_) if !message.is_empty() => Err(message),
+                Ok(status) => Err(format!("the test process ended unexpectedly ({status:?})")),
+                Err(e) => Err(format!("could not wait for the test process: {e}")),
             }
         }
     }
+}
+
+/// `fix` as a sentence of its own: capitalised, with a full stop.
+fn sentence(fix: &str) -> String {
+    let mut chars = fix.chars();
+    let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
+    format!("{}{}.", first.unwrap_or_default(), chars.as_str())
 }

@@ -59,6 +59,8 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
     libc::SYS_lookup_dcookie,
+    libc::SYS_nfsservctl,
+    // x86 only: port I/O and a.out loading.
     #[cfg(target_arch = "x86_64")]
     libc::SYS_iopl,
     #[cfg(target_arch = "x86_64")]
@@ -86,23 +88,9 @@ pub fn install() -> Result<(), SandboxError> {
     // that seccomp cannot read, so it fails with ENOSYS and libc falls back to clone,
     // whose flags the main filter checks.
     for program in [clone3_filter()?, deny_filter()?] {
-        apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+        apply_filter(&program).map_err(seccomp_error)?;
     }
     Ok(())
-}
-
-fn arch() -> Result<TargetArch, SandboxError> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|e| SandboxError::Seccomp(e.to_string()))
-}
-
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    action: SeccompAction,
-) -> Result<BpfProgram, SandboxError> {
-    let seccomp = |e: &dyn std::fmt::Display| SandboxError::Seccomp(e.to_string());
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, arch()?)
-        .map_err(|e| seccomp(&e))?;
-    BpfProgram::try_from(filter).map_err(|e| seccomp(&e))
 }
 
 fn clone3_filter() -> Result<BpfProgram, SandboxError> {
@@ -111,25 +99,27 @@ fn clone3_filter() -> Result<BpfProgram, SandboxError> {
 }
 
 fn deny_filter() -> Result<BpfProgram, SandboxError> {
-    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let clone_rules = NAMESPACE_FLAGS
+    // clone is denied when its flags (argument 0 on x86_64 and aarch64 alike) carry any
+    // namespace flag: one rule per flag, any matching rule denies.
+    let clone = NAMESPACE_FLAGS
         .iter()
         .map(|&flag| {
             let flag = flag as u64;
-            SeccompCondition::new(
+            let condition = SeccompCondition::new(
                 0,
                 SeccompCmpArgLen::Qword,
                 SeccompCmpOp::MaskedEq(flag),
                 flag,
-            )
-            .and_then(|condition| SeccompRule::new(vec![condition]))
-            .map_err(seccomp)
+            )?;
+            SeccompRule::new(vec![condition])
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_clone, clone_rules);
-    // Denied unless the argument is one of the harmless values.
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(seccomp_error)?;
+    rules.insert(libc::SYS_clone, clone);
+    // personality is denied unless its argument is one of the harmless values: one rule
+    // whose conditions must all hold.
     let personality = ALLOWED_PERSONALITIES
         .iter()
         .map(|&allowed| {
@@ -137,9 +127,24 @@ fn deny_filter() -> Result<BpfProgram, SandboxError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .and_then(SeccompRule::new)
-        .map_err(seccomp)?;
+        .map_err(seccomp_error)?;
     rules.insert(libc::SYS_personality, vec![personality]);
     compile(rules, SeccompAction::Errno(libc::EPERM as u32))
+}
+
+/// A BPF program that takes `action` on a matching rule and allows everything else.
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    action: SeccompAction,
+) -> Result<BpfProgram, SandboxError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(seccomp_error)?;
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, action, arch).map_err(seccomp_error)?;
+    BpfProgram::try_from(filter).map_err(seccomp_error)
+}
+
+fn seccomp_error(error: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Seccomp(error.to_string())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum SessionError {
     #[error(transparent)]
     Environment(#[from] sandcell_pyenv::PyenvError),
-    #[error("cannot use {path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -1,0 +1,114 @@
+//! The neutral conversation every request body is built from.
+
+use serde_json::{json, Value};
+
+/// What the model has seen so far: a system prompt and the messages after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// The person's words, with images for vision models.
+    User {
+        text: String,
+        images: Vec<PngBase64>,
+    },
+    /// A previous assistant turn: its text (may be empty) and the tool calls it made.
+    Assistant {
+        text: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    /// The result of running the tool call `call_id`. `name` is the tool's name, which
+    /// Ollama wants instead of an id.
+    ToolResult {
+        call_id: String,
+        name: String,
+        content: String,
+    },
+}
+
+/// A PNG image, base64 encoded (as Jupyter and the session protocol carry images).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PngBase64(pub String);
+
+impl PngBase64 {
+    /// The `data:` URL the OpenAI protocols take images as.
+    pub(crate) fn data_url(&self) -> String {
+        format!("data:image/png;base64,{}", self.0)
+    }
+}
+
+/// A tool call the model made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments exactly as the model wrote them: a JSON object, as text.
+    pub arguments: String,
+}
+
+/// The model wrote tool call arguments that are not a JSON value.
+#[derive(Debug, thiserror::Error)]
+#[error("the model wrote arguments for tool call {id} ({name}) that are not valid JSON ({source}): {arguments}")]
+pub struct InvalidToolArguments {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+    pub source: serde_json::Error,
+}
+
+impl ToolCall {
+    /// The arguments parsed. No arguments at all (Anthropic streams only `""` for a tool
+    /// without parameters) mean an empty object.
+    pub fn input(&self) -> Result<Value, InvalidToolArguments> {
+        if self.arguments.trim().is_empty() {
+            return Ok(json!({}));
+        }
+        serde_json::from_str(&self.arguments).map_err(|source| InvalidToolArguments {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            arguments: self.arguments.clone(),
+            source,
+        })
+    }
+}
+
+/// A function the model may call, with a JSON Schema for its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+impl Tool {
+    /// sandcell's one tool: run Python code in the session.
+    pub fn python() -> Self {
+        Tool {
+            name: "python".to_owned(),
+            description: "Run Python code in a stateful IPython session and return its output. \
+                          Variables persist between calls; files live in /mnt/data."
+                .to_owned(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "code": { "type": "string", "description": "The Python code to run." }
+                },
+                "required": ["code"],
+                "additionalProperties": false
+            }),
+        }
+    }
+}
+
+/// What a request needs besides the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOptions {
+    pub model: String,
+    /// The output token limit; Anthropic requires one, so every protocol gets it.
+    pub max_output_tokens: u32,
+}
