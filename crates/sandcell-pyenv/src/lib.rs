@@ -14,7 +14,7 @@ mod setup;
 
 pub use error::PyenvError;
 pub use home::Home;
-pub use setup::{EnvInfo, Environment, SetupProgress};
+pub use setup::{EnvInfo, Environment, Package, SetupProgress};
 
 /// The pinned package set, as shipped in the repository.
 pub const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");

@@ -1,9 +1,13 @@
 //! The `sandcell` command: thin glue between the command line and the library crates.
 
 mod bench;
+mod chat;
+mod chat_render;
 mod doctor;
+mod interrupt;
 mod render;
 mod run;
+mod session_args;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +26,8 @@ enum Command {
     Setup,
     /// Run Python files and code snippets as cells of one fresh session.
     Run(Box<run::RunArgs>),
+    /// Ask a model: it writes Python, sandcell runs it, until the answer is found.
+    Chat(Box<chat::ChatArgs>),
     /// Show which isolation layers are active on this machine, and how to fix the others.
     Doctor(doctor::DoctorArgs),
     /// Measure session start, cell latency, throughput and density beside stock Jupyter.
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
                 let run_matches = matches.subcommand_matches("run").unwrap_or(&matches);
                 run::run(*args, run_matches).await
             }
+            Command::Chat(args) => chat::chat(*args).await,
             Command::Doctor(args) => doctor::doctor(args).await,
             Command::Bench(args) => bench::bench(args).await,
         }

@@ -1,0 +1,322 @@
+//! The loop: send the conversation to the model, run the code it asks for in the
+//! session, give it the results, and again, until it answers without calling the tool.
+
+use sandcell_llm::{ChatEvent, Tool};
+use sandcell_pyenv::EnvInfo;
+use sandcell_session::{ExecEvent, Session};
+use std::collections::HashMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientEvent, ModelClient};
+use crate::code_stream::CodeStream;
+use crate::error::AgentError;
+use crate::event::{AgentEvent, TokenUsage};
+use crate::prompt::system_prompt;
+use crate::tool_result::{tool_output, DEFAULT_OUTPUT_LIMIT};
+use crate::transcript::{Record, RecordedCall, Transcript};
+
+/// How far a turn may go.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Model requests per turn at most (each may run code).
+    pub max_steps: usize,
+    /// Characters of one tool result the model reads at most.
+    pub output_limit: usize,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            max_steps: 20,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+}
+
+/// How a turn ended (failures are `Err`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The model answered without calling the tool.
+    Answered { text: String },
+    /// The model was still calling the tool after `max_steps` requests.
+    StepLimit,
+    /// The turn was cancelled; the conversation keeps what happened before.
+    Cancelled,
+}
+
+/// A conversation with a model whose code runs in one session.
+pub struct Agent {
+    client: ModelClient,
+    session: Session,
+    env: EnvInfo,
+    transcript: Transcript,
+    options: AgentOptions,
+    usage: TokenUsage,
+}
+
+impl Agent {
+    pub fn new(
+        client: ModelClient,
+        session: Session,
+        env: EnvInfo,
+        transcript: Transcript,
+        options: AgentOptions,
+    ) -> Agent {
+        Agent {
+            client,
+            session,
+            env,
+            transcript,
+            options,
+            usage: TokenUsage::default(),
+        }
+    }
+
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
+    }
+
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    pub fn client(&self) -> &ModelClient {
+        &self.client
+    }
+
+    /// Talks to another model from the next turn on; the conversation stays.
+    pub fn set_client(&mut self, client: ModelClient) -> Result<(), AgentError> {
+        self.transcript.push(Record::Note {
+            text: format!("model changed to {}", client.choice().spec()),
+        })?;
+        self.client = client;
+        Ok(())
+    }
+
+    /// A new conversation with fresh Python state in the same session (files stay).
+    pub async fn start_over(&mut self, transcript: Transcript) -> Result<(), AgentError> {
+        self.session.restart().await?;
+        self.transcript = transcript;
+        self.usage = TokenUsage::default();
+        Ok(())
+    }
+
+    /// Tokens used by the whole conversation so far.
+    pub fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    /// The session, when the conversation is over.
+    pub fn into_session(self) -> Session {
+        self.session
+    }
+
+    /// One turn: the person says `text`; the model works until it answers. Events
+    /// stream through `on_event`. Cancelling `cancel` stops the model's request or
+    /// interrupts the running code; the session, its files and the conversation so far
+    /// are kept.
+    pub async fn send(
+        &mut self,
+        text: &str,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<TurnEnd, AgentError> {
+        self.transcript.push(Record::User {
+            text: text.to_owned(),
+        })?;
+        // Built once per turn: the same prompt (the files as they were when the person
+        // spoke) for every request of the turn keeps the providers' prompt caches warm.
+        let system = system_prompt(&self.env, self.session.limits(), self.session.workdir());
+        let tools = [Tool::python()];
+        for _ in 0..self.options.max_steps {
+            let conversation = self
+                .transcript
+                .conversation(system.clone(), self.client.choice().vision);
+            let mut partial_text = String::new();
+            let mut code_streams: HashMap<usize, (String, CodeStream)> = HashMap::new();
+            let mut forward = |event: ClientEvent| match event {
+                ClientEvent::Chat(ChatEvent::TextDelta(text)) => {
+                    partial_text.push_str(&text);
+                    on_event(AgentEvent::TextDelta { text });
+                }
+                ClientEvent::Chat(ChatEvent::ToolCallStart { index, id, .. }) => {
+                    code_streams.insert(index, (id, CodeStream::default()));
+                }
+                ClientEvent::Chat(ChatEvent::ToolCallArgumentsDelta { index, delta }) => {
+                    if let Some((call_id, stream)) = code_streams.get_mut(&index) {
+                        let text = stream.push(&delta);
+                        if !text.is_empty() {
+                            on_event(AgentEvent::CodeDelta {
+                                call_id: call_id.clone(),
+                                text,
+                            });
+                        }
+                    }
+                }
+                ClientEvent::Chat(_) => {}
+                ClientEvent::Retrying {
+                    attempt,
+                    delay,
+                    reason,
+                } => on_event(AgentEvent::Retrying {
+                    attempt,
+                    delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    reason,
+                }),
+            };
+            let turn = tokio::select! {
+                turn = self.client.turn(&conversation, &tools, &mut forward) => Some(turn),
+                () = cancel.cancelled() => None,
+            };
+            let Some(turn) = turn else {
+                // What the model had said stays in the conversation, marked as cut.
+                if !partial_text.is_empty() {
+                    self.transcript.push(Record::Assistant {
+                        text: partial_text,
+                        tool_calls: Vec::new(),
+                        usage: None,
+                    })?;
+                }
+                self.transcript.push(Record::Note {
+                    text: "the turn was cancelled".into(),
+                })?;
+                return Ok(TurnEnd::Cancelled);
+            };
+            let turn = turn?;
+            let usage = turn.usage.map(TokenUsage::from).unwrap_or_default();
+            self.usage += usage;
+            on_event(AgentEvent::Usage {
+                request: usage,
+                conversation: self.usage,
+            });
+            self.transcript.push(Record::Assistant {
+                text: turn.text.clone(),
+                tool_calls: turn
+                    .tool_calls
+                    .iter()
+                    .map(|c| RecordedCall {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        arguments: c.arguments.clone(),
+                    })
+                    .collect(),
+                usage: turn.usage.map(TokenUsage::from),
+            })?;
+            if turn.tool_calls.is_empty() {
+                on_event(AgentEvent::Final {
+                    text: turn.text.clone(),
+                });
+                return Ok(TurnEnd::Answered { text: turn.text });
+            }
+            for call in &turn.tool_calls {
+                if cancel.is_cancelled() {
+                    // Every call needs a result, or the providers refuse the history.
+                    self.push_not_run(&call.id, "[Not run: the user cancelled the turn.]")?;
+                    continue;
+                }
+                let code = match python_code(&call.name, &call.input().ok()) {
+                    Ok(code) => code,
+                    Err(problem) => {
+                        self.push_not_run(&call.id, &problem)?;
+                        continue;
+                    }
+                };
+                self.run_call(&call.id, code, on_event, cancel).await?;
+            }
+            if cancel.is_cancelled() {
+                self.transcript.push(Record::Note {
+                    text: "the turn was cancelled".into(),
+                })?;
+                return Ok(TurnEnd::Cancelled);
+            }
+        }
+        self.transcript.push(Record::Note {
+            text: format!(
+                "the turn stopped after {} model requests (the step limit)",
+                self.options.max_steps
+            ),
+        })?;
+        Ok(TurnEnd::StepLimit)
+    }
+
+    /// Runs one call's code, streaming its output, and records its result.
+    async fn run_call(
+        &mut self,
+        call_id: &str,
+        code: String,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<(), AgentError> {
+        on_event(AgentEvent::Code {
+            call_id: call_id.to_owned(),
+            code: code.clone(),
+        });
+        let interrupter = self.session.interrupter();
+        let watch = cancel.clone();
+        let interrupt_on_cancel = tokio::spawn(async move {
+            watch.cancelled().await;
+            interrupter.interrupt();
+        });
+        let execution = self
+            .session
+            .execute(&code, &mut |event| {
+                let call_id = call_id.to_owned();
+                on_event(match event.clone() {
+                    ExecEvent::Stdout(text) => AgentEvent::Stdout { call_id, text },
+                    ExecEvent::Stderr(text) => AgentEvent::Stderr { call_id, text },
+                    ExecEvent::Result(data) => AgentEvent::Result { call_id, data },
+                    ExecEvent::Error(error) => AgentEvent::Error { call_id, error },
+                })
+            })
+            .await;
+        interrupt_on_cancel.abort();
+        let execution = execution?;
+        let number = self.transcript.tool_calls() + 1;
+        let output = tool_output(
+            &execution,
+            number,
+            self.session.workdir(),
+            self.options.output_limit,
+        )?;
+        let images: Vec<String> = output.images.iter().map(|i| i.path.clone()).collect();
+        on_event(AgentEvent::Execution {
+            call_id: call_id.to_owned(),
+            execution: execution.clone(),
+            images: images.clone(),
+        });
+        self.transcript.push(Record::Tool {
+            call_id: call_id.to_owned(),
+            code,
+            content: output.content,
+            execution: Some(Box::new(execution)),
+            images,
+        })
+    }
+
+    fn push_not_run(&mut self, call_id: &str, why: &str) -> Result<(), AgentError> {
+        self.transcript.push(Record::Tool {
+            call_id: call_id.to_owned(),
+            code: String::new(),
+            content: why.to_owned(),
+            execution: None,
+            images: Vec::new(),
+        })
+    }
+}
+
+/// The code of a `python` call, or what the model must be told instead.
+fn python_code(name: &str, input: &Option<serde_json::Value>) -> Result<String, String> {
+    if name != "python" {
+        return Err(format!(
+            "[There is no tool named `{name}`; the only tool is `python`, which takes {{\"code\": \"...\"}}.]"
+        ));
+    }
+    input
+        .as_ref()
+        .and_then(|input| input.get("code"))
+        .and_then(|code| code.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            "[Not run: the python tool takes its code as {\"code\": \"...\"}.]".to_owned()
+        })
+}

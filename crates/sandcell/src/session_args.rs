@@ -1,0 +1,160 @@
+//! The options every command that starts a session shares (`run`, `chat`): the working
+//! directory, input files, limits and the sandbox switch, and starting that session.
+
+use anyhow::{bail, Context};
+use sandcell_pyenv::Environment;
+use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    /// Directory to use as the session's /mnt/data (kept afterwards; default: a
+    /// temporary directory removed after the run).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Copy a file into the working directory before the session starts; repeatable.
+    #[arg(long = "file", value_name = "PATH")]
+    input_files: Vec<PathBuf>,
+    /// Time limit of each execution, in seconds.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Memory limit of the session, in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u64>,
+    /// Largest single file the code may write, in MiB.
+    #[arg(long, value_name = "MIB")]
+    max_file_size: Option<u64>,
+    /// Total size the working directory may reach, in MiB.
+    #[arg(long, value_name = "MIB")]
+    disk_quota: Option<u64>,
+    /// Processes and threads the session may run at once.
+    #[arg(long, value_name = "N")]
+    max_processes: Option<u64>,
+    /// Modules the session template imports before forking, comma-separated (default:
+    /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
+    #[arg(long, value_name = "MODULES", value_delimiter = ',')]
+    preload: Option<Vec<String>>,
+    /// Run without any isolation (the code gets your user's full access). Not recommended.
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+/// A started session, with what it needs to stay alive.
+pub struct StartedSession {
+    pub session: Session,
+    pub env: Environment,
+    /// The host directory mounted at `/mnt/data`.
+    pub workdir: PathBuf,
+    /// Keep it until the session is shut down.
+    pub keep_alive: KeepAlive,
+}
+
+/// The template the session came from, and its temporary working directory (if any).
+pub struct KeepAlive {
+    _runtime: Runtime,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl SessionArgs {
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        if let Some(secs) = self.timeout {
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("--timeout must be a positive number of seconds, not {secs}");
+            }
+            limits.timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(mib) = self.memory {
+            if mib < 64 {
+                bail!("--memory must be at least 64 MiB, not {mib}");
+            }
+            limits.memory_mib = mib;
+        }
+        if let Some(mib) = self.max_file_size {
+            limits.file_size_mib = mib;
+        }
+        if let Some(mib) = self.disk_quota {
+            limits.workdir_quota_mib = mib;
+        }
+        if let Some(n) = self.max_processes {
+            if n < 8 {
+                bail!("--max-processes must be at least 8, not {n}");
+            }
+            limits.processes = n;
+        }
+        Ok(limits)
+    }
+
+    /// Prepares the working directory (input files copied in) and starts the session.
+    pub async fn start(&self) -> anyhow::Result<StartedSession> {
+        let limits = self.limits()?;
+        let mut temporary = None;
+        let workdir = match &self.workdir {
+            Some(dir) => {
+                prepare_workdir(dir)?;
+                dir.clone()
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("sandcell-")
+                    .tempdir()
+                    .context("cannot create a temporary working directory")?;
+                temporary.insert(dir).path().to_path_buf()
+            }
+        };
+        for file in &self.input_files {
+            copy_input(file, &workdir)?;
+        }
+        let env = crate::environment()?;
+        let mut options = RuntimeOptions {
+            sandbox: !self.no_sandbox,
+            ..RuntimeOptions::default()
+        };
+        if let Some(modules) = &self.preload {
+            options.template_modules = modules.clone();
+        }
+        let runtime = Runtime::start(&env, options).await?;
+        for warning in runtime.warnings() {
+            eprintln!("sandcell: warning: {warning}");
+        }
+        let session = runtime
+            .create_session(SessionConfig {
+                workdir: Some(workdir.clone()),
+                limits,
+            })
+            .await?;
+        Ok(StartedSession {
+            session,
+            env,
+            workdir,
+            keep_alive: KeepAlive {
+                _runtime: runtime,
+                _temporary: temporary,
+            },
+        })
+    }
+}
+
+fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("--workdir {} is not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the working directory {}", dir.display()))?;
+    std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the working directory {}", dir.display()))?;
+    Ok(())
+}
+
+fn copy_input(file: &Path, workdir: &Path) -> anyhow::Result<()> {
+    let name = file
+        .file_name()
+        .with_context(|| format!("--file {} does not name a file", file.display()))?;
+    if !file.is_file() {
+        bail!("--file {}: no such file", file.display());
+    }
+    std::fs::copy(file, workdir.join(name))
+        .with_context(|| format!("cannot copy {} into the working directory", file.display()))?;
+    Ok(())
+}
