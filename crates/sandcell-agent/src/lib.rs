@@ -27,4 +27,4 @@ pub use client::{ClientEvent, ModelClient, RetryPolicy};
 pub use config::{Config, ModelChoice, Provider, CONFIG_HINT};
 pub use error::{AgentError, ModelError};
 pub use event::{AgentEvent, TokenUsage};
-pub use transcript::{Record, RecordedCall, Transcript};
+pub use transcript::{Record, RecordSink, RecordedCall, Transcript};

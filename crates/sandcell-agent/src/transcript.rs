@@ -51,11 +51,44 @@ pub struct RecordedCall {
     pub arguments: String,
 }
 
-/// A conversation's records, kept in memory and, when it has a path, on disk.
-#[derive(Debug, Default)]
+/// Where a transcript's records are written through as they are added (a JSON Lines
+/// file, a database).
+pub trait RecordSink: Send {
+    fn append(&mut self, record: &Record) -> Result<(), AgentError>;
+}
+
+/// A JSON Lines file.
+struct JsonLinesFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl RecordSink for JsonLinesFile {
+    fn append(&mut self, record: &Record) -> Result<(), AgentError> {
+        let mut line = serde_json::to_string(record).map_err(|e| AgentError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| AgentError::io(self.path.clone(), e))
+    }
+}
+
+/// A conversation's records, kept in memory and written through to a sink, if any.
+#[derive(Default)]
 pub struct Transcript {
     records: Vec<Record>,
-    file: Option<(PathBuf, std::fs::File)>,
+    sink: Option<Box<dyn RecordSink>>,
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcript")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Transcript {
@@ -63,7 +96,25 @@ impl Transcript {
     pub fn in_memory(model: &str) -> Transcript {
         Transcript {
             records: vec![start(model)],
-            file: None,
+            sink: None,
+        }
+    }
+
+    /// A new transcript whose records go to `sink` (the start record too).
+    pub fn with_sink(model: &str, sink: Box<dyn RecordSink>) -> Result<Transcript, AgentError> {
+        let mut transcript = Transcript {
+            records: Vec::new(),
+            sink: Some(sink),
+        };
+        transcript.push(start(model))?;
+        Ok(transcript)
+    }
+
+    /// A transcript read back from `records` (already stored); later records go to `sink`.
+    pub fn resume(records: Vec<Record>, sink: Box<dyn RecordSink>) -> Transcript {
+        Transcript {
+            records,
+            sink: Some(sink),
         }
     }
 
@@ -73,12 +124,11 @@ impl Transcript {
             std::fs::create_dir_all(parent).map_err(|e| AgentError::io(parent, e))?;
         }
         let file = std::fs::File::create(path).map_err(|e| AgentError::io(path, e))?;
-        let mut transcript = Transcript {
-            records: Vec::new(),
-            file: Some((path.to_path_buf(), file)),
+        let sink = JsonLinesFile {
+            path: path.to_path_buf(),
+            file,
         };
-        transcript.push(start(model))?;
-        Ok(transcript)
+        Transcript::with_sink(model, Box::new(sink))
     }
 
     /// Reads a saved transcript (to export or continue it); later records go to the same file.
@@ -111,31 +161,21 @@ impl Transcript {
             .append(true)
             .open(path)
             .map_err(|e| AgentError::io(path, e))?;
-        Ok(Transcript {
-            records,
-            file: Some((path.to_path_buf(), file)),
-        })
+        let sink = JsonLinesFile {
+            path: path.to_path_buf(),
+            file,
+        };
+        Ok(Transcript::resume(records, Box::new(sink)))
     }
 
     pub fn records(&self) -> &[Record] {
         &self.records
     }
 
-    /// Where the transcript is written, if anywhere.
-    pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(path, _)| path.as_path())
-    }
-
     /// Appends a record (and writes it through, when there is a file).
     pub fn push(&mut self, record: Record) -> Result<(), AgentError> {
-        if let Some((path, file)) = &mut self.file {
-            let mut line = serde_json::to_string(&record).map_err(|e| AgentError::Io {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            line.push('\n');
-            file.write_all(line.as_bytes())
-                .map_err(|e| AgentError::io(path.clone(), e))?;
+        if let Some(sink) = &mut self.sink {
+            sink.append(&record)?;
         }
         self.records.push(record);
         Ok(())

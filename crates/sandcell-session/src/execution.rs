@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub type MimeBundle = serde_json::Map<String, serde_json::Value>;
 
 /// How an execution ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -24,6 +25,7 @@ pub enum Status {
 }
 
 /// An exception raised by the cell, or a sandcell-level failure in the same shape.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecutionError {
     pub ename: String,
@@ -43,6 +45,7 @@ impl ExecutionError {
 }
 
 /// A file the execution created or changed in the working directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileChange {
     /// Relative to the working directory (`/mnt/data` inside the sandbox).
@@ -52,12 +55,17 @@ pub struct FileChange {
 }
 
 /// Everything one execution produced.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Execution {
     pub status: Status,
     pub stdout: String,
     pub stderr: String,
     /// `display()` outputs and the value of the last expression, in order.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Vec<std::collections::HashMap<String, serde_json::Value>>)
+    )]
     pub results: Vec<MimeBundle>,
     pub error: Option<ExecutionError>,
     pub files: Vec<FileChange>,

@@ -235,6 +235,11 @@ impl Session {
         &self.limits
     }
 
+    /// Sets the time limit of the executions that follow (a server may take one per request).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.limits.timeout = timeout;
+    }
+
     /// The host pid of the session's Python process, while it is live.
     pub fn pid(&self) -> Option<i32> {
         self.process.as_ref().map(|p| p.pid)
@@ -515,6 +520,13 @@ impl Session {
 
     fn oom_kills(&self) -> u64 {
         self.cgroup.as_ref().map_or(0, SessionCgroup::oom_kills)
+    }
+
+    /// This session takes the place of one whose Python state was lost (the server
+    /// restarted, an idle session was stopped): its next execution says so
+    /// (`restarted: true`), as after a crash.
+    pub fn mark_state_lost(&mut self) {
+        self.restart_pending = true;
     }
 
     /// Fresh Python state; files stay.

@@ -559,3 +559,17 @@ async fn a_dead_template_is_replaced_and_its_sessions_come_back() {
     assert_eq!(text(&run(&mut fresh, "2 + 2").await, 0), "4");
     assert_ne!(parent_of(parent_of(fresh.pid().unwrap())), template);
 }
+
+#[tokio::test]
+async fn a_session_that_replaces_a_lost_one_says_so_once() {
+    let (mut s, _dir, _rt) = session().await;
+    s.mark_state_lost();
+    let first = run(&mut s, "1").await;
+    assert!(
+        first.restarted,
+        "the first execution says the state was lost"
+    );
+    assert_eq!(text(&first, 0), "1");
+    let second = run(&mut s, "2").await;
+    assert!(!second.restarted);
+}
