@@ -180,3 +180,62 @@ fn without_a_model_it_says_how_to_configure_one() {
     );
     assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
+    let server = replay(json!([
+        {"reply": {"tool_calls": [{"code": "z = 5\nprint(z)"}]}},
+        {"reply": {"text": "z is 5."}},
+        {"reply": {"tool_calls": [{"code": "print(z * 2)"}]}},
+        {"reply": {"text": "Doubled: 10."}},
+    ]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "a,b\n").unwrap();
+    let notebook = dir.path().join("saved.ipynb");
+    let mut child = tokio::process::Command::from(common::sandcell())
+        .args(["chat", "--model", "openai:test-model", "--base-url"])
+        .arg(format!("{}/v1", server.base_url()))
+        .arg("--file")
+        .arg(&input)
+        .env("OPENAI_API_KEY", "test-key")
+        .env("SANDCELL_CONFIG", dir.path().join("no-config.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "set z\n/files\n/bogus\ndouble it\n/save {}\n/quit\n",
+        notebook.display()
+    );
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(script.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("z is 5.") && stdout.contains("Doubled: 10."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n10\n"), "z survived the turn: {stdout}");
+    assert!(
+        stdout.contains("/mnt/data/in.csv (4 B); columns: a, b"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("unknown command /bogus"), "{stderr}");
+    assert!(stderr.contains("conversation saved to"), "{stderr}");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&notebook).unwrap()).unwrap();
+    let sources: Vec<&str> = saved["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| c["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, vec!["z = 5\nprint(z)", "print(z * 2)"]);
+}
