@@ -5,22 +5,17 @@ use sandcell_agent::{
     notebook, Agent, AgentError, AgentEvent, AgentOptions, Config, ModelChoice, ModelClient,
     ModelError, Record, RetryPolicy, Transcript, TurnEnd,
 };
-use sandcell_llm_replay::{RecordedRequest, ReplayServer, Script};
+use sandcell_llm_replay::{recorded_fixtures, RecordedRequest, ReplayServer, Script};
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{Limits, Runtime, RuntimeOptions, SessionConfig, Status};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sandcell-llm/tests/fixtures")
-}
-
 async fn replay(steps: Value) -> ReplayServer {
     let script: Script = serde_json::from_value(steps).expect("a valid script");
-    ReplayServer::start(script, fixtures())
+    ReplayServer::start(script, recorded_fixtures())
         .await
         .expect("the replay server starts")
 }

@@ -20,3 +20,9 @@ mod server;
 
 pub use script::{Answer, PythonCall, Reply, Script, ScriptError, Step};
 pub use server::{RecordedRequest, ReplayError, ReplayServer};
+
+/// The responses recorded from the real services, kept with `sandcell-llm`'s tests: the
+/// fixture directory for scripts that replay them.
+pub fn recorded_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandcell-llm/tests/fixtures")
+}

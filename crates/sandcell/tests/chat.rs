@@ -3,17 +3,13 @@
 
 mod common;
 
-use sandcell_llm_replay::{ReplayServer, Script};
+use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sandcell-llm/tests/fixtures")
-}
+use std::path::Path;
 
 async fn replay(steps: Value) -> ReplayServer {
     let script: Script = serde_json::from_value(steps).expect("a valid script");
-    ReplayServer::start(script, fixtures())
+    ReplayServer::start(script, recorded_fixtures())
         .await
         .expect("the replay server starts")
 }
