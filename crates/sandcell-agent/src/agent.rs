@@ -12,7 +12,7 @@ use crate::code_stream::CodeStream;
 use crate::error::AgentError;
 use crate::event::{AgentEvent, TokenUsage};
 use crate::prompt::system_prompt;
-use crate::tool_result::{tool_output, DEFAULT_OUTPUT_LIMIT};
+use crate::tool_result::{tool_output, ToolOutput, DEFAULT_OUTPUT_LIMIT};
 use crate::transcript::{Record, RecordedCall, Transcript};
 
 /// How far a turn may go.
@@ -272,12 +272,18 @@ impl Agent {
         interrupt_on_cancel.abort();
         let execution = execution?;
         let number = self.transcript.tool_calls() + 1;
+        // The call must get a result whatever happens (see ARCHITECTURE.md), so a
+        // working directory sandcell cannot write to is said in the result itself.
         let output = tool_output(
             &execution,
             number,
             self.session.workdir(),
             self.options.output_limit,
-        )?;
+        )
+        .unwrap_or_else(|error| ToolOutput {
+            content: format!("[sandcell could not prepare the output of this call: {error}]"),
+            images: Vec::new(),
+        });
         let images: Vec<String> = output.images.iter().map(|i| i.path.clone()).collect();
         on_event(AgentEvent::Execution {
             call_id: call_id.to_owned(),

@@ -542,3 +542,25 @@ mod client_errors {
         }
     }
 }
+
+#[tokio::test]
+async fn a_symlink_planted_by_the_code_does_not_redirect_sandcells_writes() {
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let code = format!(
+        "import os\nos.makedirs('/mnt/data/outputs', exist_ok=True)\n\
+         os.symlink({:?}, '/mnt/data/outputs/call_1.txt')\nprint('x' * 30000)",
+        victim.display().to_string()
+    );
+    let server = replay(json!([reply_code(&code), reply_text("Done.")])).await;
+    let (mut agent, _dir, _rt) = agent(client("openai", &server)).await;
+    let (end, _) = send(&mut agent, "go").await;
+    assert!(matches!(end.unwrap(), TurnEnd::Answered { .. }));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    let second = request_text(&server.requests()[1]);
+    assert!(
+        second.contains("could not prepare the output of this call"),
+        "the call still has a result: {second}"
+    );
+}
