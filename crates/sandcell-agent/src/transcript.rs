@@ -168,6 +168,18 @@ impl Transcript {
         Ok(Transcript::resume(records, Box::new(sink)))
     }
 
+    /// Writes a copy of every record so far to `path`, as JSON Lines.
+    pub fn save_json_lines(&self, path: &Path) -> Result<(), AgentError> {
+        let file = std::fs::File::create(path).map_err(|e| AgentError::io(path, e))?;
+        let mut copy = JsonLinesFile {
+            path: path.to_path_buf(),
+            file,
+        };
+        self.records
+            .iter()
+            .try_for_each(|record| copy.append(record))
+    }
+
     pub fn records(&self) -> &[Record] {
         &self.records
     }
@@ -363,6 +375,9 @@ mod tests {
         t.push(tool("a", None)).unwrap();
         let mut back = Transcript::open(&path).unwrap();
         assert_eq!(back.records(), t.records());
+        let copy = dir.path().join("copy.jsonl");
+        t.save_json_lines(&copy).unwrap();
+        assert_eq!(Transcript::open(&copy).unwrap().records(), t.records());
         back.push(Record::Note {
             text: "more".into(),
         })

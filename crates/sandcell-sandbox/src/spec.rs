@@ -44,6 +44,27 @@ pub enum Identity {
     UserNamespace { uid: u32, gid: u32 },
 }
 
+impl Identity {
+    /// The uid and gid sessions take when the host is root: `nobody`'s.
+    pub const NOBODY: u32 = 65534;
+
+    /// The identity of a sandbox built by the current process: `nobody` when it is root,
+    /// else its own uid/gid in a user namespace.
+    pub fn for_current_process() -> Identity {
+        if nix::unistd::geteuid().is_root() {
+            Identity::DropFromRoot {
+                uid: Self::NOBODY,
+                gid: Self::NOBODY,
+            }
+        } else {
+            Identity::UserNamespace {
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+            }
+        }
+    }
+}
+
 /// Limits enforced with setrlimit (and the size of the private `/tmp`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RlimitSpec {

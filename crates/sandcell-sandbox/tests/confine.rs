@@ -18,7 +18,6 @@ use std::time::Duration;
 
 const MOUNT_POINT: &str = "/mnt/data";
 const HOSTNAME: &str = "sandcell-test";
-const NOBODY: u32 = 65534;
 
 fn main() -> ExitCode {
     match run() {
@@ -92,17 +91,7 @@ fn run() -> Result<(usize, usize), String> {
 }
 
 fn spec(workdir: &Path) -> SandboxSpec {
-    let identity = if nix::unistd::geteuid().is_root() {
-        Identity::DropFromRoot {
-            uid: NOBODY,
-            gid: NOBODY,
-        }
-    } else {
-        Identity::UserNamespace {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-        }
-    };
+    let identity = Identity::for_current_process();
     SandboxSpec {
         workdir: workdir.to_path_buf(),
         mount_point: PathBuf::from(MOUNT_POINT),

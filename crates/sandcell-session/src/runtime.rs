@@ -39,9 +39,6 @@ const ETC_FILES: &[&str] = &[
     "/etc/nsswitch.conf",
 ];
 
-/// The unprivileged identity sessions take when sandcell runs as root.
-const NOBODY: u32 = 65534;
-
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Isolate sessions (the default). `false` is `--no-sandbox`.
@@ -217,17 +214,7 @@ impl RuntimeInner {
 
 impl SandboxPolicy {
     fn detect(env: &Environment, files: &RuntimeFiles, warnings: &mut Vec<String>) -> Self {
-        let identity = if nix::unistd::geteuid().is_root() {
-            Identity::DropFromRoot {
-                uid: NOBODY,
-                gid: NOBODY,
-            }
-        } else {
-            Identity::UserNamespace {
-                uid: nix::unistd::getuid().as_raw(),
-                gid: nix::unistd::getgid().as_raw(),
-            }
-        };
+        let identity = Identity::for_current_process();
         let cgroup = match CgroupParent::detect() {
             Ok(parent) => Some(parent),
             Err(why) => {

@@ -268,17 +268,12 @@ async fn start_over(agent: &mut Agent) -> anyhow::Result<()> {
 
 /// Writes the conversation as a notebook (`.ipynb`) or as JSON Lines.
 fn save(transcript: &Transcript, path: &Path) -> anyhow::Result<()> {
-    let is_notebook = path.extension().is_some_and(|e| e == "ipynb");
-    let text = if is_notebook {
-        serde_json::to_string_pretty(&notebook::to_notebook(transcript.records()))?
+    if path.extension().is_some_and(|e| e == "ipynb") {
+        let text = serde_json::to_string_pretty(&notebook::to_notebook(transcript.records()))?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     } else {
-        transcript
-            .records()
-            .iter()
-            .map(|record| serde_json::to_string(record).map(|line| line + "\n"))
-            .collect::<Result<String, _>>()?
-    };
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        Ok(transcript.save_json_lines(path)?)
+    }
 }
 
 /// `conversations/<time>-<pid>.jsonl` in sandcell's data directory.
