@@ -8,6 +8,7 @@
 //! Not for: how a sandbox is built (`sandcell-sandbox`), installing Python
 //! (`sandcell-pyenv`), or presenting results (the `sandcell` binary and later front ends).
 
+mod cgroup_drain;
 mod error;
 mod execution;
 mod limits;

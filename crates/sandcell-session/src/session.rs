@@ -1,6 +1,7 @@
 //! A session: a live Python process (forked from the template, inside its sandbox) whose
 //! state persists across executions, and everything needed to drive and recover it.
 
+use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
 use crate::execution::{ExecEvent, Execution, ExecutionError, MimeBundle, Status};
 use crate::limits::Limits;
@@ -28,6 +29,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running execution's working directory is measured against the quota.
 const QUOTA_CHECK: Duration = Duration::from_millis(500);
+/// How long a killed session's keeper has to reap it and exit before the rest of the
+/// cgroup is killed too.
+const KEEPER_REAP_GRACE: Duration = Duration::from_secs(2);
+/// How long a new process waits for the old one's tasks to leave the cgroup, and how
+/// often it looks.
+const CGROUP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const CGROUP_DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// What a session is created with.
 #[derive(Debug, Clone)]
@@ -403,8 +411,8 @@ impl Session {
     fn stop_description(&self, stop: Stop) -> String {
         match stop {
             Stop::Timeout => format!(
-                "The execution ran longer than its {} s time limit",
-                self.limits.timeout.as_secs()
+                "The execution ran longer than its {} time limit",
+                seconds(self.limits.timeout)
             ),
             Stop::Quota => format!(
                 "The working directory grew past its {} MiB quota",
@@ -415,6 +423,8 @@ impl Session {
 
     /// Starts a fresh Python process for this session (same directory, cgroup, limits).
     async fn start_process(&mut self) -> Result<(), SessionError> {
+        // A process that died by itself (crash, lost template) may not be reaped yet.
+        self.wait_for_empty_cgroup().await;
         let cgroup_procs = self
             .cgroup
             .as_ref()
@@ -499,16 +509,46 @@ impl Session {
         Ok(())
     }
 
-    /// Kills the current process (its whole PID namespace) and waits until it is gone.
+    /// Kills the current process (its whole PID namespace) and waits until it is gone,
+    /// from the cgroup too.
     async fn kill_process(&mut self) {
         if let Some(mut process) = self.process.take() {
+            // The session alone first, so that its keeper reaps it. Killing the keeper at
+            // the same time orphans the session to the host's init, and its zombie holds a
+            // place under the pids limit until that init gets round to reaping it.
             process.signal(Signal::SIGKILL);
+            let reaped = tokio::time::timeout(KEEPER_REAP_GRACE, wait_exit(&mut process.exit))
+                .await
+                .is_ok();
             if let Some(cgroup) = &self.cgroup {
+                // Whatever is left, such as a keeper that did not exit.
                 cgroup.kill_all();
             }
-            wait_exit(&mut process.exit).await;
+            if !reaped {
+                wait_exit(&mut process.exit).await;
+            }
         }
         self.interrupter.inner.pid.store(0, Ordering::SeqCst);
+        self.wait_for_empty_cgroup().await;
+    }
+
+    /// Waits (bounded) until no task of an earlier process is left in the session's
+    /// cgroup, so that a new process has the whole pids limit to itself.
+    async fn wait_for_empty_cgroup(&self) {
+        let Some(cgroup) = &self.cgroup else {
+            return;
+        };
+        let procs_files = cgroup.procs_files();
+        if let Err(left) =
+            wait_until_empty(&procs_files, CGROUP_DRAIN_TIMEOUT, CGROUP_DRAIN_POLL).await
+        {
+            tracing::warn!(
+                processes = left.processes,
+                charged_tasks = left.charged_tasks,
+                "the session's cgroup still holds tasks of its previous process after {} s; starting the new process anyway, with less of the process limit",
+                CGROUP_DRAIN_TIMEOUT.as_secs()
+            );
+        }
     }
 
     async fn wait_for_exit(&mut self) -> ProcessExit {
@@ -653,6 +693,24 @@ fn crash_reason(exit: ProcessExit, out_of_memory: bool, limits: &Limits) -> Stri
     }
 }
 
+/// A duration as a person reads it in seconds: "120 s", "1.5 s", "0.25 s". Rounded to
+/// the millisecond, but never to "0 s" when it is not zero.
+fn seconds(duration: Duration) -> String {
+    let rounded_millis = (duration.as_nanos() + 500_000) / 1_000_000;
+    let millis = if rounded_millis == 0 && !duration.is_zero() {
+        1
+    } else {
+        rounded_millis
+    };
+    let (whole, fraction) = (millis / 1000, millis % 1000);
+    if fraction == 0 {
+        format!("{whole} s")
+    } else {
+        let fraction = format!("{fraction:03}");
+        format!("{whole}.{} s", fraction.trim_end_matches('0'))
+    }
+}
+
 fn stop_status(stop: Stop) -> Status {
     match stop {
         Stop::Timeout => Status::Timeout,
@@ -666,4 +724,26 @@ fn stop_error(stop: Stop, evalue: String) -> ExecutionError {
         Stop::Quota => "DiskQuotaExceeded",
     };
     ExecutionError::sandcell(ename, evalue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_second_timeouts_are_not_shown_as_zero_seconds() {
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(seconds(Duration::from_millis(250)), "0.25 s");
+        assert_eq!(seconds(Duration::from_millis(1)), "0.001 s");
+        assert_eq!(seconds(Duration::from_micros(100)), "0.001 s");
+        assert_eq!(seconds(Duration::from_secs_f64(0.3)), "0.3 s");
+    }
+
+    #[test]
+    fn whole_and_mixed_seconds_read_naturally() {
+        assert_eq!(seconds(Duration::from_secs(120)), "120 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(seconds(Duration::from_millis(2050)), "2.05 s");
+        assert_eq!(seconds(Duration::ZERO), "0 s");
+    }
 }

@@ -4,7 +4,8 @@
 use base64::Engine;
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{
-    ExecEvent, Execution, Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status,
+    ExecEvent, Execution, Isolation, Limits, Runtime, RuntimeOptions, Session, SessionConfig,
+    Status,
 };
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -572,4 +573,31 @@ async fn a_session_that_replaces_a_lost_one_says_so_once() {
     assert_eq!(text(&first, 0), "1");
     let second = run(&mut s, "2").await;
     assert!(!second.restarted);
+}
+
+#[tokio::test]
+async fn rapid_restarts_under_a_small_process_limit_do_not_run_out_of_processes() {
+    // Each restart must leave the new process the whole pids limit: no zombie of the old
+    // process tree may still be charged to the session's cgroup when it starts.
+    let limits = Limits {
+        processes: 12,
+        ..Limits::default()
+    };
+    let (mut s, _dir, runtime) = session_with(limits).await;
+    let cgroup_enforces =
+        matches!(runtime.isolation(), Isolation::Sandbox(policy) if policy.cgroup.is_some());
+    if !cgroup_enforces {
+        // RLIMIT_NPROC, the fallback, counts every process of the sandbox user, those
+        // of the other tests' sessions too.
+        eprintln!("skipped: no cgroup enforces the process limit here");
+        return;
+    }
+    let start_threads = "import threading\nts = [threading.Thread(target=lambda: None) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]";
+    for round in 0..20 {
+        let e = run(&mut s, start_threads).await;
+        assert_eq!(e.status, Status::Ok, "round {round}: {e:?}");
+        s.restart()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
 }
