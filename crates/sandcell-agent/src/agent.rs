@@ -44,10 +44,11 @@ pub enum TurnEnd {
     Cancelled,
 }
 
-/// A conversation with a model whose code runs in one session.
+/// A conversation with a model. Its code runs in a session lent to each turn: the
+/// conversation outlives any one Python process (a server restarts it, stops it when
+/// idle), and the owner of the session decides who else may use it between turns.
 pub struct Agent {
     client: ModelClient,
-    session: Session,
     env: EnvInfo,
     transcript: Transcript,
     options: AgentOptions,
@@ -55,29 +56,26 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent going on with `transcript` (new, or read back); its token count starts
+    /// from what the transcript's model replies used.
     pub fn new(
         client: ModelClient,
-        session: Session,
         env: EnvInfo,
         transcript: Transcript,
         options: AgentOptions,
     ) -> Agent {
+        let usage = transcript.usage();
         Agent {
             client,
-            session,
             env,
             transcript,
             options,
-            usage: TokenUsage::default(),
+            usage,
         }
     }
 
     pub fn transcript(&self) -> &Transcript {
         &self.transcript
-    }
-
-    pub fn session(&mut self) -> &mut Session {
-        &mut self.session
     }
 
     pub fn client(&self) -> &ModelClient {
@@ -94,8 +92,12 @@ impl Agent {
     }
 
     /// A new conversation with fresh Python state in the same session (files stay).
-    pub async fn start_over(&mut self, transcript: Transcript) -> Result<(), AgentError> {
-        self.session.restart().await?;
+    pub async fn start_over(
+        &mut self,
+        session: &mut Session,
+        transcript: Transcript,
+    ) -> Result<(), AgentError> {
+        session.restart().await?;
         self.transcript = transcript;
         self.usage = TokenUsage::default();
         Ok(())
@@ -106,17 +108,13 @@ impl Agent {
         self.usage
     }
 
-    /// The session, when the conversation is over.
-    pub fn into_session(self) -> Session {
-        self.session
-    }
-
-    /// One turn: the person says `text`; the model works until it answers. Events
-    /// stream through `on_event`. Cancelling `cancel` stops the model's request or
-    /// interrupts the running code; the session, its files and the conversation so far
-    /// are kept.
+    /// One turn: the person says `text`; the model works until it answers, its code
+    /// running in `session`. Events stream through `on_event`. Cancelling `cancel` stops
+    /// the model's request or interrupts the running code; the session, its files and
+    /// the conversation so far are kept.
     pub async fn send(
         &mut self,
+        session: &mut Session,
         text: &str,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
         cancel: &CancellationToken,
@@ -126,7 +124,7 @@ impl Agent {
         })?;
         // Built once per turn: the same prompt (the files as they were when the person
         // spoke) for every request of the turn keeps the providers' prompt caches warm.
-        let system = system_prompt(&self.env, self.session.limits(), self.session.workdir());
+        let system = system_prompt(&self.env, session.limits(), session.workdir());
         let tools = [Tool::python()];
         for _ in 0..self.options.max_steps {
             let conversation = self
@@ -221,7 +219,8 @@ impl Agent {
                         continue;
                     }
                 };
-                self.run_call(&call.id, code, on_event, cancel).await?;
+                self.run_call(session, &call.id, code, on_event, cancel)
+                    .await?;
             }
             if cancel.is_cancelled() {
                 self.transcript.push(Record::Note {
@@ -242,6 +241,7 @@ impl Agent {
     /// Runs one call's code, streaming its output, and records its result.
     async fn run_call(
         &mut self,
+        session: &mut Session,
         call_id: &str,
         code: String,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
@@ -251,14 +251,13 @@ impl Agent {
             call_id: call_id.to_owned(),
             code: code.clone(),
         });
-        let interrupter = self.session.interrupter();
+        let interrupter = session.interrupter();
         let watch = cancel.clone();
         let interrupt_on_cancel = tokio::spawn(async move {
             watch.cancelled().await;
             interrupter.interrupt();
         });
-        let execution = self
-            .session
+        let execution = session
             .execute(&code, &mut |event| {
                 let call_id = call_id.to_owned();
                 on_event(match event.clone() {
@@ -277,7 +276,7 @@ impl Agent {
         let output = tool_output(
             &execution,
             number,
-            self.session.workdir(),
+            session.workdir(),
             self.options.output_limit,
         )
         .unwrap_or_else(|error| ToolOutput {

@@ -24,7 +24,7 @@ mod transcript;
 
 pub use agent::{Agent, AgentOptions, TurnEnd};
 pub use client::{ClientEvent, ModelClient, RetryPolicy};
-pub use config::{Config, ModelChoice, Provider, CONFIG_HINT};
+pub use config::{Config, ModelChoice, Provider, ProviderConfig, CONFIG_HINT};
 pub use error::{AgentError, ModelError};
 pub use event::{AgentEvent, TokenUsage};
 pub use transcript::{Record, RecordSink, RecordedCall, Transcript};

@@ -40,7 +40,7 @@ pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path) -> String {
          Installed packages: {packages}.\n\n",
         python = env.python_version,
         memory = limits.memory_mib,
-        timeout = limits.timeout.as_secs(),
+        timeout = limits.timeout.as_secs_f64(),
         file = limits.file_size_mib,
         quota = limits.workdir_quota_mib,
         packages = packages.join(", "),

@@ -201,6 +201,20 @@ impl Transcript {
             .count()
     }
 
+    /// Tokens used by the model replies recorded so far.
+    pub fn usage(&self) -> TokenUsage {
+        let mut total = TokenUsage::default();
+        for record in &self.records {
+            if let Record::Assistant {
+                usage: Some(usage), ..
+            } = record
+            {
+                total += *usage;
+            }
+        }
+        total
+    }
+
     /// What the model is sent. With `vision`, the images of the calls made since the
     /// person's last message follow their results as image input (older images are sent
     /// only as their descriptions, which stay in the tool results).

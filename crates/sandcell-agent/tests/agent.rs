@@ -7,7 +7,7 @@ use sandcell_agent::{
 };
 use sandcell_llm_replay::{recorded_fixtures, RecordedRequest, ReplayServer, Script};
 use sandcell_pyenv::{Environment, Home};
-use sandcell_session::{Limits, Runtime, RuntimeOptions, SessionConfig, Status};
+use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -50,8 +50,20 @@ fn environment() -> Environment {
         .expect("the Python environment can be set up")
 }
 
+/// An agent and the session its code runs in.
+struct Chat {
+    agent: Agent,
+    session: Session,
+}
+
+impl Chat {
+    fn transcript(&self) -> &Transcript {
+        self.agent.transcript()
+    }
+}
+
 /// An agent whose session runs in a fresh working directory.
-async fn agent(client: ModelClient) -> (Agent, TempDir, Runtime) {
+async fn agent(client: ModelClient) -> (Chat, TempDir, Runtime) {
     let env = environment();
     let runtime = Runtime::start(&env, RuntimeOptions::default())
         .await
@@ -70,18 +82,23 @@ async fn agent(client: ModelClient) -> (Agent, TempDir, Runtime) {
     let transcript = Transcript::in_memory(&client.choice().spec());
     let agent = Agent::new(
         client,
-        session,
         env.info().clone(),
         transcript,
         AgentOptions::default(),
     );
-    (agent, workdir, runtime)
+    (Chat { agent, session }, workdir, runtime)
 }
 
-async fn send(agent: &mut Agent, text: &str) -> (Result<TurnEnd, AgentError>, Vec<AgentEvent>) {
+async fn send(chat: &mut Chat, text: &str) -> (Result<TurnEnd, AgentError>, Vec<AgentEvent>) {
     let mut events = Vec::new();
-    let end = agent
-        .send(text, &mut |e| events.push(e), &CancellationToken::new())
+    let end = chat
+        .agent
+        .send(
+            &mut chat.session,
+            text,
+            &mut |e| events.push(e),
+            &CancellationToken::new(),
+        )
         .await;
     (end, events)
 }
@@ -272,7 +289,9 @@ async fn cancelling_stops_the_code_and_keeps_session_and_conversation() {
     let trigger = cancel.clone();
     let mut events = Vec::new();
     let end = agent
+        .agent
         .send(
+            &mut agent.session,
             "sleep",
             &mut |e| {
                 if matches!(e, AgentEvent::Code { .. }) {
@@ -302,7 +321,10 @@ async fn cancelling_stops_the_code_and_keeps_session_and_conversation() {
         trigger.cancel();
     });
     let started = std::time::Instant::now();
-    let end = agent.send("again", &mut |_| {}, &cancel).await;
+    let end = agent
+        .agent
+        .send(&mut agent.session, "again", &mut |_| {}, &cancel)
+        .await;
     assert_eq!(end.unwrap(), TurnEnd::Cancelled);
     assert!(
         started.elapsed() < Duration::from_secs(20),

@@ -8,6 +8,7 @@ use sandcell_agent::{
     notebook, prompt, Agent, AgentError, AgentOptions, Config, ModelChoice, ModelClient,
     Transcript, TurnEnd, CONFIG_HINT,
 };
+use sandcell_session::Session;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -45,20 +46,11 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     if args.json && args.message.is_none() {
         bail!("--json needs a MESSAGE: sandcell chat --json \"your question\"");
     }
-    let config_path = Config::default_path();
-    let config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let spec = args
-        .model
-        .clone()
-        .or_else(|| {
-            std::env::var("SANDCELL_MODEL")
-                .ok()
-                .filter(|m| !m.is_empty())
-        })
-        .or_else(|| config.model.clone());
+    let ModelSettings {
+        config,
+        config_path,
+        model: spec,
+    } = ModelSettings::load(args.model.as_deref())?;
     let Some(spec) = spec else {
         let at = config_path
             .map(|p| format!(" ({})", p.display()))
@@ -68,7 +60,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let client = model_client(&spec, args.base_url.as_deref(), &config)?;
 
     let StartedSession {
-        session,
+        mut session,
         env,
         workdir,
         keep_alive,
@@ -79,7 +71,11 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
         max_steps: args.max_steps.or(config.max_steps).unwrap_or(20).max(1),
         ..AgentOptions::default()
     };
-    let mut agent = Agent::new(client, session, env.info().clone(), transcript, options);
+    let mut agent = Agent::new(client, env.info().clone(), transcript, options);
+    let chat = &mut Chat {
+        agent: &mut agent,
+        session: &mut session,
+    };
 
     // Ctrl-C cancels the running turn; the session, its files and the conversation stay.
     let cancel = Arc::new(Mutex::new(CancellationToken::new()));
@@ -94,10 +90,10 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let code = match &args.message {
         Some(message) => {
             let token = fresh_token(&cancel);
-            turn(&mut agent, message, &mut renderer, &token).await
+            turn(chat, message, &mut renderer, &token).await
         }
         None => {
-            interactive(&mut agent, &mut renderer, &workdir, &config, &cancel).await?;
+            interactive(chat, &mut renderer, &workdir, &config, &cancel).await?;
             eprintln!(
                 "sandcell: conversation saved to {}",
                 transcript_path.display()
@@ -109,9 +105,40 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.save {
         save(agent.transcript(), path)?;
     }
-    agent.into_session().shutdown().await?;
+    session.shutdown().await?;
     drop(keep_alive);
     Ok(code)
+}
+
+/// The config file and the model to talk to unless told otherwise.
+pub struct ModelSettings {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    /// `flag`, else $SANDCELL_MODEL, else `model` in the config file.
+    pub model: Option<String>,
+}
+
+impl ModelSettings {
+    pub fn load(flag: Option<&str>) -> anyhow::Result<Self> {
+        let config_path = Config::default_path();
+        let config = match &config_path {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let model = flag
+            .map(str::to_owned)
+            .or_else(|| {
+                std::env::var("SANDCELL_MODEL")
+                    .ok()
+                    .filter(|m| !m.is_empty())
+            })
+            .or_else(|| config.model.clone());
+        Ok(Self {
+            config,
+            config_path,
+            model,
+        })
+    }
 }
 
 fn model_client(
@@ -133,17 +160,29 @@ fn fresh_token(current: &Mutex<CancellationToken>) -> CancellationToken {
     token
 }
 
+/// The conversation and the session its code runs in.
+struct Chat<'a> {
+    agent: &'a mut Agent,
+    session: &'a mut Session,
+}
+
 /// Runs one turn and says how it ended; the exit status for a one-shot chat.
 async fn turn(
-    agent: &mut Agent,
+    chat: &mut Chat<'_>,
     message: &str,
     renderer: &mut ChatRenderer,
     cancel: &CancellationToken,
 ) -> ExitCode {
-    let result = agent
-        .send(message, &mut |event| renderer.event(&event), cancel)
+    let result = chat
+        .agent
+        .send(
+            chat.session,
+            message,
+            &mut |event| renderer.event(&event),
+            cancel,
+        )
         .await;
-    let usage = agent.usage();
+    let usage = chat.agent.usage();
     match result {
         Ok(TurnEnd::Answered { .. }) => {
             renderer.end("answered", None, usage);
@@ -182,7 +221,7 @@ const HELP: &str = "\
 Ctrl-C stops the model or the running code; the conversation stays.";
 
 async fn interactive(
-    agent: &mut Agent,
+    chat: &mut Chat<'_>,
     renderer: &mut ChatRenderer,
     workdir: &Path,
     config: &Config,
@@ -190,7 +229,7 @@ async fn interactive(
 ) -> anyhow::Result<()> {
     eprintln!(
         "sandcell chat with {} · /mnt/data is {} · /help for commands, Ctrl-D to quit",
-        agent.client().choice().spec(),
+        chat.agent.client().choice().spec(),
         workdir.display()
     );
     let mut editor = rustyline::DefaultEditor::new().context("cannot read from the terminal")?;
@@ -216,7 +255,7 @@ async fn interactive(
         let _ = editor.add_history_entry(line);
         let Some(command) = line.strip_prefix('/') else {
             let token = fresh_token(cancel);
-            turn(agent, line, renderer, &token).await;
+            turn(chat, line, renderer, &token).await;
             continue;
         };
         let (name, argument) = command
@@ -240,10 +279,10 @@ async fn interactive(
                 Ok(())
             }
             "model" if !argument.is_empty() => model_client(argument, None, config)
-                .and_then(|client| Ok(agent.set_client(client)?))
+                .and_then(|client| Ok(chat.agent.set_client(client)?))
                 .map(|()| println!("now talking to {argument}")),
-            "reset" => start_over(agent).await,
-            "save" if !argument.is_empty() => save(agent.transcript(), Path::new(argument))
+            "reset" => start_over(chat).await,
+            "save" if !argument.is_empty() => save(chat.agent.transcript(), Path::new(argument))
                 .map(|()| println!("saved to {argument}")),
             _ => Err(anyhow::anyhow!(
                 "unknown command /{command}; /help lists them"
@@ -255,10 +294,10 @@ async fn interactive(
     }
 }
 
-async fn start_over(agent: &mut Agent) -> anyhow::Result<()> {
+async fn start_over(chat: &mut Chat<'_>) -> anyhow::Result<()> {
     let path = new_transcript_path()?;
-    let transcript = Transcript::create(&path, &agent.client().choice().spec())?;
-    agent.start_over(transcript).await?;
+    let transcript = Transcript::create(&path, &chat.agent.client().choice().spec())?;
+    chat.agent.start_over(chat.session, transcript).await?;
     println!(
         "new conversation (saved to {}); Python state is fresh, files are kept",
         path.display()
