@@ -7,6 +7,7 @@ mod doctor;
 mod interrupt;
 mod render;
 mod run;
+mod serve;
 mod session_args;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Measure session start, cell latency, throughput and density beside stock Jupyter.
     Bench(bench::BenchArgs),
+    /// Serve sessions over HTTP (JSON, Server-Sent Events); `--create-key NAME` makes an API key.
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => chat::chat(*args).await,
             Command::Doctor(args) => doctor::doctor(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
         }
     });
     match result {

@@ -1,0 +1,302 @@
+//! `/models` and `/conversations`: chats with a model whose code runs in a session.
+
+use super::extract::{ApiJson, ApiPath};
+use super::files::attachment;
+use crate::conversations::{ConversationDetail, ConversationInfo, TurnEvent, TurnOutcome};
+use crate::error::{ApiError, ErrorBody};
+use crate::models::ModelsInfo;
+use crate::state::AppState;
+use crate::store::User;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::convert::Infallible;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(models))
+        .routes(routes!(create_conversation, list_conversations))
+        .routes(routes!(get_conversation, delete_conversation))
+        .routes(routes!(send_message))
+        .routes(routes!(cancel_turn))
+        .routes(routes!(export_notebook))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversation {
+    /// `provider:model`; default: the server's model.
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    /// What the person says.
+    pub text: String,
+    /// Talk to this `provider:model` from this message on.
+    pub model: Option<String>,
+}
+
+/// The path of a conversation's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConversationRoute {
+    /// The conversation's id.
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    /// Whether a turn was under way (it stops; what was said so far is kept).
+    pub cancelled: bool,
+}
+
+/// The models conversations can talk to.
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "conversations",
+    responses(
+        (status = 200, description = "The default model and how to configure one", body = ModelsInfo),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    )
+)]
+async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> {
+    Json(state.conversations.models().info())
+}
+
+/// Start a conversation.
+///
+/// Makes a new session for its code, with the server's default limits: upload the
+/// conversation's files to that session (`session_id`) before the first message.
+#[utoipa::path(
+    post,
+    path = "/conversations",
+    tag = "conversations",
+    request_body(content = Option<CreateConversation>, description = "Optional; an empty body takes the server's model"),
+    responses(
+        (status = 201, description = "The new conversation", body = ConversationInfo),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "No model configured, a model the server cannot reach, or an unknown field", body = ErrorBody),
+        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+    )
+)]
+async fn create_conversation(
+    State(state): State<AppState>,
+    user: User,
+    body: Option<ApiJson<CreateConversation>>,
+) -> Result<(StatusCode, Json<ConversationInfo>), ApiError> {
+    let request = body.map(|ApiJson(request)| request).unwrap_or_default();
+    let conversation = state
+        .conversations
+        .create(&user, request.model.as_deref(), &state.config.max_limits)
+        .await?;
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+/// List your conversations, the most recently used first.
+#[utoipa::path(
+    get,
+    path = "/conversations",
+    tag = "conversations",
+    responses(
+        (status = 200, description = "The conversations", body = Vec<ConversationInfo>),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    )
+)]
+async fn list_conversations(
+    State(state): State<AppState>,
+    user: User,
+) -> Result<Json<Vec<ConversationInfo>>, ApiError> {
+    Ok(Json(state.conversations.list(&user).await?))
+}
+
+/// Get a conversation with its messages, tool calls and their outputs.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    params(ConversationRoute),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
+async fn get_conversation(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+) -> Result<Json<ConversationDetail>, ApiError> {
+    Ok(Json(state.conversations.get(&user, &id).await?))
+}
+
+/// Delete a conversation, with its session and the session's files.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    params(ConversationRoute),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
+async fn delete_conversation(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+) -> Result<StatusCode, ApiError> {
+    state.conversations.delete(&user, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Send a message; the model answers, running code as it needs.
+///
+/// The answer is a stream of Server-Sent Events, each named by its `type` and carrying
+/// the event as JSON: `text_delta` {text}, `code_delta` {call_id, text} (code as the
+/// model writes it), `code` {call_id, code} (about to run), `stdout` / `stderr`
+/// {call_id, text}, `result` {call_id, data (a MIME bundle)}, `error` {call_id, error},
+/// `execution` {call_id, execution (the execution result), images (where its images
+/// were saved)}, `retrying` {attempt, delay_ms, reason}, `usage` {request,
+/// conversation}, `final` {text}; and last `end` {outcome (`answered`, `step_limit`,
+/// `cancelled`, `error`), message, usage}. The turn goes on to its end even if the
+/// client disconnects; everything is recorded as it happens.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/messages",
+    tag = "conversations",
+    params(ConversationRoute),
+    request_body(content = MessageRequest),
+    responses(
+        (status = 200, description = "The turn's events", content((TurnOutcome = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 409, description = "The conversation or its session is busy", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "An empty message, no model, or a model the server cannot reach", body = ErrorBody),
+        (status = 500, description = "The session's Python process could not start", body = ErrorBody),
+        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+    )
+)]
+async fn send_message(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+    ApiJson(request): ApiJson<MessageRequest>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let mut events = state
+        .conversations
+        .send(&user, &id, request.text, request.model.as_deref())
+        .await?;
+    let stream = futures_util::stream::poll_fn(move |context| {
+        events
+            .poll_recv(context)
+            .map(|event| event.map(|event| Ok(to_sse(&event))))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn to_sse(event: &TurnEvent) -> Event {
+    let (name, data) = match event {
+        TurnEvent::Agent(event) => {
+            let data = serde_json::to_value(event).unwrap_or(Value::Null);
+            let name = data
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("message")
+                .to_owned();
+            (name, data)
+        }
+        TurnEvent::End(outcome) => (
+            "end".to_owned(),
+            serde_json::to_value(outcome).unwrap_or(Value::Null),
+        ),
+    };
+    Event::default().event(name).data(data.to_string())
+}
+
+/// Cancel the turn under way.
+///
+/// Stops the model's request or interrupts the running code; the conversation so far,
+/// the session's variables and its files are kept.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/cancel",
+    tag = "conversations",
+    params(ConversationRoute),
+    responses(
+        (status = 200, description = "Whether a turn was under way", body = Cancelled),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
+async fn cancel_turn(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let cancelled = state.conversations.cancel(&user, &id).await?;
+    Ok(Json(Cancelled { cancelled }))
+}
+
+/// Export a conversation as a Jupyter notebook.
+///
+/// The person's messages and the model's replies become Markdown cells, its code cells
+/// with their outputs (nbformat 4.5).
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/notebook",
+    tag = "conversations",
+    params(ConversationRoute),
+    responses(
+        (status = 200, description = "The notebook", content_type = "application/x-ipynb+json", body = Object),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+    )
+)]
+async fn export_notebook(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+) -> Result<Response, ApiError> {
+    let (title, notebook) = state.conversations.notebook(&user, &id).await?;
+    // A file name that every system takes.
+    let name: String = title
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    let name = if name.is_empty() {
+        "conversation"
+    } else {
+        &name
+    };
+    let mut response = Json(notebook).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ipynb+json"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        attachment(&format!("{name}.ipynb")),
+    );
+    Ok(response)
+}

@@ -1,0 +1,369 @@
+//! `/sessions/{id}/files`: the files of a session's `/mnt/data`.
+
+use super::extract::{ApiPath, FileBytes, FileParts};
+use super::sessions::SessionRoute;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::files::{FileInfo, FilePath};
+use crate::state::AppState;
+use crate::store::User;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{Stream, StreamExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tempfile::NamedTempFile;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(unlimited(routes!(list_files, upload_files)))
+        .routes(unlimited(routes!(download_file, put_file, delete_file)))
+}
+
+/// Uploads count their own bytes against `max_upload_bytes` as they stream to disk, so
+/// the general request-size limit does not apply to these routes.
+fn unlimited(
+    (schemas, paths, router): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    (
+        schemas,
+        paths,
+        router.layer(axum::extract::DefaultBodyLimit::disable()),
+    )
+}
+
+/// The path of a file's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FileRoute {
+    /// The session's id.
+    pub id: String,
+    /// The file's path in /mnt/data, parts separated by `/`: relative, without `.` or `..`
+    /// parts, at most 255 bytes a part and 4096 in all (longer ones are refused with 400).
+    #[param(
+        pattern = r"^(?:[^/.\x00]|\.[^/.\x00]|\.\.[^/\x00])[^/\x00]*(?:/(?:[^/.\x00]|\.[^/.\x00]|\.\.[^/\x00])[^/\x00]*)*$"
+    )]
+    pub path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    pub files: Vec<FileInfo>,
+}
+
+/// List the files in the session's /mnt/data.
+///
+/// Every regular file, recursively, sorted by path. Symbolic links are not listed (nor
+/// followed), nor are names that are not UTF-8.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/files",
+    tag = "files",
+    params(SessionRoute),
+    responses(
+        (status = 200, description = "The files", body = FileList),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+    )
+)]
+async fn list_files(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
+) -> Result<Json<FileList>, ApiError> {
+    let workdir = state.sessions.workdir(&user, &id)?;
+    let files = blocking(move || workdir.list()).await??;
+    Ok(Json(FileList { files }))
+}
+
+/// Upload files (multipart).
+///
+/// Each part's filename is its path in /mnt/data; missing directories are made and
+/// existing files replaced. Every part is received in full before any is put in place.
+#[utoipa::path(
+    post,
+    path = "/sessions/{id}/files",
+    tag = "files",
+    params(SessionRoute),
+    request_body(content = FileParts, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The files as stored", body = FileList),
+        (status = 400, description = "Not a multipart body, a part without a filename, or a path that is absolute, has `..` or goes through a symbolic link", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "A directory is in the way", body = ErrorBody),
+        (status = 413, description = "The upload is larger than the server accepts", body = ErrorBody),
+    )
+)]
+async fn upload_files(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
+    FileParts(mut multipart): FileParts,
+) -> Result<(StatusCode, Json<FileList>), ApiError> {
+    let workdir = state.sessions.workdir(&user, &id)?;
+    let limit = state.config.max_upload_bytes;
+    let mut budget = limit;
+    let mut staged = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let Some(name) = field.file_name() else {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "Each part of the upload must be a file with a filename.",
+            ));
+        };
+        let path = FilePath::parse(name)?;
+        let file = stage(&state.config.staging_dir(), field, &mut budget, limit).await?;
+        staged.push((path, file));
+    }
+    if staged.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "The upload has no file in it.",
+        ));
+    }
+    let files = blocking(move || {
+        staged
+            .into_iter()
+            .map(|(path, file)| workdir.place(&path, file))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await??;
+    Ok((StatusCode::CREATED, Json(FileList { files })))
+}
+
+/// Upload one file (the raw request body).
+///
+/// Missing directories are made and an existing file is replaced.
+#[utoipa::path(
+    put,
+    path = "/sessions/{id}/files/{*path}",
+    tag = "files",
+    params(FileRoute),
+    request_body(content = FileBytes, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "The file as stored", body = FileInfo),
+        (status = 400, description = "A path that is absolute, has `..` or goes through a symbolic link", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "A directory is in the way", body = ErrorBody),
+        (status = 413, description = "The file is larger than the server accepts", body = ErrorBody),
+    )
+)]
+async fn put_file(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
+    upload: FileBytes,
+) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
+    let workdir = state.sessions.workdir(&user, &id)?;
+    let path = FilePath::parse(&raw_path)?;
+    let limit = state.config.max_upload_bytes;
+    if upload.declared_length.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let mut budget = limit;
+    let chunks = upload.body.into_data_stream();
+    let file = stage(&state.config.staging_dir(), chunks, &mut budget, limit).await?;
+    let info = blocking(move || workdir.place(&path, file)).await??;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// Download a file.
+///
+/// Served with its guessed Content-Type and `Content-Disposition: attachment`.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/files/{*path}",
+    tag = "files",
+    params(FileRoute),
+    responses(
+        (status = 200, description = "The file's content, with the Content-Type its name suggests", body = FileBytes, content_type = "*/*",
+            headers(("Content-Disposition" = String, description = "`attachment` with the file's name"))),
+        (status = 400, description = "A path that is absolute, has `..` or goes through a symbolic link", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session or file", body = ErrorBody),
+        (status = 409, description = "The path is a directory or not a regular file", body = ErrorBody),
+    )
+)]
+async fn download_file(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
+) -> Result<Response, ApiError> {
+    let workdir = state.sessions.workdir(&user, &id)?;
+    let path = FilePath::parse(&raw_path)?;
+    let disposition = attachment(path.file_name());
+    let (file, info) = blocking(move || workdir.open(&path)).await??;
+    // Only the bytes counted in Content-Length, even if the file grows meanwhile.
+    let reader = tokio::fs::File::from_std(file).take(info.size);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let content_type = HeaderValue::from_str(&info.mime)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, HeaderValue::from(info.size)),
+            (header::CONTENT_DISPOSITION, disposition),
+            // A browser must not guess a type (and run an uploaded page, say).
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Delete a file.
+#[utoipa::path(
+    delete,
+    path = "/sessions/{id}/files/{*path}",
+    tag = "files",
+    params(FileRoute),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A path that is absolute, has `..` or goes through a symbolic link", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session or file", body = ErrorBody),
+        (status = 409, description = "The path is a directory", body = ErrorBody),
+    )
+)]
+async fn delete_file(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
+) -> Result<StatusCode, ApiError> {
+    let workdir = state.sessions.workdir(&user, &id)?;
+    let path = FilePath::parse(&raw_path)?;
+    blocking(move || workdir.remove(&path)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Writes a body to a new file in the staging directory, taking its size from `budget`;
+/// past the budget the upload is refused (and the partial file removed).
+async fn stage<S, E>(
+    staging_dir: &Path,
+    mut chunks: S,
+    budget: &mut u64,
+    limit: u64,
+) -> Result<NamedTempFile, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let staged = NamedTempFile::new_in(staging_dir)
+        .map_err(|e| ApiError::internal("The upload cannot be stored", &e))?;
+    let writer = staged
+        .as_file()
+        .try_clone()
+        .map_err(|e| ApiError::internal("The upload cannot be stored", &e))?;
+    let mut writer = tokio::fs::File::from_std(writer);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("The upload could not be read: {e}."),
+            )
+        })?;
+        *budget = budget
+            .checked_sub(chunk.len() as u64)
+            .ok_or_else(|| too_large(limit))?;
+        writer
+            .write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal("The upload cannot be stored", &e))?;
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| ApiError::internal("The upload cannot be stored", &e))?;
+    Ok(staged)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "The upload is larger than this server accepts ({} MiB).",
+            limit / (1024 * 1024)
+        ),
+    )
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadRequest,
+        format!(
+            "The multipart body could not be read: {}.",
+            error.body_text()
+        ),
+    )
+}
+
+/// Runs a blocking file operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal("A file operation stopped", &e))
+}
+
+/// Characters RFC 5987 lets through unencoded in `filename*`.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `attachment` with the name twice: plain ASCII for old clients, UTF-8 for the rest.
+pub(super) fn attachment(name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' ' => ' ',
+            '"' | '\\' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded = utf8_percent_encode(name, ATTR_CHAR);
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_are_quoted_safely() {
+        assert_eq!(
+            attachment("plot.png"),
+            "attachment; filename=\"plot.png\"; filename*=UTF-8''plot.png"
+        );
+        assert_eq!(
+            attachment("résumé \"v2\".pdf"),
+            "attachment; filename=\"r_sum_ _v2_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22.pdf"
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! Conversations: a model and a person, the model's code running in a session of its own.
+//!
+//! A conversation lives in the database, not in memory: its records (the person's
+//! messages, the model's replies, each tool call with its code and output) are written
+//! one by one as the turn goes, so a crash or a restart loses nothing already said. A
+//! turn reads them back, borrows the session for its whole length (so the notebook view
+//! cannot run a cell in the middle of it), and runs in a task of its own, so a client
+//! that goes away does not cut it short. The only memory kept is which turns are under
+//! way, to cancel them.
+
+use crate::error::{sentence, ApiError, ErrorCode};
+use crate::limits::LimitsRequest;
+use crate::models::Models;
+use crate::sessions::Sessions;
+use crate::store::{self, ConversationRecord, Store, User};
+use sandcell_agent::{
+    notebook, Agent, AgentError, AgentEvent, AgentOptions, Record, RecordSink, TokenUsage,
+    Transcript, TurnEnd,
+};
+use sandcell_pyenv::EnvInfo;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+/// A title is the start of the first message, at most this many characters.
+const TITLE_CHARS: usize = 60;
+
+/// What the API shows of a conversation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationInfo {
+    pub id: String,
+    /// The start of the first message; empty until there is one.
+    pub title: String,
+    /// `provider:model`.
+    pub model: String,
+    /// The session its code runs in (its files are the conversation's files).
+    pub session_id: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// When the last record was added, RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// A conversation with everything said and run in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub info: ConversationInfo,
+    /// In order, each with a `type`: `start` {version, model}, `user` {text},
+    /// `assistant` {text, tool_calls [{id, name, arguments}], usage}, `tool` {call_id,
+    /// code, content (what the model read), execution (the execution result, null when
+    /// the call did not run), images}, `note` {text}.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<Value>,
+}
+
+/// How a turn ended: the last event of its stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TurnOutcome {
+    /// `answered`, `step_limit`, `cancelled` or `error`.
+    pub outcome: &'static str,
+    /// Why, when it did not end with an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Tokens used by the whole conversation.
+    #[schema(value_type = Object)]
+    pub usage: TokenUsage,
+}
+
+/// One event of a turn's stream.
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    Agent(AgentEvent),
+    End(TurnOutcome),
+}
+
+/// All conversations of the server.
+pub struct Conversations {
+    store: Store,
+    sessions: Arc<Sessions>,
+    models: Models,
+    python: EnvInfo,
+    /// The turns under way: conversation id → what cancels it.
+    turns: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl Conversations {
+    pub fn new(store: Store, sessions: Arc<Sessions>, models: Models, python: EnvInfo) -> Self {
+        Self {
+            store,
+            sessions,
+            models,
+            python,
+            turns: Arc::default(),
+        }
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// A new conversation, with a new session (the server's default limits) for its code.
+    /// Its model must be one the server can talk to.
+    pub async fn create(
+        &self,
+        user: &User,
+        model: Option<&str>,
+        max_limits: &crate::SessionLimits,
+    ) -> Result<ConversationInfo, ApiError> {
+        let model = self.models.pick(model)?;
+        self.models.client(&model)?;
+        let limits = LimitsRequest::default().resolve(max_limits)?;
+        let session = self.sessions.create(user, limits).await?;
+        let now = store::now();
+        let conversation = ConversationRecord {
+            id: crate::auth::random_hex(16)
+                .map_err(|e| ApiError::internal("No random conversation id", &e))?,
+            user_id: user.id,
+            session_id: session.id.clone(),
+            title: String::new(),
+            model,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let recorded = match self.store.insert_conversation(conversation.clone()).await {
+            Ok(()) => {
+                let sink = StoreSink::new(self.store.clone(), &conversation.id, 0);
+                Transcript::with_sink(&conversation.model, Box::new(sink))
+                    .map(drop)
+                    .map_err(|e| ApiError::internal("The conversation cannot be recorded", &e))
+            }
+            Err(error) => Err(ApiError::internal(
+                "The conversation cannot be recorded",
+                &error,
+            )),
+        };
+        if let Err(error) = recorded {
+            // Its rows go with the session's.
+            let _ = self.sessions.delete(user, &session.id).await;
+            return Err(error);
+        }
+        Ok(info(conversation))
+    }
+
+    /// The user's conversations, the most recently used first.
+    pub async fn list(&self, user: &User) -> Result<Vec<ConversationInfo>, ApiError> {
+        let conversations = self
+            .store
+            .conversations(user.id)
+            .await
+            .map_err(|e| ApiError::internal("The conversations cannot be read", &e))?;
+        Ok(conversations.into_iter().map(info).collect())
+    }
+
+    pub async fn get(&self, user: &User, id: &str) -> Result<ConversationDetail, ApiError> {
+        let conversation = self.find(user, id).await?;
+        let records = self
+            .raw_records(id)
+            .await?
+            .iter()
+            .map(|text| serde_json::from_str(text))
+            .collect::<Result<Vec<Value>, _>>()
+            .map_err(|e| ApiError::internal("A record of the conversation is not JSON", &e))?;
+        Ok(ConversationDetail {
+            info: info(conversation),
+            records,
+        })
+    }
+
+    /// The conversation as a Jupyter notebook, and its title.
+    pub async fn notebook(&self, user: &User, id: &str) -> Result<(String, Value), ApiError> {
+        let conversation = self.find(user, id).await?;
+        let records = self.records(id).await?;
+        Ok((conversation.title, notebook::to_notebook(&records)))
+    }
+
+    /// Deletes the conversation with its session and the session's files; a turn under
+    /// way is cancelled first.
+    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ApiError> {
+        let conversation = self.find(user, id).await?;
+        if let Some(turn) = self.turns().get(id) {
+            turn.cancel();
+        }
+        // The conversation's rows go with its session's.
+        self.sessions.delete(user, &conversation.session_id).await
+    }
+
+    /// Cancels the conversation's turn; false when none is under way.
+    pub async fn cancel(&self, user: &User, id: &str) -> Result<bool, ApiError> {
+        self.find(user, id).await?;
+        Ok(self
+            .turns()
+            .get(id)
+            .map(CancellationToken::cancel)
+            .is_some())
+    }
+
+    /// Cancels every turn (the server is shutting down); what was said is kept.
+    pub fn cancel_all(&self) {
+        for turn in self.turns().values() {
+            turn.cancel();
+        }
+    }
+
+    /// Starts a turn: the person says `text` (to `model` from now on, if given). The
+    /// turn's events come through the receiver, [`TurnEvent::End`] last. Refused (and
+    /// nothing recorded) when the conversation or its session is busy.
+    pub async fn send(
+        &self,
+        user: &User,
+        id: &str,
+        text: String,
+        model: Option<&str>,
+    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
+        if text.trim().is_empty() {
+            return Err(ApiError::invalid("The message is empty."));
+        }
+        let conversation = self.find(user, id).await?;
+        let spec = self.models.pick(model.or(Some(&conversation.model)))?;
+        let client = self.models.client(&spec)?;
+        let cancel = CancellationToken::new();
+        let turn = TurnGuard::register(&self.turns, id, cancel.clone())?;
+        let mut checkout = self
+            .sessions
+            .checkout(user, &conversation.session_id)
+            .await?;
+        // A shutdown cancels the checkout's token, and so the turn.
+        let shutdown = checkout.cancellation();
+        let cancel_on_shutdown = cancel.clone();
+        let watch_shutdown = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            cancel_on_shutdown.cancel();
+        });
+
+        let records = self.records(id).await?;
+        let sink = StoreSink::new(self.store.clone(), id, records.len());
+        let mut transcript = Transcript::resume(records, Box::new(sink));
+        if spec != conversation.model {
+            transcript
+                .push(Record::Note {
+                    text: format!("model changed to {spec}"),
+                })
+                .map_err(|e| ApiError::internal("The conversation cannot be written", &e))?;
+        }
+        let title = if conversation.title.is_empty() {
+            title_of(&text)
+        } else {
+            conversation.title.clone()
+        };
+        self.store
+            .update_conversation(id, title, spec)
+            .await
+            .map_err(|e| ApiError::internal("The conversation cannot be written", &e))?;
+        let options = AgentOptions {
+            max_steps: self.models.max_steps(),
+            ..AgentOptions::default()
+        };
+        let max_steps = options.max_steps;
+        let mut agent = Agent::new(client, self.python.clone(), transcript, options);
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _turn = turn;
+            let result = match checkout.session() {
+                Ok(session) => {
+                    agent
+                        .send(
+                            session,
+                            &text,
+                            &mut |event| {
+                                // A client that went away no longer reads; the turn goes on.
+                                let _ = sender.send(TurnEvent::Agent(event));
+                            },
+                            &cancel,
+                        )
+                        .await
+                }
+                Err(error) => Err(AgentError::Config(error.message)),
+            };
+            let broken = matches!(result, Err(AgentError::Session(_)));
+            let shutting_down = checkout.shutting_down();
+            checkout.finish(broken).await;
+            watch_shutdown.abort();
+            let usage = agent.usage();
+            let outcome = match result {
+                Ok(TurnEnd::Answered { .. }) => ("answered", None),
+                Ok(TurnEnd::StepLimit) => ("step_limit", Some(format!(
+                    "The model was still working after {max_steps} requests (the step limit); ask it to go on."
+                ))),
+                Ok(TurnEnd::Cancelled) if shutting_down => ("cancelled", Some(
+                    "The server is shutting down; the conversation so far is kept.".to_owned(),
+                )),
+                Ok(TurnEnd::Cancelled) => ("cancelled", None),
+                Err(error) => {
+                    tracing::warn!("a conversation's turn failed: {error}");
+                    ("error", Some(turn_error(&error)))
+                }
+            };
+            let _ = sender.send(TurnEvent::End(TurnOutcome {
+                outcome: outcome.0,
+                message: outcome.1,
+                usage,
+            }));
+        });
+        Ok(receiver)
+    }
+
+    /// The conversation `id` if it is the user's; another user's is "not found".
+    async fn find(&self, user: &User, id: &str) -> Result<ConversationRecord, ApiError> {
+        self.store
+            .conversation(user.id, id)
+            .await
+            .map_err(|e| ApiError::internal("The conversation cannot be read", &e))?
+            .ok_or_else(|| ApiError::not_found(&format!("conversation {id}")))
+    }
+
+    async fn raw_records(&self, id: &str) -> Result<Vec<String>, ApiError> {
+        self.store
+            .conversation_records(id)
+            .await
+            .map_err(|e| ApiError::internal("The conversation cannot be read", &e))
+    }
+
+    async fn records(&self, id: &str) -> Result<Vec<Record>, ApiError> {
+        self.raw_records(id)
+            .await?
+            .iter()
+            .map(|text| serde_json::from_str(text))
+            .collect::<Result<Vec<Record>, _>>()
+            .map_err(|e| ApiError::internal("A record of the conversation cannot be read", &e))
+    }
+
+    fn turns(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+        lock(&self.turns)
+    }
+}
+
+/// What the person is told when a turn fails.
+fn turn_error(error: &AgentError) -> String {
+    match error {
+        AgentError::Session(_) => format!(
+            "{error}; its Python process was stopped, and the next message starts a fresh one (variables are gone, files remain)."
+        ),
+        _ => sentence(&error.to_string()),
+    }
+}
+
+/// Marks a conversation's turn as under way, until dropped.
+struct TurnGuard {
+    turns: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    id: String,
+}
+
+impl TurnGuard {
+    fn register(
+        turns: &Arc<Mutex<HashMap<String, CancellationToken>>>,
+        id: &str,
+        cancel: CancellationToken,
+    ) -> Result<Self, ApiError> {
+        let mut map = lock(turns);
+        if map.contains_key(id) {
+            return Err(ApiError::new(
+                ErrorCode::SessionBusy,
+                "This conversation is still answering the last message; wait for it, or cancel it.",
+            ));
+        }
+        map.insert(id.to_owned(), cancel);
+        Ok(Self {
+            turns: turns.clone(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        lock(&self.turns).remove(&self.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The map is only inserted into and removed from: a panic cannot leave it torn.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a transcript's records through to the database as they are added.
+struct StoreSink {
+    store: Store,
+    conversation_id: String,
+    next: usize,
+}
+
+impl StoreSink {
+    /// Writes a conversation's records from number `next` on.
+    fn new(store: Store, conversation_id: &str, next: usize) -> Self {
+        Self {
+            store,
+            conversation_id: conversation_id.to_owned(),
+            next,
+        }
+    }
+}
+
+impl RecordSink for StoreSink {
+    fn append(&mut self, record: &Record) -> Result<(), AgentError> {
+        let failed = |message: String| AgentError::Io {
+            path: format!("conversation {}", self.conversation_id).into(),
+            message,
+        };
+        let json = serde_json::to_value(record).map_err(|e| failed(e.to_string()))?;
+        let kind = json.get("type").and_then(Value::as_str).unwrap_or("record");
+        self.store
+            .append_conversation_record(&self.conversation_id, self.next, kind, &json.to_string())
+            .map_err(|e| failed(e.to_string()))?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+fn info(conversation: ConversationRecord) -> ConversationInfo {
+    ConversationInfo {
+        id: conversation.id,
+        title: conversation.title,
+        model: conversation.model,
+        session_id: conversation.session_id,
+        created_at: conversation.created_at,
+        updated_at: conversation.updated_at,
+    }
+}
+
+/// A title from the first message: its first line, cut at a word near [`TITLE_CHARS`].
+fn title_of(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or_default().trim();
+    if line.chars().count() <= TITLE_CHARS {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(TITLE_CHARS).collect();
+    let cut = match cut.rfind(char::is_whitespace) {
+        Some(space) if space > TITLE_CHARS / 2 => &cut[..space],
+        _ => &cut,
+    };
+    format!("{}…", cut.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_title_is_the_first_line_cut_at_a_word() {
+        assert_eq!(title_of("  Plot this CSV\nplease "), "Plot this CSV");
+        let long =
+            "Split this image in two and invert one half, then save both halves as PNG files";
+        let title = title_of(long);
+        assert_eq!(
+            title,
+            "Split this image in two and invert one half, then save both…"
+        );
+        assert!(title.chars().count() <= TITLE_CHARS + 1);
+        let word = "x".repeat(100);
+        assert_eq!(title_of(&word).chars().count(), TITLE_CHARS + 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! Starting, running and stopping the server.
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::conversations::Conversations;
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::state::AppState;
+use crate::store::Store;
+use sandcell_pyenv::EnvInfo;
+use sandcell_session::Runtime;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long running executions have to end after their interrupt at shutdown, before
+/// they are abandoned (and their processes stopped).
+const EXECUTION_GRACE: Duration = Duration::from_secs(10);
+/// How long connections then have to finish before they are dropped.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// A server bound to its address, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    config: ServerConfig,
+    store: Store,
+    auth: Auth,
+}
+
+impl Server {
+    /// Opens the data directory and the database, decides how requests are
+    /// authenticated and binds the address; no Python runs yet.
+    ///
+    /// Refuses to listen beyond loopback without API keys.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let database = config.database();
+        let store = tokio::task::spawn_blocking(move || Store::open(&database))
+            .await
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+        let auth = if store.has_keys().await? {
+            Auth::Keys
+        } else if config.listen.ip().is_loopback() {
+            Auth::Local(store.local_user().await?)
+        } else {
+            return Err(ServerError::KeysRequired {
+                listen: config.listen,
+            });
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    listen: config.listen,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            config,
+            store,
+            auth,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(ServerError::Serve)
+    }
+
+    /// Whether requests need an API key.
+    pub fn requires_keys(&self) -> bool {
+        matches!(self.auth, Auth::Keys)
+    }
+
+    /// Loads the sessions (all stopped, their Python processes to come from `runtime`,
+    /// whose environment `python` describes to models) and serves until `shutdown`
+    /// completes; then stops gracefully: no new executions, running ones interrupted
+    /// (and abandoned after a grace period), conversations' turns cancelled, connections
+    /// drained, every Python process stopped. Files, metadata and conversations are
+    /// already on disk.
+    pub async fn run(
+        self,
+        runtime: Runtime,
+        python: EnvInfo,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let metrics = Arc::new(Metrics::new());
+        let sessions = Arc::new(
+            Sessions::load(&self.config, runtime, self.store.clone(), metrics.clone()).await?,
+        );
+        let conversations = Arc::new(Conversations::new(
+            self.store.clone(),
+            sessions.clone(),
+            self.config.models.clone(),
+            python,
+        ));
+        let state = AppState {
+            config: Arc::new(self.config),
+            store: self.store,
+            sessions: sessions.clone(),
+            conversations: conversations.clone(),
+            metrics,
+            auth: Arc::new(self.auth),
+        };
+        let reaper = sessions.spawn_idle_reaper();
+        let stop = CancellationToken::new();
+        let app = crate::api::router(state);
+        let mut serving = tokio::spawn(
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        let outcome = tokio::select! {
+            () = shutdown => None,
+            ended = &mut serving => Some(ended),
+        };
+        if outcome.is_none() {
+            tracing::info!("shutting down");
+            sessions.begin_shutdown();
+            conversations.cancel_all();
+            stop.cancel();
+            if tokio::time::timeout(EXECUTION_GRACE, &mut serving)
+                .await
+                .is_err()
+            {
+                tracing::warn!("executions still running after the grace period are stopped");
+                sessions.cancel_running();
+                if tokio::time::timeout(DRAIN_GRACE, &mut serving)
+                    .await
+                    .is_err()
+                {
+                    serving.abort();
+                }
+            }
+        }
+        reaper.abort();
+        sessions.stop_all().await;
+        match outcome {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(ServerError::Serve(error)),
+            Some(Err(error)) => Err(ServerError::Serve(std::io::Error::other(error))),
+        }
+    }
+}

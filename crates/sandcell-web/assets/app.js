@@ -1,0 +1,293 @@
+// The page: the sidebar of conversations, the header (view switch, model, export), the
+// routes between views (`#/` a new chat, `#/c/ID` a conversation, `#/c/ID/notebook` its
+// session as a notebook, `#/s/ID` a session's notebook alone) and the API key dialog.
+
+import { api, apiKey, download, onUnauthorized } from './api.js';
+import { ChatView } from './chat.js';
+import { h, icon, notify } from './dom.js';
+import { NotebookView } from './notebook.js';
+
+const $ = (id) => document.getElementById(id);
+
+class App {
+  #models = null; // `GET /api/v1/models`, once listed
+  #modelsError = null; // why they could not be
+  #conversations = [];
+  #chats = new Map(); // conversation id → ChatView, kept so that a running turn survives navigation
+  #notebooks = new Map(); // session id → NotebookView, kept with their cells
+  #draft = null; // the new chat, until its conversation exists
+  #view = null;
+  #route = 0;
+
+  get defaultModel() {
+    return this.#models?.default ?? '';
+  }
+
+  async start() {
+    this.#decorate();
+    this.#wire();
+    onUnauthorized((message) => this.#askForKey(message));
+    await Promise.all([this.#loadModels(), this.conversationsChanged()]);
+    window.addEventListener('hashchange', () => this.#navigate());
+    await this.#navigate();
+  }
+
+  /** A new chat's conversation now exists. */
+  adopted(chat) {
+    const { id } = chat.conversation;
+    this.#chats.set(id, chat);
+    if (this.#draft === chat) this.#draft = null;
+    if (this.#view === chat) history.replaceState(null, '', `#/c/${encodeURIComponent(id)}`);
+    this.#renderHeader();
+    this.conversationsChanged();
+  }
+
+  /** Reloads the conversation list (titles are set by the server after a first message). */
+  async conversationsChanged() {
+    try {
+      this.#conversations = await api.conversations();
+    } catch (error) {
+      $('conversation-list').replaceChildren(h('li', { class: 'conversations-empty' }, `The conversations cannot be listed: ${error.message}`));
+      return;
+    }
+    for (const conversation of this.#conversations) {
+      const chat = this.#chats.get(conversation.id);
+      if (chat?.conversation) chat.conversation.title = conversation.title;
+    }
+    this.#renderList();
+    this.#renderHeader();
+    this.#renderModelSuggestions();
+  }
+
+  #decorate() {
+    $('new-chat').prepend(icon('plus'));
+    $('new-notebook').prepend(icon('notebook'));
+    $('key-button').prepend(icon('key'));
+    $('export').prepend(icon('download'));
+    $('chat-tab').prepend(icon('chat'));
+    $('notebook-tab').prepend(icon('notebook'));
+    $('open-sidebar').append(icon('menu'));
+    $('close-sidebar').append(icon('close'));
+  }
+
+  #wire() {
+    $('new-chat').addEventListener('click', () => {
+      if (location.hash === '#/') this.#view?.activate();
+      location.hash = '#/';
+    });
+    $('new-notebook').addEventListener('click', () => this.#newNotebook());
+    $('key-button').addEventListener('click', () => this.#askForKey(null));
+    $('export').addEventListener('click', () => this.#exportNotebook());
+    $('model').addEventListener('input', (event) => {
+      if (this.#view instanceof ChatView) this.#view.model = event.target.value;
+      this.#renderBanner();
+    });
+    $('open-sidebar').addEventListener('click', () => this.#sidebar(true));
+    $('close-sidebar').addEventListener('click', () => this.#sidebar(false));
+    $('scrim').addEventListener('click', () => this.#sidebar(false));
+    document.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && document.body.classList.contains('sidebar-open')) this.#sidebar(false);
+    });
+    $('key-form').addEventListener('submit', () => {
+      apiKey.set($('key-input').value.trim());
+      location.reload();
+    });
+    $('key-forget').addEventListener('click', () => {
+      apiKey.set('');
+      location.reload();
+    });
+    $('key-cancel').addEventListener('click', () => $('key-dialog').close());
+  }
+
+  async #loadModels() {
+    try {
+      this.#models = await api.models();
+    } catch (error) {
+      // A missing key has its own dialog.
+      if (error.status !== 401) this.#modelsError = `The models cannot be listed: ${error.message}`;
+    }
+  }
+
+  async #navigate() {
+    const route = ++this.#route;
+    let parts;
+    try {
+      parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      parts = [];
+    }
+    if (parts[0] === 'c' && parts[1]) {
+      const chat = this.#chat(parts[1]);
+      if (parts[2] !== 'notebook') return this.#show(chat);
+      await chat.loaded;
+      if (route !== this.#route) return; // navigated elsewhere meanwhile
+      if (!chat.conversation) return this.#show(chat); // it shows why it could not load
+      return this.#show(this.#notebook(chat.conversation.session_id, chat.conversation));
+    }
+    if (parts[0] === 's' && parts[1]) return this.#show(this.#notebook(parts[1], null));
+    if (location.hash !== '#/') history.replaceState(null, '', '#/');
+    this.#draft ??= new ChatView(this, null);
+    this.#show(this.#draft);
+  }
+
+  #chat(id) {
+    if (!this.#chats.has(id)) {
+      const chat = new ChatView(this, id);
+      this.#chats.set(id, chat);
+      chat.loaded.then(() => {
+        if (this.#view !== chat) return;
+        this.#renderHeader();
+        this.#renderList();
+      });
+    }
+    return this.#chats.get(id);
+  }
+
+  #notebook(sessionId, conversation) {
+    if (!this.#notebooks.has(sessionId)) this.#notebooks.set(sessionId, new NotebookView(sessionId, conversation));
+    return this.#notebooks.get(sessionId);
+  }
+
+  #show(view) {
+    this.#view = view;
+    $('view').replaceChildren(view.element);
+    view.activate();
+    this.#sidebar(false);
+    this.#renderHeader();
+    this.#renderList();
+  }
+
+  #renderHeader() {
+    const view = this.#view;
+    if (!view) return;
+    const conversation = view.conversation;
+    const isChat = view instanceof ChatView;
+    $('title').textContent = view.title;
+    document.title = `${view.title} · sandcell`;
+    $('view-switch').hidden = !conversation;
+    if (conversation) {
+      const base = `#/c/${encodeURIComponent(conversation.id)}`;
+      $('chat-tab').href = base;
+      $('notebook-tab').href = `${base}/notebook`;
+      for (const [tab, active] of [[$('chat-tab'), isChat], [$('notebook-tab'), !isChat]]) {
+        if (active) tab.setAttribute('aria-current', 'page');
+        else tab.removeAttribute('aria-current');
+      }
+    }
+    $('model-picker').hidden = !isChat;
+    if (isChat) $('model').value = view.model;
+    $('export').hidden = !conversation;
+    this.#renderBanner();
+  }
+
+  /** Without a model there is no chat: say how to configure one, and offer the notebook. */
+  #renderBanner() {
+    const banner = $('banner');
+    const view = this.#view;
+    const known = this.#models || this.#modelsError;
+    banner.hidden = !known || !(view instanceof ChatView) || Boolean(view.model.trim());
+    if (banner.hidden) return;
+    const explanation = this.#modelsError ?? [h('strong', {}, 'No model is configured. '), this.#models.hint || 'Type one as provider:model above.'];
+    banner.replaceChildren(
+      h('p', {}, explanation),
+      h('button', { type: 'button', class: 'tool-button', onclick: () => this.#newNotebook() }, icon('notebook'), 'Open a notebook instead'),
+    );
+  }
+
+  #renderList() {
+    const list = $('conversation-list');
+    if (!this.#conversations.length) {
+      list.replaceChildren(h('li', { class: 'conversations-empty' }, 'No conversations yet.'));
+      return;
+    }
+    const groups = new Map();
+    for (const conversation of this.#conversations) {
+      const group = dayGroup(conversation.updated_at ?? conversation.created_at);
+      if (!groups.has(group)) groups.set(group, []);
+      groups.get(group).push(conversation);
+    }
+    const current = this.#view?.conversation?.id;
+    list.replaceChildren(
+      ...[...groups].map(([group, conversations]) =>
+        h('li', { class: 'conversation-group' }, h('h2', {}, group), h('ul', {}, conversations.map((conversation) => this.#listItem(conversation, current)))),
+      ),
+    );
+  }
+
+  #listItem(conversation, current) {
+    const title = conversation.title || 'New chat';
+    return h(
+      'li',
+      { class: 'conversation' },
+      h('a', { href: `#/c/${encodeURIComponent(conversation.id)}`, 'aria-current': conversation.id === current ? 'page' : null, title }, title),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': `Delete “${title}”`, title: 'Delete', onclick: () => this.#delete(conversation) }, icon('trash')),
+    );
+  }
+
+  #renderModelSuggestions() {
+    const models = new Set([this.#models?.default, ...this.#conversations.map((conversation) => conversation.model)].filter(Boolean));
+    $('model-suggestions').replaceChildren(...[...models].map((model) => h('option', { value: model })));
+  }
+
+  async #delete(conversation) {
+    if (!confirm(`Delete “${conversation.title || 'New chat'}” and its session’s files?`)) return;
+    try {
+      await api.deleteConversation(conversation.id);
+    } catch (error) {
+      notify(error.message);
+      return;
+    }
+    this.#chats.delete(conversation.id);
+    this.#notebooks.delete(conversation.session_id);
+    if (this.#view?.conversation?.id === conversation.id) location.hash = '#/';
+    this.conversationsChanged();
+  }
+
+  async #newNotebook() {
+    try {
+      const session = await api.createSession();
+      location.hash = `#/s/${encodeURIComponent(session.id)}`;
+    } catch (error) {
+      notify(error.message);
+    }
+  }
+
+  async #exportNotebook() {
+    const conversation = this.#view?.conversation;
+    if (!conversation) return;
+    const name = (conversation.title || 'conversation').replace(/[^\p{L}\p{N}._-]+/gu, '-').slice(0, 80);
+    try {
+      await download(api.notebookUrl(conversation.id), `${name}.ipynb`);
+    } catch (error) {
+      notify(error.message);
+    }
+  }
+
+  #askForKey(message) {
+    const dialog = $('key-dialog');
+    if (dialog.open) return;
+    $('key-dialog-message').textContent = `${message ?? 'The key this server was started with.'} It is kept in this browser only.`;
+    $('key-input').value = apiKey.get();
+    dialog.showModal();
+  }
+
+  #sidebar(open) {
+    document.body.classList.toggle('sidebar-open', open);
+    $('scrim').hidden = !open;
+    $('open-sidebar').setAttribute('aria-expanded', open);
+  }
+}
+
+function dayGroup(timestamp) {
+  const date = new Date(timestamp);
+  if (Number.isNaN(date.getTime())) return 'Earlier';
+  const today = new Date();
+  today.setHours(0, 0, 0, 0);
+  const days = (today - date) / 86_400_000;
+  if (days <= 0) return 'Today';
+  if (days <= 1) return 'Yesterday';
+  if (days <= 7) return 'Previous 7 days';
+  return 'Earlier';
+}
+
+new App().start();

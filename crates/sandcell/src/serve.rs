@@ -1,0 +1,179 @@
+//! `sandcell serve`: the HTTP API of `sandcell-server`, and creating its API keys.
+
+use crate::chat::ModelSettings;
+use anyhow::{bail, Context};
+use sandcell_server::{
+    create_key, Models, Server, ServerConfig, SessionLimits, Store, DEFAULT_LISTEN, MODEL_HINT,
+};
+use sandcell_session::{Runtime, RuntimeOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Any address but loopback needs API keys (--create-key).
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Where the database and the sessions' files are kept (default: the data
+    /// directory, $SANDCELL_HOME or $XDG_DATA_HOME/sandcell).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The model conversations talk to unless they name another: PROVIDER:MODEL as for
+    /// `sandcell chat`. Default: $SANDCELL_MODEL, else `model` in the config file.
+    #[arg(short, long, value_name = "PROVIDER:MODEL")]
+    model: Option<String>,
+    /// Create an API key for user NAME, print it (it is shown only once) and exit.
+    #[arg(long, value_name = "NAME")]
+    create_key: Option<String>,
+    /// Stop a session's Python process after this long without executions (files and
+    /// metadata stay), e.g. 20m, 90s.
+    #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Sessions whose Python process may run at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_sessions: usize,
+    /// Largest upload, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_upload: u64,
+    /// Largest body of any other request, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    max_request: u64,
+    /// Most memory a session may ask for, in MiB [default: 2048].
+    #[arg(long, value_name = "MIB")]
+    max_memory: Option<u64>,
+    /// Longest execution time limit a session may ask for, in seconds [default: 120].
+    #[arg(long, value_name = "SECS")]
+    max_timeout: Option<f64>,
+    /// Most processes a session may ask for [default: 256].
+    #[arg(long, value_name = "N")]
+    max_processes: Option<u64>,
+    /// Largest file-size limit a session may ask for, in MiB [default: 1024].
+    #[arg(long, value_name = "MIB")]
+    max_file_size: Option<u64>,
+    /// Largest working-directory quota a session may ask for, in MiB [default: 4096].
+    #[arg(long, value_name = "MIB")]
+    max_disk_quota: Option<u64>,
+    /// Run sessions without any isolation (the code gets this user's full access). Not recommended.
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => sandcell_pyenv::Home::from_env()?.root().to_path_buf(),
+    };
+    let models = ModelSettings::load(args.model.as_deref())?;
+    let default_model = models.model.clone();
+    let config = ServerConfig {
+        listen: args.listen,
+        idle_timeout: args.idle_timeout,
+        max_sessions: args.max_sessions,
+        max_limits: max_limits(&args)?,
+        max_upload_bytes: args.max_upload.saturating_mul(MIB),
+        max_request_bytes: usize::try_from(args.max_request.saturating_mul(MIB))
+            .unwrap_or(usize::MAX),
+        models: Models {
+            config: models.config,
+            default: models.model,
+        },
+        ..ServerConfig::new(data_dir)
+    };
+    if let Some(name) = &args.create_key {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let store = Store::open(&config.database())?;
+        let key = create_key(&store, name).await?;
+        println!("{key}");
+        eprintln!(
+            "sandcell: this is {name}'s API key; it is not shown again. Send it as `Authorization: Bearer KEY`."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.max_sessions == 0 {
+        bail!("--max-sessions must be at least 1");
+    }
+
+    let server = Server::bind(config).await?;
+    let address = server.local_addr()?;
+    let env = crate::environment()?;
+    let runtime = Runtime::start(
+        &env,
+        RuntimeOptions {
+            sandbox: !args.no_sandbox,
+            ..RuntimeOptions::default()
+        },
+    )
+    .await?;
+    for warning in runtime.warnings() {
+        eprintln!("sandcell: warning: {warning}");
+    }
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("sandcell: stopping: running executions are interrupted");
+    };
+    let keys = if server.requires_keys() {
+        "API keys required"
+    } else {
+        "no API keys: local use only"
+    };
+    eprintln!("sandcell: listening on http://{address} ({keys})");
+    match &default_model {
+        Some(spec) => eprintln!("sandcell: conversations talk to {spec} unless they name another"),
+        None => eprintln!(
+            "sandcell: no model is configured, so the web app offers notebooks only: {MODEL_HINT}"
+        ),
+    }
+    server.run(runtime, env.info().clone(), shutdown).await?;
+    eprintln!("sandcell: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The highest limits a session may ask for: the standard ones, raised or lowered by flags.
+fn max_limits(args: &ServeArgs) -> anyhow::Result<SessionLimits> {
+    let mut max = SessionLimits::standard();
+    if let Some(mib) = args.max_memory {
+        if mib < 64 {
+            bail!("--max-memory must be at least 64 MiB, not {mib}");
+        }
+        max.memory_mib = mib;
+    }
+    if let Some(secs) = args.max_timeout {
+        if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+            bail!("--max-timeout must be a positive number of seconds, not {secs}");
+        }
+        max.timeout_secs = secs;
+    }
+    if let Some(n) = args.max_processes {
+        if n < 8 {
+            bail!("--max-processes must be at least 8, not {n}");
+        }
+        max.processes = n;
+    }
+    if let Some(mib) = args.max_file_size {
+        if mib == 0 {
+            bail!("--max-file-size must be at least 1 MiB");
+        }
+        max.file_size_mib = mib;
+    }
+    if let Some(mib) = args.max_disk_quota {
+        if mib == 0 {
+            bail!("--max-disk-quota must be at least 1 MiB");
+        }
+        max.disk_quota_mib = mib;
+    }
+    Ok(max)
+}
