@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_error, config, json, python, Api, Event, EventStream, TestServer};
+use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
 use sandcell_agent::{Config, ProviderConfig};
 use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
@@ -134,20 +135,32 @@ async fn a_turn_streams_runs_code_on_uploaded_files_and_is_stored() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(models["default"], MODEL);
 
-    let created = create_conversation(&api).await;
-    let id = created["id"].as_str().unwrap();
-    let session = created["session_id"].as_str().unwrap();
-    assert_eq!(created["model"], MODEL);
+    // A conversation made with its file; a bad path makes nothing at all.
+    let with_file = |name: &str| {
+        let file =
+            Part::bytes(b"month,amount\n1,10\n2,20\n3,30\n".to_vec()).file_name(name.to_owned());
+        Form::new().text("model", MODEL).part("file", file)
+    };
     let response = api
-        .request(
-            Method::PUT,
-            &format!("/api/v1/sessions/{session}/files/data.csv"),
-        )
-        .body("month,amount\n1,10\n2,20\n3,30\n")
+        .request(Method::POST, "/api/v1/conversations")
+        .multipart(with_file("../data.csv"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_path").await;
+    let (_, sessions) = json(api.get("/api/v1/sessions").await).await;
+    assert_eq!(sessions["sessions"], json!([]));
+    let response = api
+        .request(Method::POST, "/api/v1/conversations")
+        .multipart(with_file("data.csv"))
+        .send()
+        .await
+        .unwrap();
+    let (status, created) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let session = created["session_id"].as_str().unwrap();
+    assert_eq!(created["model"], MODEL);
 
     let events = send(&api, id, "What is the total amount?").await;
     let order: Vec<usize> = [
@@ -396,8 +409,20 @@ async fn a_failing_model_ends_the_turn_with_a_sentence_and_keeps_the_conversatio
 #[tokio::test]
 async fn without_a_model_conversations_are_refused_with_how_to_configure_one() {
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(config(data.path()), python().await).await;
+    let small_requests = ServerConfig {
+        max_request_bytes: 1024,
+        ..config(data.path())
+    };
+    let server = TestServer::start(small_requests, python().await).await;
     let api = server.api();
+    // The route takes uploads, but its JSON is held to the request limit.
+    let response = api
+        .request(Method::POST, "/api/v1/conversations")
+        .json(&json!({ "model": "x".repeat(2000) }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let (status, models) = json(api.get("/api/v1/models").await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(models["default"], Value::Null);

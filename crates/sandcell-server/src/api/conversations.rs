@@ -1,7 +1,7 @@
 //! `/models` and `/conversations`: chats with a model whose code runs in a session.
 
-use super::extract::{ApiJson, ApiPath};
-use super::files::attachment;
+use super::extract::{binary, ApiJson, ApiPath, JsonOrParts};
+use super::files::{self, attachment, unlimited};
 use crate::conversations::{ConversationDetail, ConversationInfo, TurnEvent, TurnOutcome};
 use crate::error::{ApiError, ErrorBody};
 use crate::models::ModelsInfo;
@@ -15,14 +15,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(models))
-        .routes(routes!(create_conversation, list_conversations))
+        .routes(unlimited(routes!(create_conversation, list_conversations)))
         .routes(routes!(get_conversation, delete_conversation))
         .routes(routes!(send_message))
         .routes(routes!(cancel_turn))
@@ -35,6 +37,24 @@ pub struct CreateConversation {
     /// `provider:model`; default: the server's model.
     pub model: Option<String>,
 }
+
+/// A new conversation with files: the multipart form of [`CreateConversation`].
+pub struct ConversationParts;
+
+impl PartialSchema for ConversationParts {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "An optional text part `model`, and parts named `file`, each with a filename that is its path in the new session's /mnt/data.",
+            ))
+            .property("model", ObjectBuilder::new().schema_type(Type::String))
+            .property("file", ArrayBuilder::new().items(binary()))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl ToSchema for ConversationParts {}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,18 +95,26 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
 
 /// Start a conversation.
 ///
-/// Makes a new session for its code, with the server's default limits: upload the
-/// conversation's files to that session (`session_id`) before the first message.
+/// Makes a new session for its code, with the server's default limits. Its files come
+/// with the request (multipart: a `model` field and `file` parts), or are uploaded to the
+/// session (`session_id`) later; the model sees what is there at each message.
 #[utoipa::path(
     post,
     path = "/conversations",
     tag = "conversations",
-    request_body(content = Option<CreateConversation>, description = "Optional; an empty body takes the server's model"),
+    request_body(
+        description = "Optional; an empty body takes the server's model",
+        content(
+            (Option<CreateConversation> = "application/json"),
+            (ConversationParts = "multipart/form-data"),
+        )
+    ),
     responses(
         (status = 201, description = "The new conversation", body = ConversationInfo),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON or multipart body, or a file path that is absolute or has `..`", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is larger than the server accepts", body = ErrorBody),
+        (status = 415, description = "The body is neither JSON nor multipart", body = ErrorBody),
         (status = 422, description = "No model configured, a model the server cannot reach, or an unknown field", body = ErrorBody),
         (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
     )
@@ -94,13 +122,33 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
 async fn create_conversation(
     State(state): State<AppState>,
     user: User,
-    body: Option<ApiJson<CreateConversation>>,
+    body: JsonOrParts<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationInfo>), ApiError> {
-    let request = body.map(|ApiJson(request)| request).unwrap_or_default();
+    let (model, upload) = match body {
+        JsonOrParts::Json(request) => (request.unwrap_or_default().model, None),
+        JsonOrParts::Parts(mut parts) => {
+            // Every file is received before anything is made.
+            let upload = files::receive(&state, &mut parts, &["model"]).await?;
+            let model = upload
+                .fields
+                .iter()
+                .find_map(|(name, value)| (name == "model").then(|| value.clone()));
+            (model, Some(upload))
+        }
+    };
     let conversation = state
         .conversations
-        .create(&user, request.model.as_deref(), &state.config.max_limits)
+        .create(&user, model.as_deref(), &state.config.max_limits)
         .await?;
+    if let Some(upload) = upload {
+        let workdir = state.sessions.workdir(&user, &conversation.session_id)?;
+        if let Err(error) = upload.place(workdir).await {
+            if let Err(cleanup) = state.conversations.delete(&user, &conversation.id).await {
+                tracing::warn!("a conversation whose files failed stays: {cleanup}");
+            }
+            return Err(error);
+        }
+    }
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 

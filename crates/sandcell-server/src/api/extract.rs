@@ -2,6 +2,7 @@
 //! no malformed request gets axum's plain-text answers.
 
 use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -124,6 +125,41 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A body that is either optional JSON or `multipart/form-data` (by its Content-Type),
+/// for a route that takes files along with its fields. The route's general body limit is
+/// off (uploads count against the upload limit as they stream to disk), so the JSON is
+/// held to the request limit here.
+pub enum JsonOrParts<T> {
+    Json(Option<T>),
+    Parts(Multipart),
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonOrParts<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let multipart = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            });
+        if multipart {
+            let FileParts(parts) = FileParts::from_request(request, state).await?;
+            return Ok(Self::Parts(parts));
+        }
+        let limit = state.config.max_request_bytes;
+        let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        let json =
+            <ApiJson<T> as OptionalFromRequest<AppState>>::from_request(request, state).await?;
+        Ok(Self::Json(json.map(|ApiJson(value)| value)))
+    }
+}
+
 /// The raw bytes of a file, as an upload body (and, in the OpenAPI document, as a
 /// download). A declared length over `limit` is refused before anything is read; the
 /// handler counts what actually arrives.
@@ -206,7 +242,7 @@ impl PartialSchema for FileParts {
 
 impl ToSchema for FileParts {}
 
-fn binary() -> ObjectBuilder {
+pub(super) fn binary() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))

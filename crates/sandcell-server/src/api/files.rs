@@ -3,7 +3,7 @@
 use super::extract::{ApiPath, FileBytes, FileParts};
 use super::sessions::SessionRoute;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::files::{FileInfo, FilePath};
+use crate::files::{FileInfo, FilePath, WorkDir};
 use crate::state::AppState;
 use crate::store::User;
 use axum::body::{Body, Bytes};
@@ -29,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Uploads count their own bytes against `max_upload_bytes` as they stream to disk, so
 /// the general request-size limit does not apply to these routes.
-fn unlimited(
+pub(super) fn unlimited(
     (schemas, paths, router): UtoipaMethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {
     (
@@ -109,34 +109,82 @@ async fn upload_files(
     FileParts(mut multipart): FileParts,
 ) -> Result<(StatusCode, Json<FileList>), ApiError> {
     let workdir = state.sessions.workdir(&user, &id)?;
-    let limit = state.config.max_upload_bytes;
-    let mut budget = limit;
-    let mut staged = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let Some(name) = field.file_name() else {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                "Each part of the upload must be a file with a filename.",
-            ));
-        };
-        let path = FilePath::parse(name)?;
-        let file = stage(&state.config.staging_dir(), field, &mut budget, limit).await?;
-        staged.push((path, file));
-    }
-    if staged.is_empty() {
+    let upload = receive(&state, &mut multipart, &[]).await?;
+    if upload.files.is_empty() {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
             "The upload has no file in it.",
         ));
     }
-    let files = blocking(move || {
-        staged
-            .into_iter()
-            .map(|(path, file)| workdir.place(&path, file))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await??;
+    let files = upload.place(workdir).await?;
     Ok((StatusCode::CREATED, Json(FileList { files })))
+}
+
+/// A multipart body received: its files staged on disk, its text fields in memory.
+pub(super) struct Upload {
+    files: Vec<(FilePath, NamedTempFile)>,
+    /// The text parts (without a filename) whose names were allowed.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Receives every part of `multipart`: a part with a filename is a file (its path in
+/// /mnt/data), staged against the upload limit; any other part must be one of
+/// `text_fields` (at most 64 KiB each).
+pub(super) async fn receive(
+    state: &AppState,
+    multipart: &mut axum::extract::Multipart,
+    text_fields: &[&str],
+) -> Result<Upload, ApiError> {
+    const TEXT_LIMIT: usize = 64 * 1024;
+    let limit = state.config.max_upload_bytes;
+    let mut budget = limit;
+    let mut upload = Upload {
+        files: Vec::new(),
+        fields: Vec::new(),
+    };
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        if let Some(name) = field.file_name() {
+            let path = FilePath::parse(name)?;
+            let file = stage(&state.config.staging_dir(), field, &mut budget, limit).await?;
+            upload.files.push((path, file));
+            continue;
+        }
+        let name = field.name().unwrap_or_default().to_owned();
+        if !text_fields.contains(&name.as_str()) {
+            let expected = match text_fields {
+                [] => String::new(),
+                fields => format!(" or one of the fields {}", fields.join(", ")),
+            };
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("Each part of the upload must be a file with a filename{expected}."),
+            ));
+        }
+        let value = field.text().await.map_err(multipart_error)?;
+        if value.len() > TEXT_LIMIT {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The field {name} is longer than 64 KiB."),
+            ));
+        }
+        upload.fields.push((name, value));
+    }
+    Ok(upload)
+}
+
+impl Upload {
+    /// Puts the files in place in `workdir` (directories made, files replaced).
+    pub(super) async fn place(self, workdir: WorkDir) -> Result<Vec<FileInfo>, ApiError> {
+        let files = self.files;
+        blocking(move || {
+            files
+                .into_iter()
+                .map(|(path, file)| workdir.place(&path, file))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
 }
 
 /// Upload one file (the raw request body).
