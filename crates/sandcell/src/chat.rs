@@ -2,6 +2,7 @@
 //! interactive on a terminal or one-shot (`sandcell chat "question"`).
 
 use crate::chat_render::ChatRenderer;
+use crate::model_settings::ModelSettings;
 use crate::session_args::{SessionArgs, StartedSession};
 use anyhow::{bail, Context};
 use sandcell_agent::{
@@ -108,37 +109,6 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
     session.shutdown().await?;
     drop(keep_alive);
     Ok(code)
-}
-
-/// The config file and the model to talk to unless told otherwise.
-pub struct ModelSettings {
-    pub config: Config,
-    pub config_path: Option<PathBuf>,
-    /// `flag`, else $SANDCELL_MODEL, else `model` in the config file.
-    pub model: Option<String>,
-}
-
-impl ModelSettings {
-    pub fn load(flag: Option<&str>) -> anyhow::Result<Self> {
-        let config_path = Config::default_path();
-        let config = match &config_path {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        let model = flag
-            .map(str::to_owned)
-            .or_else(|| {
-                std::env::var("SANDCELL_MODEL")
-                    .ok()
-                    .filter(|m| !m.is_empty())
-            })
-            .or_else(|| config.model.clone());
-        Ok(Self {
-            config,
-            config_path,
-            model,
-        })
-    }
 }
 
 fn model_client(

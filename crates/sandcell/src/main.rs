@@ -5,6 +5,7 @@ mod chat;
 mod chat_render;
 mod doctor;
 mod interrupt;
+mod model_settings;
 mod render;
 mod run;
 mod serve;

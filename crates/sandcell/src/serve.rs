@@ -1,6 +1,6 @@
 //! `sandcell serve`: the HTTP API of `sandcell-server`, and creating its API keys.
 
-use crate::chat::ModelSettings;
+use crate::model_settings::ModelSettings;
 use anyhow::{bail, Context};
 use sandcell_server::{
     create_key, Models, Server, ServerConfig, SessionLimits, Store, DEFAULT_LISTEN, MODEL_HINT,
