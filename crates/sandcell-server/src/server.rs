@@ -1,14 +1,9 @@
 //! Starting, running and stopping the server.
 
-use crate::auth::Auth;
 use crate::config::ServerConfig;
-use crate::conversations::Conversations;
-use crate::error::ServerError;
-use crate::metrics::Metrics;
-use crate::sessions::Sessions;
 use crate::state::AppState;
-use crate::store::Store;
 use sandcell_pyenv::EnvInfo;
+use sandcell_service::{Auth, Service, StartError, Store};
 use sandcell_session::Runtime;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -37,18 +32,20 @@ impl Server {
     ///
     /// Refuses to listen beyond loopback without API keys.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-            path: config.data_dir.clone(),
+        let data_dir = &config.service.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
             source,
         })?;
-        let database = config.database();
+        let database = config.service.database();
         let store = tokio::task::spawn_blocking(move || Store::open(&database))
             .await
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
-        let auth = if store.has_keys().await? {
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+            .map_err(StartError::from)?;
+        let auth = if store.has_keys().await.map_err(StartError::from)? {
             Auth::Keys
         } else if config.listen.ip().is_loopback() {
-            Auth::Local(store.local_user().await?)
+            Auth::Local(store.local_user().await.map_err(StartError::from)?)
         } else {
             return Err(ServerError::KeysRequired {
                 listen: config.listen,
@@ -91,23 +88,19 @@ impl Server {
         python: EnvInfo,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let metrics = Arc::new(Metrics::new());
-        let sessions = Arc::new(
-            Sessions::load(&self.config, runtime, self.store.clone(), metrics.clone()).await?,
-        );
-        let conversations = Arc::new(Conversations::new(
-            self.store.clone(),
-            sessions.clone(),
-            self.config.models.clone(),
+        let service = Service::start(
+            self.config.service.clone(),
+            self.store,
+            self.auth,
+            runtime,
             python,
-        ));
+        )
+        .await?;
+        let sessions = service.sessions.clone();
+        let conversations = service.conversations.clone();
         let state = AppState {
             config: Arc::new(self.config),
-            store: self.store,
-            sessions: sessions.clone(),
-            conversations: conversations.clone(),
-            metrics,
-            auth: Arc::new(self.auth),
+            service,
         };
         let reaper = sessions.spawn_idle_reaper();
         let stop = CancellationToken::new();
@@ -148,4 +141,21 @@ impl Server {
             Some(Err(error)) => Err(ServerError::Serve(std::io::Error::other(error))),
         }
     }
+}
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{listen} is not a loopback address and the server has no API keys, so anyone who can reach it could run code: create a key with `sandcell serve --create-key NAME` and send it as `Authorization: Bearer KEY`")]
+    KeysRequired { listen: std::net::SocketAddr },
+    #[error("cannot listen on {listen}")]
+    Listen {
+        listen: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the server stopped: {0}")]
+    Serve(#[source] std::io::Error),
 }

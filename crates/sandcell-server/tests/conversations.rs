@@ -8,7 +8,8 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
 use sandcell_agent::{Config, ProviderConfig};
 use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
-use sandcell_server::{create_key, Models, ServerConfig, Store};
+use sandcell_server::ServerConfig;
+use sandcell_service::{create_key, Models, ServiceConfig, Store};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -32,12 +33,16 @@ fn with_model(data: &Path, model: &ReplayServer) -> ServerConfig {
             ..ProviderConfig::default()
         },
     );
+    let base = config(data);
     ServerConfig {
-        models: Models {
-            config: models,
-            default: Some(MODEL.into()),
+        service: ServiceConfig {
+            models: Models {
+                config: models,
+                default: Some(MODEL.into()),
+            },
+            ..base.service.clone()
         },
-        ..config(data)
+        ..base
     }
 }
 
@@ -149,7 +154,7 @@ async fn a_turn_streams_runs_code_on_uploaded_files_and_is_stored() {
         .unwrap();
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_path").await;
     let (_, sessions) = json(api.get("/api/v1/sessions").await).await;
-    assert_eq!(sessions["sessions"], json!([]));
+    assert_eq!(sessions["data"], json!([]));
     let response = api
         .request(Method::POST, "/api/v1/conversations")
         .multipart(with_file("data.csv"))
@@ -206,7 +211,7 @@ async fn a_turn_streams_runs_code_on_uploaded_files_and_is_stored() {
     assert_eq!(tool["execution"]["stdout"], "60\n");
     assert!(tool["code"].as_str().unwrap().contains("csv.DictReader"));
     let (_, files) = json(api.get(&format!("/api/v1/sessions/{session}/files")).await).await;
-    let paths: Vec<&str> = files["files"]
+    let paths: Vec<&str> = files["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -216,8 +221,22 @@ async fn a_turn_streams_runs_code_on_uploaded_files_and_is_stored() {
 
     let (status, list) = json(api.get("/api/v1/conversations").await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list[0]["id"], id);
-    assert_eq!(list[0]["title"], "What is the total amount?");
+    assert_eq!(list["data"][0]["id"], id);
+    assert_eq!(list["data"][0]["title"], "What is the total amount?");
+    assert_eq!(list["next"], Value::Null);
+
+    // Its session goes only with it: deleting the session alone is refused.
+    let session = list["data"][0]["session_id"].as_str().unwrap().to_owned();
+    let (_, info) = json(api.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["conversation_id"], id);
+    let refused = api
+        .request(Method::DELETE, &format!("/api/v1/sessions/{session}"))
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(refused, StatusCode::CONFLICT, "conflict").await;
+    assert!(message.contains("delete the conversation"), "{message}");
+    assert_eq!(conversation(&api, id).await["id"], id);
 
     // Exported as a notebook: the code cell carries its output.
     let response = api
@@ -442,7 +461,7 @@ async fn without_a_model_conversations_are_refused_with_how_to_configure_one() {
     assert!(message.contains("SANDCELL_MODEL"), "{message}");
     // Nothing was left behind.
     let (_, sessions) = json(api.get("/api/v1/sessions").await).await;
-    assert_eq!(sessions["sessions"], json!([]));
+    assert_eq!(sessions["data"], json!([]));
     server.stop().await;
 }
 
@@ -465,7 +484,7 @@ async fn users_never_see_each_others_conversations() {
     );
 
     let (_, list) = json(bob.get("/api/v1/conversations").await).await;
-    assert_eq!(list, json!([]));
+    assert_eq!(list, json!({ "data": [], "next": null }));
     for (method, path) in [
         (Method::GET, format!("/api/v1/conversations/{id}")),
         (Method::GET, format!("/api/v1/conversations/{id}/notebook")),

@@ -3,9 +3,12 @@
 
 mod common;
 
-use common::{assert_error, config, eventually, json, python, raw_request, Api, TestServer};
+use common::{
+    assert_error, config, eventually, json, python, raw_request, Api, EventStream, TestServer,
+};
 use reqwest::{Method, StatusCode};
-use sandcell_server::{create_key, ServerConfig, ServerError, SessionLimits, Store};
+use sandcell_server::{ServerConfig, ServerError};
+use sandcell_service::{create_key, ServiceConfig, SessionLimits, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -41,7 +44,7 @@ async fn sessions_are_created_listed_and_keep_their_state() {
 
     let second = api.create_session().await;
     let (_, list) = json(api.get("/api/v1/sessions").await).await;
-    let ids: Vec<&str> = list["sessions"]
+    let ids: Vec<&str> = list["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -230,19 +233,23 @@ async fn restart_clears_variables_and_delete_removes_everything() {
     )
     .await;
     let (_, list) = json(api.get("/api/v1/sessions").await).await;
-    assert_eq!(list["sessions"], json!([]));
+    assert_eq!(list["data"], json!([]));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn limits_are_kept_within_the_maxima() {
     let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
     let config = ServerConfig {
-        max_limits: SessionLimits {
-            timeout_secs: 5.0,
-            ..SessionLimits::standard()
+        service: ServiceConfig {
+            max_limits: SessionLimits {
+                timeout_secs: 5.0,
+                ..SessionLimits::standard()
+            },
+            ..base.service.clone()
         },
-        ..config(data.path())
+        ..base
     };
     let server = TestServer::start(config, python().await).await;
     let api = server.api();
@@ -275,7 +282,7 @@ async fn limits_are_kept_within_the_maxima() {
     let execute = |timeout: f64| {
         api.request(Method::POST, &format!("/api/v1/sessions/{id}/execute"))
             .header("accept", "application/json")
-            .json(&json!({ "code": "import time\ntime.sleep(30)", "timeout": timeout }))
+            .json(&json!({ "code": "import time\ntime.sleep(30)", "timeout_secs": timeout }))
             .send()
     };
     assert_error(
@@ -290,35 +297,117 @@ async fn limits_are_kept_within_the_maxima() {
     server.stop().await;
 }
 
+/// Starts a cell that runs until interrupted, and waits until the session is busy.
+async fn keep_busy(api: &Api, session: &str) -> tokio::task::JoinHandle<Value> {
+    let running = {
+        let api = api.clone();
+        let session = session.to_owned();
+        tokio::spawn(async move { api.execute(&session, "import time\ntime.sleep(60)").await })
+    };
+    eventually("the session to be busy", || async {
+        api.session_state(session).await == "busy"
+    })
+    .await;
+    running
+}
+
 #[tokio::test]
-async fn the_live_sessions_are_limited() {
+async fn a_full_server_stops_idle_sessions_to_make_room_and_refuses_only_when_all_are_busy() {
     let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
     let config = ServerConfig {
-        max_sessions: 1,
-        ..config(data.path())
+        service: ServiceConfig {
+            max_sessions: 1,
+            ..base.service.clone()
+        },
+        ..base
     };
     let server = TestServer::start(config, python().await).await;
     let api = server.api();
     let first = api.create_session().await;
+    api.execute(&first, "x = 1").await;
+    // The first session is idle: it is stopped to make room, its files kept.
+    let second = api.create_session().await;
+    assert_eq!(api.session_state(&first).await, "stopped");
+    assert_eq!(text_result(&api.execute(&second, "1").await), "1");
+
+    let running = keep_busy(&api, &second).await;
     let refused = api
         .request(Method::POST, "/api/v1/sessions")
         .send()
         .await
         .unwrap();
+    let retry_after = refused.headers().get("retry-after").cloned();
     assert_error(
         refused,
         StatusCode::SERVICE_UNAVAILABLE,
         "too_many_sessions",
     )
     .await;
-    api.request(Method::DELETE, &format!("/api/v1/sessions/{first}"))
+    let seconds: u64 = retry_after
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seconds >= 1, "{seconds}");
+    api.request(
+        Method::POST,
+        &format!("/api/v1/sessions/{second}/interrupt"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(running.await.unwrap()["status"], "interrupted");
+    // The first session comes back (restarted) in the place of the idle second one.
+    let back = api.execute(&first, "1 + 1").await;
+    assert_eq!(back["restarted"], true, "{back}");
+    let metrics = api.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("sandcell_sessions_live 1"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_at_their_quota_gets_429_and_others_are_not_locked_out() {
+    let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
+    let config = ServerConfig {
+        service: ServiceConfig {
+            max_sessions_per_user: 1,
+            ..base.service.clone()
+        },
+        ..base
+    };
+    std::fs::create_dir_all(data.path()).unwrap();
+    let store = Store::open(&config.service.database()).unwrap();
+    let alice_key = create_key(&store, "alice").await.unwrap();
+    let bob_key = create_key(&store, "bob").await.unwrap();
+    drop(store);
+    let server = TestServer::start(config, python().await).await;
+    let alice = server.api_as(&alice_key);
+    let bob = server.api_as(&bob_key);
+    let first = alice.create_session().await;
+    let running = keep_busy(&alice, &first).await;
+    let refused = alice
+        .request(Method::POST, "/api/v1/sessions")
         .send()
         .await
         .unwrap();
-    let second = api.create_session().await;
-    assert_eq!(text_result(&api.execute(&second, "1").await), "1");
-    let metrics = api.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("sandcell_sessions_live 1"), "{metrics}");
+    assert!(refused.headers().contains_key("retry-after"));
+    let message = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "session_quota").await;
+    assert!(message.contains("1 sessions"), "{message}");
+    // Bob is not affected by Alice's quota.
+    let bobs = bob.create_session().await;
+    assert_eq!(text_result(&bob.execute(&bobs, "2 + 2").await), "4");
+    alice
+        .request(Method::POST, &format!("/api/v1/sessions/{first}/interrupt"))
+        .send()
+        .await
+        .unwrap();
+    running.await.unwrap();
+    // Idle now: Alice's next session takes its place.
+    alice.create_session().await;
+    assert_eq!(alice.session_state(&first).await, "stopped");
     server.stop().await;
 }
 
@@ -360,7 +449,7 @@ async fn files_are_uploaded_listed_downloaded_and_deleted() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{uploaded}");
-    assert_eq!(uploaded["files"].as_array().unwrap().len(), 2);
+    assert_eq!(uploaded["data"].as_array().unwrap().len(), 2);
 
     // The code sees the uploads, and its own files are listed with them.
     let seen = api
@@ -371,7 +460,7 @@ async fn files_are_uploaded_listed_downloaded_and_deleted() {
         .await;
     assert_eq!(text_result(&seen), "('a,b\\n1,2\\n', 1, [0, 1, 2, 255])");
     let (_, listed) = json(api.get(&files).await).await;
-    let listed: Vec<(&str, u64)> = listed["files"]
+    let listed: Vec<(&str, u64)> = listed["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -481,7 +570,7 @@ async fn paths_out_of_the_working_directory_are_refused() {
     assert!(!outside.path().join("planted.txt").exists());
     // Links are not listed; the link itself can be deleted, its target stays.
     let (_, listed) = json(api.get(&files).await).await;
-    assert_eq!(listed["files"], json!([]));
+    assert_eq!(listed["data"], json!([]));
     std::fs::write(outside.path().join("target"), "t").unwrap();
     let deleted = api
         .request(Method::DELETE, &format!("{files}/out"))
@@ -559,7 +648,7 @@ async fn an_oversize_upload_is_refused_and_the_server_keeps_serving() {
 
     // Nothing was left behind, and the server still works.
     let (_, listed) = json(api.get(&files).await).await;
-    assert_eq!(listed["files"], json!([]));
+    assert_eq!(listed["data"], json!([]));
     assert_eq!(
         std::fs::read_dir(data.path().join("uploads"))
             .unwrap()
@@ -732,7 +821,7 @@ async fn users_never_see_each_others_sessions_or_files() {
     let data = tempfile::tempdir().unwrap();
     let config = config(data.path());
     std::fs::create_dir_all(data.path()).unwrap();
-    let store = Store::open(&config.database()).unwrap();
+    let store = Store::open(&config.service.database()).unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     assert_ne!(alice_key, bob_key);
@@ -781,12 +870,12 @@ async fn users_never_see_each_others_sessions_or_files() {
         .unwrap();
     assert_error(execute, StatusCode::NOT_FOUND, "not_found").await;
     let (_, list) = json(bob.get("/api/v1/sessions").await).await;
-    assert_eq!(list["sessions"], json!([]));
+    assert_eq!(list["data"], json!([]));
 
     // Alice's things are untouched, and hers.
     let (status, listed) = json(alice.get(&format!("{session}/files")).await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(listed["files"][0]["path"], "secret.txt");
+    assert_eq!(listed["data"][0]["path"], "secret.txt");
     assert_eq!(alice.get(&file).await.text().await.unwrap(), "alice's");
 
     // No key, or a wrong one: 401.
@@ -824,7 +913,7 @@ async fn keys_are_required_beyond_loopback() {
         "{error}"
     );
 
-    let store = Store::open(&open.database()).unwrap();
+    let store = Store::open(&open.service.database()).unwrap();
     let key = create_key(&store, "admin").await.unwrap();
     let server = TestServer::start(open, python().await).await;
     // Only loopback traffic: the server listens on every address, the test uses 127.0.0.1.
@@ -857,10 +946,10 @@ async fn sessions_and_files_outlive_a_server_restart() {
     let second = TestServer::start(config(data.path()), python).await;
     let api = second.api();
     let (_, list) = json(api.get("/api/v1/sessions").await).await;
-    assert_eq!(list["sessions"][0]["id"], id.as_str());
-    assert_eq!(list["sessions"][0]["state"], "stopped");
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert_eq!(list["data"][0]["state"], "stopped");
     let (_, files) = json(api.get(&format!("/api/v1/sessions/{id}/files")).await).await;
-    assert_eq!(files["files"][0]["path"], "notes.txt");
+    assert_eq!(files["data"][0]["path"], "notes.txt");
 
     // The first execution says plainly that the variables are gone; the files are there.
     let events = api
@@ -888,9 +977,13 @@ async fn sessions_and_files_outlive_a_server_restart() {
 #[tokio::test]
 async fn an_idle_session_is_stopped_and_comes_back_restarted() {
     let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
     let config = ServerConfig {
-        idle_timeout: Duration::from_millis(500),
-        ..config(data.path())
+        service: ServiceConfig {
+            idle_timeout: Duration::from_millis(500),
+            ..base.service.clone()
+        },
+        ..base
     };
     let server = TestServer::start(config, python().await).await;
     let api = server.api();
@@ -905,7 +998,7 @@ async fn an_idle_session_is_stopped_and_comes_back_restarted() {
     let after = api.execute(&id, "'x' in globals()").await;
     assert_eq!(after["restarted"], true);
     assert_eq!(text_result(&after), "False");
-    assert_eq!(after["notice"], sandcell_server::RESTARTED_NOTICE);
+    assert_eq!(after["notice"], sandcell_service::RESTARTED_NOTICE);
     server.stop().await;
 }
 
@@ -930,7 +1023,7 @@ async fn a_shutdown_interrupts_running_executions_and_ends_cleanly() {
     // Everything was written: the session is there for the next server.
     let next = TestServer::start(config(data.path()), python().await).await;
     let (_, list) = json(next.api().get("/api/v1/sessions").await).await;
-    assert_eq!(list["sessions"][0]["id"], id.as_str());
+    assert_eq!(list["data"][0]["id"], id.as_str());
     next.stop().await;
 }
 
@@ -966,6 +1059,8 @@ async fn the_openapi_document_describes_every_route() {
             "GET /api/v1/openapi.json",
             "GET /api/v1/sessions",
             "GET /api/v1/sessions/{id}",
+            "GET /api/v1/sessions/{id}/executions/{execution_id}",
+            "GET /api/v1/sessions/{id}/executions/{execution_id}/events",
             "GET /api/v1/sessions/{id}/files",
             "GET /api/v1/sessions/{id}/files/{path}",
             "GET /healthz",
@@ -1005,5 +1100,103 @@ async fn the_openapi_document_describes_every_route() {
     keys.sort();
     properties.sort();
     assert_eq!(keys, properties);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lists_page_through_with_a_cursor() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(data.path()), python().await).await;
+    let api = server.api();
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(api.create_session().await);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/sessions?limit=2".to_owned();
+    loop {
+        let (status, page) = json(api.get(&path).await).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["data"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        seen.extend(items.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/sessions?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created, "every session once, oldest first");
+    let unknown = api.get("/api/v1/sessions?after=nope").await;
+    assert_error(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn execute_answers_json_unless_a_stream_is_asked_for_and_executions_can_be_re_attached() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(data.path()), python().await).await;
+    let api = server.api();
+    let id = api.create_session().await;
+    let execute = |accept: &'static str, code: &'static str| {
+        api.request(Method::POST, &format!("/api/v1/sessions/{id}/execute"))
+            .header("accept", accept)
+            .json(&json!({ "code": code }))
+            .send()
+    };
+    // What curl and requests send: JSON, not a stream.
+    let response = execute("*/*", "print('a')\n1 + 1").await.unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let (_, result) = json(response).await;
+    let execution_id = result["id"].as_str().unwrap().to_owned();
+    assert!(
+        location.ends_with(&format!("/executions/{execution_id}")),
+        "{location}"
+    );
+    assert_eq!(result["stdout"], "a\n");
+    let (status, kept) = json(api.get(&location).await).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["state"], "finished");
+    assert_eq!(kept["result"]["stdout"], "a\n");
+
+    // A stream that the client drops after its first output; the execution goes on, and
+    // the client re-attaches after the last event it saw.
+    let mut stream = api
+        .execute_stream(
+            &id,
+            "print('one', flush=True)\nimport time\ntime.sleep(1)\nprint('two')",
+        )
+        .await;
+    let stream_id = stream.execution_id.clone().unwrap();
+    let one = stream.next().await.unwrap();
+    assert_eq!(
+        (one.name.as_str(), one.data["text"].as_str()),
+        ("stdout", Some("one\n"))
+    );
+    let seen = one.id.clone().expect("events carry ids");
+    drop(stream);
+    let events = api
+        .request(
+            Method::GET,
+            &format!("/api/v1/sessions/{id}/executions/{stream_id}/events"),
+        )
+        .header("last-event-id", seen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let rest = EventStream::new(events).rest().await;
+    let names: Vec<&str> = rest.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["stdout", "files", "end"], "{rest:?}");
+    assert_eq!(rest[0].data["text"], "two\n");
+    assert_eq!(rest[2].data["stdout"], "one\ntwo\n");
+
+    let missing = api
+        .get(&format!("/api/v1/sessions/{id}/executions/exec_nothing"))
+        .await;
+    assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
     server.stop().await;
 }

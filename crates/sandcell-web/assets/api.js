@@ -81,6 +81,19 @@ async function json(method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
+/** Every item of a list (`{"data": [...], "next"}`), following its pages. */
+async function all(path) {
+  const items = [];
+  let after = null;
+  do {
+    const query = after === null ? '' : `?after=${encodeURIComponent(after)}`;
+    const page = await json('GET', `${path}${query}`);
+    items.push(...page.data);
+    after = page.next;
+  } while (after !== null && after !== undefined);
+  return items;
+}
+
 /**
  * POSTs `body` and reads the answer as Server-Sent Events, calling `handlers[event](data)`
  * with each event's JSON data; events without a handler are skipped. Resolves when the
@@ -170,7 +183,7 @@ export async function fileObjectUrl(url) {
 export const api = {
   models: () => json('GET', '/api/v1/models'),
 
-  conversations: () => json('GET', '/api/v1/conversations'),
+  conversations: () => all('/api/v1/conversations'),
   conversation: (conversationId) => json('GET', `/api/v1/conversations/${id(conversationId)}`),
   createConversation: (model) => json('POST', '/api/v1/conversations', model ? { model } : {}),
   deleteConversation: (conversationId) => json('DELETE', `/api/v1/conversations/${id(conversationId)}`),
@@ -183,15 +196,16 @@ export const api = {
   createSession: () => json('POST', '/api/v1/sessions', {}),
   session: (sessionId) => json('GET', `/api/v1/sessions/${id(sessionId)}`),
   /**
-   * Streams `notice` (Python was restarted first), `stdout`, `stderr`, `result`, `error`,
-   * `files`, then `end` (the Execution), or `failure` (an error body) instead of `end`.
+   * Streams `execution` (its id), `notice` (Python was restarted first), `stdout`,
+   * `stderr`, `result`, `error`, `files`, then `end` (the Execution), or `failure` (an
+   * error body) instead of `end`.
    */
   execute: (sessionId, code, handlers) => stream(`/api/v1/sessions/${id(sessionId)}/execute`, { code }, handlers),
   interrupt: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/interrupt`),
   restart: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/restart`),
 
   /** The files in the session's /mnt/data: `[{path, size, mime, modified}]`. */
-  files: async (sessionId) => (await json('GET', `/api/v1/sessions/${id(sessionId)}/files`)).files,
+  files: (sessionId) => all(`/api/v1/sessions/${id(sessionId)}/files`),
   upload: (sessionId, file) => request('PUT', fileUrl(sessionId, file.name), { body: file }),
   deleteFile: (sessionId, path) => request('DELETE', fileUrl(sessionId, path)),
 };

@@ -2,8 +2,9 @@
 
 use crate::model_settings::ModelSettings;
 use anyhow::{bail, Context};
-use sandcell_server::{
-    create_key, Models, Server, ServerConfig, SessionLimits, Store, DEFAULT_LISTEN, MODEL_HINT,
+use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN};
+use sandcell_service::{
+    create_key, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits, Store, MODEL_HINT,
 };
 use sandcell_session::{Runtime, RuntimeOptions};
 use std::net::SocketAddr;
@@ -34,9 +35,12 @@ pub struct ServeArgs {
     /// metadata stay), e.g. 20m, 90s.
     #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
-    /// Sessions whose Python process may run at once.
+    /// Sessions whose Python process may run at once (idle ones are stopped to make room).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_sessions: usize,
+    /// Sessions of one user whose Python process may run at once.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    max_sessions_per_user: usize,
     /// Largest upload, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_upload: u64,
@@ -72,26 +76,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default_model = models.model.clone();
     let config = ServerConfig {
         listen: args.listen,
-        idle_timeout: args.idle_timeout,
-        max_sessions: args.max_sessions,
-        max_limits: max_limits(&args)?,
         max_upload_bytes: args.max_upload.saturating_mul(MIB),
         max_request_bytes: usize::try_from(args.max_request.saturating_mul(MIB))
             .unwrap_or(usize::MAX),
-        models: Models {
-            config: models.config,
-            default: models.model,
+        service: ServiceConfig {
+            idle_timeout: args.idle_timeout,
+            max_sessions: args.max_sessions,
+            max_sessions_per_user: args.max_sessions_per_user,
+            max_limits: max_limits(&args)?,
+            models: Models {
+                config: models.config,
+                default: models.model,
+            },
+            ..ServiceConfig::new(data_dir)
         },
-        ..ServerConfig::new(data_dir)
     };
     if let Some(name) = &args.create_key {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let store = Store::open(&config.database())?;
+        let data_dir = &config.service.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let store = Store::open(&config.service.database())?;
         let key = create_key(&store, name).await?;
         println!("{key}");
         eprintln!(
@@ -99,8 +103,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if args.max_sessions == 0 {
-        bail!("--max-sessions must be at least 1");
+    if args.max_sessions == 0 || args.max_sessions_per_user == 0 {
+        bail!("--max-sessions and --max-sessions-per-user must be at least 1");
     }
 
     let server = Server::bind(config).await?;
@@ -144,36 +148,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The highest limits a session may ask for: the standard ones, raised or lowered by flags.
 fn max_limits(args: &ServeArgs) -> anyhow::Result<SessionLimits> {
-    let mut max = SessionLimits::standard();
-    if let Some(mib) = args.max_memory {
-        if mib < 64 {
-            bail!("--max-memory must be at least 64 MiB, not {mib}");
-        }
-        max.memory_mib = mib;
-    }
-    if let Some(secs) = args.max_timeout {
-        if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
-            bail!("--max-timeout must be a positive number of seconds, not {secs}");
-        }
-        max.timeout_secs = secs;
-    }
-    if let Some(n) = args.max_processes {
-        if n < 8 {
-            bail!("--max-processes must be at least 8, not {n}");
-        }
-        max.processes = n;
-    }
-    if let Some(mib) = args.max_file_size {
-        if mib == 0 {
-            bail!("--max-file-size must be at least 1 MiB");
-        }
-        max.file_size_mib = mib;
-    }
-    if let Some(mib) = args.max_disk_quota {
-        if mib == 0 {
-            bail!("--max-disk-quota must be at least 1 MiB");
-        }
-        max.disk_quota_mib = mib;
-    }
-    Ok(max)
+    let asked = LimitsRequest {
+        memory_mib: args.max_memory,
+        processes: args.max_processes,
+        timeout_secs: args.max_timeout,
+        file_size_mib: args.max_file_size,
+        disk_quota_mib: args.max_disk_quota,
+    };
+    let names = LimitNames {
+        memory: "--max-memory",
+        processes: "--max-processes",
+        timeout: "--max-timeout",
+        file_size: "--max-file-size",
+        disk_quota: "--max-disk-quota",
+    };
+    Ok(asked.resolve_named(&SessionLimits::unbounded(), &names)?)
 }

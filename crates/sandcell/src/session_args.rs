@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context};
 use sandcell_pyenv::Environment;
+use sandcell_service::{LimitNames, LimitsRequest, SessionLimits};
 use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct SessionArgs {
@@ -57,33 +57,26 @@ pub struct KeepAlive {
 }
 
 impl SessionArgs {
+    /// The session's limits: the standard ones, changed by the flags, checked by the
+    /// same rules as every other way of starting a session.
     pub fn limits(&self) -> anyhow::Result<Limits> {
-        let mut limits = Limits::default();
-        if let Some(secs) = self.timeout {
-            if !(secs.is_finite() && secs > 0.0) {
-                bail!("--timeout must be a positive number of seconds, not {secs}");
-            }
-            limits.timeout = Duration::from_secs_f64(secs);
-        }
-        if let Some(mib) = self.memory {
-            if mib < 64 {
-                bail!("--memory must be at least 64 MiB, not {mib}");
-            }
-            limits.memory_mib = mib;
-        }
-        if let Some(mib) = self.max_file_size {
-            limits.file_size_mib = mib;
-        }
-        if let Some(mib) = self.disk_quota {
-            limits.workdir_quota_mib = mib;
-        }
-        if let Some(n) = self.max_processes {
-            if n < 8 {
-                bail!("--max-processes must be at least 8, not {n}");
-            }
-            limits.processes = n;
-        }
-        Ok(limits)
+        let asked = LimitsRequest {
+            memory_mib: self.memory,
+            processes: self.max_processes,
+            timeout_secs: self.timeout,
+            file_size_mib: self.max_file_size,
+            disk_quota_mib: self.disk_quota,
+        };
+        let names = LimitNames {
+            memory: "--memory",
+            processes: "--max-processes",
+            timeout: "--timeout",
+            file_size: "--max-file-size",
+            disk_quota: "--disk-quota",
+        };
+        Ok(asked
+            .resolve_named(&SessionLimits::unbounded(), &names)?
+            .to_runtime())
     }
 
     /// Prepares the working directory (input files copied in) and starts the session.

@@ -78,7 +78,7 @@ fn sigterm_interrupts_the_running_execution_and_exits_zero() {
         let body = r#"{"code": "import time\nprint('started', flush=True)\ntime.sleep(120)"}"#;
         write!(
             stream,
-            "POST /api/v1/sessions/{id}/execute HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /api/v1/sessions/{id}/execute HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

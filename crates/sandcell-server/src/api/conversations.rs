@@ -1,17 +1,19 @@
 //! `/models` and `/conversations`: chats with a model whose code runs in a session.
 
-use super::extract::{binary, ApiJson, ApiPath, JsonOrParts};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{binary, ApiJson, ApiPath, ApiQuery, JsonOrParts};
 use super::files::{self, attachment, unlimited};
-use crate::conversations::{ConversationDetail, ConversationInfo, TurnEvent, TurnOutcome};
-use crate::error::{ApiError, ErrorBody};
-use crate::models::ModelsInfo;
 use crate::state::AppState;
-use crate::store::User;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sandcell_service::ModelsInfo;
+use sandcell_service::User;
+use sandcell_service::{
+    ConversationDetail, ConversationInfo, Page, PageRequest, TurnEvent, TurnOutcome,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
@@ -90,7 +92,7 @@ pub struct Cancelled {
     )
 )]
 async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> {
-    Json(state.conversations.models().info())
+    Json(state.service.conversations.models().info())
 }
 
 /// Start a conversation.
@@ -116,7 +118,8 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
         (status = 413, description = "The body is larger than the server accepts", body = ErrorBody),
         (status = 415, description = "The body is neither JSON nor multipart", body = ErrorBody),
         (status = 422, description = "No model configured, a model the server cannot reach, or an unknown field", body = ErrorBody),
-        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+        (status = 429, description = "Starting a Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
+        (status = 503, description = "Too many live sessions, all busy (see Retry-After), or the server is shutting down", body = ErrorBody),
     )
 )]
 async fn create_conversation(
@@ -137,13 +140,22 @@ async fn create_conversation(
         }
     };
     let conversation = state
+        .service
         .conversations
-        .create(&user, model.as_deref(), &state.config.max_limits)
+        .create(&user, model.as_deref())
         .await?;
     if let Some(upload) = upload {
-        let workdir = state.sessions.workdir(&user, &conversation.session_id)?;
+        let workdir = state
+            .service
+            .sessions
+            .workdir(&user, &conversation.session_id)?;
         if let Err(error) = upload.place(workdir).await {
-            if let Err(cleanup) = state.conversations.delete(&user, &conversation.id).await {
+            if let Err(cleanup) = state
+                .service
+                .conversations
+                .delete(&user, &conversation.id)
+                .await
+            {
                 tracing::warn!("a conversation whose files failed stays: {cleanup}");
             }
             return Err(error);
@@ -157,16 +169,19 @@ async fn create_conversation(
     get,
     path = "/conversations",
     tag = "conversations",
+    params(PageRequest),
     responses(
-        (status = 200, description = "The conversations", body = Vec<ConversationInfo>),
+        (status = 200, description = "A page of the conversations", body = Page<ConversationInfo>),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 422, description = "A limit out of range, or an unknown cursor", body = ErrorBody),
     )
 )]
 async fn list_conversations(
     State(state): State<AppState>,
     user: User,
-) -> Result<Json<Vec<ConversationInfo>>, ApiError> {
-    Ok(Json(state.conversations.list(&user).await?))
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> Result<Json<Page<ConversationInfo>>, ApiError> {
+    Ok(Json(state.service.conversations.list(&user, &page).await?))
 }
 
 /// Get a conversation with its messages, tool calls and their outputs.
@@ -186,7 +201,7 @@ async fn get_conversation(
     user: User,
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
 ) -> Result<Json<ConversationDetail>, ApiError> {
-    Ok(Json(state.conversations.get(&user, &id).await?))
+    Ok(Json(state.service.conversations.get(&user, &id).await?))
 }
 
 /// Delete a conversation, with its session and the session's files.
@@ -206,7 +221,7 @@ async fn delete_conversation(
     user: User,
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
 ) -> Result<StatusCode, ApiError> {
-    state.conversations.delete(&user, &id).await?;
+    state.service.conversations.delete(&user, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,7 +252,8 @@ async fn delete_conversation(
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "An empty message, no model, or a model the server cannot reach", body = ErrorBody),
         (status = 500, description = "The session's Python process could not start", body = ErrorBody),
-        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+        (status = 429, description = "Starting a Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
+        (status = 503, description = "Too many live sessions, all busy (see Retry-After), or the server is shutting down", body = ErrorBody),
     )
 )]
 async fn send_message(
@@ -247,6 +263,7 @@ async fn send_message(
     ApiJson(request): ApiJson<MessageRequest>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut events = state
+        .service
         .conversations
         .send(&user, &id, request.text, request.model.as_deref())
         .await?;
@@ -297,7 +314,7 @@ async fn cancel_turn(
     user: User,
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
 ) -> Result<Json<Cancelled>, ApiError> {
-    let cancelled = state.conversations.cancel(&user, &id).await?;
+    let cancelled = state.service.conversations.cancel(&user, &id).await?;
     Ok(Json(Cancelled { cancelled }))
 }
 
@@ -321,7 +338,7 @@ async fn export_notebook(
     user: User,
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
 ) -> Result<Response, ApiError> {
-    let (title, notebook) = state.conversations.notebook(&user, &id).await?;
+    let (title, notebook) = state.service.conversations.notebook(&user, &id).await?;
     // A file name that every system takes.
     let name: String = title
         .chars()

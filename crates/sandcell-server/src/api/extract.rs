@@ -1,7 +1,7 @@
 //! Request extractors whose every rejection is an [`ApiError`] (JSON, one sentence), so
 //! no malformed request gets axum's plain-text answers.
 
-use crate::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::{Multipart, MultipartRejection};

@@ -1,11 +1,9 @@
 //! `/sessions/{id}/files`: the files of a session's `/mnt/data`.
 
-use super::extract::{ApiPath, FileBytes, FileParts};
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::extract::{ApiPath, ApiQuery, FileBytes, FileParts};
 use super::sessions::SessionRoute;
-use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::files::{FileInfo, FilePath, WorkDir};
 use crate::state::AppState;
-use crate::store::User;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -13,11 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::{Deserialize, Serialize};
+use sandcell_service::User;
+use sandcell_service::{FileInfo, FilePath, Page, PageRequest, WorkDir};
+use serde::Deserialize;
 use std::path::Path;
 use tempfile::NamedTempFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
@@ -53,11 +53,6 @@ pub struct FileRoute {
     pub path: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FileList {
-    pub files: Vec<FileInfo>,
-}
-
 /// List the files in the session's /mnt/data.
 ///
 /// Every regular file, recursively, sorted by path. Symbolic links are not listed (nor
@@ -66,21 +61,23 @@ pub struct FileList {
     get,
     path = "/sessions/{id}/files",
     tag = "files",
-    params(SessionRoute),
+    params(SessionRoute, PageRequest),
     responses(
-        (status = 200, description = "The files", body = FileList),
+        (status = 200, description = "A page of the files", body = Page<FileInfo>),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 422, description = "A limit out of range, or an unknown cursor", body = ErrorBody),
     )
 )]
 async fn list_files(
     State(state): State<AppState>,
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
-) -> Result<Json<FileList>, ApiError> {
-    let workdir = state.sessions.workdir(&user, &id)?;
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> Result<Json<Page<FileInfo>>, ApiError> {
+    let workdir = state.service.sessions.workdir(&user, &id)?;
     let files = blocking(move || workdir.list()).await??;
-    Ok(Json(FileList { files }))
+    Ok(Json(page.page(files, |file| &file.path)?))
 }
 
 /// Upload files (multipart).
@@ -94,7 +91,7 @@ async fn list_files(
     params(SessionRoute),
     request_body(content = FileParts, content_type = "multipart/form-data"),
     responses(
-        (status = 201, description = "The files as stored", body = FileList),
+        (status = 201, description = "The files as stored", body = Page<FileInfo>),
         (status = 400, description = "Not a multipart body, a part without a filename, or a path that is absolute, has `..` or goes through a symbolic link", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
@@ -107,8 +104,8 @@ async fn upload_files(
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
     FileParts(mut multipart): FileParts,
-) -> Result<(StatusCode, Json<FileList>), ApiError> {
-    let workdir = state.sessions.workdir(&user, &id)?;
+) -> Result<(StatusCode, Json<Page<FileInfo>>), ApiError> {
+    let workdir = state.service.sessions.workdir(&user, &id)?;
     let upload = receive(&state, &mut multipart, &[]).await?;
     if upload.files.is_empty() {
         return Err(ApiError::new(
@@ -117,7 +114,13 @@ async fn upload_files(
         ));
     }
     let files = upload.place(workdir).await?;
-    Ok((StatusCode::CREATED, Json(FileList { files })))
+    Ok((
+        StatusCode::CREATED,
+        Json(Page {
+            data: files,
+            next: None,
+        }),
+    ))
 }
 
 /// A multipart body received: its files staged on disk, its text fields in memory.
@@ -145,7 +148,13 @@ pub(super) async fn receive(
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         if let Some(name) = field.file_name() {
             let path = FilePath::parse(name)?;
-            let file = stage(&state.config.staging_dir(), field, &mut budget, limit).await?;
+            let file = stage(
+                &state.service.config.staging_dir(),
+                field,
+                &mut budget,
+                limit,
+            )
+            .await?;
             upload.files.push((path, file));
             continue;
         }
@@ -211,7 +220,7 @@ async fn put_file(
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
     upload: FileBytes,
 ) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
-    let workdir = state.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id)?;
     let path = FilePath::parse(&raw_path)?;
     let limit = state.config.max_upload_bytes;
     if upload.declared_length.is_some_and(|length| length > limit) {
@@ -219,7 +228,13 @@ async fn put_file(
     }
     let mut budget = limit;
     let chunks = upload.body.into_data_stream();
-    let file = stage(&state.config.staging_dir(), chunks, &mut budget, limit).await?;
+    let file = stage(
+        &state.service.config.staging_dir(),
+        chunks,
+        &mut budget,
+        limit,
+    )
+    .await?;
     let info = blocking(move || workdir.place(&path, file)).await??;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -246,7 +261,7 @@ async fn download_file(
     user: User,
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
 ) -> Result<Response, ApiError> {
-    let workdir = state.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id)?;
     let path = FilePath::parse(&raw_path)?;
     let disposition = attachment(path.file_name());
     let (file, info) = blocking(move || workdir.open(&path)).await??;
@@ -290,7 +305,7 @@ async fn delete_file(
     user: User,
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
 ) -> Result<StatusCode, ApiError> {
-    let workdir = state.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id)?;
     let path = FilePath::parse(&raw_path)?;
     blocking(move || workdir.remove(&path)).await??;
     Ok(StatusCode::NO_CONTENT)

@@ -2,20 +2,22 @@
 //! handlers carry their own OpenAPI description, so the document is generated from the
 //! routes that exist. A new resource adds a module and one `merge` in [`routes`].
 
+mod auth;
 mod conversations;
+mod error;
 mod extract;
 mod files;
 mod service;
 mod sessions;
 mod stream;
 
-use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use error::{ApiError, ErrorBody, ErrorCode};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
@@ -111,7 +113,7 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if let Some(code) = response.extensions().get::<ErrorCode>() {
-        state.metrics.record_error(&code.as_str());
+        state.service.metrics.record_error(&code.as_str());
     }
     response
 }

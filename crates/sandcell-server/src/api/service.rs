@@ -56,7 +56,10 @@ async fn healthz() -> Json<Health> {
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, OPENMETRICS)], state.metrics.encode())
+    (
+        [(CONTENT_TYPE, OPENMETRICS)],
+        state.service.metrics.encode(),
+    )
 }
 
 /// This document.

@@ -1,20 +1,20 @@
 //! `/sessions`: creating, listing and deleting sessions, and running code in them.
 
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::stream::{event_stream, StreamEvent};
-use crate::error::{ApiError, ErrorBody};
-use crate::limits::LimitsRequest;
-use crate::sessions::{SessionInfo, RESTARTED_NOTICE};
 use crate::state::AppState;
-use crate::store::User;
 use axum::extract::State;
-use axum::http::header::ACCEPT;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{ACCEPT, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sandcell_service::{
+    ExecutionLog, ExecutionState, LimitsRequest, Page, PageRequest, SessionInfo, User,
+    RESTARTED_NOTICE,
+};
 use sandcell_session::Execution;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_session, list_sessions))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(execute))
+        .routes(routes!(get_execution))
+        .routes(routes!(execution_events))
         .routes(routes!(interrupt))
         .routes(routes!(restart))
 }
@@ -43,9 +45,14 @@ pub struct SessionRoute {
     pub id: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionList {
-    pub sessions: Vec<SessionInfo>,
+/// The path of an execution's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ExecutionRoute {
+    /// The session's id.
+    pub id: String,
+    /// The execution's id (`exec_…`), from its `execution` event or JSON result.
+    pub execution_id: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -54,28 +61,45 @@ pub struct ExecuteRequest {
     /// Python code, run as one cell.
     pub code: String,
     /// Time limit of this execution in seconds: more than 0, at most the session's
-    /// `timeout_secs` (the default).
+    /// `limits.timeout_secs` (the default). It applies to this execution only.
     #[schema(exclusive_minimum = 0)]
-    pub timeout: Option<f64>,
+    pub timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExecuteQuery {
-    /// `false`: answer with the final result as JSON instead of an event stream (as
-    /// `Accept: application/json` does).
+    /// `true`: answer with a stream of events (as `Accept: text/event-stream` does);
+    /// `false`: with the final result as JSON (the default).
     pub stream: Option<bool>,
 }
 
 /// The result of an execution, as JSON.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionResponse {
+    /// The execution's id.
+    pub id: String,
     #[serde(flatten)]
     pub execution: Execution,
     /// Set when the execution ran in a fresh Python process (`restarted`): says that
     /// variables are gone and files remain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+}
+
+/// An execution as kept after it started: running, or finished with its result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionStatus {
+    pub id: String,
+    pub session_id: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub state: ExecutionState,
+    /// The result, once finished (null while running, or when the session could not be
+    /// driven: then `error` says why).
+    pub result: Option<ExecutionResponse>,
+    /// Why the execution has no result.
+    pub error: Option<ErrorBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -100,7 +124,8 @@ pub struct Interrupted {
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "A limit out of range, or an unknown field", body = ErrorBody),
-        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+        (status = 429, description = "You already run as many live sessions as one user may, all busy (see Retry-After)", body = ErrorBody),
+        (status = 503, description = "The server runs as many live sessions as it may, all busy (see Retry-After), or it is shutting down", body = ErrorBody),
     )
 )]
 async fn create_session(
@@ -109,8 +134,8 @@ async fn create_session(
     body: Option<ApiJson<CreateSession>>,
 ) -> Result<(StatusCode, Json<SessionInfo>), ApiError> {
     let request = body.map(|ApiJson(request)| request).unwrap_or_default();
-    let limits = request.limits.resolve(&state.config.max_limits)?;
-    let session = state.sessions.create(&user, limits).await?;
+    let limits = request.limits.resolve(&state.service.config.max_limits)?;
+    let session = state.service.sessions.create(&user, limits).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
@@ -119,15 +144,19 @@ async fn create_session(
     get,
     path = "/sessions",
     tag = "sessions",
+    params(PageRequest),
     responses(
-        (status = 200, description = "The sessions", body = SessionList),
+        (status = 200, description = "A page of the sessions", body = Page<SessionInfo>),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 422, description = "A limit out of range, or an unknown cursor", body = ErrorBody),
     )
 )]
-async fn list_sessions(State(state): State<AppState>, user: User) -> Json<SessionList> {
-    Json(SessionList {
-        sessions: state.sessions.list(&user),
-    })
+async fn list_sessions(
+    State(state): State<AppState>,
+    user: User,
+    ApiQuery(page): ApiQuery<PageRequest>,
+) -> Result<Json<Page<SessionInfo>>, ApiError> {
+    Ok(Json(state.service.sessions.list(&user, &page)?))
 }
 
 /// Get a session.
@@ -147,13 +176,14 @@ async fn get_session(
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    Ok(Json(state.sessions.get(&user, &id)?))
+    Ok(Json(state.service.sessions.get(&user, &id)?))
 }
 
 /// Delete a session.
 ///
 /// Interrupts a running execution and waits for it, stops the Python process, and deletes
-/// the session's files and metadata.
+/// the session's files and metadata. A conversation's session is refused (409): delete
+/// the conversation, which deletes its session.
 #[utoipa::path(
     delete,
     path = "/sessions/{id}",
@@ -163,6 +193,7 @@ async fn get_session(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session belongs to a conversation", body = ErrorBody),
     )
 )]
 async fn delete_session(
@@ -170,22 +201,23 @@ async fn delete_session(
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.delete(&user, &id).await?;
+    state.service.sessions.delete(&user, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Run code.
 ///
-/// By default the answer is a stream of Server-Sent Events, in order: `notice` (when the
+/// By default the answer is the result as JSON, once the execution ends (`ExecutionResponse`,
+/// with the execution's `id`). With `Accept: text/event-stream` (or `?stream=true`) it is a
+/// stream of Server-Sent Events, in order: `execution` (`{"id"}`), `notice` (when the
 /// Python process was started afresh for this execution: `{"code": "session_restarted",
 /// "message"}`), then as the code runs `stdout` and `stderr` (`{"text"}`), `result` (a
 /// MIME bundle: MIME type → data, binary data in base64) and `error` (`{"ename",
 /// "evalue", "traceback"}`); then `files` (the files created or changed: `[{"path",
 /// "size", "mime"}]`) and `end` (the whole `Execution`). If the session cannot be driven
-/// the stream ends with `failure` (an error body) instead. With `Accept:
-/// application/json` or `?stream=false` the answer is the `Execution` alone. One
-/// execution runs at a time in a session; it goes on to its end even if the client
-/// disconnects.
+/// the stream ends with `failure` (an error body) instead. One execution runs at a time in
+/// a session; it goes on to its end even if the client disconnects, and its result and
+/// events stay readable under its id for a while (`Location` names it).
 #[utoipa::path(
     post,
     path = "/sessions/{id}/execute",
@@ -193,10 +225,10 @@ async fn delete_session(
     params(SessionRoute, ExecuteQuery),
     request_body(content = ExecuteRequest),
     responses(
-        (status = 200, description = "The events of the execution, or its result",
+        (status = 200, description = "The result of the execution, or its events",
             content(
-                (StreamEvent = "text/event-stream"),
                 (ExecutionResponse = "application/json"),
+                (StreamEvent = "text/event-stream"),
             )),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
@@ -205,8 +237,9 @@ async fn delete_session(
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "No code, a timeout out of range, or an unknown field", body = ErrorBody),
+        (status = 429, description = "Starting this session's Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
         (status = 500, description = "The Python session could not be started or driven", body = ErrorBody),
-        (status = 503, description = "Too many live sessions to start this one's Python process, or the server is shutting down", body = ErrorBody),
+        (status = 503, description = "Too many live sessions to start this one's Python process (see Retry-After), or the server is shutting down", body = ErrorBody),
     )
 )]
 async fn execute(
@@ -217,34 +250,123 @@ async fn execute(
     headers: HeaderMap,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let limit = state.sessions.get(&user, &id)?.limits;
-    let timeout = match request.timeout {
-        None => limit.timeout(),
-        Some(secs) if secs > 0.0 && secs <= limit.timeout_secs => {
-            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
-        }
-        Some(secs) => {
-            return Err(ApiError::invalid(format!(
-                "timeout must be more than 0 and at most the session's limit of {} s, not {secs}.",
-                limit.timeout_secs
-            )))
-        }
-    };
-    let running = state
+    let log = state
+        .service
         .sessions
-        .checkout(&user, &id)
-        .await?
-        .spawn(request.code, timeout);
-    let stream = query.stream.unwrap_or_else(|| !prefers_json(&headers));
-    if stream {
-        return Ok(event_stream(running).into_response());
+        .execute(&user, &id, request.code, request.timeout_secs)
+        .await?;
+    let location = HeaderValue::from_str(&format!(
+        "{}/sessions/{id}/executions/{}",
+        super::API_PREFIX,
+        log.id
+    ))
+    .ok();
+    let stream = query.stream.unwrap_or_else(|| wants_event_stream(&headers));
+    let mut response = if stream {
+        event_stream(log, 0).into_response()
+    } else {
+        let execution = log.result().await?;
+        Json(response_of(&log, execution)).into_response()
+    };
+    if let Some(location) = location {
+        response.headers_mut().insert(LOCATION, location);
     }
-    let execution = running
-        .done
-        .await
-        .map_err(|e| ApiError::internal("The execution stopped", &e))??;
+    Ok(response)
+}
+
+/// Get an execution: running, or finished with its result.
+///
+/// Executions are kept for a while after they end (10 minutes unless the server is
+/// configured otherwise, and a session's last 16), so a client that lost its connection
+/// can read what it missed.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/executions/{execution_id}",
+    tag = "sessions",
+    params(ExecutionRoute),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionStatus),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session or execution (or no longer kept)", body = ErrorBody),
+    )
+)]
+async fn get_execution(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ExecutionRoute { id, execution_id }): ApiPath<ExecutionRoute>,
+) -> Result<Json<ExecutionStatus>, ApiError> {
+    let log = state
+        .service
+        .sessions
+        .execution(&user, &id, &execution_id)?;
+    let execution_state = log.state();
+    let (result, error) = match execution_state {
+        ExecutionState::Running => (None, None),
+        ExecutionState::Finished => match log.result().await {
+            Ok(execution) => (Some(response_of(&log, execution)), None),
+            Err(error) => (None, Some(ApiError::from(error).body())),
+        },
+    };
+    Ok(Json(ExecutionStatus {
+        id: log.id.clone(),
+        session_id: log.session_id.clone(),
+        started_at: log.started_at.clone(),
+        state: execution_state,
+        result,
+        error,
+    }))
+}
+
+/// Follow an execution's events (re-attach).
+///
+/// The same Server-Sent Events as `execute` streams, from the start, or after the event
+/// whose `id` a reconnecting client sends as `Last-Event-ID`; then live until the end.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/executions/{execution_id}/events",
+    tag = "sessions",
+    params(ExecutionRoute),
+    responses(
+        (status = 200, description = "The execution's events", content((StreamEvent = "text/event-stream"))),
+        (status = 400, description = "A Last-Event-ID that is not a number", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session or execution (or no longer kept)", body = ErrorBody),
+    )
+)]
+async fn execution_events(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ExecutionRoute { id, execution_id }): ApiPath<ExecutionRoute>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let log = state
+        .service
+        .sessions
+        .execution(&user, &id, &execution_id)?;
+    let from = match headers.get("last-event-id") {
+        None => 0,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .map(|seen| seen + 1)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    "Last-Event-ID must be the id of an event of this stream.",
+                )
+            })?,
+    };
+    Ok(event_stream(log, from).into_response())
+}
+
+fn response_of(log: &ExecutionLog, execution: Execution) -> ExecutionResponse {
     let notice = execution.restarted.then(|| RESTARTED_NOTICE.to_owned());
-    Ok(Json(ExecutionResponse { execution, notice }).into_response())
+    ExecutionResponse {
+        id: log.id.clone(),
+        execution,
+        notice,
+    }
 }
 
 /// Interrupt the running execution.
@@ -267,7 +389,7 @@ async fn interrupt(
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
 ) -> Result<Json<Interrupted>, ApiError> {
-    let interrupted = state.sessions.interrupt(&user, &id)?;
+    let interrupted = state.service.sessions.interrupt(&user, &id)?;
     Ok(Json(Interrupted { interrupted }))
 }
 
@@ -285,7 +407,8 @@ async fn interrupt(
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 409, description = "The session is running an execution", body = ErrorBody),
         (status = 500, description = "The Python session could not restart", body = ErrorBody),
-        (status = 503, description = "Too many live sessions, or the server is shutting down", body = ErrorBody),
+        (status = 429, description = "Starting a Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
+        (status = 503, description = "Too many live sessions, all busy (see Retry-After), or the server is shutting down", body = ErrorBody),
     )
 )]
 async fn restart(
@@ -293,14 +416,14 @@ async fn restart(
     user: User,
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    Ok(Json(state.sessions.restart(&user, &id).await?))
+    Ok(Json(state.service.sessions.restart(&user, &id).await?))
 }
 
-/// Whether the client asked for JSON rather than an event stream.
-fn prefers_json(headers: &HeaderMap) -> bool {
+/// Whether the client asked for an event stream by name (`*/*` and no `Accept` get JSON).
+fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("application/json") && !value.contains("text/event-stream"))
+        .any(|value| value.contains("text/event-stream"))
 }

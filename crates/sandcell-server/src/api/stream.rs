@@ -1,18 +1,27 @@
 //! An execution as a stream of Server-Sent Events, and the stream's OpenAPI schema.
+//!
+//! The stream is read from the execution's log in the core, so any number of clients
+//! can follow one execution, and a client that lost its connection re-attaches where it
+//! left off: every event carries the number of its log entry as its SSE `id`, and a
+//! request with `Last-Event-ID` resumes after it.
 
-use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::sessions::{RunningExecution, RESTARTED_NOTICE};
+use super::error::{ApiError, ErrorBody};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use sandcell_service::{ExecutionLog, LoggedEvent, RESTARTED_NOTICE};
 use sandcell_session::{ExecEvent, Execution, ExecutionError, FileChange};
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 /// One event of an execution's stream, in the order they come.
 pub enum StreamEvent {
+    /// The first event: which execution this is, to re-attach to it.
+    Execution {
+        id: String,
+    },
     /// The Python process was started afresh for this execution.
     Notice,
     Output(ExecEvent),
@@ -27,6 +36,7 @@ pub enum StreamEvent {
 impl StreamEvent {
     fn name(&self) -> &'static str {
         match self {
+            Self::Execution { .. } => "execution",
             Self::Notice => "notice",
             Self::Output(ExecEvent::Stdout(_)) => "stdout",
             Self::Output(ExecEvent::Stderr(_)) => "stderr",
@@ -40,6 +50,7 @@ impl StreamEvent {
 
     fn data(&self) -> Value {
         match self {
+            Self::Execution { id } => json!({ "id": id }),
             Self::Notice => json!({ "code": "session_restarted", "message": RESTARTED_NOTICE }),
             Self::Output(ExecEvent::Stdout(text) | ExecEvent::Stderr(text)) => {
                 json!({ "text": text })
@@ -52,10 +63,26 @@ impl StreamEvent {
         }
     }
 
-    fn to_sse(&self) -> Event {
-        Event::default()
+    fn to_sse(&self, id: Option<usize>) -> Event {
+        let event = Event::default()
             .event(self.name())
-            .data(self.data().to_string())
+            .data(self.data().to_string());
+        match id {
+            Some(id) => event.id(id.to_string()),
+            None => event,
+        }
+    }
+
+    /// The stream events of one log entry.
+    fn of(entry: LoggedEvent) -> Vec<Self> {
+        match entry {
+            LoggedEvent::Restarted => vec![Self::Notice],
+            LoggedEvent::Output(event) => vec![Self::Output(event)],
+            LoggedEvent::End(Ok(execution)) => {
+                vec![Self::Files(execution.files.clone()), Self::End(execution)]
+            }
+            LoggedEvent::End(Err(error)) => vec![Self::Failure(error.into())],
+        }
     }
 }
 
@@ -64,46 +91,38 @@ fn value(data: &impl serde::Serialize) -> Value {
     serde_json::to_value(data).unwrap_or(Value::Null)
 }
 
-/// The execution's events as Server-Sent Events; see [`StreamEvent`].
+/// The execution's events as Server-Sent Events from log entry `from` on (0: the whole
+/// execution, which starts with its `execution` event); see [`StreamEvent`].
 pub fn event_stream(
-    running: RunningExecution,
+    log: Arc<ExecutionLog>,
+    from: usize,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let (sender, mut receiver) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let RunningExecution {
-            mut events,
-            done,
-            restarted,
-        } = running;
-        let send = |event: StreamEvent| {
-            // A client that went away no longer reads; the execution still finishes.
-            let _ = sender.send(event.to_sse());
-        };
-        if restarted {
-            send(StreamEvent::Notice);
+    let first = (from == 0).then(|| StreamEvent::Execution { id: log.id.clone() }.to_sse(None));
+    let entries = futures_util::stream::unfold((log, from), |(log, next)| async move {
+        let entries = log.entries_from(next).await;
+        if entries.is_empty() {
+            return None;
         }
-        while let Some(event) = events.recv().await {
-            send(StreamEvent::Output(event));
-        }
-        match done.await {
-            Ok(Ok(execution)) => {
-                // The session restarted on its own (after a crash or a kill).
-                if execution.restarted && !restarted {
-                    send(StreamEvent::Notice);
-                }
-                send(StreamEvent::Files(execution.files.clone()));
-                send(StreamEvent::End(execution));
-            }
-            Ok(Err(error)) => send(StreamEvent::Failure(error)),
-            Err(error) => send(StreamEvent::Failure(ApiError::new(
-                ErrorCode::Internal,
-                format!("The execution stopped: {error}."),
-            ))),
-        }
+        let count = entries.len();
+        let events: Vec<Result<Event, Infallible>> = entries
+            .into_iter()
+            .enumerate()
+            .flat_map(|(offset, entry)| {
+                let id = next + offset;
+                let events = StreamEvent::of(entry);
+                let last = events.len() - 1;
+                // Only an entry's last event carries its id: a client that resumes after
+                // it has seen the whole entry.
+                events
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(n, event)| Ok(event.to_sse((n == last).then_some(id))))
+            })
+            .collect();
+        Some((futures_util::stream::iter(events), (log, next + count)))
     });
-    let events = futures_util::stream::poll_fn(move |context| {
-        receiver.poll_recv(context).map(|event| event.map(Ok))
-    });
+    let events = futures_util::StreamExt::flatten(entries);
+    let events = futures_util::StreamExt::chain(futures_util::stream::iter(first.map(Ok)), events);
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
@@ -117,7 +136,15 @@ impl PartialSchema for StreamEvent {
                 .required("text")
                 .into()
         };
-        let kinds: [(&str, &str, RefOr<Schema>); 8] = [
+        let kinds: [(&str, &str, RefOr<Schema>); 9] = [
+            (
+                "execution",
+                "The execution's id, first: GET /sessions/{id}/executions/{execution_id} reads its result, …/events re-attaches to its stream.",
+                ObjectBuilder::new()
+                    .property("id", ObjectBuilder::new().schema_type(Type::String))
+                    .required("id")
+                    .into(),
+            ),
             (
                 "notice",
                 "The Python process was started afresh for this execution: variables are gone, files remain.",

@@ -138,11 +138,10 @@ impl Api {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    /// Runs code and returns the JSON result (asserting 200).
+    /// Runs code and returns the JSON result, the default answer (asserting 200).
     pub async fn execute(&self, session: &str, code: &str) -> Value {
         let response = self
             .request(Method::POST, &format!("/api/v1/sessions/{session}/execute"))
-            .header("accept", "application/json")
             .json(&serde_json::json!({ "code": code }))
             .send()
             .await
@@ -152,10 +151,12 @@ impl Api {
         body
     }
 
-    /// Starts code with the answer as an event stream.
+    /// Starts code with the answer as an event stream, as asked with `Accept`; its first
+    /// event (`execution`, with the execution's id) is read already.
     pub async fn execute_stream(&self, session: &str, code: &str) -> EventStream {
         let response = self
             .request(Method::POST, &format!("/api/v1/sessions/{session}/execute"))
+            .header("accept", "text/event-stream")
             .json(&serde_json::json!({ "code": code }))
             .send()
             .await
@@ -165,7 +166,12 @@ impl Api {
             response.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
         );
-        EventStream::new(response)
+        let mut stream = EventStream::new(response);
+        let first = stream.next().await.expect("an execution event");
+        assert_eq!(first.name, "execution", "{first:?}");
+        stream.execution_id = first.data["id"].as_str().map(str::to_owned);
+        assert!(stream.execution_id.is_some(), "{first:?}");
+        stream
     }
 
     pub async fn session_state(&self, session: &str) -> String {
@@ -199,12 +205,16 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 pub struct Event {
     pub name: String,
     pub data: Value,
+    /// The `id:` field, when the event has one.
+    pub id: Option<String>,
 }
 
 /// Reads Server-Sent Events as they arrive.
 pub struct EventStream {
     response: Response,
     buffer: String,
+    /// The id of the execution whose events these are (from its `execution` event).
+    pub execution_id: Option<String>,
 }
 
 impl EventStream {
@@ -212,6 +222,7 @@ impl EventStream {
         Self {
             response,
             buffer: String::new(),
+            execution_id: None,
         }
     }
 
@@ -244,9 +255,12 @@ impl EventStream {
 /// start with `:` and make no event).
 fn parse_event(block: &str) -> Option<Event> {
     let mut name = None;
+    let mut id = None;
     let mut data = Vec::new();
     for line in block.lines() {
-        if let Some(value) = line.strip_prefix("event:") {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = Some(value.trim_start().to_owned());
+        } else if let Some(value) = line.strip_prefix("event:") {
             name = Some(value.trim_start().to_owned());
         } else if let Some(value) = line.strip_prefix("data:") {
             data.push(value.strip_prefix(' ').unwrap_or(value));
@@ -255,7 +269,7 @@ fn parse_event(block: &str) -> Option<Event> {
     let name = name?;
     let data = serde_json::from_str(&data.join("\n"))
         .unwrap_or_else(|e| panic!("event {name} has no JSON data ({e}): {block:?}"));
-    Some(Event { name, data })
+    Some(Event { name, data, id })
 }
 
 /// Sends a request exactly as written (no client normalises its path) and returns the

@@ -1,6 +1,6 @@
 //! The per-session limits a client may choose, within the maxima the server allows.
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use sandcell_session::Limits;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -72,6 +72,21 @@ impl SessionLimits {
         Duration::try_from_secs_f64(self.timeout_secs).unwrap_or(Duration::MAX)
     }
 
+    /// The time limit of one execution that asked for `asked` seconds (the session's own
+    /// limit when `None`): more than 0 and at most the session's limit.
+    pub fn execution_timeout(&self, asked: Option<f64>) -> Result<Duration, ServiceError> {
+        match asked {
+            None => Ok(self.timeout()),
+            Some(secs) if secs > 0.0 && secs <= self.timeout_secs => {
+                Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+            }
+            Some(secs) => Err(ServiceError::invalid(format!(
+                "timeout_secs must be more than 0 and at most the session's limit of {} s, not {secs}.",
+                self.timeout_secs
+            ))),
+        }
+    }
+
     /// The runtime's limits for a session with these.
     pub fn to_runtime(&self) -> Limits {
         Limits {
@@ -85,56 +100,112 @@ impl SessionLimits {
     }
 }
 
+/// How a door names each limit in its messages (`limits.memory_mib`, `--memory`, …).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitNames {
+    pub memory: &'static str,
+    pub processes: &'static str,
+    pub timeout: &'static str,
+    pub file_size: &'static str,
+    pub disk_quota: &'static str,
+}
+
+impl LimitNames {
+    /// The fields of a JSON `limits` object.
+    pub const FIELDS: Self = Self {
+        memory: "limits.memory_mib",
+        processes: "limits.processes",
+        timeout: "limits.timeout_secs",
+        file_size: "limits.file_size_mib",
+        disk_quota: "limits.disk_quota_mib",
+    };
+}
+
+/// The smallest value of each limit that still lets Python start and work.
+const MIN_MEMORY_MIB: u64 = 64;
+const MIN_PROCESSES: u64 = 8;
+const MIN_FILE_SIZE_MIB: u64 = 1;
+const MIN_DISK_QUOTA_MIB: u64 = 1;
+/// The longest time limit anyone may set (about 31 years): larger numbers are typos.
+const MAX_TIMEOUT_SECS: f64 = 1e9;
+
+impl SessionLimits {
+    /// No ceiling at all: for the command line (the user's own machine) and for the
+    /// operator's own ceilings, which only the minimums bound.
+    pub fn unbounded() -> Self {
+        Self {
+            memory_mib: u64::MAX,
+            processes: u64::MAX,
+            timeout_secs: MAX_TIMEOUT_SECS,
+            file_size_mib: u64::MAX,
+            disk_quota_mib: u64::MAX,
+        }
+    }
+}
+
 impl LimitsRequest {
-    /// The limits of a new session: what was asked, else the server's defaults (the
-    /// standard limits within `max`); an error names the first limit out of range.
-    pub fn resolve(&self, max: &SessionLimits) -> Result<SessionLimits, ApiError> {
+    /// The limits of a new session: what was asked, else the defaults (the standard
+    /// limits within `max`); an error names the first limit out of range.
+    pub fn resolve(&self, max: &SessionLimits) -> Result<SessionLimits, ServiceError> {
+        self.resolve_named(max, &LimitNames::FIELDS)
+    }
+
+    /// [`resolve`](Self::resolve), naming the limits as `names` says.
+    pub fn resolve_named(
+        &self,
+        max: &SessionLimits,
+        names: &LimitNames,
+    ) -> Result<SessionLimits, ServiceError> {
         let default = SessionLimits::standard().capped_by(max);
         let whole = |name: &str, asked: Option<u64>, default: u64, min: u64, max: u64| {
             let value = asked.unwrap_or(default);
-            if (min..=max).contains(&value) {
-                Ok(value)
-            } else {
-                Err(ApiError::invalid(format!(
-                    "limits.{name} must be between {min} and {max} on this server, not {value}."
+            if value < min {
+                Err(ServiceError::invalid(format!(
+                    "{name} must be at least {min}, not {value}."
                 )))
+            } else if value > max {
+                Err(ServiceError::invalid(format!(
+                    "{name} must be at most {max} on this server, not {value}."
+                )))
+            } else {
+                Ok(value)
             }
         };
         let timeout_secs = self.timeout_secs.unwrap_or(default.timeout_secs);
         if !(timeout_secs > 0.0 && timeout_secs <= max.timeout_secs) {
-            return Err(ApiError::invalid(format!(
-                "limits.timeout_secs must be more than 0 and at most {} on this server, not {timeout_secs}.",
-                max.timeout_secs
+            return Err(ServiceError::invalid(format!(
+                "{} must be more than 0 and at most {} seconds, not {timeout_secs}.",
+                names.timeout, max.timeout_secs
             )));
         }
         Ok(SessionLimits {
             memory_mib: whole(
-                "memory_mib",
+                names.memory,
                 self.memory_mib,
                 default.memory_mib,
-                64,
+                MIN_MEMORY_MIB,
                 max.memory_mib,
             )?,
             processes: whole(
-                "processes",
+                names.processes,
                 self.processes,
                 default.processes,
-                8,
+                MIN_PROCESSES,
                 max.processes,
             )?,
             timeout_secs,
             file_size_mib: whole(
-                "file_size_mib",
+                names.file_size,
                 self.file_size_mib,
                 default.file_size_mib,
-                1,
+                MIN_FILE_SIZE_MIB,
                 max.file_size_mib,
             )?,
             disk_quota_mib: whole(
-                "disk_quota_mib",
+                names.disk_quota,
                 self.disk_quota_mib,
                 default.disk_quota_mib,
-                1,
+                MIN_DISK_QUOTA_MIB,
                 max.disk_quota_mib,
             )?,
         })
@@ -189,7 +260,7 @@ mod tests {
             ..LimitsRequest::default()
         };
         let error = too_much.resolve(&max()).unwrap_err();
-        assert!(error.message.contains("memory_mib"), "{error}");
+        assert!(error.to_string().contains("memory_mib"), "{error}");
         for timeout in [0.0, -1.0, 31.0] {
             let asked = LimitsRequest {
                 timeout_secs: Some(timeout),

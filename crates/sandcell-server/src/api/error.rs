@@ -1,9 +1,11 @@
-//! Errors: [`ApiError`], what a request gets back (always the JSON body
-//! `{"error": {"code", "message"}}`), and [`ServerError`], why a server cannot start or run.
+//! [`ApiError`], what a request gets back (always the JSON body `{"error": {"code",
+//! "message"}}`). The core's [`ServiceError`] becomes an [`ApiError`] here, in one place.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sandcell_service::ServiceError;
 use serde::Serialize;
+use std::time::Duration;
 use utoipa::ToSchema;
 
 /// What kind of error a request met; each has one HTTP status.
@@ -26,7 +28,11 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// Well-formed, but a value is out of range or missing.
     InvalidRequest,
-    /// The server already runs as many live sessions as it is allowed.
+    /// The user already runs as many live sessions as one user may (others are not
+    /// affected); `Retry-After` says when to try again.
+    SessionQuota,
+    /// The server already runs as many live sessions as it is allowed, all busy;
+    /// `Retry-After` says when to try again.
     TooManySessions,
     /// The server is stopping and takes no new executions.
     ShuttingDown,
@@ -45,6 +51,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidRequest => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SessionQuota => StatusCode::TOO_MANY_REQUESTS,
             Self::TooManySessions | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +85,37 @@ pub struct ErrorDetail {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<Duration>,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        let code = match &error {
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Invalid(_) => ErrorCode::InvalidRequest,
+            ServiceError::InvalidPath(_) => ErrorCode::InvalidPath,
+            ServiceError::Busy(_) => ErrorCode::SessionBusy,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::UserLimit { .. } => ErrorCode::SessionQuota,
+            ServiceError::ServerFull { .. } => ErrorCode::TooManySessions,
+            ServiceError::ShuttingDown(_) => ErrorCode::ShuttingDown,
+            ServiceError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ServiceError::Internal(_) => ErrorCode::Internal,
+        };
+        Self {
+            code,
+            message: error.to_string(),
+            retry_after: error.retry_after(),
+        }
+    }
+}
+
+/// A file error is the core's error about a file.
+impl From<sandcell_service::FileError> for ApiError {
+    fn from(error: sandcell_service::FileError) -> Self {
+        ServiceError::from(error).into()
+    }
 }
 
 impl ApiError {
@@ -85,6 +123,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -98,8 +137,7 @@ impl ApiError {
 
     /// A failure inside the server; the details go to the log, the sentence to the client.
     pub fn internal(what: &str, error: &dyn std::fmt::Display) -> Self {
-        tracing::error!("{what}: {error}");
-        Self::new(ErrorCode::Internal, format!("{what}: {error}."))
+        ServiceError::internal(what, error).into()
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -120,44 +158,14 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         // The metrics layer counts errors by code, whichever handler or extractor made them.
         response.extensions_mut().insert(self.code);
         response
     }
-}
-
-/// `text` as a sentence: capitalised, with a full stop.
-pub(crate) fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut sentence: String = chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default();
-    if !sentence.ends_with(['.', '!', '?']) {
-        sentence.push('.');
-    }
-    sentence
-}
-
-/// Why the server could not start or keep running.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("{listen} is not a loopback address and the server has no API keys, so anyone who can reach it could run code: create a key with `sandcell serve --create-key NAME` and send it as `Authorization: Bearer KEY`")]
-    KeysRequired { listen: std::net::SocketAddr },
-    #[error("cannot listen on {listen}")]
-    Listen {
-        listen: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot use the data directory {path}")]
-    DataDir {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("the server stopped: {0}")]
-    Serve(#[source] std::io::Error),
 }

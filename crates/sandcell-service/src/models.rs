@@ -1,7 +1,7 @@
 //! Which models conversations talk to: the server's default, and the providers of
 //! sandcell's config file (with the usual environment variables for keys and addresses).
 
-use crate::error::{sentence, ApiError};
+use crate::error::{sentence, ServiceError};
 use sandcell_agent::{Config, ModelChoice, ModelClient};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -41,22 +41,22 @@ impl Models {
     }
 
     /// The model asked for, else the default; 422 when there is neither.
-    pub fn pick(&self, requested: Option<&str>) -> Result<String, ApiError> {
+    pub fn pick(&self, requested: Option<&str>) -> Result<String, ServiceError> {
         requested
             .map(str::trim)
             .filter(|spec| !spec.is_empty())
             .map(str::to_owned)
             .or_else(|| self.default.clone())
-            .ok_or_else(|| ApiError::invalid(format!("No model is configured. {MODEL_HINT}")))
+            .ok_or_else(|| ServiceError::invalid(format!("No model is configured. {MODEL_HINT}")))
     }
 
     /// A client for `spec`; 422 when it cannot be resolved (an unknown provider, a
     /// missing key).
-    pub fn client(&self, spec: &str) -> Result<ModelClient, ApiError> {
+    pub fn client(&self, spec: &str) -> Result<ModelClient, ServiceError> {
         let env = |name: &str| std::env::var(name).ok();
         ModelChoice::resolve(spec, None, &self.config, &env)
             .and_then(ModelClient::new)
-            .map_err(|error| ApiError::invalid(sentence(&error.to_string())))
+            .map_err(|error| ServiceError::invalid(sentence(&error.to_string())))
     }
 
     /// Model requests per turn at most.
@@ -73,13 +73,13 @@ mod tests {
     fn a_model_is_the_one_asked_for_else_the_default_else_an_error_saying_how() {
         let mut models = Models::default();
         let none = models.pick(None).unwrap_err();
-        assert!(none.message.contains("SANDCELL_MODEL"), "{}", none.message);
+        assert!(none.to_string().contains("SANDCELL_MODEL"), "{none}");
         assert_eq!(models.pick(Some("ollama:x")).unwrap(), "ollama:x");
         models.default = Some("anthropic:y".into());
         assert_eq!(models.pick(Some("  ")).unwrap(), "anthropic:y");
         assert_eq!(models.pick(None).unwrap(), "anthropic:y");
         let unknown = models.client("nowhere:model").unwrap_err();
-        assert!(unknown.message.ends_with('.'), "{}", unknown.message);
+        assert!(unknown.to_string().ends_with('.'), "{unknown}");
         assert!(models.client("ollama:qwen").is_ok());
     }
 }

@@ -8,11 +8,13 @@
 //! that goes away does not cut it short. The only memory kept is which turns are under
 //! way, to cancel them.
 
-use crate::error::{sentence, ApiError, ErrorCode};
-use crate::limits::LimitsRequest;
+use crate::error::{sentence, ServiceError};
+use crate::limits::{LimitsRequest, SessionLimits};
 use crate::models::Models;
+use crate::page::{Page, PageRequest};
 use crate::sessions::Sessions;
 use crate::store::{self, ConversationRecord, Store, User};
+use crate::users::random_hex;
 use sandcell_agent::{
     notebook, Agent, AgentError, AgentEvent, AgentOptions, Record, RecordSink, TokenUsage,
     Transcript, TurnEnd,
@@ -84,17 +86,26 @@ pub struct Conversations {
     sessions: Arc<Sessions>,
     models: Models,
     python: EnvInfo,
+    /// The highest limits; a conversation's session gets the defaults within them.
+    max_limits: SessionLimits,
     /// The turns under way: conversation id → what cancels it.
     turns: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
 impl Conversations {
-    pub fn new(store: Store, sessions: Arc<Sessions>, models: Models, python: EnvInfo) -> Self {
+    pub fn new(
+        store: Store,
+        sessions: Arc<Sessions>,
+        models: Models,
+        python: EnvInfo,
+        max_limits: SessionLimits,
+    ) -> Self {
         Self {
             store,
             sessions,
             models,
             python,
+            max_limits,
             turns: Arc::default(),
         }
     }
@@ -109,16 +120,16 @@ impl Conversations {
         &self,
         user: &User,
         model: Option<&str>,
-        max_limits: &crate::SessionLimits,
-    ) -> Result<ConversationInfo, ApiError> {
+    ) -> Result<ConversationInfo, ServiceError> {
         let model = self.models.pick(model)?;
         self.models.client(&model)?;
-        let limits = LimitsRequest::default().resolve(max_limits)?;
-        let session = self.sessions.create(user, limits).await?;
+        let limits = LimitsRequest::default().resolve(&self.max_limits)?;
+        let id =
+            random_hex(16).map_err(|e| ServiceError::internal("No random conversation id", &e))?;
+        let session = self.sessions.create_owned(user, limits, Some(&id)).await?;
         let now = store::now();
         let conversation = ConversationRecord {
-            id: crate::auth::random_hex(16)
-                .map_err(|e| ApiError::internal("No random conversation id", &e))?,
+            id,
             user_id: user.id,
             session_id: session.id.clone(),
             title: String::new(),
@@ -131,32 +142,39 @@ impl Conversations {
                 let sink = StoreSink::new(self.store.clone(), &conversation.id, 0);
                 Transcript::with_sink(&conversation.model, Box::new(sink))
                     .map(drop)
-                    .map_err(|e| ApiError::internal("The conversation cannot be recorded", &e))
+                    .map_err(|e| ServiceError::internal("The conversation cannot be recorded", &e))
             }
-            Err(error) => Err(ApiError::internal(
+            Err(error) => Err(ServiceError::internal(
                 "The conversation cannot be recorded",
                 &error,
             )),
         };
         if let Err(error) = recorded {
             // Its rows go with the session's.
-            let _ = self.sessions.delete(user, &session.id).await;
+            let _ = self.sessions.remove(user, &session.id).await;
             return Err(error);
         }
         Ok(info(conversation))
     }
 
-    /// The user's conversations, the most recently used first.
-    pub async fn list(&self, user: &User) -> Result<Vec<ConversationInfo>, ApiError> {
+    /// A page of the user's conversations, the most recently used first.
+    pub async fn list(
+        &self,
+        user: &User,
+        page: &PageRequest,
+    ) -> Result<Page<ConversationInfo>, ServiceError> {
         let conversations = self
             .store
             .conversations(user.id)
             .await
-            .map_err(|e| ApiError::internal("The conversations cannot be read", &e))?;
-        Ok(conversations.into_iter().map(info).collect())
+            .map_err(|e| ServiceError::internal("The conversations cannot be read", &e))?;
+        page.page(
+            conversations.into_iter().map(info).collect(),
+            |conversation| &conversation.id,
+        )
     }
 
-    pub async fn get(&self, user: &User, id: &str) -> Result<ConversationDetail, ApiError> {
+    pub async fn get(&self, user: &User, id: &str) -> Result<ConversationDetail, ServiceError> {
         let conversation = self.find(user, id).await?;
         let records = self
             .raw_records(id)
@@ -164,7 +182,7 @@ impl Conversations {
             .iter()
             .map(|text| serde_json::from_str(text))
             .collect::<Result<Vec<Value>, _>>()
-            .map_err(|e| ApiError::internal("A record of the conversation is not JSON", &e))?;
+            .map_err(|e| ServiceError::internal("A record of the conversation is not JSON", &e))?;
         Ok(ConversationDetail {
             info: info(conversation),
             records,
@@ -172,7 +190,7 @@ impl Conversations {
     }
 
     /// The conversation as a Jupyter notebook, and its title.
-    pub async fn notebook(&self, user: &User, id: &str) -> Result<(String, Value), ApiError> {
+    pub async fn notebook(&self, user: &User, id: &str) -> Result<(String, Value), ServiceError> {
         let conversation = self.find(user, id).await?;
         let records = self.records(id).await?;
         Ok((conversation.title, notebook::to_notebook(&records)))
@@ -180,17 +198,17 @@ impl Conversations {
 
     /// Deletes the conversation with its session and the session's files; a turn under
     /// way is cancelled first.
-    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let conversation = self.find(user, id).await?;
         if let Some(turn) = self.turns().get(id) {
             turn.cancel();
         }
         // The conversation's rows go with its session's.
-        self.sessions.delete(user, &conversation.session_id).await
+        self.sessions.remove(user, &conversation.session_id).await
     }
 
     /// Cancels the conversation's turn; false when none is under way.
-    pub async fn cancel(&self, user: &User, id: &str) -> Result<bool, ApiError> {
+    pub async fn cancel(&self, user: &User, id: &str) -> Result<bool, ServiceError> {
         self.find(user, id).await?;
         Ok(self
             .turns()
@@ -215,9 +233,9 @@ impl Conversations {
         id: &str,
         text: String,
         model: Option<&str>,
-    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ApiError> {
+    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ServiceError> {
         if text.trim().is_empty() {
-            return Err(ApiError::invalid("The message is empty."));
+            return Err(ServiceError::invalid("The message is empty."));
         }
         let conversation = self.find(user, id).await?;
         let spec = self.models.pick(model.or(Some(&conversation.model)))?;
@@ -244,7 +262,7 @@ impl Conversations {
                 .push(Record::Note {
                     text: format!("model changed to {spec}"),
                 })
-                .map_err(|e| ApiError::internal("The conversation cannot be written", &e))?;
+                .map_err(|e| ServiceError::internal("The conversation cannot be written", &e))?;
         }
         let title = if conversation.title.is_empty() {
             title_of(&text)
@@ -254,7 +272,7 @@ impl Conversations {
         self.store
             .update_conversation(id, title, spec)
             .await
-            .map_err(|e| ApiError::internal("The conversation cannot be written", &e))?;
+            .map_err(|e| ServiceError::internal("The conversation cannot be written", &e))?;
         let options = AgentOptions {
             max_steps: self.models.max_steps(),
             ..AgentOptions::default()
@@ -279,7 +297,7 @@ impl Conversations {
                         )
                         .await
                 }
-                Err(error) => Err(AgentError::Config(error.message)),
+                Err(error) => Err(AgentError::Config(error.to_string())),
             };
             let broken = matches!(result, Err(AgentError::Session(_)));
             let shutting_down = checkout.shutting_down();
@@ -310,28 +328,28 @@ impl Conversations {
     }
 
     /// The conversation `id` if it is the user's; another user's is "not found".
-    async fn find(&self, user: &User, id: &str) -> Result<ConversationRecord, ApiError> {
+    async fn find(&self, user: &User, id: &str) -> Result<ConversationRecord, ServiceError> {
         self.store
             .conversation(user.id, id)
             .await
-            .map_err(|e| ApiError::internal("The conversation cannot be read", &e))?
-            .ok_or_else(|| ApiError::not_found(&format!("conversation {id}")))
+            .map_err(|e| ServiceError::internal("The conversation cannot be read", &e))?
+            .ok_or_else(|| ServiceError::not_found(format!("conversation {id}")))
     }
 
-    async fn raw_records(&self, id: &str) -> Result<Vec<String>, ApiError> {
+    async fn raw_records(&self, id: &str) -> Result<Vec<String>, ServiceError> {
         self.store
             .conversation_records(id)
             .await
-            .map_err(|e| ApiError::internal("The conversation cannot be read", &e))
+            .map_err(|e| ServiceError::internal("The conversation cannot be read", &e))
     }
 
-    async fn records(&self, id: &str) -> Result<Vec<Record>, ApiError> {
+    async fn records(&self, id: &str) -> Result<Vec<Record>, ServiceError> {
         self.raw_records(id)
             .await?
             .iter()
             .map(|text| serde_json::from_str(text))
             .collect::<Result<Vec<Record>, _>>()
-            .map_err(|e| ApiError::internal("A record of the conversation cannot be read", &e))
+            .map_err(|e| ServiceError::internal("A record of the conversation cannot be read", &e))
     }
 
     fn turns(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
@@ -360,12 +378,12 @@ impl TurnGuard {
         turns: &Arc<Mutex<HashMap<String, CancellationToken>>>,
         id: &str,
         cancel: CancellationToken,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, ServiceError> {
         let mut map = lock(turns);
         if map.contains_key(id) {
-            return Err(ApiError::new(
-                ErrorCode::SessionBusy,
-                "This conversation is still answering the last message; wait for it, or cancel it.",
+            return Err(ServiceError::Busy(
+                "This conversation is still answering the last message; wait for it, or cancel it."
+                    .into(),
             ));
         }
         map.insert(id.to_owned(), cancel);

@@ -5,32 +5,43 @@
 //! A session is *stopped* when it has no Python process: after a server restart, after
 //! its idle time ran out, or when its process could not be driven. Its files and metadata
 //! stay; the next execution starts a fresh process in the same directory and says so
-//! (`restarted: true`). At most `max_sessions` processes are live at once (a semaphore
-//! permit each). Each session runs one execution at a time: the execution holds the
-//! session's lock, and runs in a task of its own so that a client that goes away does not
-//! cut it in the middle.
+//! (`restarted: true`). At most `max_sessions` processes are live at once, and at most
+//! `max_sessions_per_user` of one user's ([`Places`]); when either is reached, the least
+//! recently used idle session (the user's own, for the user's quota) is stopped to make
+//! room before anyone is refused. Each session runs one execution at a time: the
+//! execution holds the session's lock, and runs in a task of its own so that a client
+//! that goes away does not cut it in the middle; its events go to an [`ExecutionLog`]
+//! kept for a while, under an id, for clients to re-attach.
 
-use crate::auth::random_hex;
-use crate::config::ServerConfig;
-use crate::error::{ApiError, ErrorCode, ServerError};
+use crate::config::ServiceConfig;
+use crate::error::ServiceError;
+use crate::executions::{ExecutionLog, LoggedEvent};
 use crate::files::WorkDir;
 use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
+use crate::page::{Page, PageRequest};
+use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
+use crate::users::random_hex;
 use prometheus_client::metrics::gauge::Gauge;
 use sandcell_session::{ExecEvent, Execution, Interrupter, Runtime, Session, SessionConfig};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-/// What the API shows of a session.
+/// Finished executions a session keeps readable (besides the retention time).
+const KEPT_EXECUTIONS: usize = 16;
+/// What a client refused for want of room is told to wait before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What a client sees of a session.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SessionInfo {
     pub id: String,
@@ -40,6 +51,8 @@ pub struct SessionInfo {
     pub last_used_at: String,
     pub state: SessionState,
     pub limits: SessionLimits,
+    /// The conversation whose code runs in this session, if any.
+    pub conversation_id: Option<String>,
 }
 
 /// Whether a session's Python process is running, and busy.
@@ -57,25 +70,29 @@ pub enum SessionState {
 /// The sentence a client sees when an execution ran in a fresh Python process.
 pub const RESTARTED_NOTICE: &str = "The Python session was restarted before this execution: variables from earlier executions are gone; files in /mnt/data remain.";
 
-/// All sessions of the server.
+/// All sessions.
 pub struct Sessions {
     runtime: Runtime,
     store: Store,
     metrics: Arc<Metrics>,
     sessions_dir: PathBuf,
     idle_timeout: Duration,
+    execution_retention: Duration,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
-    /// One permit per live Python process.
-    permits: Arc<Semaphore>,
+    places: Arc<Places>,
     shutting_down: Arc<AtomicBool>,
 }
 
 /// One session.
 struct Entry {
     record: SessionRecord,
+    /// Set once when the session is created for a conversation (or read from the store).
+    conversation_id: Mutex<Option<String>>,
     slot: Arc<tokio::sync::Mutex<Slot>>,
     /// The execution under way, for interrupts and shutdown.
     running: Mutex<Option<Running>>,
+    /// The latest executions, newest last.
+    executions: Mutex<VecDeque<Arc<ExecutionLog>>>,
     last_used: Mutex<(Instant, String)>,
     /// Set (under the slot lock) when the session is deleted.
     deleted: AtomicBool,
@@ -86,16 +103,31 @@ struct Slot {
     live: Option<Live>,
 }
 
-/// A running Python process and its permit.
+/// A running Python process and its place.
 struct Live {
     session: Session,
-    _permit: LivePermit,
+    _place: Place,
 }
 
-/// Holds one of the `max_sessions` places, and keeps the live-sessions gauge true.
-struct LivePermit {
-    _permit: OwnedSemaphorePermit,
+/// The live-session quotas: of the server, and of each user.
+struct Places {
+    max: usize,
+    max_per_user: usize,
+    /// Live sessions of each user; their sum is the server's.
+    taken: Mutex<HashMap<i64, usize>>,
     gauge: Gauge,
+}
+
+/// Holds one live session's place, and keeps the counts and the gauge true.
+struct Place {
+    places: Arc<Places>,
+    user_id: i64,
+}
+
+/// Which quota is full.
+enum Full {
+    User,
+    Server,
 }
 
 struct Running {
@@ -118,43 +150,50 @@ pub struct Checkout {
     pub restarted: bool,
 }
 
-/// An execution running in its own task.
-pub struct RunningExecution {
-    /// Output as it is produced; closed when the execution ends.
-    pub events: mpsc::UnboundedReceiver<ExecEvent>,
-    pub done: JoinHandle<Result<Execution, ApiError>>,
-    /// See [`Checkout::restarted`].
-    pub restarted: bool,
-}
-
 impl Sessions {
     /// The sessions recorded in the store, all stopped. Working directories no session
     /// owns any more (a deletion cut short) and unfinished uploads are removed.
     pub async fn load(
-        config: &ServerConfig,
+        config: &ServiceConfig,
         runtime: Runtime,
         store: Store,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, StartError> {
         let records = store.sessions().await?;
+        let owners = store.conversation_sessions().await?;
         let sessions_dir = config.sessions_dir();
         let known: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
         let dirs = (sessions_dir.clone(), config.staging_dir());
         tokio::task::spawn_blocking(move || sweep(&dirs.0, &known, &dirs.1))
             .await
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+            .map_err(|e| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
         let entries = records
             .into_iter()
-            .map(|record| (record.id.clone(), Arc::new(Entry::new(record, None))))
+            .map(|record| {
+                let conversation = owners.get(&record.id).cloned();
+                (
+                    record.id.clone(),
+                    Arc::new(Entry::new(record, conversation, None)),
+                )
+            })
             .collect();
         Ok(Self {
             runtime,
             store,
+            places: Arc::new(Places {
+                max: config.max_sessions,
+                max_per_user: config.max_sessions_per_user,
+                taken: Mutex::default(),
+                gauge: metrics.sessions_live.clone(),
+            }),
             metrics,
             sessions_dir,
             idle_timeout: config.idle_timeout,
+            execution_retention: config.execution_retention,
             entries: RwLock::new(entries),
-            permits: Arc::new(Semaphore::new(config.max_sessions)),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -164,13 +203,23 @@ impl Sessions {
         &self,
         user: &User,
         limits: SessionLimits,
-    ) -> Result<SessionInfo, ApiError> {
+    ) -> Result<SessionInfo, ServiceError> {
+        self.create_owned(user, limits, None).await
+    }
+
+    /// Creates a session for conversation `conversation_id`, which it then belongs to.
+    pub(crate) async fn create_owned(
+        &self,
+        user: &User,
+        limits: SessionLimits,
+        conversation_id: Option<&str>,
+    ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
-        let id = random_hex(16).map_err(|e| ApiError::internal("No random session id", &e))?;
+        let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
         let dir = self.sessions_dir.join(&id);
         tokio::fs::create_dir(&dir)
             .await
-            .map_err(|e| ApiError::internal("The session's directory cannot be made", &e))?;
+            .map_err(|e| ServiceError::internal("The session's directory cannot be made", &e))?;
         let now = store::now();
         let record = SessionRecord {
             id: id.clone(),
@@ -189,15 +238,22 @@ impl Sessions {
         if let Err(error) = self.store.insert_session(record.clone()).await {
             live.shutdown().await;
             remove_dir(dir).await;
-            return Err(ApiError::internal("The session cannot be recorded", &error));
+            return Err(ServiceError::internal(
+                "The session cannot be recorded",
+                &error,
+            ));
         }
-        let entry = Arc::new(Entry::new(record, Some(live)));
+        let entry = Arc::new(Entry::new(
+            record,
+            conversation_id.map(str::to_owned),
+            Some(live),
+        ));
         self.write_entries().insert(id, entry.clone());
         Ok(entry.info())
     }
 
-    /// The user's sessions, oldest first.
-    pub fn list(&self, user: &User) -> Vec<SessionInfo> {
+    /// A page of the user's sessions, oldest first.
+    pub fn list(&self, user: &User, page: &PageRequest) -> Result<Page<SessionInfo>, ServiceError> {
         let mut sessions: Vec<SessionInfo> = self
             .read_entries()
             .values()
@@ -205,21 +261,81 @@ impl Sessions {
             .map(|entry| entry.info())
             .collect();
         sessions.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        sessions
+        page.page(sessions, |session| &session.id)
     }
 
-    pub fn get(&self, user: &User, id: &str) -> Result<SessionInfo, ApiError> {
+    pub fn get(&self, user: &User, id: &str) -> Result<SessionInfo, ServiceError> {
         Ok(self.find(user, id)?.info())
     }
 
     /// The session's working directory.
-    pub fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ApiError> {
+    pub fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ServiceError> {
         let entry = self.find(user, id)?;
         Ok(WorkDir::new(self.sessions_dir.join(&entry.record.id)))
     }
 
-    /// Locks the session for an execution, starting its Python process if it is stopped.
-    pub async fn checkout(&self, user: &User, id: &str) -> Result<Checkout, ApiError> {
+    /// Starts running `code` in the session, in a task of its own, and returns its log.
+    /// `timeout_secs` is this execution's time limit (more than 0, at most the session's;
+    /// the session's when `None`); it applies to this execution only.
+    pub async fn execute(
+        &self,
+        user: &User,
+        id: &str,
+        code: String,
+        timeout_secs: Option<f64>,
+    ) -> Result<Arc<ExecutionLog>, ServiceError> {
+        let limits = self.find(user, id)?.record.limits.clone();
+        let timeout = limits.execution_timeout(timeout_secs)?;
+        let checkout = self.checkout(user, id).await?;
+        let execution_id =
+            random_hex(12).map_err(|e| ServiceError::internal("No random execution id", &e))?;
+        let log = Arc::new(ExecutionLog::new(
+            format!("exec_{execution_id}"),
+            id.to_owned(),
+            store::now(),
+        ));
+        checkout
+            .entry
+            .keep_execution(log.clone(), self.execution_retention);
+        let restarted_before = checkout.restarted;
+        if restarted_before {
+            log.push(LoggedEvent::Restarted);
+        }
+        let task_log = log.clone();
+        tokio::spawn(async move {
+            let result = checkout
+                .execute(code, timeout, |event| {
+                    task_log.push(LoggedEvent::Output(event.clone()));
+                })
+                .await;
+            // The process restarted on its own during the execution (a crash, a kill).
+            if !restarted_before && result.as_ref().is_ok_and(|e| e.restarted) {
+                task_log.push(LoggedEvent::Restarted);
+            }
+            task_log.push(LoggedEvent::End(result));
+        });
+        Ok(log)
+    }
+
+    /// An execution of the session, running or finished within the retention time.
+    pub fn execution(
+        &self,
+        user: &User,
+        id: &str,
+        execution_id: &str,
+    ) -> Result<Arc<ExecutionLog>, ServiceError> {
+        self.find(user, id)?
+            .execution(execution_id, self.execution_retention)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "There is no execution {execution_id} in session {id} (finished executions are kept for {} s).",
+                    self.execution_retention.as_secs()
+                ))
+            })
+    }
+
+    /// Locks the session for one use, starting its Python process if it is stopped.
+    pub async fn checkout(&self, user: &User, id: &str) -> Result<Checkout, ServiceError> {
         self.refuse_when_shutting_down()?;
         let entry = self.find(user, id)?;
         let mut slot = entry.lock()?;
@@ -250,12 +366,12 @@ impl Sessions {
     }
 
     /// Interrupts the session's running execution; false when none is running.
-    pub fn interrupt(&self, user: &User, id: &str) -> Result<bool, ApiError> {
+    pub fn interrupt(&self, user: &User, id: &str) -> Result<bool, ServiceError> {
         Ok(self.find(user, id)?.interrupt())
     }
 
     /// Gives the session a fresh Python process (variables go, files stay).
-    pub async fn restart(&self, user: &User, id: &str) -> Result<SessionInfo, ApiError> {
+    pub async fn restart(&self, user: &User, id: &str) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
         let entry = self.find(user, id)?;
         let mut slot = entry.lock()?;
@@ -266,7 +382,7 @@ impl Sessions {
                     if let Some(live) = slot.live.take() {
                         live.shutdown().await;
                     }
-                    return Err(ApiError::internal(
+                    return Err(ServiceError::internal(
                         "The Python session could not restart",
                         &error,
                     ));
@@ -280,8 +396,20 @@ impl Sessions {
     }
 
     /// Stops the session (interrupting what runs and waiting for it) and deletes its
-    /// files and metadata.
-    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ApiError> {
+    /// files and metadata. A session that a conversation runs its code in is refused:
+    /// deleting the conversation deletes it.
+    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
+        let entry = self.find(user, id)?;
+        if let Some(conversation) = entry.conversation() {
+            return Err(ServiceError::Conflict(format!(
+                "Session {id} holds the code and files of conversation {conversation}; delete the conversation instead, which deletes its session too."
+            )));
+        }
+        self.remove(user, id).await
+    }
+
+    /// Deletes a session whatever uses it (a conversation going with its session).
+    pub(crate) async fn remove(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let entry = self.find(user, id)?;
         self.write_entries().remove(id);
         entry.interrupt();
@@ -291,13 +419,13 @@ impl Sessions {
             live.shutdown().await;
         }
         self.store.delete_session(id).await.map_err(|e| {
-            ApiError::internal("The session cannot be removed from the database", &e)
+            ServiceError::internal("The session cannot be removed from the database", &e)
         })?;
         let dir = self.sessions_dir.join(id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
             .await
-            .map_err(|e| ApiError::internal("The session's files cannot be removed", &e))?
-            .map_err(|e| ApiError::internal("The session's files cannot be removed", &e))
+            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?
+            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))
     }
 
     /// Stops the Python process of every session idle for the idle timeout.
@@ -309,16 +437,8 @@ impl Sessions {
             .cloned()
             .collect();
         for entry in idle {
-            // A busy session is not idle; and one used since the list was made is spared.
-            let Ok(mut slot) = entry.slot.clone().try_lock_owned() else {
-                continue;
-            };
-            if entry.idle_for() < self.idle_timeout {
-                continue;
-            }
-            if let Some(live) = slot.live.take() {
-                tracing::info!(session = %entry.record.id, "stopping an idle session's Python process");
-                live.shutdown().await;
+            if entry.idle_for() >= self.idle_timeout && entry.stop_if_idle().await {
+                tracing::info!(session = %entry.record.id, "stopped an idle session's Python process");
             }
         }
     }
@@ -368,14 +488,8 @@ impl Sessions {
     }
 
     /// Takes a place among the live sessions and starts a Python process.
-    async fn start(&self, record: &SessionRecord) -> Result<Live, ApiError> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                ErrorCode::TooManySessions,
-                "The server already runs as many live sessions as it allows; try again later, or delete or let idle sessions stop.",
-            )
-        })?;
-        let permit = LivePermit::new(permit, self.metrics.sessions_live.clone());
+    async fn start(&self, record: &SessionRecord) -> Result<Live, ServiceError> {
+        let place = self.take_place(record.user_id).await?;
         let session = self
             .runtime
             .create_session(SessionConfig {
@@ -383,29 +497,69 @@ impl Sessions {
                 limits: record.limits.to_runtime(),
             })
             .await
-            .map_err(|e| ApiError::internal("The Python session could not start", &e))?;
+            .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
         Ok(Live {
             session,
-            _permit: permit,
+            _place: place,
         })
+    }
+
+    /// A place for one more live session of `user_id`. When the user's quota or the
+    /// server's is full, the least recently used idle session that frees a place (the
+    /// user's own for the user's quota, anyone's for the server's) is stopped first; only
+    /// when there is none is the request refused.
+    async fn take_place(&self, user_id: i64) -> Result<Place, ServiceError> {
+        loop {
+            let full = match Places::take(&self.places, user_id) {
+                Ok(place) => return Ok(place),
+                Err(full) => full,
+            };
+            let mut idle: Vec<Arc<Entry>> = self
+                .read_entries()
+                .values()
+                .filter(|entry| matches!(full, Full::Server) || entry.record.user_id == user_id)
+                .cloned()
+                .collect();
+            idle.sort_by_key(|entry| std::cmp::Reverse(entry.idle_for()));
+            let mut freed = false;
+            for entry in idle {
+                if entry.stop_if_idle().await {
+                    tracing::info!(session = %entry.record.id, "stopped an idle session's Python process to make room");
+                    freed = true;
+                    break;
+                }
+            }
+            if !freed {
+                return Err(match full {
+                    Full::User => ServiceError::UserLimit {
+                        message: format!(
+                            "You already have {} sessions running code, as many as this server allows one user; wait for one to finish, or delete one.",
+                            self.places.max_per_user
+                        ),
+                        retry_after: RETRY_AFTER,
+                    },
+                    Full::Server => ServiceError::ServerFull {
+                        message: "The server already runs as many live sessions as it allows, all of them busy; try again later.".into(),
+                        retry_after: RETRY_AFTER,
+                    },
+                });
+            }
+        }
     }
 
     /// The session `id` if it belongs to `user`; another user's session is "not found",
     /// so ids reveal nothing.
-    fn find(&self, user: &User, id: &str) -> Result<Arc<Entry>, ApiError> {
+    fn find(&self, user: &User, id: &str) -> Result<Arc<Entry>, ServiceError> {
         self.read_entries()
             .get(id)
             .filter(|entry| entry.record.user_id == user.id)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(&format!("session {id}")))
+            .ok_or_else(|| ServiceError::not_found(format!("session {id}")))
     }
 
-    fn refuse_when_shutting_down(&self) -> Result<(), ApiError> {
+    fn refuse_when_shutting_down(&self) -> Result<(), ServiceError> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError::new(
-                ErrorCode::ShuttingDown,
-                "The server is shutting down and starts nothing new.",
-            ));
+            return Err(ServiceError::shutting_down());
         }
         Ok(())
     }
@@ -425,29 +579,48 @@ impl Sessions {
 }
 
 impl Entry {
-    fn new(record: SessionRecord, live: Option<Live>) -> Self {
+    fn new(record: SessionRecord, conversation_id: Option<String>, live: Option<Live>) -> Self {
         let last_used = (Instant::now(), record.last_used_at.clone());
         Self {
             record,
+            conversation_id: Mutex::new(conversation_id),
             slot: Arc::new(tokio::sync::Mutex::new(Slot { live })),
             running: Mutex::new(None),
+            executions: Mutex::default(),
             last_used: Mutex::new(last_used),
             deleted: AtomicBool::new(false),
         }
     }
 
-    /// The session's lock, or 409 when an execution holds it.
-    fn lock(self: &Arc<Self>) -> Result<OwnedMutexGuard<Slot>, ApiError> {
+    /// The session's lock, or `Busy` when an execution holds it.
+    fn lock(self: &Arc<Self>) -> Result<OwnedMutexGuard<Slot>, ServiceError> {
         let slot = self.slot.clone().try_lock_owned().map_err(|_| {
-            ApiError::new(
-                ErrorCode::SessionBusy,
-                "This session is busy with another execution; wait for it to end or interrupt it.",
+            ServiceError::Busy(
+                "This session is busy with another execution; wait for it to end or interrupt it."
+                    .into(),
             )
         })?;
         if self.deleted.load(Ordering::SeqCst) {
-            return Err(ApiError::not_found(&format!("session {}", self.record.id)));
+            return Err(ServiceError::not_found(format!(
+                "session {}",
+                self.record.id
+            )));
         }
         Ok(slot)
+    }
+
+    /// Stops the Python process if the session is live and not in use; true if it did.
+    async fn stop_if_idle(self: &Arc<Self>) -> bool {
+        let Ok(mut slot) = self.slot.clone().try_lock_owned() else {
+            return false;
+        };
+        match slot.live.take() {
+            Some(live) => {
+                live.shutdown().await;
+                true
+            }
+            None => false,
+        }
     }
 
     fn info(&self) -> SessionInfo {
@@ -462,13 +635,35 @@ impl Entry {
             last_used_at: self.last_used().1.clone(),
             state,
             limits: self.record.limits.clone(),
+            conversation_id: self.conversation(),
         }
+    }
+
+    fn conversation(&self) -> Option<String> {
+        lock(&self.conversation_id).clone()
     }
 
     fn interrupt(&self) -> bool {
         self.running()
             .as_ref()
             .is_some_and(|running| running.interrupter.interrupt())
+    }
+
+    /// Keeps `log` among the session's executions, dropping those past their time.
+    fn keep_execution(&self, log: Arc<ExecutionLog>, retention: Duration) {
+        let mut executions = lock(&self.executions);
+        executions.retain(|kept| !kept.expired(retention));
+        executions.push_back(log);
+        while executions.len() > KEPT_EXECUTIONS {
+            executions.pop_front();
+        }
+    }
+
+    fn execution(&self, id: &str, retention: Duration) -> Option<Arc<ExecutionLog>> {
+        lock(&self.executions)
+            .iter()
+            .find(|log| log.id == id && !log.expired(retention))
+            .cloned()
     }
 
     /// Marks the session used now; returns the time as stored.
@@ -483,41 +678,60 @@ impl Entry {
     }
 
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.running)
     }
 
     fn last_used(&self) -> MutexGuard<'_, (Instant, String)> {
-        self.last_used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.last_used)
     }
 }
 
-impl Checkout {
-    /// Runs `code` in a task of its own; see [`RunningExecution`].
-    pub fn spawn(self, code: String, timeout: Duration) -> RunningExecution {
-        let (sender, events) = mpsc::unbounded_channel();
-        let restarted = self.restarted;
-        let done = tokio::spawn(self.execute(code, timeout, move |event| {
-            // A client that went away no longer reads; the execution still finishes.
-            let _ = sender.send(event.clone());
-        }));
-        RunningExecution {
-            events,
-            done,
-            restarted,
-        }
-    }
+/// Locks a mutex whose data stays whole even if a holder panicked (each is replaced or
+/// appended to in one step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
+impl Places {
+    fn take(places: &Arc<Self>, user_id: i64) -> Result<Place, Full> {
+        let mut taken = lock(&places.taken);
+        if taken.values().sum::<usize>() >= places.max {
+            return Err(Full::Server);
+        }
+        let user = taken.entry(user_id).or_default();
+        if *user >= places.max_per_user {
+            return Err(Full::User);
+        }
+        *user += 1;
+        places.gauge.inc();
+        Ok(Place {
+            places: places.clone(),
+            user_id,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut taken = lock(&self.places.taken);
+        if let Some(count) = taken.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                taken.remove(&self.user_id);
+            }
+        }
+        self.places.gauge.dec();
+    }
+}
+impl Checkout {
     /// The Python session, for the work this checkout was taken for.
-    pub fn session(&mut self) -> Result<&mut Session, ApiError> {
+    pub fn session(&mut self) -> Result<&mut Session, ServiceError> {
         match self.slot.live.as_mut() {
             Some(live) => Ok(&mut live.session),
-            None => Err(ApiError::new(
-                ErrorCode::Internal,
-                "The session has no Python process.",
+            None => Err(ServiceError::Internal(
+                "The session has no Python process.".into(),
             )),
         }
     }
@@ -556,7 +770,7 @@ impl Checkout {
         code: String,
         timeout: Duration,
         mut on_event: impl FnMut(&ExecEvent) + Send,
-    ) -> Result<Execution, ApiError> {
+    ) -> Result<Execution, ServiceError> {
         let cancel = self.cancellation();
         // A shutdown that began before this checkout was registered could not interrupt
         // this execution: it does not start.
@@ -575,13 +789,12 @@ impl Checkout {
                 self.metrics.record_execution(&execution);
                 Ok(execution)
             }
-            Some(Err(error)) => Err(ApiError::internal(
+            Some(Err(error)) => Err(ServiceError::internal(
                 "The Python session could not be driven",
                 &error,
             )),
-            None => Err(ApiError::new(
-                ErrorCode::ShuttingDown,
-                "The server shut down during this execution and stopped its Python process; variables are gone, files in /mnt/data remain.",
+            None => Err(ServiceError::ShuttingDown(
+                "The server shut down during this execution and stopped its Python process; variables are gone, files in /mnt/data remain.".into(),
             )),
         };
         self.finish(result.is_err()).await;
@@ -605,28 +818,12 @@ impl Live {
     }
 }
 
-impl LivePermit {
-    fn new(permit: OwnedSemaphorePermit, gauge: Gauge) -> Self {
-        gauge.inc();
-        Self {
-            _permit: permit,
-            gauge,
-        }
-    }
-}
-
-impl Drop for LivePermit {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
 /// Removes what belongs to no session: directories of sessions not in the database,
 /// and every staged upload (none is in progress before the server starts).
-fn sweep(sessions_dir: &Path, known: &[String], staging_dir: &Path) -> Result<(), ServerError> {
+fn sweep(sessions_dir: &Path, known: &[String], staging_dir: &Path) -> Result<(), StartError> {
     let data_dir_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ServerError::DataDir { path, source }
+        move |source| StartError::DataDir { path, source }
     };
     std::fs::create_dir_all(sessions_dir).map_err(data_dir_error(sessions_dir))?;
     for entry in std::fs::read_dir(sessions_dir).map_err(data_dir_error(sessions_dir))? {

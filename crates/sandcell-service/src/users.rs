@@ -1,4 +1,4 @@
-//! API keys and who a request comes from.
+//! Users and their API keys: who a request comes from.
 //!
 //! A key is 32 random bytes; the database keeps only its SHA-256. A plain fast hash is
 //! enough here because the secret has 256 bits of entropy: there is no dictionary to try
@@ -6,12 +6,8 @@
 //! against. Requests are matched by looking the hash up, so no comparison of secrets
 //! runs in the server at all (and so none can leak timing).
 
-use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
+use crate::error::ServiceError;
 use crate::store::{Store, StoreError, User};
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
 
@@ -50,7 +46,7 @@ pub async fn create_key(store: &Store, name: &str) -> Result<String, KeyError> {
 }
 
 /// `bytes` random bytes from the operating system, in hex: keys and session ids.
-pub(crate) fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     let mut random = vec![0u8; bytes];
     getrandom::fill(&mut random)?;
     Ok(random.iter().fold(String::new(), |mut hex, byte| {
@@ -63,33 +59,29 @@ pub fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-impl FromRequestParts<AppState> for User {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match &*state.auth {
-            Auth::Local(user) => Ok(user.clone()),
-            Auth::Keys => {
-                let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
-                let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-                    unauthorized(
-                        "This server needs an API key: send it as `Authorization: Bearer KEY`.",
+impl Auth {
+    /// The user a request comes from, given the key it presented (if any). Each door
+    /// reads the key from its own protocol (an `Authorization` header, a transport's
+    /// metadata) and asks here.
+    pub async fn user(&self, store: &Store, key: Option<&str>) -> Result<User, ServiceError> {
+        match self {
+            Self::Local(user) => Ok(user.clone()),
+            Self::Keys => {
+                let key = key.ok_or_else(|| {
+                    ServiceError::Unauthorized(
+                        "This server needs an API key: send it as `Authorization: Bearer KEY`."
+                            .into(),
                     )
                 })?;
-                let key = header
-                    .to_str()
-                    .ok()
-                    .and_then(|value| value.strip_prefix("Bearer "))
-                    .map(str::trim)
-                    .ok_or_else(|| {
-                        unauthorized("The Authorization header must be `Bearer KEY`.")
-                    })?;
-                state
-                    .store
+                store
                     .user_by_key_hash(hash_key(key))
                     .await
-                    .map_err(|e| ApiError::internal("The user database cannot be read", &e))?
-                    .ok_or_else(|| unauthorized("This API key is not known to this server."))
+                    .map_err(|e| ServiceError::internal("The user database cannot be read", &e))?
+                    .ok_or_else(|| {
+                        ServiceError::Unauthorized(
+                            "This API key is not known to this server.".into(),
+                        )
+                    })
             }
         }
     }

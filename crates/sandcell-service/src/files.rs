@@ -7,7 +7,7 @@
 //! and a use. Links are not followed at all, even ones that stay inside the directory.
 //! Everything here blocks; callers run it on a blocking thread.
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ServiceError;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
@@ -67,17 +67,18 @@ pub enum FileError {
     },
 }
 
-impl From<FileError> for ApiError {
+impl From<FileError> for ServiceError {
     fn from(error: FileError) -> Self {
-        let code = match &error {
-            FileError::InvalidPath(_) | FileError::Symlink(_) => ErrorCode::InvalidPath,
-            FileError::NotFound(_) => ErrorCode::NotFound,
+        match &error {
+            FileError::InvalidPath(_) | FileError::Symlink(_) => {
+                ServiceError::InvalidPath(error.to_string())
+            }
+            FileError::NotFound(_) => ServiceError::NotFound(error.to_string()),
             FileError::IsDirectory(_)
             | FileError::NotRegular(_)
-            | FileError::PermissionDenied(_) => ErrorCode::Conflict,
-            FileError::Io { .. } => return ApiError::internal("A file operation failed", &error),
-        };
-        ApiError::new(code, error.to_string())
+            | FileError::PermissionDenied(_) => ServiceError::Conflict(error.to_string()),
+            FileError::Io { .. } => ServiceError::internal("A file operation failed", &error),
+        }
     }
 }
 

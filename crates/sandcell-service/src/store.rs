@@ -1,4 +1,5 @@
-//! The server's SQLite database: users with their hashed API keys, and session metadata.
+//! The SQLite database: users with their hashed API keys, session metadata and
+//! conversations.
 //!
 //! One file, one connection behind a mutex, used from `spawn_blocking` so the async
 //! threads never wait on the disk. The schema moves forward by [`MIGRATIONS`], counted in
@@ -309,6 +310,32 @@ impl Store {
                 params![id, at],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Which conversation each session that has one belongs to: session id → conversation id.
+    pub async fn conversation_sessions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.call(|c| {
+            let mut statement = c.prepare("SELECT session_id, id FROM conversations")?;
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// The conversation whose code runs in session `id`, if one does.
+    pub async fn conversation_of_session(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id FROM conversations WHERE session_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
         .await
     }

@@ -1,0 +1,55 @@
+//! What the core is started with: where its data lives and the operator's limits.
+
+use crate::limits::SessionLimits;
+use crate::models::Models;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Holds the database (`sandcell.db`), the sessions' working directories
+    /// (`sessions/ID`) and uploads being received (`uploads/`).
+    pub data_dir: PathBuf,
+    /// A session with no execution for this long has its Python process stopped.
+    pub idle_timeout: Duration,
+    /// Sessions whose Python process may be running at once, for the whole server.
+    pub max_sessions: usize,
+    /// Sessions whose Python process may be running at once, for one user.
+    pub max_sessions_per_user: usize,
+    /// The highest limits a client may ask for; a session's defaults stay within them.
+    pub max_limits: SessionLimits,
+    /// How long a finished execution's result stays readable by its id.
+    pub execution_retention: Duration,
+    /// What conversations talk to.
+    pub models: Models,
+}
+
+impl ServiceConfig {
+    /// The defaults: 20 idle minutes, 100 live sessions (20 per user), the standard
+    /// session limits as maxima, results kept 10 minutes, no model.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            idle_timeout: Duration::from_secs(20 * 60),
+            max_sessions: 100,
+            max_sessions_per_user: 20,
+            max_limits: SessionLimits::standard(),
+            execution_retention: Duration::from_secs(10 * 60),
+            models: Models::default(),
+        }
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("sandcell.db")
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.data_dir.join("sessions")
+    }
+
+    /// Uploads are written here, then renamed into place: on the same filesystem as the
+    /// sessions, and out of the sandboxed code's sight until complete.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+}

@@ -1,0 +1,89 @@
+//! The core of sandcell that every front door calls.
+//!
+//! For: sessions (created, listed, locked for one use at a time, interrupted, restarted,
+//! stopped when idle, deleted), executions (with ids, their events kept for a while so a
+//! client can re-attach), the files of a session's `/mnt/data`, conversations with a
+//! model (the agent loop of `sandcell-agent`, recorded as it happens), users and their
+//! API keys, the rules for limits (defaults, the operator's ceilings, per-user and
+//! per-server session quotas), the SQLite store and the metrics. Errors are one plain
+//! enum, [`ServiceError`], each with its sentence for the person.
+//!
+//! Not for: any protocol. No HTTP status, header, JSON-RPC type or response body is
+//! known here; each door (`sandcell-server`'s `/api/v1`, the command line, …) parses
+//! its requests, calls this crate and maps [`ServiceError`] in one place of its own.
+//! Running Python is `sandcell-session`'s, the agent loop `sandcell-agent`'s.
+
+mod config;
+mod conversations;
+mod error;
+mod executions;
+mod files;
+mod limits;
+mod metrics;
+mod models;
+mod page;
+mod sessions;
+mod start_error;
+mod store;
+mod users;
+
+pub use config::ServiceConfig;
+pub use conversations::{
+    ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnOutcome,
+};
+pub use error::{sentence, ServiceError};
+pub use executions::{ExecutionLog, ExecutionState, LoggedEvent};
+pub use files::{FileError, FileInfo, FilePath, WorkDir};
+pub use limits::{LimitNames, LimitsRequest, SessionLimits};
+pub use metrics::Metrics;
+pub use models::{Models, ModelsInfo, MODEL_HINT};
+pub use page::{Page, PageRequest};
+pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
+pub use start_error::StartError;
+pub use store::{ConversationRecord, SessionRecord, Store, StoreError, User, LOCAL_USER};
+pub use users::{create_key, hash_key, random_hex, Auth, KeyError};
+
+use sandcell_pyenv::EnvInfo;
+use sandcell_session::Runtime;
+use std::sync::Arc;
+
+/// The core: what every door holds. Cheap to share (`Arc`).
+pub struct Service {
+    pub config: ServiceConfig,
+    pub store: Store,
+    pub auth: Auth,
+    pub sessions: Arc<Sessions>,
+    pub conversations: Arc<Conversations>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Service {
+    /// Loads the sessions recorded in `store` (all stopped; their Python processes come
+    /// from `runtime`, whose environment `python` describes to models).
+    pub async fn start(
+        config: ServiceConfig,
+        store: Store,
+        auth: Auth,
+        runtime: Runtime,
+        python: EnvInfo,
+    ) -> Result<Arc<Self>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let sessions =
+            Arc::new(Sessions::load(&config, runtime, store.clone(), metrics.clone()).await?);
+        let conversations = Arc::new(Conversations::new(
+            store.clone(),
+            sessions.clone(),
+            config.models.clone(),
+            python,
+            config.max_limits.clone(),
+        ));
+        Ok(Arc::new(Self {
+            config,
+            store,
+            auth,
+            sessions,
+            conversations,
+            metrics,
+        }))
+    }
+}
