@@ -70,8 +70,8 @@ pub fn describe_files(workdir: &Path) -> Vec<String> {
     let Ok(dir) = SafeDir::open(workdir) else {
         return Vec::new();
     };
-    let mut files: Vec<(String, u64)> = dir
-        .files(LOOKED_AT)
+    let listing = dir.files(LOOKED_AT);
+    let mut files: Vec<(String, u64)> = listing
         .files
         .into_iter()
         .filter_map(|entry| {
@@ -95,6 +95,9 @@ pub fn describe_files(workdir: &Path) -> Vec<String> {
         .collect();
     if more > 0 {
         lines.push(format!("… and {more} more files"));
+    }
+    if !listing.complete {
+        lines.push("… and more not looked at (too many files or folders too deep)".to_owned());
     }
     lines
 }
@@ -219,6 +222,17 @@ mod tests {
         assert_eq!(
             describe_files(dir.path()),
             ["/mnt/data/own.csv (2 B); columns: x"]
+        );
+    }
+
+    #[test]
+    fn a_directory_too_deep_to_look_at_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
+        std::fs::write(dir.path().join("a/b/c/deep.txt"), "x").unwrap();
+        assert_eq!(
+            describe_files(dir.path()),
+            ["… and more not looked at (too many files or folders too deep)"]
         );
     }
 
