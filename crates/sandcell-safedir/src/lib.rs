@@ -248,7 +248,13 @@ impl SafeDir {
             complete: true,
         };
         let mut seen = 0;
-        if let Ok(root) = self.root.try_clone() {
+        // A new open file description, not a duplicate of `root`: reading a directory
+        // moves the offset its descriptors share.
+        if let Ok(root) = open_at(
+            self.root.as_raw_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        ) {
             walk_into(root, Path::new(""), 0, limits, &mut seen, &mut listing);
         }
         listing
