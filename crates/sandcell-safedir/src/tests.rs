@@ -278,3 +278,19 @@ fn errors_name_the_path_as_the_reader_knows_it() {
         "/mnt/data/link goes through a symbolic link, and sandcell does not follow links in a session's files."
     );
 }
+
+#[test]
+fn the_probe_picks_openat2_where_the_kernel_has_it() {
+    let fixture = Fixture::new();
+    let dir = SafeDir::open(fixture.root.path()).unwrap();
+    let has_openat2 = resolve::beneath(&dir.root, ".").is_ok();
+    if !has_openat2 {
+        eprintln!("SKIPPED in part: this kernel has no openat2, so the walk must be chosen");
+    }
+    let expected = if has_openat2 {
+        Resolver::Openat2
+    } else {
+        Resolver::Walk
+    };
+    assert_eq!(dir.resolver, expected);
+}
