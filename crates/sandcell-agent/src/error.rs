@@ -54,6 +54,9 @@ pub enum AgentError {
     Session(#[from] sandcell_session::SessionError),
     #[error("cannot use {path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// A file in the session's working directory.
+    #[error(transparent)]
+    SessionFile(#[from] sandcell_safedir::SafeDirError),
     #[error("{path} is not a sandcell conversation (line {line}: {message})")]
     Transcript {
         path: PathBuf,

@@ -2,12 +2,18 @@
 //! limits, no internet) and how it works here.
 
 use sandcell_pyenv::EnvInfo;
+use sandcell_safedir::{SafeDir, SafePath, WalkLimits};
 use sandcell_session::Limits;
 use std::fmt::Write;
 use std::path::Path;
 
 /// Files listed in the prompt at most; the model can list the rest itself.
 const MAX_FILES: usize = 50;
+/// How far the directory is looked at for the prompt (a cell can make millions of files).
+const LOOKED_AT: WalkLimits = WalkLimits {
+    max_entries: 10_000,
+    max_depth: 2,
+};
 /// Column names listed per table at most.
 const MAX_COLUMNS: usize = 40;
 /// Spreadsheets larger than this are listed without their columns (reading them takes time).
@@ -60,17 +66,28 @@ pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path) -> String {
 /// One line per file under `workdir` (hidden files skipped): path, size, and the
 /// columns of CSV and spreadsheet files.
 pub fn describe_files(workdir: &Path) -> Vec<String> {
-    let mut files = Vec::new();
-    collect_files(workdir, workdir, 0, &mut files);
+    // The session's code owns the directory: nothing in it is read by name.
+    let Ok(dir) = SafeDir::open(workdir) else {
+        return Vec::new();
+    };
+    let listing = dir.files(LOOKED_AT);
+    let mut files: Vec<(String, u64)> = listing
+        .files
+        .into_iter()
+        .filter_map(|entry| {
+            let path = entry.path.to_str()?;
+            let hidden = path.split('/').any(|part| part.starts_with('.'));
+            (!hidden).then(|| (path.to_owned(), entry.size))
+        })
+        .collect();
     files.sort();
     let more = files.len().saturating_sub(MAX_FILES);
     files.truncate(MAX_FILES);
     let mut lines: Vec<String> = files
         .iter()
         .map(|(relative, size)| {
-            let path = workdir.join(relative);
             let mut line = format!("/mnt/data/{relative} ({})", human_size(*size));
-            if let Some(columns) = columns(&path, *size) {
+            if let Some(columns) = columns(&dir, relative, *size) {
                 let _ = write!(line, "; {columns}");
             }
             line
@@ -79,49 +96,44 @@ pub fn describe_files(workdir: &Path) -> Vec<String> {
     if more > 0 {
         lines.push(format!("… and {more} more files"));
     }
+    if !listing.complete {
+        lines.push("… and more not looked at (too many files or folders too deep)".to_owned());
+    }
     lines
 }
 
-fn collect_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, u64)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        // Not following symlinks: the session's code may point them anywhere.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        if meta.is_dir() && depth < 2 {
-            collect_files(root, &entry.path(), depth + 1, out);
-        } else if meta.is_file() {
-            if let Ok(relative) = entry.path().strip_prefix(root) {
-                out.push((relative.to_string_lossy().into_owned(), meta.len()));
-            }
-        }
-    }
-}
-
 /// `columns: a, b, c` for a table file, or `sheets: …` for a workbook.
-fn columns(path: &Path, size: u64) -> Option<String> {
-    let extension = path.extension()?.to_string_lossy().to_lowercase();
+fn columns(dir: &SafeDir, relative: &str, size: u64) -> Option<String> {
+    let extension = Path::new(relative)
+        .extension()?
+        .to_string_lossy()
+        .to_lowercase();
+    let open = || {
+        let path = SafePath::parse(relative).ok()?;
+        dir.open_file(&path).ok().map(|(file, _)| file)
+    };
     match extension.as_str() {
         "csv" | "tsv" => {
             let delimiter = if extension == "tsv" { b'\t' } else { b',' };
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(delimiter)
                 .flexible(true)
-                .from_path(path)
-                .ok()?;
+                .from_reader(open()?);
             let headers: Vec<String> = reader.headers().ok()?.iter().map(str::to_owned).collect();
             Some(format!("columns: {}", list(&headers)))
         }
         "xlsx" | "xlsm" | "xls" | "xlsb" | "ods" if size <= MAX_SPREADSHEET_BYTES => {
             use calamine::Reader;
-            let mut workbook = calamine::open_workbook_auto(path).ok()?;
+            use std::io::Read;
+            // In memory (it is small), shared by calamine's tries of each format.
+            let mut bytes = Vec::new();
+            open()?
+                .take(MAX_SPREADSHEET_BYTES)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            let bytes: std::sync::Arc<[u8]> = bytes.into();
+            let mut workbook =
+                calamine::open_workbook_auto_from_rs(std::io::Cursor::new(bytes)).ok()?;
             let sheets: Vec<String> = workbook
                 .sheet_names()
                 .into_iter()
@@ -194,6 +206,33 @@ mod tests {
                 "/mnt/data/sales.csv (30 B); columns: region, month, amount",
                 "/mnt/data/sub/t.tsv (8 B); columns: a, b",
             ]
+        );
+    }
+
+    #[test]
+    fn files_behind_planted_links_are_neither_listed_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("host.csv"), "SECRET_COLUMN\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("host.csv"), dir.path().join("a.csv"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow.csv")).unwrap();
+        std::fs::write(dir.path().join("own.csv"), "x\n").unwrap();
+        assert_eq!(
+            describe_files(dir.path()),
+            ["/mnt/data/own.csv (2 B); columns: x"]
+        );
+    }
+
+    #[test]
+    fn a_directory_too_deep_to_look_at_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
+        std::fs::write(dir.path().join("a/b/c/deep.txt"), "x").unwrap();
+        assert_eq!(
+            describe_files(dir.path()),
+            ["… and more not looked at (too many files or folders too deep)"]
         );
     }
 

@@ -2,9 +2,10 @@
 //! long output cut to its head and tail (the full text saved in `/mnt/data`).
 
 use base64::Engine;
+use sandcell_safedir::{Create, SafeDir, SafeDirError, SafePath};
 use sandcell_session::{Execution, Status};
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::AgentError;
 use crate::prompt::human_size;
@@ -13,6 +14,9 @@ use crate::prompt::human_size;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 12_000;
 /// Where cut outputs are saved, under `/mnt/data`.
 const OUTPUTS_DIR: &str = "outputs";
+/// Images are saved as `figure_1.png` up to this number; past it (a directory already
+/// full of figures, or names the session's code took) saving fails and the result says so.
+const MAX_FIGURE_NUMBER: usize = 10_000;
 
 /// The tool result of one execution.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,11 +136,9 @@ fn cut(text: &str, number: usize, workdir: &Path, limit: usize) -> Result<String
     if total <= limit {
         return Ok(text.to_owned());
     }
-    let dir = workdir.join(OUTPUTS_DIR);
-    create_dir_owned(&dir, workdir)?;
     let name = format!("call_{number}.txt");
-    let host_path = dir.join(&name);
-    write_owned(&host_path, text.as_bytes(), workdir)?;
+    let saved = SafePath::parse(&format!("{OUTPUTS_DIR}/{name}"))?;
+    session_files(workdir)?.write_file(&saved, text.as_bytes(), Create::Replace)?;
     let head_chars = limit * 2 / 3;
     let tail_chars = limit / 4;
     let head: String = text.chars().take(head_chars).collect();
@@ -159,56 +161,31 @@ fn save_image(workdir: &Path, mime: &str, base64_data: &str) -> Result<SavedImag
         .map(|size| (size.width, size.height))
         .unwrap_or((0, 0));
     let extension = if mime == "image/jpeg" { "jpg" } else { "png" };
-    let name = (1..)
-        .map(|n| format!("figure_{n}.{extension}"))
-        .find(|name| std::fs::symlink_metadata(workdir.join(name)).is_err())
-        .unwrap_or_else(|| format!("figure.{extension}"));
-    write_owned(&workdir.join(&name), &bytes, workdir)?;
-    Ok(SavedImage {
-        path: format!("/mnt/data/{name}"),
-        mime: mime.to_owned(),
-        width,
-        height,
-    })
-}
-
-/// Writes a new file into the working directory, owned like the directory (the sandboxed
-/// user must be able to change and delete it). Never follows a symlink the session made.
-fn write_owned(path: &Path, bytes: &[u8], workdir: &Path) -> Result<(), AgentError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        // A symlink planted by the session's code must not redirect our write.
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| AgentError::io(path, e))?;
-    file.write_all(bytes).map_err(|e| AgentError::io(path, e))?;
-    give_to_owner_of(path, workdir)
-}
-
-fn create_dir_owned(dir: &Path, workdir: &Path) -> Result<(), AgentError> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(_) => {
-            return Err(AgentError::Io {
-                path: dir.to_path_buf(),
-                message: "it exists and is not a directory".into(),
-            })
+    let files = session_files(workdir)?;
+    // The first free name, taken with O_EXCL: whatever the session's code put under a
+    // name (a file, a link) is never written over or through.
+    let mut number = 1;
+    loop {
+        let name = format!("figure_{number}.{extension}");
+        match files.write_file(&SafePath::parse(&name)?, &bytes, Create::New) {
+            Ok(_) => {
+                return Ok(SavedImage {
+                    path: format!("/mnt/data/{name}"),
+                    mime: mime.to_owned(),
+                    width,
+                    height,
+                })
+            }
+            Err(SafeDirError::AlreadyExists(_)) if number < MAX_FIGURE_NUMBER => number += 1,
+            Err(error) => return Err(error.into()),
         }
-        Err(_) => {}
     }
-    std::fs::create_dir(dir).map_err(|e| AgentError::io(dir, e))?;
-    give_to_owner_of(dir, workdir)
 }
 
-fn give_to_owner_of(path: &Path, workdir: &Path) -> Result<(), AgentError> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(workdir).map_err(|e| AgentError::io(workdir, e))?;
-    std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid()))
-        .map_err(|e| AgentError::io(PathBuf::from(path), e))
+/// The session's working directory, reached without following the links its code may
+/// have planted; files sandcell writes there belong to the directory's owner.
+fn session_files(workdir: &Path) -> Result<SafeDir, AgentError> {
+    Ok(SafeDir::open(workdir)?.shown_as("/mnt/data"))
 }
 
 #[cfg(test)]
@@ -296,17 +273,70 @@ mod tests {
             .contains("The Python session was restarted"));
     }
 
-    #[test]
-    fn a_symlink_planted_in_the_directory_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A host file outside the working directory, and its content and modification time.
+    fn canary() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        (String, std::time::SystemTime),
+    ) {
         let outside = tempfile::tempdir().unwrap();
-        let target = outside.path().join("victim");
-        std::fs::write(&target, "keep").unwrap();
-        std::fs::create_dir(dir.path().join("outputs")).unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join("outputs/call_1.txt")).unwrap();
+        let canary = outside.path().join("canary");
+        std::fs::write(&canary, "keep").unwrap();
+        let state = canary_state(&canary);
+        (outside, canary, state)
+    }
+
+    fn canary_state(canary: &Path) -> (String, std::time::SystemTime) {
+        (
+            std::fs::read_to_string(canary).unwrap(),
+            std::fs::metadata(canary).unwrap().modified().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_symlink_planted_for_the_saved_output_is_not_followed() {
+        let (outside, canary, before) = canary();
         let mut e = execution();
         e.stdout = "x".repeat(500);
+        // At the file name, and as the `outputs` folder itself.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("outputs")).unwrap();
+        std::os::unix::fs::symlink(&canary, dir.path().join("outputs/call_1.txt")).unwrap();
+        let error = tool_output(&e, 1, dir.path(), 100).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("outputs")).unwrap();
         assert!(tool_output(&e, 1, dir.path(), 100).is_err());
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(canary_state(&canary), before);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+        // A FIFO there would block a write with no reader forever: it is replaced instead.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("outputs")).unwrap();
+        let fifo = dir.path().join("outputs/call_1.txt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        tool_output(&e, 1, dir.path(), 100).unwrap();
+        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), e.stdout);
+    }
+
+    #[test]
+    fn an_image_is_never_written_through_a_planted_figure_name() {
+        let (_outside, canary, before) = canary();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&canary, dir.path().join("figure_1.png")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("figure_2.png")).unwrap();
+        let mut e = execution();
+        let mut image = MimeBundle::new();
+        image.insert("image/png".into(), PNG.into());
+        e.results = vec![image];
+        let output = tool_output(&e, 1, dir.path(), DEFAULT_OUTPUT_LIMIT).unwrap();
+        assert_eq!(output.images[0].path, "/mnt/data/figure_3.png");
+        assert!(std::fs::symlink_metadata(dir.path().join("figure_3.png"))
+            .unwrap()
+            .is_file());
+        assert_eq!(canary_state(&canary), before);
     }
 }

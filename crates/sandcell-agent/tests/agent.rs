@@ -274,6 +274,72 @@ async fn huge_output_is_cut_for_the_model_and_saved_whole() {
 }
 
 #[tokio::test]
+async fn links_the_code_plants_never_lead_the_agent_outside_the_working_directory() {
+    let host = tempfile::tempdir().unwrap();
+    let canary = host.path().join("canary.csv");
+    std::fs::write(&canary, "CANARY_COLUMN\n1\n").unwrap();
+    let canary_modified = std::fs::metadata(&canary).unwrap().modified().unwrap();
+    let plant = format!(
+        "import os\n\
+         os.symlink({canary:?}, 'figure_1.png')\n\
+         os.symlink({canary:?}, 'table.csv')\n\
+         os.symlink('/etc/shadow', 'shadow.csv')\n\
+         os.symlink({host:?}, 'outputs')\n\
+         import matplotlib.pyplot as plt\n\
+         plt.plot([1, 2]); plt.show()",
+        canary = canary.display().to_string(),
+        host = host.path().display().to_string(),
+    );
+    let server = replay(json!([
+        reply_code(&plant),
+        reply_code("for i in range(50000):\n    print('row', i)"),
+        reply_text("Done."),
+        reply_text("Still here."),
+    ]))
+    .await;
+    let (mut agent, dir, _rt) = agent(client("openai", &server)).await;
+    let (end, events) = send(&mut agent, "plant links").await;
+    assert!(matches!(end.unwrap(), TurnEnd::Answered { .. }));
+    let images: Vec<Vec<String>> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Execution { images, .. } => Some(images.clone()),
+            _ => None,
+        })
+        .collect();
+    // The plot takes the next free name; the cut output cannot be saved, and says why.
+    assert_eq!(images[0], ["/mnt/data/figure_2.png"]);
+    assert!(std::fs::read(dir.path().join("figure_2.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    let tool_results = request_text(&server.requests()[2]);
+    assert!(
+        tool_results.contains("outputs/call_2.txt goes through a symbolic link"),
+        "{tool_results}"
+    );
+    // The next turn's file list shows neither the links nor what they point at.
+    let (end, _) = send(&mut agent, "list").await;
+    assert!(matches!(end.unwrap(), TurnEnd::Answered { .. }));
+    let system = server.requests()[3].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(system.contains("/mnt/data/figure_2.png"), "{system}");
+    for leaked in ["CANARY_COLUMN", "table.csv", "shadow", "root:"] {
+        assert!(!system.contains(leaked), "{leaked} in {system}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&canary).unwrap(),
+        "CANARY_COLUMN\n1\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&canary).unwrap().modified().unwrap(),
+        canary_modified
+    );
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1);
+}
+
+#[tokio::test]
 async fn cancelling_stops_the_code_and_keeps_session_and_conversation() {
     let server = replay(json!([
         reply_code("y = 7\nimport time\ntime.sleep(60)"),

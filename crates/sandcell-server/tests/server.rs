@@ -519,11 +519,36 @@ async fn paths_out_of_the_working_directory_are_refused() {
     let id = api.create_session().await;
     let files = format!("/api/v1/sessions/{id}/files");
     let outside = tempfile::tempdir().unwrap();
+    let canary = outside.path().join("canary");
+    std::fs::write(&canary, "canary-content").unwrap();
+    let canary_modified = std::fs::metadata(&canary).unwrap().modified().unwrap();
     let code = format!(
-        "import os\nos.symlink('/etc/passwd', 'passwd')\nos.symlink('/etc', 'etc')\nos.symlink({:?}, 'out')",
-        outside.path().display().to_string()
+        "import os\nos.symlink('/etc/passwd', 'passwd')\nos.symlink('/etc', 'etc')\nos.symlink({:?}, 'out')\n\
+         os.symlink('/etc/shadow', 'shadow')\nos.symlink({:?}, 'figure_1.png')",
+        outside.path().display().to_string(),
+        canary.display().to_string()
     );
     assert_eq!(api.execute(&id, &code).await["status"], "ok");
+    // A link to a host file is neither served nor written through.
+    for target in ["shadow", "figure_1.png", "out/canary"] {
+        for method in ["GET", "PUT"] {
+            let (status, body) =
+                raw_request(server.addr, method, &format!("{files}/{target}")).await;
+            assert!(
+                status == 400 && body.contains("\"invalid_path\""),
+                "{method} {target}: {status} {body}"
+            );
+            assert!(
+                !body.contains("canary-content") && !body.contains("root:"),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "canary-content");
+    assert_eq!(
+        std::fs::metadata(&canary).unwrap().modified().unwrap(),
+        canary_modified
+    );
 
     // Written literally, with no client to normalise them away.
     let through = [

@@ -2,13 +2,16 @@
 //! created or changed, and how much space the directory uses.
 
 use crate::execution::FileChange;
+use sandcell_safedir::{Listing, SafeDir, WalkLimits};
 use std::collections::HashMap;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-/// A directory with more entries than this is only partly watched.
-const MAX_ENTRIES: usize = 50_000;
+/// A directory with more entries than this, or deeper, is only partly watched.
+const WATCHED: WalkLimits = WalkLimits {
+    max_entries: 50_000,
+    max_depth: 64,
+};
 
 /// What each regular file looked like at one moment.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -21,44 +24,27 @@ struct FileStamp {
     size: u64,
     /// Bytes of disk the file occupies (sparse files count for what they use).
     allocated: u64,
-    mtime_ns: i128,
+    modified: SystemTime,
     inode: u64,
 }
 
 impl Snapshot {
-    /// Walks `root` (without following symlinks).
+    /// Walks `root` without following a link anywhere (the session's code can plant
+    /// them, or swap a directory for one, while the host walks).
     pub fn take(root: &Path) -> Self {
-        let mut files = HashMap::new();
-        let mut pending = vec![root.to_path_buf()];
-        while let Some(dir) = pending.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if files.len() >= MAX_ENTRIES {
-                    return Self { files };
-                }
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    pending.push(entry.path());
-                } else if meta.is_file() {
-                    let Ok(relative) = entry.path().strip_prefix(root).map(Path::to_path_buf)
-                    else {
-                        continue;
-                    };
-                    files.insert(
-                        relative,
-                        FileStamp {
-                            size: meta.len(),
-                            allocated: meta.blocks() * 512,
-                            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                                + i128::from(meta.mtime_nsec()),
-                            inode: meta.ino(),
-                        },
-                    );
-                }
-            }
-        }
+        let files = regular_files(root)
+            .files
+            .into_iter()
+            .map(|entry| {
+                let stamp = FileStamp {
+                    size: entry.size,
+                    allocated: entry.allocated,
+                    modified: entry.modified,
+                    inode: entry.inode,
+                };
+                (entry.path, stamp)
+            })
+            .collect();
         Self { files }
     }
 
@@ -90,32 +76,24 @@ impl Snapshot {
 /// Bytes used by the regular files under `root` (allocated blocks, so sparse files
 /// count for what they occupy).
 pub fn disk_usage(root: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut seen = 0usize;
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            seen += 1;
-            if seen > MAX_ENTRIES {
-                return total;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else {
-                total = total.saturating_add(meta.blocks() * 512);
-            }
-        }
-    }
-    total
+    regular_files(root)
+        .files
+        .iter()
+        .fold(0, |total: u64, entry| total.saturating_add(entry.allocated))
+}
+
+/// The regular files beneath `root`; none when it cannot be opened (a session whose
+/// directory is gone has nothing to report).
+fn regular_files(root: &Path) -> Listing {
+    SafeDir::open(root)
+        .map(|dir| dir.files(WATCHED))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn new_and_modified_files_are_reported_but_unchanged_ones_are_not() {
@@ -132,6 +110,20 @@ mod tests {
         assert_eq!(changes[0].mime, "text/csv");
         assert_eq!(changes[1].size, 10);
         assert_eq!(changes[1].mime, "image/png");
+    }
+
+    #[test]
+    fn links_planted_by_the_session_are_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("host.bin"), vec![1u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow")).unwrap();
+        fs::write(dir.path().join("own.txt"), "x").unwrap();
+        let changes = Snapshot::default().changes(&Snapshot::take(dir.path()));
+        let paths: Vec<_> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["own.txt"]);
+        assert!(disk_usage(dir.path()) < 100_000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use sandcell_agent::{AgentEvent, TokenUsage};
+use sandcell_safedir::{SafeDir, SafePath};
 use sandcell_session::Status;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use syntect::util::as_24_bit_terminal_escaped;
 const DIM: &str = "\x1b[2m";
 const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
+/// Images larger than this are saved but not drawn (the session's code controls what is
+/// in the file by the time it is read).
+const MAX_DRAWN_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Renders agent events.
 pub enum ChatRenderer {
@@ -280,6 +284,22 @@ impl TerminalRenderer {
         shown
     }
 
+    /// The bytes of an image the agent saved in `/mnt/data`, read without following a
+    /// link the session's code may have put in its place since.
+    fn read_image(&self, session_path: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let relative = session_path.strip_prefix("/mnt/data/")?;
+        let (file, _) = SafeDir::open(&self.workdir)
+            .ok()?
+            .open_file(&SafePath::parse(relative).ok()?)
+            .ok()?;
+        let mut bytes = Vec::new();
+        file.take(MAX_DRAWN_IMAGE_BYTES)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        Some(bytes)
+    }
+
     /// `/mnt/data/x` as the host sees it.
     fn host_path(&self, session_path: &str) -> PathBuf {
         let relative = session_path
@@ -292,7 +312,7 @@ impl TerminalRenderer {
         let path = self.host_path(session_path);
         let line = format!("[image saved as {}]\n", path.display());
         self.write(&line);
-        if let (Some(protocol), Ok(bytes)) = (self.images, std::fs::read(&path)) {
+        if let (Some(protocol), Some(bytes)) = (self.images, self.read_image(session_path)) {
             let drawn = protocol.escape(&bytes);
             self.write(&drawn);
             self.write("\n");

@@ -1,6 +1,7 @@
 //! Human output of `sandcell run`: streamed text, text results, images saved as files.
 
 use base64::Engine;
+use sandcell_safedir::{Create, SafeDir, SafePath};
 use sandcell_session::{ExecEvent, Execution, MimeBundle, Status};
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ const IMAGE_TYPES: &[(&str, &str)] = &[
 ];
 
 pub struct HumanRenderer {
+    /// Where images go, reached without following links (it may be the working directory).
+    out: SafeDir,
+    /// The same directory as the person named it, for messages.
     out_dir: PathBuf,
     /// The working directory is removed after the run: files there are not kept.
     temporary_workdir: bool,
@@ -21,8 +25,9 @@ pub struct HumanRenderer {
 }
 
 impl HumanRenderer {
-    pub fn new(out_dir: PathBuf, temporary_workdir: bool) -> Self {
+    pub fn new(out: SafeDir, out_dir: PathBuf, temporary_workdir: bool) -> Self {
         Self {
+            out,
             out_dir,
             temporary_workdir,
             cell: 0,
@@ -62,15 +67,15 @@ impl HumanRenderer {
                 base64::engine::general_purpose::STANDARD.decode(data.trim())
             };
             self.images += 1;
-            let path = self.out_dir.join(format!(
-                "cell{}-output{}.{extension}",
-                self.cell, self.images
-            ));
-            match bytes
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()))
-            {
-                Ok(()) => println!("[{mime} saved to {}]", path.display()),
+            let name = format!("cell{}-output{}.{extension}", self.cell, self.images);
+            let path = self.out_dir.join(&name);
+            match bytes.map_err(|e| e.to_string()).and_then(|bytes| {
+                let name = SafePath::parse(&name).map_err(|e| e.to_string())?;
+                self.out
+                    .write_file(&name, &bytes, Create::Replace)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(_) => println!("[{mime} saved to {}]", path.display()),
                 Err(e) => eprintln!("sandcell: cannot save {mime} to {}: {e}", path.display()),
             }
             return;

@@ -4,6 +4,7 @@ use crate::render::HumanRenderer;
 use crate::session_args::SessionArgs;
 use anyhow::{bail, Context};
 use clap::ArgMatches;
+use sandcell_safedir::SafeDir;
 use sandcell_session::Status;
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
         (None, None) => PathBuf::from("."),
     };
     let mut started = args.session.start().await?;
+    // Held open before any cell runs: the output directory may be the working directory
+    // (or inside it), where a cell can plant links or swap the directory itself.
+    let out = SafeDir::open(&out_dir)
+        .with_context(|| format!("cannot open the output directory {}", out_dir.display()))?;
     let session = &mut started.session;
 
     // Ctrl-C interrupts the running cell (its variables stay).
@@ -54,7 +59,7 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
     });
 
     let mut all_ok = true;
-    let mut renderer = HumanRenderer::new(out_dir, args.session.workdir.is_none());
+    let mut renderer = HumanRenderer::new(out, out_dir, args.session.workdir.is_none());
     for (index, cell) in cells.iter().enumerate() {
         let execution = if args.json {
             session.execute(&cell.code, &mut |_| {}).await?

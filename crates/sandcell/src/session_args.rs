@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use sandcell_pyenv::Environment;
+use sandcell_safedir::{Create, SafeDir, SafePath};
 use sandcell_service::{LimitNames, LimitsRequest, SessionLimits};
 use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig};
 use std::path::{Path, PathBuf};
@@ -96,8 +97,13 @@ impl SessionArgs {
                 temporary.insert(dir).path().to_path_buf()
             }
         };
-        for file in &self.input_files {
-            copy_input(file, &workdir)?;
+        if !self.input_files.is_empty() {
+            let files = SafeDir::open(&workdir).with_context(|| {
+                format!("cannot open the working directory {}", workdir.display())
+            })?;
+            for file in &self.input_files {
+                copy_input(file, &files)?;
+            }
         }
         let env = crate::environment()?;
         let mut options = RuntimeOptions {
@@ -140,14 +146,19 @@ fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_input(file: &Path, workdir: &Path) -> anyhow::Result<()> {
+/// Copies `file` into the working directory under its own name, replacing a file of
+/// that name; a link there (a cell of an earlier run may have planted one) is refused,
+/// never written through.
+fn copy_input(file: &Path, workdir: &SafeDir) -> anyhow::Result<()> {
     let name = file
         .file_name()
+        .and_then(|name| name.to_str())
         .with_context(|| format!("--file {} does not name a file", file.display()))?;
     if !file.is_file() {
         bail!("--file {}: no such file", file.display());
     }
-    std::fs::copy(file, workdir.join(name))
+    workdir
+        .copy_in(file, &SafePath::parse(name)?, Create::Replace)
         .with_context(|| format!("cannot copy {} into the working directory", file.display()))?;
     Ok(())
 }

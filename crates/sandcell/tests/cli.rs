@@ -112,6 +112,145 @@ fn workdir_and_input_files() {
     assert!(workdir.join("out.json").exists(), "--workdir is kept");
 }
 
+/// Host files a hostile cell points links at; each test checks they are untouched.
+struct Canaries {
+    dir: tempfile::TempDir,
+}
+
+impl Canaries {
+    fn new() -> Self {
+        let canaries = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for name in ["first", "second"] {
+            std::fs::write(canaries.dir.path().join(name), format!("canary {name}")).unwrap();
+        }
+        canaries
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Every file in the directory with its content and modification time.
+    fn state(&self) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+        let mut state: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                (
+                    path.display().to_string(),
+                    std::fs::read(&path).unwrap(),
+                    std::fs::metadata(&path).unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+        state.sort();
+        state
+    }
+}
+
+/// A cell that plants links where the host will write its images, swaps `plots` for a
+/// link to the canaries' directory, then draws two plots.
+fn hostile_plotting_cell(canaries: &Canaries) -> String {
+    format!(
+        "import os\n\
+         os.symlink({first:?}, 'cell1-output1.png')\n\
+         os.symlink({second:?}, 'cell1-output2.png')\n\
+         if os.path.isdir('plots'):\n    os.rename('plots', 'plots_moved')\n\
+         os.symlink({dir:?}, 'plots')\n\
+         os.symlink('/etc/shadow', 'shadow')\n\
+         import matplotlib.pyplot as plt\n\
+         plt.figure(); plt.plot([1, 2]); plt.show()\n\
+         plt.figure(); plt.plot([2, 1]); plt.show()\n\
+         print('planted')",
+        first = canaries.path("first"),
+        second = canaries.path("second"),
+        dir = canaries.dir.path().display().to_string(),
+    )
+}
+
+#[test]
+fn images_are_never_written_through_links_a_cell_planted_in_the_workdir() {
+    let canaries = Canaries::new();
+    let before = canaries.state();
+    let workdir = tempfile::tempdir().unwrap();
+    let output = sandcell()
+        .args(["run", "--workdir"])
+        .arg(workdir.path())
+        .args(["-c", &hostile_plotting_cell(&canaries)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("planted"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cell1-output1.png goes through a symbolic link"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cell1-output2.png goes through a symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(canaries.state(), before);
+    // The files the cell made are reported; nothing behind its links is.
+    assert!(
+        !stdout.contains("canary") && !stdout.contains("shadow"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_out_directory_swapped_for_a_link_gets_the_images_in_the_real_one() {
+    let canaries = Canaries::new();
+    let before = canaries.state();
+    let workdir = tempfile::tempdir().unwrap();
+    let plots = workdir.path().join("plots");
+    let output = sandcell()
+        .args(["run", "--workdir"])
+        .arg(workdir.path())
+        .arg("--out")
+        .arg(&plots)
+        .args(["-c", &hostile_plotting_cell(&canaries)])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(canaries.state(), before);
+    for image in ["cell1-output1.png", "cell1-output2.png"] {
+        let saved = workdir.path().join("plots_moved").join(image);
+        assert!(
+            std::fs::read(&saved).unwrap().starts_with(b"\x89PNG"),
+            "{saved:?}"
+        );
+    }
+}
+
+#[test]
+fn an_input_file_is_never_copied_through_a_planted_link() {
+    let canaries = Canaries::new();
+    let before = canaries.state();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("data.csv");
+    std::fs::write(&input, "a,b\n1,2\n").unwrap();
+    // What a cell of an earlier run with this working directory left behind.
+    let workdir = dir.path().join("work");
+    std::fs::create_dir(&workdir).unwrap();
+    std::os::unix::fs::symlink(canaries.path("first"), workdir.join("data.csv")).unwrap();
+    assert_clear_failure(
+        &[
+            "run",
+            "--workdir",
+            workdir.to_str().unwrap(),
+            "--file",
+            input.to_str().unwrap(),
+            "-c",
+            "1",
+        ],
+        "data.csv goes through a symbolic link",
+    );
+    assert_eq!(canaries.state(), before);
+}
+
 /// Bad input gets one sentence and exit status 2, never a panic.
 fn assert_clear_failure(args: &[&str], expected: &str) {
     let output = sandcell().args(args).output().unwrap();
