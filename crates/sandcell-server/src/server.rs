@@ -102,7 +102,7 @@ impl Server {
             config: Arc::new(self.config),
             service,
         };
-        let reaper = sessions.spawn_idle_reaper();
+        let background = [sessions.spawn_idle_reaper(), sessions.spawn_warm_refill()];
         let stop = CancellationToken::new();
         let app = crate::api::router(state);
         let mut serving = tokio::spawn(
@@ -133,7 +133,9 @@ impl Server {
                 }
             }
         }
-        reaper.abort();
+        for task in background {
+            task.abort();
+        }
         sessions.stop_all().await;
         match outcome {
             None | Some(Ok(Ok(()))) => Ok(()),

@@ -1006,6 +1006,8 @@ async fn an_idle_session_is_stopped_and_comes_back_restarted() {
     let config = ServerConfig {
         service: ServiceConfig {
             idle_timeout: Duration::from_millis(500),
+            // No warm sessions: the live count below is the idle session's alone.
+            warm_sessions: 0,
             ..base.service.clone()
         },
         ..base
@@ -1116,10 +1118,16 @@ async fn the_openapi_document_describes_every_route() {
         }
     }
     // The schema of the result is the runtime's own type: its properties are exactly the
-    // keys of a real result.
+    // keys of a real result, besides the execution's `id` that the response adds.
     let id = api.create_session().await;
     let execution = api.execute(&id, "1").await;
-    let mut keys: Vec<&String> = execution.as_object().unwrap().keys().collect();
+    assert!(execution["id"].as_str().unwrap().starts_with("exec_"));
+    let mut keys: Vec<&String> = execution
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|key| *key != "id")
+        .collect();
     let schema = &document["components"]["schemas"]["Execution"]["properties"];
     let mut properties: Vec<&String> = schema.as_object().unwrap().keys().collect();
     keys.sort();
@@ -1223,5 +1231,49 @@ async fn execute_answers_json_unless_a_stream_is_asked_for_and_executions_can_be
         .get(&format!("/api/v1/sessions/{id}/executions/exec_nothing"))
         .await;
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn warm_sessions_are_taken_by_new_sessions_and_count_among_the_live_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
+    let config = ServerConfig {
+        service: ServiceConfig {
+            max_sessions: 2,
+            warm_sessions: 2,
+            ..base.service.clone()
+        },
+        ..base
+    };
+    let server = TestServer::start(config, python().await).await;
+    let api = server.api();
+    let live = |api: Api| async move {
+        let metrics = api.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("sandcell_sessions_live "))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap()
+    };
+    eventually("two warm sessions", || {
+        let api = api.clone();
+        async move { live(api).await == 2 }
+    })
+    .await;
+    // Both new sessions are warm ones: the server still runs two processes.
+    let first = api.create_session().await;
+    let second = api.create_session().await;
+    assert_eq!(live(api.clone()).await, 2);
+    let result = api.execute(&first, "import os\nos.listdir('.')").await;
+    assert_eq!(result["restarted"], false, "{result}");
+    assert_eq!(api.session_state(&second).await, "idle");
+    // Full: the least recently used idle session gives way to the third.
+    let third = api.create_session().await;
+    assert_eq!(api.session_state(&second).await, "stopped");
+    assert_eq!(api.session_state(&first).await, "idle");
+    assert_eq!(text_result(&api.execute(&third, "3").await), "3");
+    let (_, list) = json(api.get("/api/v1/sessions").await).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
     server.stop().await;
 }

@@ -16,6 +16,9 @@ pub struct ServiceConfig {
     pub max_sessions: usize,
     /// Sessions whose Python process may be running at once, for one user.
     pub max_sessions_per_user: usize,
+    /// Sessions started ahead of demand, so that creating one does not wait for a fork
+    /// (at most `max_sessions`; they hold places among them).
+    pub warm_sessions: usize,
     /// The highest limits a client may ask for; a session's defaults stay within them.
     pub max_limits: SessionLimits,
     /// How long a finished execution's result stays readable by its id.
@@ -25,7 +28,7 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// The defaults: 20 idle minutes, 100 live sessions (20 per user), the standard
+    /// The defaults: 20 idle minutes, 100 live sessions (20 per user), 2 warm, the standard
     /// session limits as maxima, results kept 10 minutes, no model.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -33,6 +36,7 @@ impl ServiceConfig {
             idle_timeout: Duration::from_secs(20 * 60),
             max_sessions: 100,
             max_sessions_per_user: 20,
+            warm_sessions: 2,
             max_limits: SessionLimits::standard(),
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),

@@ -22,6 +22,7 @@ mod limits;
 mod metrics;
 mod models;
 mod page;
+mod places;
 mod sessions;
 mod start_error;
 mod store;

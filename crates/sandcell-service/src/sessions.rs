@@ -17,13 +17,14 @@ use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::executions::{ExecutionLog, LoggedEvent};
 use crate::files::WorkDir;
+use crate::limits::LimitsRequest;
 use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
+use crate::places::{Full, Holder, Place, Places};
 use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
-use prometheus_client::metrics::gauge::Gauge;
 use sandcell_session::{ExecEvent, Execution, Interrupter, Runtime, Session, SessionConfig};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -40,6 +41,8 @@ use utoipa::ToSchema;
 const KEPT_EXECUTIONS: usize = 16;
 /// What a client refused for want of room is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How often the warm sessions are topped up when nothing wakes their task sooner.
+const WARM_RECHECK: Duration = Duration::from_secs(1);
 
 /// What a client sees of a session.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -80,6 +83,16 @@ pub struct Sessions {
     execution_retention: Duration,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     places: Arc<Places>,
+    /// Sessions ready for the next client, oldest first; refilled by a background task.
+    warm: Mutex<VecDeque<WarmSession>>,
+    warm_size: usize,
+    /// The limits warm sessions have: a request's defaults.
+    warm_limits: SessionLimits,
+    /// Wakes the refill task when a warm session was taken.
+    warm_taken: Notify,
+    /// Held while a warm session starts (its place already taken): whoever needs that
+    /// place waits for the session instead of finding the server full.
+    warming: tokio::sync::Mutex<()>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -106,28 +119,14 @@ struct Slot {
 /// A running Python process and its place.
 struct Live {
     session: Session,
-    _place: Place,
+    place: Place,
 }
 
-/// The live-session quotas: of the server, and of each user.
-struct Places {
-    max: usize,
-    max_per_user: usize,
-    /// Live sessions of each user; their sum is the server's.
-    taken: Mutex<HashMap<i64, usize>>,
-    gauge: Gauge,
-}
-
-/// Holds one live session's place, and keeps the counts and the gauge true.
-struct Place {
-    places: Arc<Places>,
-    user_id: i64,
-}
-
-/// Which quota is full.
-enum Full {
-    User,
-    Server,
+/// A session started ahead of demand (its directory made, its process ready), waiting
+/// to become the next new session with the default limits.
+struct WarmSession {
+    id: String,
+    live: Live,
 }
 
 struct Running {
@@ -183,12 +182,18 @@ impl Sessions {
         Ok(Self {
             runtime,
             store,
-            places: Arc::new(Places {
-                max: config.max_sessions,
-                max_per_user: config.max_sessions_per_user,
-                taken: Mutex::default(),
-                gauge: metrics.sessions_live.clone(),
-            }),
+            places: Places::new(
+                config.max_sessions,
+                config.max_sessions_per_user,
+                metrics.sessions_live.clone(),
+            ),
+            warm: Mutex::default(),
+            warm_size: config.warm_sessions.min(config.max_sessions),
+            warm_limits: LimitsRequest::default()
+                .resolve(&config.max_limits)
+                .map_err(|e| StartError::Limits(e.to_string()))?,
+            warm_taken: Notify::new(),
+            warming: tokio::sync::Mutex::new(()),
             metrics,
             sessions_dir,
             idle_timeout: config.idle_timeout,
@@ -215,11 +220,25 @@ impl Sessions {
         conversation_id: Option<&str>,
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
-        let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
+        let warm = if limits == self.warm_limits {
+            self.take_warm(user.id).await?
+        } else {
+            None
+        };
+        let (id, warm_live) = match warm {
+            Some(WarmSession { id, live }) => (id, Some(live)),
+            None => {
+                let id = random_hex(16)
+                    .map_err(|e| ServiceError::internal("No random session id", &e))?;
+                tokio::fs::create_dir(self.sessions_dir.join(&id))
+                    .await
+                    .map_err(|e| {
+                        ServiceError::internal("The session's directory cannot be made", &e)
+                    })?;
+                (id, None)
+            }
+        };
         let dir = self.sessions_dir.join(&id);
-        tokio::fs::create_dir(&dir)
-            .await
-            .map_err(|e| ServiceError::internal("The session's directory cannot be made", &e))?;
         let now = store::now();
         let record = SessionRecord {
             id: id.clone(),
@@ -228,12 +247,15 @@ impl Sessions {
             last_used_at: now,
             limits,
         };
-        let live = match self.start(&record).await {
-            Ok(live) => live,
-            Err(error) => {
-                remove_dir(dir).await;
-                return Err(error);
-            }
+        let live = match warm_live {
+            Some(live) => live,
+            None => match self.start(&record).await {
+                Ok(live) => live,
+                Err(error) => {
+                    remove_dir(dir).await;
+                    return Err(error);
+                }
+            },
         };
         if let Err(error) = self.store.insert_session(record.clone()).await {
             live.shutdown().await;
@@ -475,8 +497,12 @@ impl Sessions {
         }
     }
 
-    /// Stops every Python process (after the executions ended).
+    /// Stops every Python process (after the executions ended), warm ones included.
     pub async fn stop_all(&self) {
+        let warm: Vec<WarmSession> = lock(&self.warm).drain(..).collect();
+        for session in warm {
+            session.discard(&self.sessions_dir).await;
+        }
         let entries: Vec<Arc<Entry>> = self.read_entries().values().cloned().collect();
         let stops = entries.into_iter().map(|entry| async move {
             let mut slot = entry.slot.clone().lock_owned().await;
@@ -498,51 +524,151 @@ impl Sessions {
             })
             .await
             .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
-        Ok(Live {
-            session,
-            _place: place,
+        Ok(Live { session, place })
+    }
+
+    /// A place for one more live session of `user_id`, making room when a quota is full
+    /// (see [`Sessions::make_room`]); refused only when nothing can give way.
+    async fn take_place(&self, user_id: i64) -> Result<Place, ServiceError> {
+        loop {
+            match Places::take(&self.places, Holder::User(user_id)) {
+                Ok(place) => return Ok(place),
+                Err(full) => {
+                    if !self.make_room(full, user_id).await {
+                        return Err(self.refusal(full));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees one place for `user_id` under the quota that is `full`: for the server's, a
+    /// warm session goes first; then the least recently used idle session that frees a
+    /// place (the user's own for the user's quota, anyone's for the server's) is stopped.
+    /// False when every candidate is busy.
+    async fn make_room(&self, full: Full, user_id: i64) -> bool {
+        if full == Full::Server {
+            let warm = self.pop_warm().await;
+            if let Some(warm) = warm {
+                warm.discard(&self.sessions_dir).await;
+                return true;
+            }
+        }
+        let mut idle: Vec<Arc<Entry>> = self
+            .read_entries()
+            .values()
+            .filter(|entry| full == Full::Server || entry.record.user_id == user_id)
+            .cloned()
+            .collect();
+        idle.sort_by_key(|entry| std::cmp::Reverse(entry.idle_for()));
+        for entry in idle {
+            if entry.stop_if_idle().await {
+                tracing::info!(session = %entry.record.id, "stopped an idle session's Python process to make room");
+                return true;
+            }
+        }
+        false
+    }
+
+    fn refusal(&self, full: Full) -> ServiceError {
+        match full {
+            Full::User => ServiceError::UserLimit {
+                message: format!(
+                    "You already have {} sessions running code, as many as this server allows one user; wait for one to finish, or delete one.",
+                    self.places.max_per_user
+                ),
+                retry_after: RETRY_AFTER,
+            },
+            Full::Server => ServiceError::ServerFull {
+                message: "The server already runs as many live sessions as it allows, all of them busy; try again later.".into(),
+                retry_after: RETRY_AFTER,
+            },
+        }
+    }
+
+    /// A warm session handed to `user_id` (its place becomes theirs), or `None` when
+    /// there is none ready.
+    async fn take_warm(&self, user_id: i64) -> Result<Option<WarmSession>, ServiceError> {
+        let Some(mut warm) = self.pop_warm().await else {
+            return Ok(None);
+        };
+        self.warm_taken.notify_one();
+        loop {
+            match warm.live.place.transfer(Holder::User(user_id)) {
+                Ok(()) => return Ok(Some(warm)),
+                Err(full) => {
+                    if !self.make_room(full, user_id).await {
+                        lock(&self.warm).push_front(warm);
+                        return Err(self.refusal(full));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The oldest warm session, after the one starting (if any) is ready.
+    async fn pop_warm(&self) -> Option<WarmSession> {
+        let _started = self.warming.lock().await;
+        lock(&self.warm).pop_front()
+    }
+
+    /// Keeps `warm_sessions` sessions started ahead of demand, each holding a place, as
+    /// far as the server's quota allows; until aborted.
+    pub fn spawn_warm_refill(self: &Arc<Self>) -> JoinHandle<()> {
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            loop {
+                sessions.refill_warm().await;
+                // Taken sessions wake the task at once; a full server is looked at again.
+                let _ = tokio::time::timeout(WARM_RECHECK, sessions.warm_taken.notified()).await;
+            }
         })
     }
 
-    /// A place for one more live session of `user_id`. When the user's quota or the
-    /// server's is full, the least recently used idle session that frees a place (the
-    /// user's own for the user's quota, anyone's for the server's) is stopped first; only
-    /// when there is none is the request refused.
-    async fn take_place(&self, user_id: i64) -> Result<Place, ServiceError> {
-        loop {
-            let full = match Places::take(&self.places, user_id) {
-                Ok(place) => return Ok(place),
-                Err(full) => full,
-            };
-            let mut idle: Vec<Arc<Entry>> = self
-                .read_entries()
-                .values()
-                .filter(|entry| matches!(full, Full::Server) || entry.record.user_id == user_id)
-                .cloned()
-                .collect();
-            idle.sort_by_key(|entry| std::cmp::Reverse(entry.idle_for()));
-            let mut freed = false;
-            for entry in idle {
-                if entry.stop_if_idle().await {
-                    tracing::info!(session = %entry.record.id, "stopped an idle session's Python process to make room");
-                    freed = true;
-                    break;
-                }
+    async fn refill_warm(&self) {
+        while lock(&self.warm).len() < self.warm_size && !self.shutting_down.load(Ordering::SeqCst)
+        {
+            if !self.start_warm().await {
+                return;
             }
-            if !freed {
-                return Err(match full {
-                    Full::User => ServiceError::UserLimit {
-                        message: format!(
-                            "You already have {} sessions running code, as many as this server allows one user; wait for one to finish, or delete one.",
-                            self.places.max_per_user
-                        ),
-                        retry_after: RETRY_AFTER,
-                    },
-                    Full::Server => ServiceError::ServerFull {
-                        message: "The server already runs as many live sessions as it allows, all of them busy; try again later.".into(),
-                        retry_after: RETRY_AFTER,
-                    },
+        }
+    }
+
+    /// Starts one warm session; false when none could be (no place: live sessions come
+    /// first; or a failure, after a pause).
+    async fn start_warm(&self) -> bool {
+        let _starting = self.warming.lock().await;
+        let Ok(place) = Places::take(&self.places, Holder::Warm) else {
+            return false;
+        };
+        let Ok(id) = random_hex(16) else {
+            return false;
+        };
+        let dir = self.sessions_dir.join(&id);
+        if let Err(error) = tokio::fs::create_dir(&dir).await {
+            tracing::warn!("cannot make a warm session's directory: {error}");
+            return false;
+        }
+        let started = self
+            .runtime
+            .create_session(SessionConfig {
+                workdir: Some(dir.clone()),
+                limits: self.warm_limits.to_runtime(),
+            })
+            .await;
+        match started {
+            Ok(session) => {
+                lock(&self.warm).push_back(WarmSession {
+                    id,
+                    live: Live { session, place },
                 });
+                true
+            }
+            Err(error) => {
+                tracing::warn!("a warm session could not start: {error}");
+                drop(place);
+                remove_dir(dir).await;
+                false
             }
         }
     }
@@ -694,37 +820,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Places {
-    fn take(places: &Arc<Self>, user_id: i64) -> Result<Place, Full> {
-        let mut taken = lock(&places.taken);
-        if taken.values().sum::<usize>() >= places.max {
-            return Err(Full::Server);
-        }
-        let user = taken.entry(user_id).or_default();
-        if *user >= places.max_per_user {
-            return Err(Full::User);
-        }
-        *user += 1;
-        places.gauge.inc();
-        Ok(Place {
-            places: places.clone(),
-            user_id,
-        })
+impl WarmSession {
+    /// Stops the process and removes the directory: it was never anyone's.
+    async fn discard(self, sessions_dir: &Path) {
+        self.live.shutdown().await;
+        remove_dir(sessions_dir.join(&self.id)).await;
     }
 }
 
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut taken = lock(&self.places.taken);
-        if let Some(count) = taken.get_mut(&self.user_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                taken.remove(&self.user_id);
-            }
-        }
-        self.places.gauge.dec();
-    }
-}
 impl Checkout {
     /// The Python session, for the work this checkout was taken for.
     pub fn session(&mut self) -> Result<&mut Session, ServiceError> {

@@ -12,4 +12,6 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the session limits cannot be used: {0}")]
+    Limits(String),
 }

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Sessions of one user whose Python process may run at once.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_sessions_per_user: usize,
+    /// Sessions kept started ahead of demand (with the default limits), so that creating
+    /// one does not wait for a fork; they count among --max-sessions.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    warm_sessions: usize,
     /// Largest upload, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_upload: u64,
@@ -83,6 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: args.idle_timeout,
             max_sessions: args.max_sessions,
             max_sessions_per_user: args.max_sessions_per_user,
+            warm_sessions: args.warm_sessions,
             max_limits: max_limits(&args)?,
             models: Models {
                 config: models.config,
