@@ -13,7 +13,6 @@ pub const MAX_PAGE: usize = 1000;
 /// Which page of a list.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct PageRequest {
     /// Items in this page: 1 to 1000 (default 100).
     pub limit: Option<usize>,

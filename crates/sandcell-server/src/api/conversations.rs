@@ -173,6 +173,7 @@ async fn create_conversation(
     responses(
         (status = 200, description = "A page of the conversations", body = Page<ConversationInfo>),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 400, description = "A query string that is not valid (a limit that is not a number)", body = ErrorBody),
         (status = 422, description = "A limit out of range, or an unknown cursor", body = ErrorBody),
     )
 )]

@@ -66,6 +66,7 @@ pub struct FileRoute {
         (status = 200, description = "A page of the files", body = Page<FileInfo>),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 400, description = "A query string that is not valid (a limit that is not a number)", body = ErrorBody),
         (status = 422, description = "A limit out of range, or an unknown cursor", body = ErrorBody),
     )
 )]
