@@ -18,7 +18,9 @@ use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
 use crate::store::{self, SessionRecord, Store, User};
 use prometheus_client::metrics::gauge::Gauge;
-use sandcell_session::{ExecEvent, Execution, Interrupter, Runtime, Session, SessionConfig};
+use sandcell_session::{
+    ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session, SessionConfig,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -564,9 +566,11 @@ impl Checkout {
             None
         } else {
             let session = self.session()?;
-            session.set_timeout(timeout);
+            let options = ExecOptions {
+                timeout: Some(timeout),
+            };
             tokio::select! {
-                outcome = session.execute(&code, &mut on_event) => Some(outcome),
+                outcome = session.execute(&code, &options, &mut on_event) => Some(outcome),
                 () = cancel.cancelled() => None,
             }
         };

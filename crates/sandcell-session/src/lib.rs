@@ -12,6 +12,7 @@ mod cgroup_drain;
 mod error;
 mod execution;
 mod limits;
+mod outputs;
 mod pool;
 mod protocol;
 mod runtime;
@@ -21,7 +22,9 @@ mod template;
 mod workdir;
 
 pub use error::SessionError;
-pub use execution::{ExecEvent, Execution, ExecutionError, FileChange, MimeBundle, Status};
+pub use execution::{
+    ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
+};
 pub use limits::Limits;
 pub use runtime::{
     Isolation, Runtime, RuntimeOptions, SandboxPolicy, DEFAULT_TEMPLATE_MODULES, SANDBOX_WORKDIR,

@@ -3,10 +3,11 @@
 
 use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
-use crate::execution::{ExecEvent, Execution, ExecutionError, MimeBundle, Status};
+use crate::execution::{ExecEvent, ExecOptions, Execution, ExecutionError, Status};
 use crate::limits::Limits;
+use crate::outputs::Outputs;
 use crate::protocol::{
-    read_frame, write_frame, DoneStatus, HostMessage, KeeperEvent, SessionMessage, StreamName,
+    write_frame, DoneStatus, Frame, FrameReader, HostMessage, KeeperEvent, Received, SessionMessage,
 };
 use crate::runtime::{Isolation, RuntimeInner};
 use crate::workdir::{disk_usage, Snapshot};
@@ -36,6 +37,11 @@ const KEEPER_REAP_GRACE: Duration = Duration::from_secs(2);
 /// often it looks.
 const CGROUP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CGROUP_DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Frames read ahead of the execution that consumes them (their bytes are bounded too,
+/// by the [`FrameReader`]).
+const FRAME_QUEUE: usize = 64;
+/// Room for a frame's JSON around the largest result it may carry.
+const FRAME_OVERHEAD: usize = 1 << 20;
 
 /// What a session is created with.
 #[derive(Debug, Clone)]
@@ -66,7 +72,7 @@ pub struct Session {
 struct Process {
     pid: i32,
     writer: OwnedWriteHalf,
-    frames: mpsc::UnboundedReceiver<std::io::Result<Option<SessionMessage>>>,
+    frames: mpsc::Receiver<std::io::Result<Option<Received>>>,
     exit: watch::Receiver<Option<ProcessExit>>,
 }
 
@@ -121,57 +127,8 @@ enum Ending {
     Died,
     /// sandcell killed the process because an interrupt did not stop it.
     Killed(Stop),
-}
-
-/// The outputs of one execution as they arrive.
-#[derive(Default)]
-struct Outputs {
-    stdout: String,
-    stderr: String,
-    results: Vec<MimeBundle>,
-    error: Option<ExecutionError>,
-}
-
-impl Outputs {
-    fn apply(&mut self, message: SessionMessage, on_event: &mut (dyn FnMut(&ExecEvent) + Send)) {
-        let event = match message {
-            SessionMessage::Stream {
-                name: StreamName::Stdout,
-                text,
-            } => {
-                self.stdout.push_str(&text);
-                ExecEvent::Stdout(text)
-            }
-            SessionMessage::Stream {
-                name: StreamName::Stderr,
-                text,
-            } => {
-                self.stderr.push_str(&text);
-                ExecEvent::Stderr(text)
-            }
-            SessionMessage::DisplayData { data } | SessionMessage::ExecuteResult { data } => {
-                self.results.push(data.clone());
-                ExecEvent::Result(data)
-            }
-            SessionMessage::Error {
-                ename,
-                evalue,
-                traceback,
-            } => {
-                let error = ExecutionError {
-                    ename,
-                    evalue,
-                    traceback,
-                };
-                self.error = Some(error.clone());
-                ExecEvent::Error(error)
-            }
-            SessionMessage::Ready | SessionMessage::Failed { .. } | SessionMessage::Done { .. } => {
-                return
-            }
-        };
-        on_event(&event);
-    }
+    /// The session sent something unreadable on its socket.
+    Broken(String),
 }
 
 impl Session {
@@ -243,11 +200,6 @@ impl Session {
         &self.limits
     }
 
-    /// Sets the time limit of the executions that follow (a server may take one per request).
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.limits.timeout = timeout;
-    }
-
     /// The host pid of the session's Python process, while it is live.
     pub fn pid(&self) -> Option<i32> {
         self.process.as_ref().map(|p| p.pid)
@@ -264,8 +216,10 @@ impl Session {
     pub async fn execute(
         &mut self,
         code: &str,
+        options: &ExecOptions,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> Result<Execution, SessionError> {
+        let timeout = options.timeout.unwrap_or(self.limits.timeout);
         let started = Instant::now();
         if self.process.as_ref().is_some_and(Process::has_exited) {
             self.process = None;
@@ -279,24 +233,23 @@ impl Session {
         let oom_kills_before = self.oom_kills();
         self.interrupter.take_request();
 
-        let mut outputs = Outputs::default();
+        let mut outputs = Outputs::new(&self.limits);
         let (ending, stop) = self
-            .run(code, before.disk_usage(), &mut outputs, on_event)
+            .run(code, timeout, before.disk_usage(), &mut outputs, on_event)
             .await;
         let user_interrupted = self.interrupter.take_request();
 
         let stopped_by_interrupt = outputs
-            .error
-            .as_ref()
+            .error()
             .is_some_and(|e| e.ename == "KeyboardInterrupt");
         let (status, error) = match (ending, stop) {
             (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
                 // Interrupted by sandcell in time: the state survives.
-                let what = self.stop_description(stop);
+                let what = self.stop_description(stop, timeout);
                 let evalue =
                     format!("{what} and was interrupted; the session's variables are kept.");
                 let mut error = stop_error(stop, evalue);
-                if let Some(interrupt) = outputs.error.take() {
+                if let Some(interrupt) = outputs.take_error() {
                     // Where the cell was when it was stopped, then why it was stopped.
                     let mut traceback = interrupt.traceback;
                     traceback.pop();
@@ -306,20 +259,21 @@ impl Session {
                 (stop_status(stop), Some(error))
             }
             // A cell that finished just as sandcell stopped it reports what it did.
-            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.error.take()),
+            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.take_error()),
             (Ending::Done(DoneStatus::Error), _) => {
                 let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
                     Status::Error
                 };
-                (status, outputs.error.take())
+                (status, outputs.take_error())
             }
             (Ending::Died, _) => {
                 let exit = self.wait_for_exit().await;
                 let out_of_memory = self.oom_kills() > oom_kills_before;
                 let reason = crash_reason(exit, out_of_memory, &self.limits);
-                self.process = None;
+                // Whatever is left of it (a keeper, a child the session started) goes too.
+                self.kill_process().await;
                 self.restart_pending = true;
                 let evalue = format!(
                     "The Python process died: {reason}. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
@@ -329,10 +283,21 @@ impl Session {
                     Some(ExecutionError::sandcell("SessionCrashed", evalue)),
                 )
             }
+            (Ending::Broken(why), _) => {
+                self.kill_process().await;
+                self.restart_pending = true;
+                let evalue = format!(
+                    "The Python process broke the session protocol ({why}), so it was stopped. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
+                );
+                (
+                    Status::Crashed,
+                    Some(ExecutionError::sandcell("SessionCrashed", evalue)),
+                )
+            }
             (Ending::Killed(stop), _) => {
                 self.kill_process().await;
                 self.restart_pending = true;
-                let what = self.stop_description(stop);
+                let what = self.stop_description(stop, timeout);
                 let evalue = format!(
                     "{what} and did not stop when interrupted, so its Python process was stopped. Variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
                 );
@@ -340,16 +305,18 @@ impl Session {
             }
         };
 
+        let kept = outputs.finish(on_event);
         let after = Snapshot::take(&self.workdir);
         Ok(Execution {
             status,
-            stdout: outputs.stdout,
-            stderr: outputs.stderr,
-            results: outputs.results,
+            stdout: kept.stdout,
+            stderr: kept.stderr,
+            results: kept.results,
             error,
             files: before.changes(&after),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             restarted,
+            truncated: kept.truncated,
         })
     }
 
@@ -358,20 +325,23 @@ impl Session {
     async fn run(
         &mut self,
         code: &str,
+        timeout: Duration,
         usage_before: u64,
         outputs: &mut Outputs,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> (Ending, Option<Stop>) {
         let workdir = self.workdir.clone();
         let quota = self.limits.workdir_quota_bytes();
-        let timeout = self.limits.timeout;
+        let request = HostMessage::Execute {
+            code,
+            output_limit: self.limits.output_bytes(),
+            results_limit: self.limits.results_bytes(),
+            max_results: usize::try_from(self.limits.max_results).unwrap_or(usize::MAX),
+        };
         let Some(process) = self.process.as_mut() else {
             return (Ending::Died, None);
         };
-        if write_frame(&mut process.writer, &HostMessage::Execute { code })
-            .await
-            .is_err()
-        {
+        if write_frame(&mut process.writer, &request).await.is_err() {
             return (Ending::Died, None);
         }
         // Only growth during this cell counts (`usage_before`): a directory already over
@@ -384,9 +354,14 @@ impl Session {
         loop {
             tokio::select! {
                 frame = process.frames.recv() => match frame {
-                    Some(Ok(Some(SessionMessage::Done { status }))) => return (Ending::Done(status), stop),
-                    Some(Ok(Some(message))) => outputs.apply(message, on_event),
-                    Some(Ok(None)) | Some(Err(_)) | None => return (Ending::Died, stop),
+                    Some(Ok(Some(received))) => match received.frame {
+                        Frame::Message { message: SessionMessage::Done { status }, .. } => {
+                            return (Ending::Done(status), stop)
+                        }
+                        frame => outputs.apply(frame, on_event),
+                    },
+                    Some(Err(e)) => return (Ending::Broken(e.to_string()), stop),
+                    Some(Ok(None)) | None => return (Ending::Died, stop),
                 },
                 _ = tokio::time::sleep_until(deadline) => match stop {
                     None => {
@@ -408,11 +383,11 @@ impl Session {
         }
     }
 
-    fn stop_description(&self, stop: Stop) -> String {
+    fn stop_description(&self, stop: Stop, timeout: Duration) -> String {
         match stop {
             Stop::Timeout => format!(
                 "The execution ran longer than its {} time limit",
-                seconds(self.limits.timeout)
+                seconds(timeout)
             ),
             Stop::Quota => format!(
                 "The working directory grew past its {} MiB quota",
@@ -463,15 +438,21 @@ impl Session {
             .map_err(|e| SessionError::Spawn(e.to_string()))?;
         let socket = tokio::net::UnixStream::from_std(socket)
             .map_err(|e| SessionError::Spawn(e.to_string()))?;
-        let (mut reader, writer) = socket.into_split();
-        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        let (reader, writer) = socket.into_split();
+        let mut reader = FrameReader::new(
+            reader,
+            self.limits.results_bytes().saturating_add(FRAME_OVERHEAD),
+        );
+        let (frames_tx, mut frames) = mpsc::channel(FRAME_QUEUE);
         // A dedicated reader keeps frame reads whole even when an execution's wait is
-        // abandoned midway (timeouts), since `read_frame` is not cancel-safe.
+        // abandoned midway (timeouts), since reading a frame is not cancel-safe. While
+        // no execution consumes frames (between cells) it waits, and the session's
+        // writes wait with it: nothing queues up on the host.
         tokio::spawn(async move {
             loop {
-                let frame = read_frame(&mut reader).await;
+                let frame = reader.next().await;
                 let last = !matches!(frame, Ok(Some(_)));
-                if frames_tx.send(frame).is_err() || last {
+                if frames_tx.send(frame).await.is_err() || last {
                     break;
                 }
             }
@@ -483,9 +464,20 @@ impl Session {
             frames,
             exit: exit_rx,
         };
+        let first = match first {
+            Ok(Some(Ok(Some(received)))) => Ok(Some(received.frame)),
+            Ok(_) => Ok(None),
+            Err(elapsed) => Err(elapsed),
+        };
         match first {
-            Ok(Some(Ok(Some(SessionMessage::Ready)))) => {}
-            Ok(Some(Ok(Some(SessionMessage::Failed { message })))) => {
+            Ok(Some(Frame::Message {
+                message: SessionMessage::Ready,
+                ..
+            })) => {}
+            Ok(Some(Frame::Message {
+                message: SessionMessage::Failed { message },
+                ..
+            })) => {
                 process.signal(Signal::SIGKILL);
                 return Err(SessionError::Sandbox(message));
             }

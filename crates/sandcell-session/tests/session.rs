@@ -4,8 +4,8 @@
 use base64::Engine;
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{
-    ExecEvent, Execution, Isolation, Limits, Runtime, RuntimeOptions, Session, SessionConfig,
-    Status,
+    ExecEvent, ExecOptions, Execution, Isolation, Limits, Runtime, RuntimeOptions, Session,
+    SessionConfig, Status,
 };
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -45,7 +45,7 @@ async fn session() -> (Session, TempDir, Runtime) {
 
 async fn run(session: &mut Session, code: &str) -> Execution {
     session
-        .execute(code, &mut |_| {})
+        .execute(code, &ExecOptions::default(), &mut |_| {})
         .await
         .expect("the session can be driven")
 }
@@ -169,7 +169,7 @@ async fn stdout_and_stderr_stream_in_order_while_the_cell_runs() {
     let started = Instant::now();
     let mut seen: Vec<(Duration, String)> = Vec::new();
     let e = s
-        .execute(code, &mut |event| {
+        .execute(code, &ExecOptions::default(), &mut |event| {
             let text = match event {
                 ExecEvent::Stdout(t) => format!("out:{t}"),
                 ExecEvent::Stderr(t) => format!("err:{t}"),
@@ -309,6 +309,25 @@ async fn a_timeout_interrupts_first_and_keeps_the_state() {
     let next = run(&mut s, "kept").await;
     assert!(!next.restarted);
     assert_eq!(text(&next, 0), "7");
+}
+
+#[tokio::test]
+async fn a_per_execution_timeout_applies_to_that_execution_only() {
+    let (mut s, _dir, _rt) = session().await;
+    let short = ExecOptions {
+        timeout: Some(Duration::from_millis(500)),
+    };
+    let e = s
+        .execute("import time\ntime.sleep(30)", &short, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    let evalue = e.error.unwrap().evalue;
+    assert!(evalue.contains("its 0.5 s time limit"), "{evalue}");
+    // The next execution has the session's limit (120 s) again.
+    let next = run(&mut s, "time.sleep(1.5)\n'slept'").await;
+    assert_eq!(next.status, Status::Ok, "{next:?}");
+    assert_eq!(text(&next, 0), "'slept'");
 }
 
 #[tokio::test]
