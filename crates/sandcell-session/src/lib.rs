@@ -11,6 +11,12 @@
 mod cgroup_drain;
 mod error;
 mod execution;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod isolation;
+mod launcher;
+#[cfg(test)]
+mod lifecycle_tests;
 mod limits;
 mod outputs;
 mod pool;
@@ -25,8 +31,8 @@ pub use error::SessionError;
 pub use execution::{
     ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
 };
+pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
+pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
 pub use limits::Limits;
-pub use runtime::{
-    Isolation, Runtime, RuntimeOptions, SandboxPolicy, DEFAULT_TEMPLATE_MODULES, SANDBOX_WORKDIR,
-};
+pub use runtime::{Runtime, RuntimeOptions, DEFAULT_TEMPLATE_MODULES};
 pub use session::{Interrupter, Session, SessionConfig};

@@ -4,18 +4,18 @@
 use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
 use crate::execution::{ExecEvent, ExecOptions, Execution, ExecutionError, Status};
+use crate::isolation::Isolation;
+use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::outputs::Outputs;
 use crate::protocol::{
     write_frame, DoneStatus, Frame, FrameReader, HostMessage, KeeperEvent, Received, SessionMessage,
 };
-use crate::runtime::{Isolation, RuntimeInner};
 use crate::workdir::{disk_usage, Snapshot};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
@@ -53,10 +53,33 @@ pub struct SessionConfig {
     pub limits: Limits,
 }
 
+/// What every session of a runtime is created with: where its processes come from and
+/// how they are isolated.
+pub(crate) struct SessionFactory {
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) isolation: Isolation,
+}
+
+/// Numbers sessions across all runtimes of this process: their cgroups share a parent.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl SessionFactory {
+    /// A new session with a process started. Its cgroup is named `s{our pid}-{n}`, so that
+    /// a later sandcell can tell whose it was.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        config: SessionConfig,
+    ) -> Result<Session, SessionError> {
+        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let name = format!("s{}-{n}", std::process::id());
+        Session::create(self.clone(), name, config).await
+    }
+}
+
 /// A stateful Python session. Executions run one at a time (`&mut self`); use
 /// [`Session::interrupter`] to interrupt one from elsewhere.
 pub struct Session {
-    runtime: Arc<RuntimeInner>,
+    factory: Arc<SessionFactory>,
     workdir: PathBuf,
     /// The session's own directory, when it was not given one; removed on drop.
     _owned_workdir: Option<tempfile::TempDir>,
@@ -71,6 +94,7 @@ pub struct Session {
 /// The live Python process of a session.
 struct Process {
     pid: i32,
+    launcher: Arc<dyn Launcher>,
     writer: OwnedWriteHalf,
     frames: mpsc::Receiver<std::io::Result<Option<Received>>>,
     exit: watch::Receiver<Option<ProcessExit>>,
@@ -86,18 +110,36 @@ enum ProcessExit {
 }
 
 /// Interrupts the running execution of a session; cheap to clone and `Send`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Interrupter {
     inner: Arc<InterruptState>,
 }
 
-#[derive(Debug, Default)]
 struct InterruptState {
+    launcher: Arc<dyn Launcher>,
     pid: AtomicI32,
     requested: AtomicBool,
 }
 
+impl std::fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupter")
+            .field("pid", &self.inner.pid.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Interrupter {
+    fn new(launcher: Arc<dyn Launcher>) -> Self {
+        Self {
+            inner: Arc::new(InterruptState {
+                launcher,
+                pid: AtomicI32::new(0),
+                requested: AtomicBool::new(false),
+            }),
+        }
+    }
+
     /// Sends the session a KeyboardInterrupt. Returns false when no process is live.
     pub fn interrupt(&self) -> bool {
         let pid = self.inner.pid.load(Ordering::SeqCst);
@@ -105,7 +147,7 @@ impl Interrupter {
             return false;
         }
         self.inner.requested.store(true, Ordering::SeqCst);
-        kill(Pid::from_raw(pid), Signal::SIGINT).is_ok()
+        self.inner.launcher.signal(pid, Signal::SIGINT)
     }
 
     fn take_request(&self) -> bool {
@@ -132,8 +174,8 @@ enum Ending {
 }
 
 impl Session {
-    pub(crate) async fn create(
-        runtime: Arc<RuntimeInner>,
+    async fn create(
+        factory: Arc<SessionFactory>,
         name: String,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
@@ -148,7 +190,7 @@ impl Session {
             }
         };
         let workdir = given.canonicalize().map_err(io_error(&given))?;
-        let cgroup = match &runtime.isolation {
+        let cgroup = match &factory.isolation {
             Isolation::Sandbox(policy) => {
                 if let Identity::DropFromRoot { uid, gid } = policy.identity {
                     // The session runs as an unprivileged user: its directory must be its own.
@@ -177,14 +219,15 @@ impl Session {
             }
             Isolation::None => None,
         };
+        let interrupter = Interrupter::new(factory.launcher.clone());
         let mut session = Self {
-            runtime,
+            factory,
             workdir,
             _owned_workdir: owned_workdir,
             limits: config.limits,
             cgroup,
             process: None,
-            interrupter: Interrupter::default(),
+            interrupter,
             restart_pending: false,
         };
         session.start_process().await?;
@@ -405,10 +448,11 @@ impl Session {
             .as_ref()
             .map(SessionCgroup::procs_files)
             .unwrap_or_default();
-        let request = self
-            .runtime
-            .spawn_request(&self.workdir, &self.limits, cgroup_procs);
-        let spawned = self.runtime.spawn(&request).await?;
+        let request =
+            self.factory
+                .isolation
+                .spawn_request(&self.workdir, &self.limits, cgroup_procs);
+        let spawned = self.factory.launcher.launch(&request).await?;
 
         let (started_tx, started_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -460,6 +504,7 @@ impl Session {
         let first = tokio::time::timeout(START_TIMEOUT, frames.recv()).await;
         let mut process = Process {
             pid,
+            launcher: self.factory.launcher.clone(),
             writer,
             frames,
             exit: exit_rx,
@@ -601,8 +646,8 @@ impl Drop for Session {
 
 impl Process {
     fn signal(&self, signal: Signal) {
-        // ESRCH (already gone) is fine: the exit is reported through the keeper.
-        let _ = kill(Pid::from_raw(self.pid), signal);
+        // A process already gone is fine: its exit is reported through the keeper.
+        self.launcher.signal(self.pid, signal);
     }
 
     fn has_exited(&self) -> bool {

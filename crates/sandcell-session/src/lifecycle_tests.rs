@@ -1,0 +1,236 @@
+//! A session's lifecycle driven through the fake launcher: no Python, no sandbox, paused
+//! time; each test runs in milliseconds.
+
+use crate::fake::FakeLauncher;
+use crate::{
+    ExecEvent, ExecOptions, Execution, Limits, Runtime, Session, SessionConfig, SessionError,
+    Status,
+};
+use nix::sys::signal::Signal;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn session_with(limits: Limits) -> (Session, Arc<FakeLauncher>) {
+    let launcher = FakeLauncher::new();
+    let runtime = Runtime::with_launcher(launcher.clone(), 0);
+    let session = runtime
+        .create_session(SessionConfig {
+            workdir: None,
+            limits,
+        })
+        .await
+        .expect("a fake session starts");
+    (session, launcher)
+}
+
+async fn session() -> (Session, Arc<FakeLauncher>) {
+    session_with(Limits::default()).await
+}
+
+async fn run(session: &mut Session, code: &str) -> Execution {
+    session
+        .execute(code, &ExecOptions::default(), &mut |_| {})
+        .await
+        .expect("the session can be driven")
+}
+
+fn text(execution: &Execution) -> &str {
+    execution.results[0]["text/plain"].as_str().unwrap()
+}
+
+fn evalue(execution: &Execution) -> &str {
+    &execution.error.as_ref().expect("an error").evalue
+}
+
+fn short_timeout() -> Limits {
+    Limits {
+        timeout: Duration::from_millis(100),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_starts_runs_cells_and_keeps_its_state() {
+    let (mut s, launcher) = session().await;
+    let first = run(&mut s, "set x 41\nprint hello\neprint careful").await;
+    assert_eq!(first.status, Status::Ok, "{first:?}");
+    assert_eq!(first.stdout, "hello\n");
+    assert_eq!(first.stderr, "careful\n");
+    assert!(!first.restarted);
+    let second = run(&mut s, "get x").await;
+    assert_eq!(text(&second), "41");
+    let error = run(&mut s, "raise ValueError").await;
+    assert_eq!(error.status, Status::Error);
+    assert_eq!(error.error.unwrap().ename, "ValueError");
+    assert_eq!(launcher.launches(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_is_reported_and_the_next_execution_restarts() {
+    let (mut s, launcher) = session().await;
+    run(&mut s, "set x 1").await;
+    let crash = run(&mut s, "crash 11").await;
+    assert_eq!(crash.status, Status::Crashed);
+    assert!(evalue(&crash).contains("segmentation fault"), "{crash:?}");
+    let next = run(&mut s, "get x").await;
+    assert!(next.restarted);
+    assert_eq!(next.error.unwrap().ename, "NameError", "state is gone");
+    let after = run(&mut s, "print again").await;
+    assert!(!after.restarted, "a restart is said once");
+    assert_eq!(launcher.launches(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_code_is_the_crash_reason() {
+    let (mut s, _launcher) = session().await;
+    let exit = run(&mut s, "exit 3").await;
+    assert_eq!(exit.status, Status::Crashed);
+    assert!(evalue(&exit).contains("exited with code 3"), "{exit:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_interrupts_and_keeps_the_state() {
+    let (mut s, launcher) = session_with(short_timeout()).await;
+    run(&mut s, "set x 7").await;
+    let e = run(&mut s, "hang").await;
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    assert!(evalue(&e).contains("0.1 s time limit"), "{e:?}");
+    let pid = s.pid().unwrap();
+    assert_eq!(launcher.signals(), [(pid, Signal::SIGINT)]);
+    let next = run(&mut s, "get x").await;
+    assert!(!next.restarted);
+    assert_eq!(text(&next), "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_that_an_interrupt_does_not_stop_kills_the_process() {
+    let (mut s, launcher) = session_with(short_timeout()).await;
+    run(&mut s, "set x 7").await;
+    let pid = s.pid().unwrap();
+    let e = run(&mut s, "hang-hard").await;
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    assert!(
+        evalue(&e).contains("did not stop when interrupted"),
+        "{e:?}"
+    );
+    assert_eq!(
+        launcher.signals(),
+        [(pid, Signal::SIGINT), (pid, Signal::SIGKILL)]
+    );
+    assert!(launcher.live().is_empty(), "the killed process is gone");
+    let next = run(&mut s, "get x").await;
+    assert!(next.restarted);
+    assert_eq!(next.error.unwrap().ename, "NameError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_execution_timeout_names_itself_and_leaves_the_session_alone() {
+    let (mut s, _launcher) = session().await;
+    let options = ExecOptions {
+        timeout: Some(Duration::from_millis(250)),
+    };
+    let e = s.execute("hang", &options, &mut |_| {}).await.unwrap();
+    assert_eq!(e.status, Status::Timeout);
+    assert!(evalue(&e).contains("0.25 s time limit"), "{e:?}");
+    assert_eq!(s.limits().timeout, Limits::default().timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_interrupt_stops_the_cell_and_keeps_the_state() {
+    let (mut s, launcher) = session().await;
+    run(&mut s, "set x 7").await;
+    let interrupter = s.interrupter();
+    let e = s
+        .execute(
+            "print started\nhang",
+            &ExecOptions::default(),
+            &mut |event| {
+                if matches!(event, ExecEvent::Stdout(_)) {
+                    assert!(interrupter.interrupt());
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.status, Status::Interrupted, "{e:?}");
+    assert_eq!(e.error.unwrap().ename, "KeyboardInterrupt");
+    assert_eq!(launcher.signals().len(), 1);
+    assert_eq!(text(&run(&mut s, "get x").await), "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_while_idle_changes_nothing() {
+    let (mut s, _launcher) = session().await;
+    run(&mut s, "set x 7").await;
+    assert!(s.interrupter().interrupt());
+    let next = run(&mut s, "get x").await;
+    assert_eq!(next.status, Status::Ok, "{next:?}");
+    assert_eq!(text(&next), "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_gives_fresh_state_in_a_new_process() {
+    let (mut s, launcher) = session().await;
+    run(&mut s, "set x 7").await;
+    let old = s.pid().unwrap();
+    s.restart().await.unwrap();
+    assert_ne!(s.pid().unwrap(), old);
+    assert_eq!(launcher.live(), [s.pid().unwrap()]);
+    let next = run(&mut s, "get x").await;
+    assert!(!next.restarted, "a restart asked for is not news");
+    assert_eq!(next.error.unwrap().ename, "NameError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_the_process() {
+    let (s, launcher) = session().await;
+    assert_eq!(launcher.live().len(), 1);
+    s.shutdown().await.unwrap();
+    assert!(launcher.live().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_frame_stops_the_process() {
+    let (mut s, launcher) = session().await;
+    let e = run(&mut s, "garbage").await;
+    assert_eq!(e.status, Status::Crashed, "{e:?}");
+    assert!(evalue(&e).contains("broke the session protocol"), "{e:?}");
+    assert!(launcher.live().is_empty());
+    assert!(run(&mut s, "print back").await.restarted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keeper_that_fails_fails_the_start() {
+    let launcher = FakeLauncher::new();
+    launcher.fail_next_launch("Landlock is missing");
+    let runtime = Runtime::with_launcher(launcher.clone(), 0);
+    let started = runtime
+        .create_session(SessionConfig {
+            workdir: None,
+            limits: Limits::default(),
+        })
+        .await;
+    match started {
+        Err(SessionError::Sandbox(message)) => assert_eq!(message, "Landlock is missing"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("the session started"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pooled_sessions_come_ready() {
+    let launcher = FakeLauncher::new();
+    let runtime = Runtime::with_launcher(launcher.clone(), 2);
+    let mut s = runtime
+        .create_session(SessionConfig {
+            workdir: None,
+            limits: Limits::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(text(&run(&mut s, "result pooled").await), "pooled");
+    // The refill task keeps the pool full behind the session taken.
+    while launcher.launches() < 3 {
+        tokio::task::yield_now().await;
+    }
+}
