@@ -138,10 +138,11 @@ impl Launcher for FakeLauncher {
                             Exit::Code(code) => json!({"event": "exited", "code": code}),
                             Exit::Signal(signal) => json!({"event": "exited", "signal": signal}),
                         };
+                        keeper.line(line).await;
+                        // Only now: whoever saw it end can rely on the keeper's report.
                         if let Some(launcher) = launcher.upgrade() {
                             launcher.ended(pid);
                         }
-                        keeper.line(line).await;
                     }
                 }
             });

@@ -35,4 +35,4 @@ pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
 pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
 pub use limits::Limits;
 pub use runtime::{Runtime, RuntimeOptions, DEFAULT_TEMPLATE_MODULES};
-pub use session::{Interrupter, Session, SessionConfig};
+pub use session::{Interrupter, Session, SessionConfig, SessionState, StopReason};

@@ -4,7 +4,7 @@
 use crate::fake::FakeLauncher;
 use crate::{
     ExecEvent, ExecOptions, Execution, Limits, Runtime, Session, SessionConfig, SessionError,
-    Status,
+    SessionState, Status, StopReason,
 };
 use nix::sys::signal::Signal;
 use std::sync::Arc;
@@ -233,4 +233,86 @@ async fn pooled_sessions_come_ready() {
     while launcher.launches() < 3 {
         tokio::task::yield_now().await;
     }
+}
+
+const IDLE: SessionState = SessionState::Idle {
+    replaces_lost: false,
+};
+
+#[tokio::test(start_paused = true)]
+async fn the_state_follows_executions_crashes_and_kills() {
+    let (mut s, launcher) = session_with(short_timeout()).await;
+    assert_eq!(s.state(), IDLE);
+    let watch = s.watch_state();
+    let mut seen_while_running = None;
+    s.execute("print running", &ExecOptions::default(), &mut |_| {
+        seen_while_running = Some(*watch.borrow());
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen_while_running, Some(SessionState::Running));
+    assert_eq!(s.state(), IDLE);
+
+    run(&mut s, "crash 9").await;
+    assert_eq!(
+        s.state(),
+        SessionState::Stopped {
+            reason: StopReason::Died
+        }
+    );
+    run(&mut s, "hang-hard").await;
+    assert_eq!(
+        s.state(),
+        SessionState::Stopped {
+            reason: StopReason::Killed
+        }
+    );
+
+    launcher.fail_next_launch("no sandbox today");
+    let failed = s
+        .execute("print x", &ExecOptions::default(), &mut |_| {})
+        .await;
+    assert!(matches!(failed, Err(SessionError::Sandbox(_))));
+    assert_eq!(
+        s.state(),
+        SessionState::Stopped {
+            reason: StopReason::StartFailed
+        }
+    );
+    let back = run(&mut s, "print back").await;
+    assert!(back.restarted);
+    assert_eq!(s.state(), IDLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_standing_in_for_a_lost_one_says_so_once() {
+    let (mut s, _launcher) = session().await;
+    s.mark_state_lost();
+    assert_eq!(
+        s.state(),
+        SessionState::Idle {
+            replaces_lost: true
+        }
+    );
+    assert!(run(&mut s, "print first").await.restarted);
+    assert!(!run(&mut s, "print second").await.restarted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_that_dies_while_idle_is_replaced_by_the_next_execution() {
+    let (mut s, launcher) = session().await;
+    let pid = s.pid().unwrap();
+    // SIGTERM ends a fake process whatever it does, as a kill from outside would.
+    assert!(launcher.signals().is_empty());
+    s.interrupter().interrupt(); // ignored while idle
+    crate::Launcher::signal(&*launcher, pid, Signal::SIGTERM);
+    while !launcher.live().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    // Time for the session to read the keeper's report (paused time: no real wait).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let next = run(&mut s, "print fresh").await;
+    assert!(next.restarted);
+    assert_eq!(next.stdout, "fresh\n");
+    assert_ne!(s.pid().unwrap(), pid);
 }

@@ -43,6 +43,54 @@ const FRAME_QUEUE: usize = 64;
 /// Room for a frame's JSON around the largest result it may carry.
 const FRAME_OVERHEAD: usize = 1 << 20;
 
+/// Where a session is in its life: one value at a time. [`Session::state`] reads it,
+/// [`Session::watch_state`] follows it (also while an execution holds the session).
+///
+/// ```text
+///  create() ─► Starting ──ready──► Idle ──execute()──► Running ──ended, or stopped by an
+///                 ▲                 │ ▲                  │  │     interrupt in time──► Idle
+///                 │   died while    │ └──────────────────┘  │
+///                 │   idle (seen by │                       ├─ the process died (crash, OOM,
+///                 │   the next      ▼                       │  exit) ──► Stopped { Died }
+///                 │   execute)  Stopped { Died }            └─ sandcell killed it (an interrupt
+///                 │                                            did not stop it, unreadable
+///                 │                                            frames) ──► Stopped { Killed }
+///                 └── execute() on Stopped {…}: a fresh process, and that execution reports
+///                     `restarted: true`
+///
+///  a start that fails (Starting) ──► Stopped { StartFailed }
+///  restart() ──► Starting ──► Idle                 (fresh state, asked for: not "restarted")
+///  mark_state_lost() on Idle ──► Idle { replaces_lost: true }   (the next execution reports
+///                                                                `restarted: true`)
+///  shutdown() ──► Stopped { ShutDown }, and the session is gone
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// A process is being started.
+    Starting,
+    /// A process is live and waiting for code. `replaces_lost`: its state stands in for
+    /// one that was lost, and the next execution says so (`restarted: true`).
+    Idle { replaces_lost: bool },
+    /// An execution is running.
+    Running,
+    /// No process; the next execution starts a fresh one and says so.
+    Stopped { reason: StopReason },
+}
+
+/// Why a session has no process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// It died by itself: a crash, the memory limit, an exit.
+    Died,
+    /// sandcell killed it: a time limit or quota an interrupt did not enforce, or frames
+    /// it could not read.
+    Killed,
+    /// Starting a new one failed.
+    StartFailed,
+    /// The session was shut down.
+    ShutDown,
+}
+
 /// What a session is created with.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -64,8 +112,7 @@ pub(crate) struct SessionFactory {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl SessionFactory {
-    /// A new session with a process started. Its cgroup is named `s{our pid}-{n}`, so that
-    /// a later sandcell can tell whose it was.
+    /// A new session with a process started. Its cgroup is named `s{our pid}-{n}`.
     pub(crate) async fn create(
         self: &Arc<Self>,
         config: SessionConfig,
@@ -87,8 +134,8 @@ pub struct Session {
     cgroup: Option<SessionCgroup>,
     process: Option<Process>,
     interrupter: Interrupter,
-    /// The previous process died or was killed: the next execution must say so.
-    restart_pending: bool,
+    /// Invariant: `process` is `Some` exactly in `Idle` and `Running`.
+    state: watch::Sender<SessionState>,
 }
 
 /// The live Python process of a session.
@@ -228,7 +275,7 @@ impl Session {
             cgroup,
             process: None,
             interrupter,
-            restart_pending: false,
+            state: watch::Sender::new(SessionState::Starting),
         };
         session.start_process().await?;
         Ok(session)
@@ -241,6 +288,19 @@ impl Session {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn state(&self) -> SessionState {
+        *self.state.borrow()
+    }
+
+    /// Follows the session's state from elsewhere, also while an execution runs.
+    pub fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.state.subscribe()
+    }
+
+    fn set_state(&self, state: SessionState) {
+        self.state.send_replace(state);
     }
 
     /// The host pid of the session's Python process, while it is live.
@@ -265,13 +325,19 @@ impl Session {
         let timeout = options.timeout.unwrap_or(self.limits.timeout);
         let started = Instant::now();
         if self.process.as_ref().is_some_and(Process::has_exited) {
-            self.process = None;
-            self.restart_pending = true;
+            self.kill_process().await; // what is left of it
+            self.set_state(SessionState::Stopped {
+                reason: StopReason::Died,
+            });
         }
-        if self.process.is_none() {
-            self.start_process().await?;
-        }
-        let restarted = std::mem::take(&mut self.restart_pending);
+        let restarted = match self.state() {
+            SessionState::Idle { replaces_lost } => replaces_lost,
+            _ => {
+                self.start_process().await?;
+                true
+            }
+        };
+        self.set_state(SessionState::Running);
         let before = Snapshot::take(&self.workdir);
         let oom_kills_before = self.oom_kills();
         self.interrupter.take_request();
@@ -287,6 +353,9 @@ impl Session {
             .is_some_and(|e| e.ename == "KeyboardInterrupt");
         let (status, error) = match (ending, stop) {
             (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
+                self.set_state(SessionState::Idle {
+                    replaces_lost: false,
+                });
                 // Interrupted by sandcell in time: the state survives.
                 let what = self.stop_description(stop, timeout);
                 let evalue =
@@ -302,8 +371,16 @@ impl Session {
                 (stop_status(stop), Some(error))
             }
             // A cell that finished just as sandcell stopped it reports what it did.
-            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.take_error()),
+            (Ending::Done(DoneStatus::Ok), _) => {
+                self.set_state(SessionState::Idle {
+                    replaces_lost: false,
+                });
+                (Status::Ok, outputs.take_error())
+            }
             (Ending::Done(DoneStatus::Error), _) => {
+                self.set_state(SessionState::Idle {
+                    replaces_lost: false,
+                });
                 let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
@@ -317,7 +394,9 @@ impl Session {
                 let reason = crash_reason(exit, out_of_memory, &self.limits);
                 // Whatever is left of it (a keeper, a child the session started) goes too.
                 self.kill_process().await;
-                self.restart_pending = true;
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Died,
+                });
                 let evalue = format!(
                     "The Python process died: {reason}. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
                 );
@@ -328,7 +407,9 @@ impl Session {
             }
             (Ending::Broken(why), _) => {
                 self.kill_process().await;
-                self.restart_pending = true;
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Killed,
+                });
                 let evalue = format!(
                     "The Python process broke the session protocol ({why}), so it was stopped. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
                 );
@@ -339,7 +420,9 @@ impl Session {
             }
             (Ending::Killed(stop), _) => {
                 self.kill_process().await;
-                self.restart_pending = true;
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Killed,
+                });
                 let what = self.stop_description(stop, timeout);
                 let evalue = format!(
                     "{what} and did not stop when interrupted, so its Python process was stopped. Variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
@@ -439,8 +522,23 @@ impl Session {
         }
     }
 
-    /// Starts a fresh Python process for this session (same directory, cgroup, limits).
+    /// Starts a fresh Python process for this session (same directory, cgroup, limits):
+    /// `Starting`, then `Idle`, or `Stopped { StartFailed }`.
     async fn start_process(&mut self) -> Result<(), SessionError> {
+        self.set_state(SessionState::Starting);
+        let started = self.launch_process().await;
+        self.set_state(match started {
+            Ok(()) => SessionState::Idle {
+                replaces_lost: false,
+            },
+            Err(_) => SessionState::Stopped {
+                reason: StopReason::StartFailed,
+            },
+        });
+        started
+    }
+
+    async fn launch_process(&mut self) -> Result<(), SessionError> {
         // A process that died by itself (crash, lost template) may not be reaped yet.
         self.wait_for_empty_cgroup().await;
         let cgroup_procs = self
@@ -603,13 +701,16 @@ impl Session {
     /// restarted, an idle session was stopped): its next execution says so
     /// (`restarted: true`), as after a crash.
     pub fn mark_state_lost(&mut self) {
-        self.restart_pending = true;
+        if let SessionState::Idle { .. } = self.state() {
+            self.set_state(SessionState::Idle {
+                replaces_lost: true,
+            });
+        }
     }
 
     /// Fresh Python state; files stay.
     pub async fn restart(&mut self) -> Result<(), SessionError> {
         self.kill_process().await;
-        self.restart_pending = false;
         self.start_process().await
     }
 
@@ -621,6 +722,9 @@ impl Session {
                 tokio::time::timeout(Duration::from_secs(2), wait_exit(&mut process.exit)).await;
         }
         self.kill_process().await;
+        self.set_state(SessionState::Stopped {
+            reason: StopReason::ShutDown,
+        });
         if let Some(cgroup) = self.cgroup.take() {
             // Removal waits for the kernel to release the processes: not on an async thread.
             tokio::task::spawn_blocking(move || cgroup.remove())
