@@ -5,7 +5,7 @@ use crate::launcher::SpawnRequest;
 use crate::limits::Limits;
 use crate::runtime_files::RuntimeFiles;
 use sandcell_pyenv::Environment;
-use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec};
+use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec, SessionCgroup};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,51 @@ const ETC_FILES: &[&str] = &[
     "/etc/mime.types",
     "/etc/nsswitch.conf",
 ];
+
+/// The name of a session's cgroup: the sandcell process that owns it, and a number.
+pub(crate) fn session_cgroup_name(owner: u32, n: u64) -> String {
+    format!("s{owner}-{n}")
+}
+
+/// The owner of a session cgroup named by [`session_cgroup_name`]; `None` for any other name.
+fn session_cgroup_owner(name: &str) -> Option<u32> {
+    let (owner, n) = name.strip_prefix('s')?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    owner.parse().ok()
+}
+
+/// Kills and removes the session cgroups beneath `parent` whose owner is gone (a sandcell
+/// process that was killed, or crashed, before it could remove them), with whatever still
+/// runs in them. Returns how many were removed. Blocking: removal waits for the kernel.
+pub(crate) fn remove_leftover_sessions(parent: &CgroupParent) -> usize {
+    let mut removed = 0;
+    for name in parent.children() {
+        let Some(owner) = session_cgroup_owner(&name) else {
+            continue;
+        };
+        if owner == std::process::id() || process_exists(owner) {
+            continue;
+        }
+        let cgroup = SessionCgroup::existing(parent, &name);
+        cgroup.kill_all();
+        match cgroup.remove() {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!("cannot remove the leftover session cgroup {name}: {e}"),
+        }
+    }
+    removed
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // EPERM: it exists, as another user's.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
 
 /// How the sessions of a runtime are isolated; decided once, when the runtime starts.
 #[derive(Debug)]
@@ -123,6 +168,23 @@ impl SandboxPolicy {
             },
             hostname: "sandcell".into(),
             landlock: self.landlock,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_cgroup_names_say_their_owner() {
+        assert_eq!(
+            session_cgroup_owner(&session_cgroup_name(4321, 7)),
+            Some(4321)
+        );
+        assert_eq!(session_cgroup_owner("s12-3"), Some(12));
+        for other in ["sandcell", "s12", "s-3", "sx-3", "s12-x", "host", "t12-3"] {
+            assert_eq!(session_cgroup_owner(other), None, "{other}");
         }
     }
 }

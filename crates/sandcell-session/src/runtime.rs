@@ -6,7 +6,7 @@
 //! imports one above it.
 
 use crate::error::SessionError;
-use crate::isolation::{Isolation, SandboxPolicy};
+use crate::isolation::{remove_leftover_sessions, Isolation, SandboxPolicy};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::pool::Pool;
@@ -64,7 +64,19 @@ impl Runtime {
         let files = RuntimeFiles::install(&env.home().runtime())?;
         let mut warnings = Vec::new();
         let isolation = if options.sandbox {
-            Isolation::Sandbox(SandboxPolicy::detect(env, &files, &mut warnings))
+            let policy = SandboxPolicy::detect(env, &files, &mut warnings);
+            if let Some(parent) = policy.cgroup.clone() {
+                let removed =
+                    tokio::task::spawn_blocking(move || remove_leftover_sessions(&parent))
+                        .await
+                        .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(
+                        "removed {removed} session cgroups (and what ran in them) left by sandcell processes that are gone"
+                    );
+                }
+            }
+            Isolation::Sandbox(policy)
         } else {
             warnings.push(
                 "the sandbox is off (--no-sandbox): code runs with your user's full access to this machine and its network"

@@ -4,7 +4,7 @@
 use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
 use crate::execution::{ExecEvent, ExecOptions, Execution, ExecutionError, Status};
-use crate::isolation::Isolation;
+use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::outputs::Outputs;
@@ -112,13 +112,14 @@ pub(crate) struct SessionFactory {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl SessionFactory {
-    /// A new session with a process started. Its cgroup is named `s{our pid}-{n}`.
+    /// A new session with a process started. Its cgroup's name says which process owns it,
+    /// so that a later sandcell can remove it if this one dies without doing so.
     pub(crate) async fn create(
         self: &Arc<Self>,
         config: SessionConfig,
     ) -> Result<Session, SessionError> {
         let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        let name = format!("s{}-{n}", std::process::id());
+        let name = session_cgroup_name(std::process::id(), n);
         Session::create(self.clone(), name, config).await
     }
 }
