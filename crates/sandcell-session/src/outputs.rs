@@ -18,6 +18,9 @@ pub(crate) struct Kept {
     pub truncated: bool,
 }
 
+/// Bytes of an error's value kept when the error does not fit in the budget.
+const ERROR_VALUE_KEPT: usize = 4096;
+
 pub(crate) struct Outputs {
     stdout: String,
     stderr: String,
@@ -97,9 +100,21 @@ impl Outputs {
                 }
                 SessionMessage::Error {
                     ename,
-                    evalue,
-                    traceback,
+                    mut evalue,
+                    mut traceback,
                 } => {
+                    // Errors share the results' budget: a cell can report many, and huge.
+                    if bytes > self.results_bytes_left {
+                        self.truncated = true;
+                        evalue.truncate(floor_char_boundary(&evalue, ERROR_VALUE_KEPT));
+                        traceback = vec![format!(
+                            "[… a traceback of {} bytes was dropped: an execution keeps at most {} MiB of results and errors …]",
+                            thousands(bytes as u64),
+                            self.results_limit_mib
+                        )];
+                    } else {
+                        self.results_bytes_left -= bytes;
+                    }
                     let error = ExecutionError {
                         ename,
                         evalue,
@@ -454,6 +469,31 @@ mod tests {
         );
         assert!(note(3).contains("3 more results dropped"), "{}", note(3));
         assert_eq!(events, kept.results);
+    }
+
+    #[test]
+    fn an_error_past_the_budget_keeps_its_name_and_the_start_of_its_value() {
+        let error = |evalue: String| Frame::Message {
+            bytes: evalue.len() + 100,
+            message: SessionMessage::Error {
+                ename: "ValueError".into(),
+                evalue,
+                traceback: vec!["frame".into()],
+            },
+        };
+        let mut outputs = Outputs::new(&limits(1));
+        outputs.apply(error("x".repeat(2 << 20)), &mut |_| {});
+        let kept = outputs.take_error().unwrap();
+        assert_eq!(kept.ename, "ValueError");
+        assert_eq!(kept.evalue.len(), ERROR_VALUE_KEPT);
+        assert!(
+            kept.traceback[0].contains("was dropped"),
+            "{:?}",
+            kept.traceback
+        );
+        outputs.apply(error("small".into()), &mut |_| {});
+        assert_eq!(outputs.take_error().unwrap().traceback, ["frame"]);
+        assert!(outputs.finish(&mut |_| {}).truncated);
     }
 
     #[test]
