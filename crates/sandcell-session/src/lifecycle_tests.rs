@@ -316,3 +316,21 @@ async fn a_process_that_dies_while_idle_is_replaced_by_the_next_execution() {
     assert_eq!(next.stdout, "fresh\n");
     assert_ne!(s.pid().unwrap(), pid);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_execution_given_up_midway_leaves_a_process_that_is_replaced() {
+    let (mut s, launcher) = session().await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_secs(1),
+        s.execute("hang", &ExecOptions::default(), &mut |_| {}),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the execution was given up");
+    assert_eq!(s.state(), SessionState::Running);
+    let old = s.pid().unwrap();
+    let next = run(&mut s, "print fresh").await;
+    assert!(next.restarted);
+    assert_eq!(next.stdout, "fresh\n");
+    assert!(launcher.signals().contains(&(old, Signal::SIGKILL)));
+    assert_eq!(launcher.live(), [s.pid().unwrap()]);
+}

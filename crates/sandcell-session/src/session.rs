@@ -59,6 +59,8 @@ const FRAME_OVERHEAD: usize = 1 << 20;
 ///                     `restarted: true`
 ///
 ///  a start that fails (Starting) ──► Stopped { StartFailed }
+///  an execution or start given up midway (its future dropped) stays Running or Starting:
+///  the next execution kills what is left and starts afresh, reporting `restarted: true`
 ///  restart() ──► Starting ──► Idle                 (fresh state, asked for: not "restarted")
 ///  mark_state_lost() on Idle ──► Idle { replaces_lost: true }   (the next execution reports
 ///                                                                `restarted: true`)
@@ -333,7 +335,10 @@ impl Session {
         }
         let restarted = match self.state() {
             SessionState::Idle { replaces_lost } => replaces_lost,
+            // Stopped; or Running or Starting, left so by an execution or a start whose
+            // caller gave up on it midway: its process, if any, cannot be trusted.
             _ => {
+                self.kill_process().await;
                 self.start_process().await?;
                 true
             }
@@ -352,11 +357,13 @@ impl Session {
         let stopped_by_interrupt = outputs
             .error()
             .is_some_and(|e| e.ename == "KeyboardInterrupt");
+        if let Ending::Done(_) = ending {
+            self.set_state(SessionState::Idle {
+                replaces_lost: false,
+            });
+        }
         let (status, error) = match (ending, stop) {
             (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
-                self.set_state(SessionState::Idle {
-                    replaces_lost: false,
-                });
                 // Interrupted by sandcell in time: the state survives.
                 let what = self.stop_description(stop, timeout);
                 let evalue =
@@ -372,16 +379,8 @@ impl Session {
                 (stop_status(stop), Some(error))
             }
             // A cell that finished just as sandcell stopped it reports what it did.
-            (Ending::Done(DoneStatus::Ok), _) => {
-                self.set_state(SessionState::Idle {
-                    replaces_lost: false,
-                });
-                (Status::Ok, outputs.take_error())
-            }
+            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.take_error()),
             (Ending::Done(DoneStatus::Error), _) => {
-                self.set_state(SessionState::Idle {
-                    replaces_lost: false,
-                });
                 let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
