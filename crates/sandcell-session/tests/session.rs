@@ -702,7 +702,11 @@ async fn what_a_killed_sandcell_left_is_removed_at_the_next_start() {
     let Some(name) = cgroup.file_name().and_then(|n| n.to_str()) else {
         panic!("no cgroup name in {}", cgroup.display());
     };
-    if !name.starts_with('s') || !cgroup.exists() {
+    let is_session_cgroup = name
+        .strip_prefix('s')
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(owner, n)| owner.parse::<u32>().is_ok() && n.parse::<u64>().is_ok());
+    if !is_session_cgroup || !cgroup.exists() {
         eprintln!(
             "SKIPPED: sessions here do not run in a cgroup of their own ({}), so there is nothing to clean up",
             cgroup.display()
