@@ -9,6 +9,7 @@
 //! | command | what the process does |
 //! | --- | --- |
 //! | `print TEXT`, `eprint TEXT` | writes a line on stdout, on stderr |
+//! | `flood N` | writes N MiB of `x` on stdout, 64 KiB per frame |
 //! | `result TEXT` | an `execute_result` with `text/plain` TEXT |
 //! | `set NAME VALUE`, `get NAME` | state that lives as long as the process; `get` of an unset name raises `NameError` |
 //! | `raise NAME` | raises NAME: an `error` frame, and the cell ends with `error` |
@@ -241,6 +242,14 @@ impl FakeProcess {
             match command {
                 "print" => self.stream("stdout", argument).await,
                 "eprint" => self.stream("stderr", argument).await,
+                "flood" => {
+                    let chunk = "x".repeat(64 * 1024);
+                    for _ in 0..number(argument).max(0) * 16 {
+                        self.take_signal(false)?;
+                        self.send(json!({"type": "stream", "name": "stdout", "text": chunk}))
+                            .await;
+                    }
+                }
                 "result" => self.result(argument).await,
                 "set" => {
                     let (name, value) = argument.split_once(' ').unwrap_or((argument, ""));

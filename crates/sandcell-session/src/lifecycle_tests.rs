@@ -334,3 +334,19 @@ async fn an_execution_given_up_midway_leaves_a_process_that_is_replaced() {
     assert!(launcher.signals().contains(&(old, Signal::SIGKILL)));
     assert_eq!(launcher.live(), [s.pid().unwrap()]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_is_kept_to_the_output_limit() {
+    let limits = Limits {
+        output_mib: 1,
+        ..Limits::default()
+    };
+    let (mut s, _launcher) = session_with(limits).await;
+    let e = run(&mut s, "print first\nflood 16\nprint last").await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert!(e.truncated);
+    assert!(e.stdout.starts_with("first\n"));
+    assert!(e.stdout.ends_with("last\n"));
+    assert!(e.stdout.contains("bytes of output dropped"));
+    assert!(e.stdout.len() < (1 << 20) + 100, "{}", e.stdout.len());
+}

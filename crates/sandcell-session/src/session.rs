@@ -316,9 +316,11 @@ impl Session {
         self.interrupter.clone()
     }
 
-    /// Runs `code` as one cell. `on_event` sees output as it is produced. Failures of
-    /// the code (exceptions, crashes, timeouts) are in the returned [`Execution`]; an
-    /// `Err` means the session itself could not be driven.
+    /// Runs `code` as one cell, with `options` for this execution only. `on_event` sees
+    /// output as it is produced, within the execution's output limits (exactly what the
+    /// returned [`Execution`] keeps). Failures of the code (exceptions, crashes, timeouts)
+    /// are in the returned [`Execution`]; an `Err` means the session itself could not be
+    /// driven.
     pub async fn execute(
         &mut self,
         code: &str,
