@@ -18,6 +18,7 @@
 //! | `crash N` | the process dies by signal N |
 //! | `exit N` | the process exits with code N |
 //! | `garbage` | writes a frame that is not JSON |
+//! | `announce N` | writes the header of an N-byte frame, and never its body |
 //!
 //! Between cells SIGINT is ignored, as in the real session; SIGKILL and SIGTERM end the
 //! process by that signal at any time.
@@ -271,6 +272,10 @@ impl FakeProcess {
                 "hang-hard" => return self.hang(true).await,
                 "crash" => return Err(Stopped::Exit(Exit::Signal(number(argument)))),
                 "exit" => return Err(Stopped::Exit(Exit::Code(number(argument)))),
+                "announce" => {
+                    let len = u32::try_from(number(argument)).unwrap_or(u32::MAX);
+                    let _ = self.writer.write_all(&len.to_be_bytes()).await;
+                }
                 "garbage" => {
                     let body = b"not json";
                     let mut frame = (body.len() as u32).to_be_bytes().to_vec();

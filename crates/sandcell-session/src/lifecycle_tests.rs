@@ -350,3 +350,17 @@ async fn a_flood_is_kept_to_the_output_limit() {
     assert!(e.stdout.contains("bytes of output dropped"));
     assert!(e.stdout.len() < (1 << 20) + 100, "{}", e.stdout.len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_whose_body_never_comes_stalls_only_its_own_session() {
+    let (mut s, launcher) = session_with(short_timeout()).await;
+    let e = run(&mut s, "announce 1000000000\nprint swallowed").await;
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    assert!(
+        launcher.live().is_empty(),
+        "the stalled process was stopped"
+    );
+    let next = run(&mut s, "print back").await;
+    assert!(next.restarted);
+    assert_eq!(next.stdout, "back\n");
+}

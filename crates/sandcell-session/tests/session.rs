@@ -634,7 +634,9 @@ async fn holds_a_busy_session_until_killed() {
         std::env::var_os(HOLDER_ENV).is_some(),
         "started by another test, which kills it"
     );
-    let (mut s, _dir, _rt) = session().await;
+    let (mut s, dir, _rt) = session().await;
+    // The directory outlives this process (it is killed): the test removes it.
+    println!("workdir {}", dir.keep().display());
     println!("session pid {}", s.pid().unwrap());
     let forever = ExecOptions {
         timeout: Some(Duration::from_secs(3600)),
@@ -665,6 +667,15 @@ fn cgroup_of(pid: i32) -> Option<std::path::PathBuf> {
     Some(std::path::Path::new(&hierarchy).join(path.trim_start_matches('/')))
 }
 
+/// Removes a directory that a killed process could not remove itself.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn gone_or_zombie(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -689,6 +700,12 @@ async fn what_a_killed_sandcell_left_is_removed_at_the_next_start() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    let workdir = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| Some(std::path::PathBuf::from(line.strip_prefix("workdir ")?)))
+        .expect("the holder prints its working directory");
+    let _remove_workdir = RemoveOnDrop(workdir);
     let session_pid: i32 = lines
         .by_ref()
         .map_while(Result::ok)
