@@ -46,7 +46,7 @@ impl Default for Limits {
             tmp_mib: 1024,
             open_files: 4096,
             output_mib: 4,
-            results_mib: 32,
+            results_mib: 16,
             max_results: 1000,
         }
     }

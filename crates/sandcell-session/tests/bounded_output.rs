@@ -127,6 +127,30 @@ async fn floods_cost_the_host_a_bounded_amount_of_memory() {
     assert_bounded("a 200 MB result");
     answers(&mut session).await;
 
+    // A hundred 1 MiB results.
+    let (many, event_bytes) = run(
+        &mut session,
+        "from IPython.display import display\nfor i in range(100):\n    display({'text/plain': str(i) * (1 << 20)}, raw=True)",
+    )
+    .await;
+    assert_eq!(many.status, Status::Ok, "{:?}", many.error);
+    assert!(many.truncated);
+    assert_eq!(many.results.len(), 100, "kept or noted, each");
+    let kept_bytes: usize = many
+        .results
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap().len())
+        .sum();
+    assert!(
+        kept_bytes <= Limits::default().results_bytes() + 100 * 200,
+        "{kept_bytes}"
+    );
+    assert!(event_bytes <= kept_bytes);
+    let last = many.results[99]["text/plain"].as_str().unwrap();
+    assert!(last.contains("was dropped"), "{last}");
+    assert_bounded("a hundred 1 MiB results");
+    answers(&mut session).await;
+
     // A raw 300 MB frame written straight to the session socket, then a valid one.
     let (raw, _) = run(
         &mut session,
