@@ -238,7 +238,7 @@ impl FakeProcess {
     /// Runs a cell; Ok(false) when it raised.
     async fn execute(&mut self, code: &str) -> Result<bool, Stopped> {
         for line in code.lines() {
-            self.take_signal(false)?;
+            self.take_signal()?;
             let (command, argument) = line.split_once(' ').unwrap_or((line, ""));
             match command {
                 "print" => self.stream("stdout", argument).await,
@@ -246,7 +246,7 @@ impl FakeProcess {
                 "flood" => {
                     let chunk = "x".repeat(64 * 1024);
                     for _ in 0..number(argument).max(0) * 16 {
-                        self.take_signal(false)?;
+                        self.take_signal()?;
                         self.send(json!({"type": "stream", "name": "stdout", "text": chunk}))
                             .await;
                     }
@@ -306,15 +306,12 @@ impl FakeProcess {
     }
 
     /// A signal that arrived while the cell ran.
-    fn take_signal(&mut self, ignore_interrupts: bool) -> Result<(), Stopped> {
-        while let Ok(signal) = self.signals.try_recv() {
-            match signal {
-                Signal::SIGINT if ignore_interrupts => {}
-                Signal::SIGINT => return Err(Stopped::Interrupted),
-                signal => return Err(Stopped::Exit(Exit::Signal(signal as i32))),
-            }
+    fn take_signal(&mut self) -> Result<(), Stopped> {
+        match self.signals.try_recv() {
+            Ok(Signal::SIGINT) => Err(Stopped::Interrupted),
+            Ok(signal) => Err(Stopped::Exit(Exit::Signal(signal as i32))),
+            Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     async fn stream(&mut self, name: &str, text: &str) {
