@@ -2,6 +2,7 @@
 and driven in each forked session by serve(), which answers the host's execute requests
 with the frames described in ARCHITECTURE.md."""
 
+import contextlib
 import io
 import os
 import random
@@ -72,6 +73,7 @@ class _Session:
         while (request := self._outbox.recv()) is not None and request["type"] != "shutdown":
             if request["type"] != "execute":
                 raise ValueError(f"unexpected request from the host: {request['type']!r}")
+            self._outbox.start_execution(request)
             succeeded = self._execute(request["code"])
             self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
             if self._shell.exit_now:
@@ -106,6 +108,9 @@ class _ResultHook(DisplayHook):
     def write_format_data(self, format_dict, md_dict=None):
         self.shell.outbox.send_bundle("execute_result", format_dict, md_dict)
 
+    def log_output(self, format_dict):
+        pass  # IPython would keep a copy of every result in its history, for as long as the session lives
+
 
 class _FramePublisher(DisplayPublisher):
     """Sends each display() as display_data (as ipykernel's ZMQDisplayPublisher). Display ids
@@ -127,6 +132,13 @@ class _SessionShell(InteractiveShell):
     # IPython's default pexpect pty: no pty needed in the sandbox, and plain "\n" line ends.
     system = InteractiveShell.system_raw
     outbox = None  # set by serve(); the template has no socket
+
+    @contextlib.contextmanager
+    def _tee(self, channel):
+        """IPython would keep a copy of everything a cell writes to stdout and stderr in its
+        history, for as long as the session lives: a cell printing gigabytes would run the
+        session out of memory. The host keeps the output (bounded)."""
+        yield
 
     def _get_exc_info(self, exc_tuple=None):
         etype, value, tb = super()._get_exc_info(exc_tuple)

@@ -5,10 +5,18 @@ fds 1 and 2 become pipes that a daemon thread forwards as `stream` frames, and
 print(), C extensions and child processes shares one path and keeps its order. A write
 from Python forwards both pipes before and after it, so text on one stream and text a
 child process wrote on the other also keep their order. Every other frame is sent only
-after the output written before it has been forwarded."""
+after the output written before it has been forwarded.
+
+Each execution's output is held to the limits the host sends with it, the way the host
+keeps it (the host enforces them whatever this side does; this spares it the traffic,
+so a cell printing gigabytes returns quickly): the first half of the text limit is sent
+as it comes, the last half when the execution ends, after an `output_dropped` frame
+counting what lay between; a result that does not fit, or one past the count, is sent as
+a small `result_dropped` frame instead of its data."""
 
 import base64
 import codecs
+import collections
 import contextlib
 import ctypes
 import io
@@ -34,12 +42,21 @@ class Outbox:
 
     def __init__(self, sock):
         self._channel = Channel(sock)
-        self._pipes = _CapturedFds(self._channel)
+        self._budget = _StreamBudget(self._channel)
+        self._pipes = _CapturedFds(self._budget)
         self._writers = tuple(_line_buffered_writer(_OrderedWriter(fd, self._pipes)) for fd in (1, 2))
         sys.stdout, sys.stderr = self._writers
         self.cell_running = threading.Event()
         _start_daemon_thread(self._pipes.forward_forever)
         _start_daemon_thread(self._flush_partial_lines)
+
+    def start_execution(self, request):
+        """Output from here on counts against this execute request's limits."""
+        with _sigint_held():
+            self._pipes.drain()
+            self._budget.start(request.get("output_limit"))
+            self._results_left = request.get("results_limit")
+            self._results_count_left = request.get("max_results")
 
     def recv(self):
         """The next request from the host, or None once it has closed the socket."""
@@ -51,11 +68,24 @@ class Outbox:
             self._flush_writers()
             _fflush(None)
             self._pipes.drain()
+            if frame["type"] == "done":
+                self._budget.flush()
             self._channel.send(frame)
+
+    _results_left = None  # bytes of results still sent whole in this execution; None: no limit
+    _results_count_left = None
 
     def send_bundle(self, frame_type, data, metadata):
         """Send a display_data or execute_result frame for a MIME bundle from IPython."""
-        self.send({"type": frame_type, "data": _jsonable_bundle(data), "metadata": metadata or {}})
+        data = _jsonable_bundle(data)
+        size = sum(len(value) for value in data.values() if isinstance(value, str))
+        if self._results_count_left is not None:
+            if self._results_count_left <= 0 or size > self._results_left:
+                self.send({"type": "result_dropped", "bytes": size, "mimes": list(data)})
+                return
+            self._results_count_left -= 1
+            self._results_left -= size
+        self.send({"type": frame_type, "data": data, "metadata": metadata or {}})
 
     def _flush_writers(self):
         for writer in self._writers:
@@ -73,8 +103,8 @@ class Outbox:
 class _CapturedFds:
     """fds 1 and 2 replaced by pipes whose read ends are forwarded as stream frames."""
 
-    def __init__(self, channel):
-        self._channel = channel
+    def __init__(self, budget):
+        self._budget = budget
         self._lock = threading.Lock()  # one reader at a time, so text is sent in the order it was read
         self._streams = {}  # read end -> (stream name, incremental UTF-8 decoder)
         for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -111,8 +141,78 @@ class _CapturedFds:
         name, decoder = self._streams[read_end]
         text = decoder.decode(data)
         if text:  # empty when the read ended inside a UTF-8 sequence
-            self._channel.send({"type": "stream", "name": name, "text": text})
+            self._budget.send(name, text)
         return data
+
+
+class _StreamBudget:
+    """Stream text of one execution within its limit: the head sent as it comes, the most
+    recent text held back as the tail, and a count per stream of what lay between."""
+
+    def __init__(self, channel):
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._head_left = None  # None: no limit (no execute request yet)
+        self._tail = collections.deque()  # [name, text, its UTF-8 size]
+        self._tail_bytes = 0
+        self._tail_capacity = 0
+        self._dropped = {}
+
+    def start(self, limit):
+        """Send what the previous execution (or the time since) held back; start counting anew."""
+        with self._lock:
+            self._flush_locked()
+            if limit is None:
+                self._head_left = None
+            else:
+                self._head_left = limit - limit // 2
+                self._tail_capacity = limit // 2
+
+    def flush(self):
+        with self._lock:
+            self._flush_locked()
+
+    def send(self, name, text):
+        with self._lock:
+            if self._head_left is None:
+                self._send(name, text)
+                return
+            data = text.encode("utf-8", "surrogatepass")
+            if self._head_left > 0:
+                head = data[: self._head_left].decode("utf-8", "ignore")  # cut on a character boundary
+                self._head_left = 0 if len(data) > self._head_left else self._head_left - len(data)
+                if head:
+                    self._send(name, head)
+                text = text[len(head):]
+                data = data[len(head.encode("utf-8", "surrogatepass")):]
+            if not data:
+                return
+            self._tail.append([name, text, len(data)])
+            self._tail_bytes += len(data)
+            while self._tail_bytes > self._tail_capacity:
+                front = self._tail[0]
+                excess = self._tail_bytes - self._tail_capacity
+                if excess >= front[2]:
+                    self._tail.popleft()
+                    cut = front[2]
+                else:
+                    kept = front[1].encode("utf-8", "surrogatepass")[excess:].decode("utf-8", "ignore")
+                    cut = front[2] - len(kept.encode("utf-8", "surrogatepass"))
+                    front[1], front[2] = kept, front[2] - cut
+                self._tail_bytes -= cut
+                self._dropped[front[0]] = self._dropped.get(front[0], 0) + cut
+
+    def _flush_locked(self):
+        for name, count in self._dropped.items():
+            self._channel.send({"type": "output_dropped", "name": name, "bytes": count})
+        for name, text, _ in self._tail:
+            self._send(name, text)
+        self._tail.clear()
+        self._tail_bytes = 0
+        self._dropped = {}
+
+    def _send(self, name, text):
+        self._channel.send({"type": "stream", "name": name, "text": text})
 
 
 class _OrderedWriter(io.FileIO):

@@ -3,7 +3,7 @@
 
 use sandcell_llm::{ChatEvent, Tool};
 use sandcell_pyenv::EnvInfo;
-use sandcell_session::{ExecEvent, Session};
+use sandcell_session::{ExecEvent, ExecOptions, Session};
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 
@@ -258,7 +258,7 @@ impl Agent {
             interrupter.interrupt();
         });
         let execution = session
-            .execute(&code, &mut |event| {
+            .execute(&code, &ExecOptions::default(), &mut |event| {
                 let call_id = call_id.to_owned();
                 on_event(match event.clone() {
                     ExecEvent::Stdout(text) => AgentEvent::Stdout { call_id, text },

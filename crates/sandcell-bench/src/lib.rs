@@ -4,7 +4,9 @@
 //! For: measuring. Not for: tests (no timing assertion lives here or anywhere else).
 
 use sandcell_pyenv::Environment;
-use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status};
+use sandcell_session::{
+    ExecOptions, Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status,
+};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -182,7 +184,9 @@ async fn run_cell(
     session: &mut Session,
     code: &str,
 ) -> Result<sandcell_session::Execution, BenchError> {
-    let execution = session.execute(code, &mut |_| {}).await?;
+    let execution = session
+        .execute(code, &ExecOptions::default(), &mut |_| {})
+        .await?;
     if execution.status != Status::Ok {
         return Err(BenchError::CellFailed(format!("{:?}", execution.error)));
     }

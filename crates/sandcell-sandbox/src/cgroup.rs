@@ -218,6 +218,23 @@ impl CgroupParent {
     fn distinct_dirs(&self) -> Vec<&PathBuf> {
         distinct(&self.dirs)
     }
+
+    /// The names of the cgroups beneath this parent (in any of its hierarchies), such as
+    /// session cgroups that a process which is gone left behind.
+    pub fn children(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .distinct_dirs()
+            .into_iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// One sentence on how an administrator delegates a cgroup to an unprivileged user.
@@ -267,14 +284,7 @@ impl SessionCgroup {
         name: &str,
         limits: &CgroupLimits,
     ) -> Result<Self, SandboxError> {
-        let cgroup = Self {
-            version: parent.version,
-            dirs: parent
-                .dirs
-                .iter()
-                .map(|(controller, dir)| (*controller, dir.join(name)))
-                .collect(),
-        };
+        let cgroup = Self::existing(parent, name);
         for dir in distinct(&cgroup.dirs) {
             match fs::create_dir(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -289,6 +299,18 @@ impl SessionCgroup {
             return Err(e);
         }
         Ok(cgroup)
+    }
+
+    /// An existing session cgroup beneath `parent`, to kill and remove what is left in it.
+    pub fn existing(parent: &CgroupParent, name: &str) -> Self {
+        Self {
+            version: parent.version,
+            dirs: parent
+                .dirs
+                .iter()
+                .map(|(controller, dir)| (*controller, dir.join(name)))
+                .collect(),
+        }
     }
 
     fn set_limits(&self, limits: &CgroupLimits) -> Result<(), SandboxError> {

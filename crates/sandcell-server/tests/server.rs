@@ -115,7 +115,8 @@ async fn an_execution_streams_its_events_in_order() {
             "results",
             "status",
             "stderr",
-            "stdout"
+            "stdout",
+            "truncated"
         ]
     );
     assert_eq!(end["status"], "ok");

@@ -25,7 +25,9 @@ use crate::places::{Full, Holder, Place, Places};
 use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
-use sandcell_session::{ExecEvent, Execution, Interrupter, Runtime, Session, SessionConfig};
+use sandcell_session::{
+    ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session, SessionConfig,
+};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -881,9 +883,11 @@ impl Checkout {
             None
         } else {
             let session = self.session()?;
-            session.set_timeout(timeout);
+            let options = ExecOptions {
+                timeout: Some(timeout),
+            };
             tokio::select! {
-                outcome = session.execute(&code, &mut on_event) => Some(outcome),
+                outcome = session.execute(&code, &options, &mut on_event) => Some(outcome),
                 () = cancel.cancelled() => None,
             }
         };

@@ -2,6 +2,15 @@
 //! shares. Modelled on Jupyter's messages and E2B's `Execution`.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Options of one execution. They apply to that execution only, never to the session:
+/// the next execution without options has the session's limits again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// Wall-clock limit of this execution; `None`: the session's `Limits::timeout`.
+    pub timeout: Option<Duration>,
+}
 
 /// One output as IPython publishes it: MIME type → data. Binary types (`image/png`,
 /// `image/jpeg`) are base64 strings, `application/json` a JSON value, others strings.
@@ -73,6 +82,11 @@ pub struct Execution {
     /// This execution ran in a fresh Python process because the previous one died or
     /// was killed: variables from earlier executions are gone; files remain.
     pub restarted: bool,
+    /// Output was dropped to stay within the execution's limits (`Limits::output_mib`,
+    /// `results_mib`, `max_results`); a marker line in `stdout`/`stderr` or a note among
+    /// `results` says what and how much.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// What an execution streams while it runs, in order.

@@ -11,7 +11,14 @@
 mod cgroup_drain;
 mod error;
 mod execution;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod isolation;
+mod launcher;
+#[cfg(test)]
+mod lifecycle_tests;
 mod limits;
+mod outputs;
 mod pool;
 mod protocol;
 mod runtime;
@@ -21,9 +28,11 @@ mod template;
 mod workdir;
 
 pub use error::SessionError;
-pub use execution::{ExecEvent, Execution, ExecutionError, FileChange, MimeBundle, Status};
-pub use limits::Limits;
-pub use runtime::{
-    Isolation, Runtime, RuntimeOptions, SandboxPolicy, DEFAULT_TEMPLATE_MODULES, SANDBOX_WORKDIR,
+pub use execution::{
+    ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
 };
-pub use session::{Interrupter, Session, SessionConfig};
+pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
+pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
+pub use limits::Limits;
+pub use runtime::{Runtime, RuntimeOptions, DEFAULT_TEMPLATE_MODULES};
+pub use session::{Interrupter, Session, SessionConfig, SessionState, StopReason};

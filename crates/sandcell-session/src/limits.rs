@@ -23,6 +23,15 @@ pub struct Limits {
     pub tmp_mib: u64,
     /// Open file descriptors (RLIMIT_NOFILE).
     pub open_files: u64,
+    /// Stdout and stderr text the host keeps of one execution, in MiB: the first and
+    /// the last half; what lies between is dropped and a marker line says how much.
+    pub output_mib: u64,
+    /// Rich results (displays and the value of the last expression) the host keeps of
+    /// one execution, in MiB. A result that does not fit in what is left, including a
+    /// single result larger than this, is replaced by a `text/plain` note.
+    pub results_mib: u64,
+    /// Results kept of one execution; later ones are counted in one last note.
+    pub max_results: u64,
 }
 
 impl Default for Limits {
@@ -36,6 +45,9 @@ impl Default for Limits {
             workdir_quota_mib: 4096,
             tmp_mib: 1024,
             open_files: 4096,
+            output_mib: 4,
+            results_mib: 16,
+            max_results: 1000,
         }
     }
 }
@@ -56,4 +68,16 @@ impl Limits {
     pub fn tmp_bytes(&self) -> u64 {
         self.tmp_mib * MIB
     }
+
+    pub fn output_bytes(&self) -> usize {
+        mib_to_usize(self.output_mib)
+    }
+
+    pub fn results_bytes(&self) -> usize {
+        mib_to_usize(self.results_mib)
+    }
+}
+
+fn mib_to_usize(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(MIB)).unwrap_or(usize::MAX)
 }

@@ -3,8 +3,7 @@
 
 use crate::error::SessionError;
 use crate::limits::Limits;
-use crate::runtime::RuntimeInner;
-use crate::session::{Session, SessionConfig};
+use crate::session::{Session, SessionConfig, SessionFactory};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
@@ -21,7 +20,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn start(runtime: Arc<RuntimeInner>, size: usize, limits: Limits) -> Self {
+    pub(crate) fn start(factory: Arc<SessionFactory>, size: usize, limits: Limits) -> Self {
         // The channel's capacity is the pool: the refill task waits while it is full.
         let (sender, ready) = mpsc::channel(size.max(1));
         let refill_limits = limits.clone();
@@ -31,7 +30,7 @@ impl Pool {
                     workdir: None,
                     limits: refill_limits.clone(),
                 };
-                let session = runtime.new_session(config).await;
+                let session = factory.create(config).await;
                 let failed = session.is_err();
                 if sender.send(session).await.is_err() {
                     return; // the runtime is gone

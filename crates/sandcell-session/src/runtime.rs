@@ -1,17 +1,20 @@
-//! A runtime: one Python environment, one template process, and the isolation policy
-//! every session it creates follows.
+//! A runtime: one Python environment, one launcher of session processes (the template
+//! process), the isolation policy every session it creates follows, and the pool.
+//!
+//! Layers within this crate: `runtime` → `pool` → `session` → (`isolation`, `launcher`
+//! and its implementations `template` and `fake`, `protocol`, `outputs`); no module
+//! imports one above it.
 
 use crate::error::SessionError;
+use crate::isolation::{remove_leftover_sessions, Isolation, SandboxPolicy};
+use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
-use crate::session::{Session, SessionConfig};
-use crate::template::{SpawnRequest, Spawned, Template, TemplateCommand};
+use crate::session::{Session, SessionConfig, SessionFactory};
+use crate::template::{TemplateCommand, TemplateLauncher};
 use sandcell_pyenv::Environment;
-use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Modules the template imports before it forks, unless configured otherwise.
@@ -21,22 +24,6 @@ pub const DEFAULT_TEMPLATE_MODULES: &[&str] = &[
     "matplotlib",
     "matplotlib.pyplot",
     "IPython",
-];
-
-/// Where the working directory appears inside a sandbox.
-pub const SANDBOX_WORKDIR: &str = "/mnt/data";
-
-/// Host directories every sandbox exposes read-only (those that exist).
-const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
-
-/// Host files under `/etc` a Python process reasonably reads.
-const ETC_FILES: &[&str] = &[
-    "/etc/ld.so.cache",
-    "/etc/localtime",
-    "/etc/mime.types",
-    "/etc/nsswitch.conf",
 ];
 
 #[derive(Debug, Clone)]
@@ -63,40 +50,13 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// How the sessions of a runtime are isolated; decided once, when the runtime starts.
-#[derive(Debug)]
-pub enum Isolation {
-    Sandbox(SandboxPolicy),
-    /// `--no-sandbox`: sessions are plain processes of the host user.
-    None,
-}
-
-/// The parts of every session's [`SandboxSpec`] that do not depend on the session.
-#[derive(Debug)]
-pub struct SandboxPolicy {
-    pub identity: Identity,
-    /// `None` when no cgroup can be used; limits then fall back to rlimits.
-    pub cgroup: Option<CgroupParent>,
-    pub landlock: bool,
-    read_only_paths: Vec<PathBuf>,
-}
-
-/// Creates sessions. Cheap to clone; all clones share one template process.
+/// Creates sessions. Cheap to clone; all clones share one launcher (template process).
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    factory: Arc<SessionFactory>,
     pool: Option<Arc<Pool>>,
+    warnings: Arc<[String]>,
 }
-
-pub(crate) struct RuntimeInner {
-    template_command: TemplateCommand,
-    template: tokio::sync::Mutex<Option<Template>>,
-    pub(crate) isolation: Isolation,
-    warnings: Vec<String>,
-}
-
-/// Numbers sessions across all runtimes of this process: their cgroups share a parent.
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl Runtime {
     /// Starts the template process (importing the data stack) and decides the isolation.
@@ -104,7 +64,19 @@ impl Runtime {
         let files = RuntimeFiles::install(&env.home().runtime())?;
         let mut warnings = Vec::new();
         let isolation = if options.sandbox {
-            Isolation::Sandbox(SandboxPolicy::detect(env, &files, &mut warnings))
+            let policy = SandboxPolicy::detect(env, &files, &mut warnings);
+            if let Some(parent) = policy.cgroup.clone() {
+                let removed =
+                    tokio::task::spawn_blocking(move || remove_leftover_sessions(&parent))
+                        .await
+                        .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(
+                        "removed {removed} session cgroups (and what ran in them) left by sandcell processes that are gone"
+                    );
+                }
+            }
+            Isolation::Sandbox(policy)
         } else {
             warnings.push(
                 "the sandbox is off (--no-sandbox): code runs with your user's full access to this machine and its network"
@@ -116,10 +88,9 @@ impl Runtime {
             python: env.info().python.clone(),
             env: template_env(env, &files, &options.template_modules),
         };
-        let template = Template::start(&template_command).await?;
-        if !template.failed_modules.is_empty() {
-            let failed: Vec<String> = template
-                .failed_modules
+        let (launcher, failed_modules) = TemplateLauncher::start(template_command).await?;
+        if !failed_modules.is_empty() {
+            let failed: Vec<String> = failed_modules
                 .iter()
                 .map(|(module, why)| format!("{module} ({why})"))
                 .collect();
@@ -128,30 +99,48 @@ impl Runtime {
                 failed.join(", ")
             ));
         }
-        let inner = Arc::new(RuntimeInner {
-            template_command,
-            template: tokio::sync::Mutex::new(Some(template)),
+        Ok(Self::assemble(
+            Arc::new(launcher),
             isolation,
+            options.pool_size,
             warnings,
+        ))
+    }
+
+    /// A runtime whose session processes come from `launcher`, without a sandbox (such as
+    /// the fake launcher of tests, feature `fake`). With `pool_size > 0` it must be
+    /// called within a Tokio runtime (the pool is refilled by a task).
+    pub fn with_launcher(launcher: Arc<dyn Launcher>, pool_size: usize) -> Self {
+        Self::assemble(launcher, Isolation::None, pool_size, Vec::new())
+    }
+
+    fn assemble(
+        launcher: Arc<dyn Launcher>,
+        isolation: Isolation,
+        pool_size: usize,
+        warnings: Vec<String>,
+    ) -> Self {
+        let factory = Arc::new(SessionFactory {
+            launcher,
+            isolation,
         });
-        let pool = (options.pool_size > 0).then(|| {
-            Arc::new(Pool::start(
-                inner.clone(),
-                options.pool_size,
-                Limits::default(),
-            ))
-        });
-        Ok(Self { inner, pool })
+        let pool = (pool_size > 0)
+            .then(|| Arc::new(Pool::start(factory.clone(), pool_size, Limits::default())));
+        Self {
+            factory,
+            pool,
+            warnings: warnings.into(),
+        }
     }
 
     /// Sentences the user should see: isolation that is weaker than the default, or
     /// modules that failed to load.
     pub fn warnings(&self) -> &[String] {
-        &self.inner.warnings
+        &self.warnings
     }
 
     pub fn isolation(&self) -> &Isolation {
-        &self.inner.isolation
+        &self.factory.isolation
     }
 
     /// A new session, from the pool when it asks for no particular directory and the
@@ -161,110 +150,7 @@ impl Runtime {
             Some(pool) if config.workdir.is_none() && config.limits == pool.limits => {
                 pool.take().await
             }
-            _ => self.inner.new_session(config).await,
-        }
-    }
-}
-
-impl RuntimeInner {
-    pub(crate) async fn new_session(
-        self: &Arc<Self>,
-        config: SessionConfig,
-    ) -> Result<Session, SessionError> {
-        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        let name = format!("s{}-{n}", std::process::id());
-        Session::create(self.clone(), name, config).await
-    }
-
-    /// Forks a session from the template, starting a new template if the old one died.
-    pub(crate) async fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, SessionError> {
-        let mut template = self.template.lock().await;
-        let alive = template.as_mut().is_some_and(Template::is_alive);
-        if !alive {
-            tracing::warn!("the template process is gone; starting a new one");
-            *template = Some(Template::start(&self.template_command).await?);
-        }
-        match template.as_ref() {
-            Some(template) => template.spawn(request).await,
-            None => Err(SessionError::Closed),
-        }
-    }
-
-    /// The spawn request for a session with this working directory and these limits.
-    pub(crate) fn spawn_request(
-        &self,
-        workdir: &Path,
-        limits: &Limits,
-        cgroup_procs: Vec<PathBuf>,
-    ) -> SpawnRequest {
-        match &self.isolation {
-            Isolation::Sandbox(policy) => SpawnRequest {
-                spec: Some(policy.spec(workdir, limits, cgroup_procs)),
-                cwd: PathBuf::from(SANDBOX_WORKDIR),
-                env: BTreeMap::new(),
-            },
-            Isolation::None => SpawnRequest {
-                spec: None,
-                cwd: workdir.to_path_buf(),
-                env: BTreeMap::new(),
-            },
-        }
-    }
-}
-
-impl SandboxPolicy {
-    fn detect(env: &Environment, files: &RuntimeFiles, warnings: &mut Vec<String>) -> Self {
-        let identity = Identity::for_current_process();
-        let cgroup = match CgroupParent::detect() {
-            Ok(parent) => Some(parent),
-            Err(why) => {
-                warnings.push(format!(
-                    "{why}; memory is limited with RLIMIT_AS and processes with RLIMIT_NPROC instead, and CPU time is not limited (see `sandcell doctor`)"
-                ));
-                None
-            }
-        };
-        let landlock = sandcell_sandbox::landlock_supported();
-        if !landlock {
-            warnings.push(
-                "this kernel has no Landlock; the filesystem view relies on mount namespaces alone (see `sandcell doctor`)"
-                    .into(),
-            );
-        }
-        let mut read_only_paths: Vec<PathBuf> = SYSTEM_DIRS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| p.symlink_metadata().is_ok())
-            .collect();
-        read_only_paths.extend(env.read_only_paths());
-        read_only_paths.push(env.home().ipython());
-        read_only_paths.push(files.dir.clone());
-        Self {
-            identity,
-            cgroup,
-            landlock,
-            read_only_paths,
-        }
-    }
-
-    fn spec(&self, workdir: &Path, limits: &Limits, cgroup_procs: Vec<PathBuf>) -> SandboxSpec {
-        let cgroup_enforces = !cgroup_procs.is_empty();
-        SandboxSpec {
-            workdir: workdir.to_path_buf(),
-            mount_point: PathBuf::from(SANDBOX_WORKDIR),
-            read_only_paths: self.read_only_paths.clone(),
-            etc_files: ETC_FILES.iter().map(PathBuf::from).collect(),
-            identity: self.identity,
-            cgroup_procs,
-            limits: RlimitSpec {
-                file_size_bytes: limits.file_size_bytes(),
-                open_files: limits.open_files,
-                tmp_size_bytes: limits.tmp_bytes(),
-                address_space_bytes: (!cgroup_enforces).then(|| limits.memory_bytes()),
-                processes: (!cgroup_enforces).then_some(limits.processes),
-            },
-            hostname: "sandcell".into(),
-            landlock: self.landlock,
+            _ => self.factory.create(config).await,
         }
     }
 }

@@ -3,18 +3,19 @@
 
 use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
-use crate::execution::{ExecEvent, Execution, ExecutionError, MimeBundle, Status};
+use crate::execution::{ExecEvent, ExecOptions, Execution, ExecutionError, Status};
+use crate::isolation::{session_cgroup_name, Isolation};
+use crate::launcher::Launcher;
 use crate::limits::Limits;
+use crate::outputs::Outputs;
 use crate::protocol::{
-    read_frame, write_frame, DoneStatus, HostMessage, KeeperEvent, SessionMessage, StreamName,
+    write_frame, DoneStatus, Frame, FrameReader, HostMessage, KeeperEvent, Received, SessionMessage,
 };
-use crate::runtime::{Isolation, RuntimeInner};
 use crate::workdir::{disk_usage, Snapshot};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
@@ -36,6 +37,61 @@ const KEEPER_REAP_GRACE: Duration = Duration::from_secs(2);
 /// often it looks.
 const CGROUP_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CGROUP_DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Frames read ahead of the execution that consumes them (their bytes are bounded too,
+/// by the [`FrameReader`]).
+const FRAME_QUEUE: usize = 64;
+/// Room for a frame's JSON around the largest result it may carry.
+const FRAME_OVERHEAD: usize = 1 << 20;
+
+/// Where a session is in its life: one value at a time. [`Session::state`] reads it,
+/// [`Session::watch_state`] follows it (also while an execution holds the session).
+///
+/// ```text
+///  create() ─► Starting ──ready──► Idle ──execute()──► Running ──ended, or stopped by an
+///                 ▲                 │ ▲                  │  │     interrupt in time──► Idle
+///                 │   died while    │ └──────────────────┘  │
+///                 │   idle (seen by │                       ├─ the process died (crash, OOM,
+///                 │   the next      ▼                       │  exit) ──► Stopped { Died }
+///                 │   execute)  Stopped { Died }            └─ sandcell killed it (an interrupt
+///                 │                                            did not stop it, unreadable
+///                 │                                            frames) ──► Stopped { Killed }
+///                 └── execute() on Stopped {…}: a fresh process, and that execution reports
+///                     `restarted: true`
+///
+///  a start that fails (Starting) ──► Stopped { StartFailed }
+///  an execution or start given up midway (its future dropped) stays Running or Starting:
+///  the next execution kills what is left and starts afresh, reporting `restarted: true`
+///  restart() ──► Starting ──► Idle                 (fresh state, asked for: not "restarted")
+///  mark_state_lost() on Idle ──► Idle { replaces_lost: true }   (the next execution reports
+///                                                                `restarted: true`)
+///  shutdown() ──► Stopped { ShutDown }, and the session is gone
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// A process is being started.
+    Starting,
+    /// A process is live and waiting for code. `replaces_lost`: its state stands in for
+    /// one that was lost, and the next execution says so (`restarted: true`).
+    Idle { replaces_lost: bool },
+    /// An execution is running.
+    Running,
+    /// No process; the next execution starts a fresh one and says so.
+    Stopped { reason: StopReason },
+}
+
+/// Why a session has no process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// It died by itself: a crash, the memory limit, an exit.
+    Died,
+    /// sandcell killed it: a time limit or quota an interrupt did not enforce, or frames
+    /// it could not read.
+    Killed,
+    /// Starting a new one failed.
+    StartFailed,
+    /// The session was shut down.
+    ShutDown,
+}
 
 /// What a session is created with.
 #[derive(Debug, Clone)]
@@ -47,10 +103,33 @@ pub struct SessionConfig {
     pub limits: Limits,
 }
 
+/// What every session of a runtime is created with: where its processes come from and
+/// how they are isolated.
+pub(crate) struct SessionFactory {
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) isolation: Isolation,
+}
+
+/// Numbers sessions across all runtimes of this process: their cgroups share a parent.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl SessionFactory {
+    /// A new session with a process started. Its cgroup's name says which process owns it,
+    /// so that a later sandcell can remove it if this one dies without doing so.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        config: SessionConfig,
+    ) -> Result<Session, SessionError> {
+        let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let name = session_cgroup_name(std::process::id(), n);
+        Session::create(self.clone(), name, config).await
+    }
+}
+
 /// A stateful Python session. Executions run one at a time (`&mut self`); use
 /// [`Session::interrupter`] to interrupt one from elsewhere.
 pub struct Session {
-    runtime: Arc<RuntimeInner>,
+    factory: Arc<SessionFactory>,
     workdir: PathBuf,
     /// The session's own directory, when it was not given one; removed on drop.
     _owned_workdir: Option<tempfile::TempDir>,
@@ -58,15 +137,16 @@ pub struct Session {
     cgroup: Option<SessionCgroup>,
     process: Option<Process>,
     interrupter: Interrupter,
-    /// The previous process died or was killed: the next execution must say so.
-    restart_pending: bool,
+    /// Invariant: `process` is `Some` exactly in `Idle` and `Running`.
+    state: watch::Sender<SessionState>,
 }
 
 /// The live Python process of a session.
 struct Process {
     pid: i32,
+    launcher: Arc<dyn Launcher>,
     writer: OwnedWriteHalf,
-    frames: mpsc::UnboundedReceiver<std::io::Result<Option<SessionMessage>>>,
+    frames: mpsc::Receiver<std::io::Result<Option<Received>>>,
     exit: watch::Receiver<Option<ProcessExit>>,
 }
 
@@ -80,18 +160,36 @@ enum ProcessExit {
 }
 
 /// Interrupts the running execution of a session; cheap to clone and `Send`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Interrupter {
     inner: Arc<InterruptState>,
 }
 
-#[derive(Debug, Default)]
 struct InterruptState {
+    launcher: Arc<dyn Launcher>,
     pid: AtomicI32,
     requested: AtomicBool,
 }
 
+impl std::fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupter")
+            .field("pid", &self.inner.pid.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Interrupter {
+    fn new(launcher: Arc<dyn Launcher>) -> Self {
+        Self {
+            inner: Arc::new(InterruptState {
+                launcher,
+                pid: AtomicI32::new(0),
+                requested: AtomicBool::new(false),
+            }),
+        }
+    }
+
     /// Sends the session a KeyboardInterrupt. Returns false when no process is live.
     pub fn interrupt(&self) -> bool {
         let pid = self.inner.pid.load(Ordering::SeqCst);
@@ -99,7 +197,7 @@ impl Interrupter {
             return false;
         }
         self.inner.requested.store(true, Ordering::SeqCst);
-        kill(Pid::from_raw(pid), Signal::SIGINT).is_ok()
+        self.inner.launcher.signal(pid, Signal::SIGINT)
     }
 
     fn take_request(&self) -> bool {
@@ -121,62 +219,13 @@ enum Ending {
     Died,
     /// sandcell killed the process because an interrupt did not stop it.
     Killed(Stop),
-}
-
-/// The outputs of one execution as they arrive.
-#[derive(Default)]
-struct Outputs {
-    stdout: String,
-    stderr: String,
-    results: Vec<MimeBundle>,
-    error: Option<ExecutionError>,
-}
-
-impl Outputs {
-    fn apply(&mut self, message: SessionMessage, on_event: &mut (dyn FnMut(&ExecEvent) + Send)) {
-        let event = match message {
-            SessionMessage::Stream {
-                name: StreamName::Stdout,
-                text,
-            } => {
-                self.stdout.push_str(&text);
-                ExecEvent::Stdout(text)
-            }
-            SessionMessage::Stream {
-                name: StreamName::Stderr,
-                text,
-            } => {
-                self.stderr.push_str(&text);
-                ExecEvent::Stderr(text)
-            }
-            SessionMessage::DisplayData { data } | SessionMessage::ExecuteResult { data } => {
-                self.results.push(data.clone());
-                ExecEvent::Result(data)
-            }
-            SessionMessage::Error {
-                ename,
-                evalue,
-                traceback,
-            } => {
-                let error = ExecutionError {
-                    ename,
-                    evalue,
-                    traceback,
-                };
-                self.error = Some(error.clone());
-                ExecEvent::Error(error)
-            }
-            SessionMessage::Ready | SessionMessage::Failed { .. } | SessionMessage::Done { .. } => {
-                return
-            }
-        };
-        on_event(&event);
-    }
+    /// The session sent something unreadable on its socket.
+    Broken(String),
 }
 
 impl Session {
-    pub(crate) async fn create(
-        runtime: Arc<RuntimeInner>,
+    async fn create(
+        factory: Arc<SessionFactory>,
         name: String,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
@@ -191,7 +240,7 @@ impl Session {
             }
         };
         let workdir = given.canonicalize().map_err(io_error(&given))?;
-        let cgroup = match &runtime.isolation {
+        let cgroup = match &factory.isolation {
             Isolation::Sandbox(policy) => {
                 if let Identity::DropFromRoot { uid, gid } = policy.identity {
                     // The session runs as an unprivileged user: its directory must be its own.
@@ -220,15 +269,16 @@ impl Session {
             }
             Isolation::None => None,
         };
+        let interrupter = Interrupter::new(factory.launcher.clone());
         let mut session = Self {
-            runtime,
+            factory,
             workdir,
             _owned_workdir: owned_workdir,
             limits: config.limits,
             cgroup,
             process: None,
-            interrupter: Interrupter::default(),
-            restart_pending: false,
+            interrupter,
+            state: watch::Sender::new(SessionState::Starting),
         };
         session.start_process().await?;
         Ok(session)
@@ -243,9 +293,17 @@ impl Session {
         &self.limits
     }
 
-    /// Sets the time limit of the executions that follow (a server may take one per request).
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.limits.timeout = timeout;
+    pub fn state(&self) -> SessionState {
+        *self.state.borrow()
+    }
+
+    /// Follows the session's state from elsewhere, also while an execution runs.
+    pub fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.state.subscribe()
+    }
+
+    fn set_state(&self, state: SessionState) {
+        self.state.send_replace(state);
     }
 
     /// The host pid of the session's Python process, while it is live.
@@ -258,45 +316,62 @@ impl Session {
         self.interrupter.clone()
     }
 
-    /// Runs `code` as one cell. `on_event` sees output as it is produced. Failures of
-    /// the code (exceptions, crashes, timeouts) are in the returned [`Execution`]; an
-    /// `Err` means the session itself could not be driven.
+    /// Runs `code` as one cell, with `options` for this execution only. `on_event` sees
+    /// output as it is produced, within the execution's output limits (exactly what the
+    /// returned [`Execution`] keeps). Failures of the code (exceptions, crashes, timeouts)
+    /// are in the returned [`Execution`]; an `Err` means the session itself could not be
+    /// driven.
     pub async fn execute(
         &mut self,
         code: &str,
+        options: &ExecOptions,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> Result<Execution, SessionError> {
+        let timeout = options.timeout.unwrap_or(self.limits.timeout);
         let started = Instant::now();
         if self.process.as_ref().is_some_and(Process::has_exited) {
-            self.process = None;
-            self.restart_pending = true;
+            self.kill_process().await; // what is left of it
+            self.set_state(SessionState::Stopped {
+                reason: StopReason::Died,
+            });
         }
-        if self.process.is_none() {
-            self.start_process().await?;
-        }
-        let restarted = std::mem::take(&mut self.restart_pending);
+        let restarted = match self.state() {
+            SessionState::Idle { replaces_lost } => replaces_lost,
+            // Stopped; or Running or Starting, left so by an execution or a start whose
+            // caller gave up on it midway: its process, if any, cannot be trusted.
+            _ => {
+                self.kill_process().await;
+                self.start_process().await?;
+                true
+            }
+        };
+        self.set_state(SessionState::Running);
         let before = Snapshot::take(&self.workdir);
         let oom_kills_before = self.oom_kills();
         self.interrupter.take_request();
 
-        let mut outputs = Outputs::default();
+        let mut outputs = Outputs::new(&self.limits);
         let (ending, stop) = self
-            .run(code, before.disk_usage(), &mut outputs, on_event)
+            .run(code, timeout, before.disk_usage(), &mut outputs, on_event)
             .await;
         let user_interrupted = self.interrupter.take_request();
 
         let stopped_by_interrupt = outputs
-            .error
-            .as_ref()
+            .error()
             .is_some_and(|e| e.ename == "KeyboardInterrupt");
+        if let Ending::Done(_) = ending {
+            self.set_state(SessionState::Idle {
+                replaces_lost: false,
+            });
+        }
         let (status, error) = match (ending, stop) {
             (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
                 // Interrupted by sandcell in time: the state survives.
-                let what = self.stop_description(stop);
+                let what = self.stop_description(stop, timeout);
                 let evalue =
                     format!("{what} and was interrupted; the session's variables are kept.");
                 let mut error = stop_error(stop, evalue);
-                if let Some(interrupt) = outputs.error.take() {
+                if let Some(interrupt) = outputs.take_error() {
                     // Where the cell was when it was stopped, then why it was stopped.
                     let mut traceback = interrupt.traceback;
                     traceback.pop();
@@ -306,21 +381,24 @@ impl Session {
                 (stop_status(stop), Some(error))
             }
             // A cell that finished just as sandcell stopped it reports what it did.
-            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.error.take()),
+            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.take_error()),
             (Ending::Done(DoneStatus::Error), _) => {
                 let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
                     Status::Error
                 };
-                (status, outputs.error.take())
+                (status, outputs.take_error())
             }
             (Ending::Died, _) => {
                 let exit = self.wait_for_exit().await;
                 let out_of_memory = self.oom_kills() > oom_kills_before;
                 let reason = crash_reason(exit, out_of_memory, &self.limits);
-                self.process = None;
-                self.restart_pending = true;
+                // Whatever is left of it (a keeper, a child the session started) goes too.
+                self.kill_process().await;
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Died,
+                });
                 let evalue = format!(
                     "The Python process died: {reason}. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
                 );
@@ -329,10 +407,25 @@ impl Session {
                     Some(ExecutionError::sandcell("SessionCrashed", evalue)),
                 )
             }
+            (Ending::Broken(why), _) => {
+                self.kill_process().await;
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Killed,
+                });
+                let evalue = format!(
+                    "The Python process broke the session protocol ({why}), so it was stopped. Its variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
+                );
+                (
+                    Status::Crashed,
+                    Some(ExecutionError::sandcell("SessionCrashed", evalue)),
+                )
+            }
             (Ending::Killed(stop), _) => {
                 self.kill_process().await;
-                self.restart_pending = true;
-                let what = self.stop_description(stop);
+                self.set_state(SessionState::Stopped {
+                    reason: StopReason::Killed,
+                });
+                let what = self.stop_description(stop, timeout);
                 let evalue = format!(
                     "{what} and did not stop when interrupted, so its Python process was stopped. Variables are lost; files in /mnt/data are kept, and the next execution starts a fresh session."
                 );
@@ -340,16 +433,18 @@ impl Session {
             }
         };
 
+        let kept = outputs.finish(on_event);
         let after = Snapshot::take(&self.workdir);
         Ok(Execution {
             status,
-            stdout: outputs.stdout,
-            stderr: outputs.stderr,
-            results: outputs.results,
+            stdout: kept.stdout,
+            stderr: kept.stderr,
+            results: kept.results,
             error,
             files: before.changes(&after),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             restarted,
+            truncated: kept.truncated,
         })
     }
 
@@ -358,20 +453,23 @@ impl Session {
     async fn run(
         &mut self,
         code: &str,
+        timeout: Duration,
         usage_before: u64,
         outputs: &mut Outputs,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> (Ending, Option<Stop>) {
         let workdir = self.workdir.clone();
         let quota = self.limits.workdir_quota_bytes();
-        let timeout = self.limits.timeout;
+        let request = HostMessage::Execute {
+            code,
+            output_limit: self.limits.output_bytes(),
+            results_limit: self.limits.results_bytes(),
+            max_results: usize::try_from(self.limits.max_results).unwrap_or(usize::MAX),
+        };
         let Some(process) = self.process.as_mut() else {
             return (Ending::Died, None);
         };
-        if write_frame(&mut process.writer, &HostMessage::Execute { code })
-            .await
-            .is_err()
-        {
+        if write_frame(&mut process.writer, &request).await.is_err() {
             return (Ending::Died, None);
         }
         // Only growth during this cell counts (`usage_before`): a directory already over
@@ -384,9 +482,14 @@ impl Session {
         loop {
             tokio::select! {
                 frame = process.frames.recv() => match frame {
-                    Some(Ok(Some(SessionMessage::Done { status }))) => return (Ending::Done(status), stop),
-                    Some(Ok(Some(message))) => outputs.apply(message, on_event),
-                    Some(Ok(None)) | Some(Err(_)) | None => return (Ending::Died, stop),
+                    Some(Ok(Some(received))) => match received.frame {
+                        Frame::Message { message: SessionMessage::Done { status }, .. } => {
+                            return (Ending::Done(status), stop)
+                        }
+                        frame => outputs.apply(frame, on_event),
+                    },
+                    Some(Err(e)) => return (Ending::Broken(e.to_string()), stop),
+                    Some(Ok(None)) | None => return (Ending::Died, stop),
                 },
                 _ = tokio::time::sleep_until(deadline) => match stop {
                     None => {
@@ -408,11 +511,11 @@ impl Session {
         }
     }
 
-    fn stop_description(&self, stop: Stop) -> String {
+    fn stop_description(&self, stop: Stop, timeout: Duration) -> String {
         match stop {
             Stop::Timeout => format!(
                 "The execution ran longer than its {} time limit",
-                seconds(self.limits.timeout)
+                seconds(timeout)
             ),
             Stop::Quota => format!(
                 "The working directory grew past its {} MiB quota",
@@ -421,8 +524,23 @@ impl Session {
         }
     }
 
-    /// Starts a fresh Python process for this session (same directory, cgroup, limits).
+    /// Starts a fresh Python process for this session (same directory, cgroup, limits):
+    /// `Starting`, then `Idle`, or `Stopped { StartFailed }`.
     async fn start_process(&mut self) -> Result<(), SessionError> {
+        self.set_state(SessionState::Starting);
+        let started = self.launch_process().await;
+        self.set_state(match started {
+            Ok(()) => SessionState::Idle {
+                replaces_lost: false,
+            },
+            Err(_) => SessionState::Stopped {
+                reason: StopReason::StartFailed,
+            },
+        });
+        started
+    }
+
+    async fn launch_process(&mut self) -> Result<(), SessionError> {
         // A process that died by itself (crash, lost template) may not be reaped yet.
         self.wait_for_empty_cgroup().await;
         let cgroup_procs = self
@@ -430,10 +548,11 @@ impl Session {
             .as_ref()
             .map(SessionCgroup::procs_files)
             .unwrap_or_default();
-        let request = self
-            .runtime
-            .spawn_request(&self.workdir, &self.limits, cgroup_procs);
-        let spawned = self.runtime.spawn(&request).await?;
+        let request =
+            self.factory
+                .isolation
+                .spawn_request(&self.workdir, &self.limits, cgroup_procs);
+        let spawned = self.factory.launcher.launch(&request).await?;
 
         let (started_tx, started_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -463,15 +582,21 @@ impl Session {
             .map_err(|e| SessionError::Spawn(e.to_string()))?;
         let socket = tokio::net::UnixStream::from_std(socket)
             .map_err(|e| SessionError::Spawn(e.to_string()))?;
-        let (mut reader, writer) = socket.into_split();
-        let (frames_tx, mut frames) = mpsc::unbounded_channel();
+        let (reader, writer) = socket.into_split();
+        let mut reader = FrameReader::new(
+            reader,
+            self.limits.results_bytes().saturating_add(FRAME_OVERHEAD),
+        );
+        let (frames_tx, mut frames) = mpsc::channel(FRAME_QUEUE);
         // A dedicated reader keeps frame reads whole even when an execution's wait is
-        // abandoned midway (timeouts), since `read_frame` is not cancel-safe.
+        // abandoned midway (timeouts), since reading a frame is not cancel-safe. While
+        // no execution consumes frames (between cells) it waits, and the session's
+        // writes wait with it: nothing queues up on the host.
         tokio::spawn(async move {
             loop {
-                let frame = read_frame(&mut reader).await;
+                let frame = reader.next().await;
                 let last = !matches!(frame, Ok(Some(_)));
-                if frames_tx.send(frame).is_err() || last {
+                if frames_tx.send(frame).await.is_err() || last {
                     break;
                 }
             }
@@ -479,13 +604,25 @@ impl Session {
         let first = tokio::time::timeout(START_TIMEOUT, frames.recv()).await;
         let mut process = Process {
             pid,
+            launcher: self.factory.launcher.clone(),
             writer,
             frames,
             exit: exit_rx,
         };
+        let first = match first {
+            Ok(Some(Ok(Some(received)))) => Ok(Some(received.frame)),
+            Ok(_) => Ok(None),
+            Err(elapsed) => Err(elapsed),
+        };
         match first {
-            Ok(Some(Ok(Some(SessionMessage::Ready)))) => {}
-            Ok(Some(Ok(Some(SessionMessage::Failed { message })))) => {
+            Ok(Some(Frame::Message {
+                message: SessionMessage::Ready,
+                ..
+            })) => {}
+            Ok(Some(Frame::Message {
+                message: SessionMessage::Failed { message },
+                ..
+            })) => {
                 process.signal(Signal::SIGKILL);
                 return Err(SessionError::Sandbox(message));
             }
@@ -566,13 +703,16 @@ impl Session {
     /// restarted, an idle session was stopped): its next execution says so
     /// (`restarted: true`), as after a crash.
     pub fn mark_state_lost(&mut self) {
-        self.restart_pending = true;
+        if let SessionState::Idle { .. } = self.state() {
+            self.set_state(SessionState::Idle {
+                replaces_lost: true,
+            });
+        }
     }
 
     /// Fresh Python state; files stay.
     pub async fn restart(&mut self) -> Result<(), SessionError> {
         self.kill_process().await;
-        self.restart_pending = false;
         self.start_process().await
     }
 
@@ -584,6 +724,9 @@ impl Session {
                 tokio::time::timeout(Duration::from_secs(2), wait_exit(&mut process.exit)).await;
         }
         self.kill_process().await;
+        self.set_state(SessionState::Stopped {
+            reason: StopReason::ShutDown,
+        });
         if let Some(cgroup) = self.cgroup.take() {
             // Removal waits for the kernel to release the processes: not on an async thread.
             tokio::task::spawn_blocking(move || cgroup.remove())
@@ -609,8 +752,8 @@ impl Drop for Session {
 
 impl Process {
     fn signal(&self, signal: Signal) {
-        // ESRCH (already gone) is fine: the exit is reported through the keeper.
-        let _ = kill(Pid::from_raw(self.pid), signal);
+        // A process already gone is fine: its exit is reported through the keeper.
+        self.launcher.signal(self.pid, signal);
     }
 
     fn has_exited(&self) -> bool {

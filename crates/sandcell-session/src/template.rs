@@ -2,6 +2,8 @@
 //! forks every session from that state (see ARCHITECTURE.md, "Process model").
 
 use crate::error::SessionError;
+use crate::launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
     recv, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
     SockFlag, SockType, UnixAddr,
@@ -42,19 +44,47 @@ pub struct Template {
     pub failed_modules: BTreeMap<String, String>,
 }
 
-/// What a spawn request carries besides its file descriptors.
-#[derive(Debug, serde::Serialize)]
-pub struct SpawnRequest {
-    pub spec: Option<sandcell_sandbox::SandboxSpec>,
-    /// Working directory of the session, as the session sees it.
-    pub cwd: PathBuf,
-    pub env: BTreeMap<String, String>,
+/// The real [`Launcher`]: forks sessions from the template process, starting a new
+/// template when the old one died.
+pub struct TemplateLauncher {
+    command: TemplateCommand,
+    template: tokio::sync::Mutex<Option<Template>>,
 }
 
-/// The host's ends of a newly forked session.
-pub struct Spawned {
-    pub socket: OwnedFd,
-    pub status: OwnedFd,
+impl TemplateLauncher {
+    /// Starts the template; also returns the modules it failed to import, with why.
+    pub async fn start(
+        command: TemplateCommand,
+    ) -> Result<(Self, BTreeMap<String, String>), SessionError> {
+        let mut template = Template::start(&command).await?;
+        let failed_modules = std::mem::take(&mut template.failed_modules);
+        let launcher = Self {
+            command,
+            template: tokio::sync::Mutex::new(Some(template)),
+        };
+        Ok((launcher, failed_modules))
+    }
+}
+
+impl Launcher for TemplateLauncher {
+    fn launch<'a>(&'a self, request: &'a SpawnRequest) -> LaunchFuture<'a> {
+        Box::pin(async move {
+            let mut template = self.template.lock().await;
+            let alive = template.as_mut().is_some_and(Template::is_alive);
+            if !alive {
+                tracing::warn!("the template process is gone; starting a new one");
+                *template = Some(Template::start(&self.command).await?);
+            }
+            match template.as_ref() {
+                Some(template) => template.spawn(request).await,
+                None => Err(SessionError::Closed),
+            }
+        })
+    }
+
+    fn signal(&self, pid: i32, signal: Signal) -> bool {
+        kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
+    }
 }
 
 #[derive(Deserialize)]
@@ -156,7 +186,7 @@ impl Template {
     }
 
     /// Forks a new session (keeper and session processes).
-    pub async fn spawn(&self, spawn: &SpawnRequest) -> Result<Spawned, SessionError> {
+    pub async fn spawn(&self, spawn: &SpawnRequest) -> Result<Launched, SessionError> {
         let (host_socket, session_socket) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -175,7 +205,7 @@ impl Template {
         .await
         .map_err(|e| SessionError::Spawn(format!("{e}{}", self.stderr_excerpt())))?;
         match (reply.ok, reply.keeper_pid) {
-            (true, Some(_keeper_pid)) => Ok(Spawned {
+            (true, Some(_keeper_pid)) => Ok(Launched {
                 socket: host_socket,
                 status: status_read,
             }),

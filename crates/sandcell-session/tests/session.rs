@@ -4,8 +4,8 @@
 use base64::Engine;
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{
-    ExecEvent, Execution, Isolation, Limits, Runtime, RuntimeOptions, Session, SessionConfig,
-    Status,
+    ExecEvent, ExecOptions, Execution, Isolation, Limits, Runtime, RuntimeOptions, Session,
+    SessionConfig, Status,
 };
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -45,7 +45,7 @@ async fn session() -> (Session, TempDir, Runtime) {
 
 async fn run(session: &mut Session, code: &str) -> Execution {
     session
-        .execute(code, &mut |_| {})
+        .execute(code, &ExecOptions::default(), &mut |_| {})
         .await
         .expect("the session can be driven")
 }
@@ -169,7 +169,7 @@ async fn stdout_and_stderr_stream_in_order_while_the_cell_runs() {
     let started = Instant::now();
     let mut seen: Vec<(Duration, String)> = Vec::new();
     let e = s
-        .execute(code, &mut |event| {
+        .execute(code, &ExecOptions::default(), &mut |event| {
             let text = match event {
                 ExecEvent::Stdout(t) => format!("out:{t}"),
                 ExecEvent::Stderr(t) => format!("err:{t}"),
@@ -309,6 +309,25 @@ async fn a_timeout_interrupts_first_and_keeps_the_state() {
     let next = run(&mut s, "kept").await;
     assert!(!next.restarted);
     assert_eq!(text(&next, 0), "7");
+}
+
+#[tokio::test]
+async fn a_per_execution_timeout_applies_to_that_execution_only() {
+    let (mut s, _dir, _rt) = session().await;
+    let short = ExecOptions {
+        timeout: Some(Duration::from_millis(500)),
+    };
+    let e = s
+        .execute("import time\ntime.sleep(30)", &short, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(e.status, Status::Timeout, "{e:?}");
+    let evalue = e.error.unwrap().evalue;
+    assert!(evalue.contains("its 0.5 s time limit"), "{evalue}");
+    // The next execution has the session's limit (120 s) again.
+    let next = run(&mut s, "time.sleep(1.5)\n'slept'").await;
+    assert_eq!(next.status, Status::Ok, "{next:?}");
+    assert_eq!(text(&next, 0), "'slept'");
 }
 
 #[tokio::test]
@@ -600,4 +619,134 @@ async fn rapid_restarts_under_a_small_process_limit_do_not_run_out_of_processes(
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
     }
+}
+
+/// Set for the child process that [`what_a_killed_sandcell_left_is_removed_at_the_next_start`]
+/// starts to play a sandcell that gets killed.
+const HOLDER_ENV: &str = "SANDCELL_TEST_HOLD_A_SESSION";
+
+/// Not a test on its own: the child process of the test below. Holds a session whose
+/// cell runs forever (so it outlives its host) and prints the session's pid.
+#[tokio::test]
+#[ignore = "run by what_a_killed_sandcell_left_is_removed_at_the_next_start"]
+async fn holds_a_busy_session_until_killed() {
+    assert!(
+        std::env::var_os(HOLDER_ENV).is_some(),
+        "started by another test, which kills it"
+    );
+    let (mut s, dir, _rt) = session().await;
+    // The directory outlives this process (it is killed): the test removes it.
+    println!("workdir {}", dir.keep().display());
+    println!("session pid {}", s.pid().unwrap());
+    let forever = ExecOptions {
+        timeout: Some(Duration::from_secs(3600)),
+    };
+    s.execute(
+        "import subprocess\nsubprocess.Popen(['sleep', '3600'])\nwhile True:\n    pass",
+        &forever,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+}
+
+/// The cgroup a process is in (v2: the one line; v1: the memory hierarchy's).
+fn cgroup_of(pid: i32) -> Option<std::path::PathBuf> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (hierarchy, path) = table.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        match controllers {
+            "" => Some(("/sys/fs/cgroup".to_string(), path)),
+            c if c.split(',').any(|c| c == "memory") => {
+                Some(("/sys/fs/cgroup/memory".to_string(), path))
+            }
+            _ => None,
+        }
+    })?;
+    Some(std::path::Path::new(&hierarchy).join(path.trim_start_matches('/')))
+}
+
+/// Removes a directory that a killed process could not remove itself.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn gone_or_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn what_a_killed_sandcell_left_is_removed_at_the_next_start() {
+    use std::io::BufRead;
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "holds_a_busy_session_until_killed",
+            "--nocapture",
+        ])
+        .env(HOLDER_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
+    let workdir = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| Some(std::path::PathBuf::from(line.strip_prefix("workdir ")?)))
+        .expect("the holder prints its working directory");
+    let _remove_workdir = RemoveOnDrop(workdir);
+    let session_pid: i32 = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("session pid ")?.trim().parse().ok())
+        .expect("the holder prints its session's pid");
+    let cgroup = cgroup_of(session_pid).expect("the session's cgroup");
+    // Let the cell start its busy loop, then kill the holder as an OOM killer would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let Some(name) = cgroup.file_name().and_then(|n| n.to_str()) else {
+        panic!("no cgroup name in {}", cgroup.display());
+    };
+    let is_session_cgroup = name
+        .strip_prefix('s')
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(owner, n)| owner.parse::<u32>().is_ok() && n.parse::<u64>().is_ok());
+    if !is_session_cgroup || !cgroup.exists() {
+        eprintln!(
+            "SKIPPED: sessions here do not run in a cgroup of their own ({}), so there is nothing to clean up",
+            cgroup.display()
+        );
+        return;
+    }
+    assert!(
+        !gone_or_zombie(session_pid),
+        "the busy session outlived its host (the case to clean up)"
+    );
+
+    let _runtime = runtime().await;
+    assert!(
+        !cgroup.exists(),
+        "{} is still there after a new runtime started",
+        cgroup.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone_or_zombie(session_pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gone_or_zombie(session_pid),
+        "the session process still runs"
+    );
 }

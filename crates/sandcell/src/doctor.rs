@@ -2,7 +2,7 @@
 //! possible by looking from inside a real session.
 
 use sandcell_sandbox::probe::{probe, LayerReport};
-use sandcell_session::{Isolation, Runtime, RuntimeOptions, SessionConfig, Status};
+use sandcell_session::{ExecOptions, Isolation, Runtime, RuntimeOptions, SessionConfig, Status};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -116,7 +116,9 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
             limits: Default::default(),
         })
         .await?;
-    let execution = session.execute(SELF_CHECK, &mut |_| {}).await?;
+    let execution = session
+        .execute(SELF_CHECK, &ExecOptions::default(), &mut |_| {})
+        .await?;
     session.shutdown().await?;
     if execution.status != Status::Ok {
         anyhow::bail!(

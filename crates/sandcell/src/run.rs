@@ -5,7 +5,7 @@ use crate::session_args::SessionArgs;
 use anyhow::{bail, Context};
 use clap::ArgMatches;
 use sandcell_safedir::SafeDir;
-use sandcell_session::Status;
+use sandcell_session::{ExecOptions, Status};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,11 +62,15 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
     let mut renderer = HumanRenderer::new(out, out_dir, args.session.workdir.is_none());
     for (index, cell) in cells.iter().enumerate() {
         let execution = if args.json {
-            session.execute(&cell.code, &mut |_| {}).await?
+            session
+                .execute(&cell.code, &ExecOptions::default(), &mut |_| {})
+                .await?
         } else {
             renderer.start_cell(index + 1);
             session
-                .execute(&cell.code, &mut |event| renderer.event(event))
+                .execute(&cell.code, &ExecOptions::default(), &mut |event| {
+                    renderer.event(event)
+                })
                 .await?
         };
         all_ok &= execution.status == Status::Ok;

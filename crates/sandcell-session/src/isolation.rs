@@ -1,0 +1,190 @@
+//! How the sessions of a runtime are isolated, decided once when the runtime starts, and
+//! the request for each session process that follows from it.
+
+use crate::launcher::SpawnRequest;
+use crate::limits::Limits;
+use crate::runtime_files::RuntimeFiles;
+use sandcell_pyenv::Environment;
+use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec, SessionCgroup};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the working directory appears inside a sandbox.
+pub const SANDBOX_WORKDIR: &str = "/mnt/data";
+
+/// Host directories every sandbox exposes read-only (those that exist).
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// Host files under `/etc` a Python process reasonably reads.
+const ETC_FILES: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+];
+
+/// The name of a session's cgroup: the sandcell process that owns it, and a number.
+pub(crate) fn session_cgroup_name(owner: u32, n: u64) -> String {
+    format!("s{owner}-{n}")
+}
+
+/// The owner of a session cgroup named by [`session_cgroup_name`]; `None` for any other name.
+fn session_cgroup_owner(name: &str) -> Option<u32> {
+    let (owner, n) = name.strip_prefix('s')?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    owner.parse().ok()
+}
+
+/// Kills and removes the session cgroups beneath `parent` whose owner is gone (a sandcell
+/// process that was killed, or crashed, before it could remove them), with whatever still
+/// runs in them. Returns how many were removed. Blocking: removal waits for the kernel.
+pub(crate) fn remove_leftover_sessions(parent: &CgroupParent) -> usize {
+    let mut removed = 0;
+    for name in parent.children() {
+        let Some(owner) = session_cgroup_owner(&name) else {
+            continue;
+        };
+        if owner == std::process::id() || process_exists(owner) {
+            continue;
+        }
+        let cgroup = SessionCgroup::existing(parent, &name);
+        cgroup.kill_all();
+        match cgroup.remove() {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!("cannot remove the leftover session cgroup {name}: {e}"),
+        }
+    }
+    removed
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // EPERM: it exists, as another user's.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// How the sessions of a runtime are isolated; decided once, when the runtime starts.
+#[derive(Debug)]
+pub enum Isolation {
+    Sandbox(SandboxPolicy),
+    /// `--no-sandbox`: sessions are plain processes of the host user.
+    None,
+}
+
+/// The parts of every session's [`SandboxSpec`] that do not depend on the session.
+#[derive(Debug)]
+pub struct SandboxPolicy {
+    pub identity: Identity,
+    /// `None` when no cgroup can be used; limits then fall back to rlimits.
+    pub cgroup: Option<CgroupParent>,
+    pub landlock: bool,
+    read_only_paths: Vec<PathBuf>,
+}
+
+impl Isolation {
+    /// The spawn request for a session with this working directory and these limits.
+    pub(crate) fn spawn_request(
+        &self,
+        workdir: &Path,
+        limits: &Limits,
+        cgroup_procs: Vec<PathBuf>,
+    ) -> SpawnRequest {
+        match self {
+            Isolation::Sandbox(policy) => SpawnRequest {
+                spec: Some(policy.spec(workdir, limits, cgroup_procs)),
+                cwd: PathBuf::from(SANDBOX_WORKDIR),
+                env: BTreeMap::new(),
+            },
+            Isolation::None => SpawnRequest {
+                spec: None,
+                cwd: workdir.to_path_buf(),
+                env: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+impl SandboxPolicy {
+    pub(crate) fn detect(
+        env: &Environment,
+        files: &RuntimeFiles,
+        warnings: &mut Vec<String>,
+    ) -> Self {
+        let identity = Identity::for_current_process();
+        let cgroup = match CgroupParent::detect() {
+            Ok(parent) => Some(parent),
+            Err(why) => {
+                warnings.push(format!(
+                    "{why}; memory is limited with RLIMIT_AS and processes with RLIMIT_NPROC instead, and CPU time is not limited (see `sandcell doctor`)"
+                ));
+                None
+            }
+        };
+        let landlock = sandcell_sandbox::landlock_supported();
+        if !landlock {
+            warnings.push(
+                "this kernel has no Landlock; the filesystem view relies on mount namespaces alone (see `sandcell doctor`)"
+                    .into(),
+            );
+        }
+        let mut read_only_paths: Vec<PathBuf> = SYSTEM_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.symlink_metadata().is_ok())
+            .collect();
+        read_only_paths.extend(env.read_only_paths());
+        read_only_paths.push(env.home().ipython());
+        read_only_paths.push(files.dir.clone());
+        Self {
+            identity,
+            cgroup,
+            landlock,
+            read_only_paths,
+        }
+    }
+
+    fn spec(&self, workdir: &Path, limits: &Limits, cgroup_procs: Vec<PathBuf>) -> SandboxSpec {
+        let cgroup_enforces = !cgroup_procs.is_empty();
+        SandboxSpec {
+            workdir: workdir.to_path_buf(),
+            mount_point: PathBuf::from(SANDBOX_WORKDIR),
+            read_only_paths: self.read_only_paths.clone(),
+            etc_files: ETC_FILES.iter().map(PathBuf::from).collect(),
+            identity: self.identity,
+            cgroup_procs,
+            limits: RlimitSpec {
+                file_size_bytes: limits.file_size_bytes(),
+                open_files: limits.open_files,
+                tmp_size_bytes: limits.tmp_bytes(),
+                address_space_bytes: (!cgroup_enforces).then(|| limits.memory_bytes()),
+                processes: (!cgroup_enforces).then_some(limits.processes),
+            },
+            hostname: "sandcell".into(),
+            landlock: self.landlock,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_cgroup_names_say_their_owner() {
+        assert_eq!(
+            session_cgroup_owner(&session_cgroup_name(4321, 7)),
+            Some(4321)
+        );
+        assert_eq!(session_cgroup_owner("s12-3"), Some(12));
+        for other in ["sandcell", "s12", "s-3", "sx-3", "s12-x", "host", "t12-3"] {
+            assert_eq!(session_cgroup_owner(other), None, "{other}");
+        }
+    }
+}
