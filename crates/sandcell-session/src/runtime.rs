@@ -89,6 +89,9 @@ pub struct Runtime {
 }
 
 pub(crate) struct RuntimeInner {
+    /// Held for as long as the runtime or any of its sessions lives, so that no setup
+    /// removes the environment under them.
+    environment: Environment,
     template_command: TemplateCommand,
     template: tokio::sync::Mutex<Option<Template>>,
     pub(crate) isolation: Isolation,
@@ -129,6 +132,7 @@ impl Runtime {
             ));
         }
         let inner = Arc::new(RuntimeInner {
+            environment: env.clone(),
             template_command,
             template: tokio::sync::Mutex::new(Some(template)),
             isolation,
@@ -152,6 +156,11 @@ impl Runtime {
 
     pub fn isolation(&self) -> &Isolation {
         &self.inner.isolation
+    }
+
+    /// The Python environment this runtime's sessions run, whatever setups happen later.
+    pub fn environment(&self) -> &Environment {
+        &self.inner.environment
     }
 
     /// A new session, from the pool when it asks for no particular directory and the
@@ -288,7 +297,7 @@ fn template_env(
             "MPLBACKEND",
             "module://matplotlib_inline.backend_inline".into(),
         ),
-        ("MPLCONFIGDIR", env.home().mplconfig().display().to_string()),
+        ("MPLCONFIGDIR", env.mplconfig().display().to_string()),
         // IPython's profile directory, created when the template builds its shell.
         ("IPYTHONDIR", env.home().ipython().display().to_string()),
         // One BLAS/OpenMP thread per session: the template must not have threads when
