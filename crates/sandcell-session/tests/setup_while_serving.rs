@@ -177,7 +177,14 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 async fn setup_through_another_path_to_the_same_interpreter_keeps_the_running_session() {
     let (_dir, home) = temp_home();
     let spec = session_spec();
-    let (env, _) = setup(&home, &spec).await.unwrap();
+    // Two setups at once: one builds, the other waits for it and finds its environment.
+    let (first, second) = (setup(&home, &spec), setup(&home, &spec));
+    let ((env, first_steps), (again, second_steps)) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(env.dir(), again.dir());
+    assert!(
+        first_steps.is_empty() != second_steps.is_empty(),
+        "exactly one of them builds: {first_steps:?} {second_steps:?}"
+    );
     let (_runtime, mut session, _workdir) = session_on(&env).await;
     imports_everything(&mut session, &env).await;
 
