@@ -345,7 +345,7 @@ async fn jupyter(env: &Environment, plan: &JupyterPlan) -> Result<Measurements, 
     let mut child = tokio::process::Command::new(&env.info().python)
         .arg("-c")
         .arg(JUPYTER_SCRIPT)
-        .env("MPLCONFIGDIR", env.home().mplconfig())
+        .env("MPLCONFIGDIR", env.mplconfig())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

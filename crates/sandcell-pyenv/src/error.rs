@@ -20,6 +20,8 @@ pub enum PyenvError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{python} did not answer as a Python interpreter ({reason}); install python3, 3.10 or newer, or set SANDCELL_PYTHON to its path")]
+    NotPython { python: String, reason: String },
     #[error("{python} is Python {version}, but sandcell needs 3.10 or newer; install a newer python3 or set SANDCELL_PYTHON")]
     PythonTooOld { python: String, version: String },
     #[error("{python} cannot create virtual environments (the venv/ensurepip module is missing); on Debian or Ubuntu run `apt-get install python3-venv`, then run `sandcell setup` again")]

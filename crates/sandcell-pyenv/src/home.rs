@@ -40,14 +40,23 @@ impl Home {
         &self.root
     }
 
-    /// The virtual environment.
-    pub fn venv(&self) -> PathBuf {
-        self.root.join("env")
+    /// The Python environments, one directory each (see `Environment`).
+    pub fn envs(&self) -> PathBuf {
+        self.root.join("envs")
     }
 
-    /// matplotlib's configuration and font cache, built once at setup.
-    pub fn mplconfig(&self) -> PathBuf {
-        self.root.join("mplconfig")
+    /// What remains of the environment earlier sandcell versions built in place: `env/`
+    /// and its matplotlib configuration `mplconfig/`. Nothing here uses or removes them:
+    /// an older sandcell process may still be running on them.
+    pub fn earlier_environment(&self) -> Vec<PathBuf> {
+        if !self.root.join("env/sandcell-stamp").is_file() {
+            return Vec::new();
+        }
+        ["env", "mplconfig"]
+            .iter()
+            .map(|name| self.root.join(name))
+            .filter(|path| path.exists())
+            .collect()
     }
 
     /// IPython's profile directory (`IPYTHONDIR`) for the template and its sessions.
@@ -58,5 +67,24 @@ impl Home {
     /// Files the session runtime writes (its Python package, the sandbox library).
     pub fn runtime(&self) -> PathBuf {
         self.root.join("runtime")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_of_earlier_versions_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path()).unwrap();
+        assert!(home.earlier_environment().is_empty());
+        std::fs::create_dir_all(home.root().join("env")).unwrap();
+        std::fs::write(home.root().join("env/sandcell-stamp"), "0123").unwrap();
+        std::fs::create_dir_all(home.root().join("mplconfig")).unwrap();
+        assert_eq!(
+            home.earlier_environment(),
+            vec![home.root().join("env"), home.root().join("mplconfig")]
+        );
     }
 }

@@ -1,15 +1,14 @@
 use crate::error::{io_error, PyenvError};
 use crate::home::Home;
-use crate::REQUIREMENTS;
-use nix::fcntl::{Flock, FlockArg};
+use crate::stamp::{sha256_hex, EnvSpec, Interpreter, Stamp};
+use crate::store::{remove_unused, setup_lock, EnvDir, InUse, Removal};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 /// What `sandcell setup` reports while it works.
 pub type SetupProgress<'a> = &'a mut dyn FnMut(&str);
@@ -19,7 +18,7 @@ pub type SetupProgress<'a> = &'a mut dyn FnMut(&str);
 pub struct EnvInfo {
     /// `3.11.7`.
     pub python_version: String,
-    /// The environment's interpreter (`…/env/bin/python`).
+    /// The environment's interpreter (`…/envs/<name>/venv/bin/python`).
     pub python: PathBuf,
     /// The virtual environment (`sys.prefix`).
     pub prefix: PathBuf,
@@ -38,15 +37,15 @@ pub struct Package {
     pub version: String,
 }
 
-/// A ready Python environment.
+/// A ready Python environment. While any clone of it lives, this process holds the
+/// environment's in-use lock, so no setup (in this process or another) removes it.
 #[derive(Debug, Clone)]
 pub struct Environment {
     home: Home,
+    dir: EnvDir,
     info: EnvInfo,
+    _in_use: Arc<InUse>,
 }
-
-const STAMP: &str = "sandcell-stamp";
-const INFO: &str = "sandcell-env.json";
 
 /// Prints the facts `EnvInfo` holds, as JSON, from inside the environment.
 const DESCRIBE: &str = r#"
@@ -64,85 +63,96 @@ print(json.dumps({
 "#;
 
 impl Environment {
-    /// The environment in `home`, set up first if it is missing or out of date. A
-    /// second call on a ready environment only reads two small files.
+    /// The environment for the host's interpreter and the shipped requirements
+    /// ([`EnvSpec::from_env`]), built first if there is none yet.
     pub fn ensure(home: &Home, progress: SetupProgress) -> Result<Self, PyenvError> {
-        let python = host_python()?;
-        let stamp = stamp_for(&python);
-        if let Some(env) = Self::open_if_current(home, &stamp) {
-            return Ok(env);
-        }
-        // Several sandcell processes (or test threads) may start at once: one sets up,
-        // the others wait and then find the stamp.
-        let lock_path = home.root().join("setup.lock");
-        let lock_file = File::create(&lock_path).map_err(io_error(&lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_error(&lock_path)(errno.into()))?;
-        if let Some(env) = Self::open_if_current(home, &stamp) {
-            return Ok(env);
-        }
-        install(home, &python, progress)?;
-        let info = describe(home)?;
-        let venv = home.venv();
-        let info_path = venv.join(INFO);
-        let json = serde_json::to_vec_pretty(&info).map_err(|e| PyenvError::Broken {
-            path: venv.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomically(&info_path, &json)?;
-        write_atomically(&venv.join(STAMP), stamp.as_bytes())?;
-        progress(&format!(
-            "the Python {} environment is ready in {}",
-            info.python_version,
-            venv.display()
-        ));
-        Ok(Self {
-            home: home.clone(),
-            info,
-        })
+        Self::ensure_for(home, &EnvSpec::from_env()?, progress)
     }
 
-    /// The environment in `home` if it is set up and current; never installs anything.
+    /// The environment `spec` describes, built first if there is none yet. Finding a ready
+    /// one costs one short run of the interpreter (to learn what it is) and reading two
+    /// small files. A build goes into a new directory beside the existing environments;
+    /// those that no process uses are removed after it.
+    pub fn ensure_for(
+        home: &Home,
+        spec: &EnvSpec,
+        progress: SetupProgress,
+    ) -> Result<Self, PyenvError> {
+        let stamp = Stamp::new(Interpreter::probe(&spec.python)?, &spec.requirements);
+        let dir = EnvDir::new(home.envs().join(stamp.dir_name()));
+        if let Some(env) = Self::open(home, &dir, &stamp) {
+            return Ok(env);
+        }
+        stamp.interpreter.check_version()?;
+        // Several sandcell processes (or test threads) may start at once: one builds, the
+        // others wait and then find the environment ready.
+        let _setup = setup_lock(home.root())?;
+        if let Some(env) = Self::open(home, &dir, &stamp) {
+            return Ok(env);
+        }
+        let env = build(home, dir, &stamp, &spec.requirements, progress)?;
+        match remove_unused(&home.envs(), env.dir.path()) {
+            Ok(removal) => report_removal(&removal, progress),
+            // The new environment is ready; what is left is only disk space.
+            Err(e) => progress(&format!("could not remove older environments: {e}")),
+        }
+        Ok(env)
+    }
+
+    /// The environment for the host's interpreter and the shipped requirements if it is
+    /// ready; never builds anything.
     pub fn existing(home: &Home) -> Option<Self> {
-        let python = host_python().ok()?;
-        Self::open_if_current(home, &stamp_for(&python))
+        let spec = EnvSpec::from_env().ok()?;
+        let stamp = Stamp::new(Interpreter::probe(&spec.python).ok()?, &spec.requirements);
+        Self::open(
+            home,
+            &EnvDir::new(home.envs().join(stamp.dir_name())),
+            &stamp,
+        )
     }
 
-    fn open_if_current(home: &Home, stamp: &str) -> Option<Self> {
-        let venv = home.venv();
-        let current = fs::read_to_string(venv.join(STAMP)).ok()?;
-        if current != stamp {
+    /// The environment in `dir` if it is ready and is what `stamp` describes, held in use.
+    fn open(home: &Home, dir: &EnvDir, stamp: &Stamp) -> Option<Self> {
+        let in_use = dir.hold()?;
+        let recorded = fs::read(dir.stamp_file()).ok()?;
+        if recorded != stamp.to_json() {
             return None;
         }
-        let info: EnvInfo = serde_json::from_slice(&fs::read(venv.join(INFO)).ok()?).ok()?;
-        // The base interpreter may have been removed or upgraded since.
+        let info: EnvInfo = serde_json::from_slice(&fs::read(dir.ready_file()).ok()?).ok()?;
+        // The base interpreter may have been removed since.
         if !info.python.exists() || !info.base_prefix.is_dir() {
             return None;
         }
         Some(Self {
             home: home.clone(),
+            dir: dir.clone(),
             info,
+            _in_use: Arc::new(in_use),
         })
     }
 
     /// Installs an extra pinned package set (e.g. the benchmark's reference Jupyter) into
-    /// the environment, once; `name` keys its stamp.
+    /// this environment, once; `name` keys its stamp. Unlike a rebuild this changes the
+    /// environment in place, so it is for tools that run beside sessions, not for what
+    /// sessions import.
     pub fn ensure_extra(
         &self,
         name: &str,
         requirements: &str,
         progress: SetupProgress,
     ) -> Result<(), PyenvError> {
-        let venv = self.home.venv();
-        let stamp_path = venv.join(format!("{STAMP}-{name}"));
-        let mut hash = Sha256::new();
-        hash.update(requirements.as_bytes());
-        let stamp: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        let stamp_path = self.dir.path().join(format!("extra-{name}.stamp"));
+        let stamp = sha256_hex(requirements.as_bytes());
+        let installed = || fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp);
+        if installed() {
+            return Ok(());
+        }
+        let _setup = setup_lock(self.home.root())?;
+        if installed() {
             return Ok(());
         }
         progress(&format!("installing the packages for {name}"));
-        let file = self.home.root().join(format!("requirements-{name}.txt"));
+        let file = self.dir.path().join(format!("requirements-{name}.txt"));
         write_atomically(&file, requirements.as_bytes())?;
         pip_install(&self.info.python, &file)?;
         write_atomically(&stamp_path, stamp.as_bytes())
@@ -156,6 +166,17 @@ impl Environment {
         &self.info
     }
 
+    /// The environment's directory (`envs/<name>`, holding the virtual environment in
+    /// `venv/`, matplotlib's configuration and what the environment was built from).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// matplotlib's configuration and font cache, built with the environment.
+    pub fn mplconfig(&self) -> PathBuf {
+        self.dir.mplconfig()
+    }
+
     /// Directories outside the system ones (`/usr`, `/lib`, …) that a sandbox must
     /// expose read-only for this environment's interpreter to run.
     pub fn read_only_paths(&self) -> Vec<PathBuf> {
@@ -163,87 +184,84 @@ impl Environment {
             self.info.base_prefix.clone(),
             self.info.base_executable_dir.clone(),
             self.info.prefix.clone(),
-            self.home.mplconfig(),
+            self.mplconfig(),
         ]
     }
 }
 
-/// The interpreter to build the environment from: `$SANDCELL_PYTHON`, else `python3`
-/// on `PATH`.
-fn host_python() -> Result<PathBuf, PyenvError> {
-    if let Some(python) = std::env::var_os("SANDCELL_PYTHON").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(python));
+fn report_removal(removal: &Removal, progress: SetupProgress) {
+    if removal.removed > 0 {
+        progress(&format!(
+            "removed {} older environment(s) that no sandcell process was using",
+            removal.removed
+        ));
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("python3"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| PyenvError::PythonMissing {
-            python: "python3".into(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
+    if let Some(previous) = &removal.kept_previous {
+        progress(&format!(
+            "kept the previous environment, {}, unused, for a switch back without a rebuild",
+            previous.display()
+        ));
+    }
+    if removal.kept_in_use > 0 {
+        progress(&format!(
+            "kept {} older environment(s) that running sandcell processes still use; a later build removes them once they are unused",
+            removal.kept_in_use
+        ));
+    }
 }
 
-/// What the environment was built from: the pinned requirements and the interpreter.
-fn stamp_for(python: &Path) -> String {
-    let mut hash = Sha256::new();
-    hash.update(REQUIREMENTS.as_bytes());
-    hash.update(python.as_os_str().as_encoded_bytes());
-    if let Ok(resolved) = python.canonicalize() {
-        hash.update(resolved.as_os_str().as_encoded_bytes());
+/// Builds the environment `stamp` describes in `dir`, which becomes ready (and visible
+/// to other processes) only at the end.
+fn build(
+    home: &Home,
+    dir: EnvDir,
+    stamp: &Stamp,
+    requirements: &str,
+    progress: SetupProgress,
+) -> Result<Environment, PyenvError> {
+    let envs = home.envs();
+    fs::create_dir_all(&envs).map_err(io_error(&envs))?;
+    if dir.path().exists() {
+        dir.remove_stale()?;
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
+    let in_use = dir.create()?;
+    write_atomically(&dir.stamp_file(), &stamp.to_json())?;
+    let requirements_file = dir.path().join("requirements.txt");
+    write_atomically(&requirements_file, requirements.as_bytes())?;
 
-fn install(home: &Home, python: &Path, progress: SetupProgress) -> Result<(), PyenvError> {
-    let shown = python.display().to_string();
-    let version = Command::new(python)
-        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
-        .output()
-        .map_err(|source| PyenvError::PythonMissing {
-            python: shown.clone(),
-            source,
-        })?;
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (3, 10) {
-        return Err(PyenvError::PythonTooOld {
-            python: shown,
-            version,
-        });
-    }
-
-    let venv = home.venv();
+    let interpreter = &stamp.interpreter;
+    let python = &interpreter.executable;
+    let venv = dir.venv();
     progress(&format!(
-        "creating a Python {version} environment in {}",
+        "creating a Python {} environment in {} (beside any existing one: running sessions keep theirs)",
+        interpreter.version(),
         venv.display()
     ));
     let created = Command::new(python)
         .arg("-m")
         .arg("venv")
-        .arg("--clear")
         .arg(&venv)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| PyenvError::PythonMissing {
-            python: shown.clone(),
+            python: python.clone(),
             source,
         })?;
     if !created.status.success() {
         let stderr = String::from_utf8_lossy(&created.stderr);
         if stderr.contains("ensurepip") || stderr.contains("No module named venv") {
-            return Err(PyenvError::VenvMissing { python: shown });
+            return Err(PyenvError::VenvMissing {
+                python: python.clone(),
+            });
         }
         eprint!("{stderr}");
         return Err(PyenvError::StepFailed {
-            step: format!("{shown} -m venv"),
+            step: format!("{python} -m venv"),
             status: created.status.to_string(),
         });
     }
 
-    let requirements = home.root().join("requirements.txt");
-    write_atomically(&requirements, REQUIREMENTS.as_bytes())?;
-    let count = REQUIREMENTS
+    let count = requirements
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .count();
@@ -251,10 +269,10 @@ fn install(home: &Home, python: &Path, progress: SetupProgress) -> Result<(), Py
         "installing the pinned packages (up to {count}: numpy, pandas, matplotlib, scipy, scikit-learn, …); this takes a minute or two"
     ));
     let venv_python = venv.join("bin/python");
-    pip_install(&venv_python, &requirements)?;
+    pip_install(&venv_python, &requirements_file)?;
 
     progress("building matplotlib's font cache");
-    let mplconfig = home.mplconfig();
+    let mplconfig = dir.mplconfig();
     fs::create_dir_all(&mplconfig).map_err(io_error(&mplconfig))?;
     run_step(
         "building matplotlib's font cache",
@@ -262,7 +280,25 @@ fn install(home: &Home, python: &Path, progress: SetupProgress) -> Result<(), Py
             .args(["-c", "import matplotlib.pyplot"])
             .env("MPLCONFIGDIR", &mplconfig)
             .env("MPLBACKEND", "Agg"),
-    )
+    )?;
+
+    let info = describe(&venv_python)?;
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| PyenvError::Broken {
+        path: venv.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(&dir.ready_file(), &json)?;
+    progress(&format!(
+        "the Python {} environment is ready in {}",
+        info.python_version,
+        venv.display()
+    ));
+    Ok(Environment {
+        home: home.clone(),
+        dir,
+        info,
+        _in_use: Arc::new(in_use),
+    })
 }
 
 /// `pip install -r requirements` with the environment's interpreter, progress shown.
@@ -308,15 +344,14 @@ fn run_step(step: &str, command: &mut Command) -> Result<(), PyenvError> {
     }
 }
 
-fn describe(home: &Home) -> Result<EnvInfo, PyenvError> {
-    let venv = home.venv();
-    let output = Command::new(venv.join("bin/python"))
+fn describe(venv_python: &Path) -> Result<EnvInfo, PyenvError> {
+    let output = Command::new(venv_python)
         .args(["-c", DESCRIBE])
         .stdin(Stdio::null())
         .output()
-        .map_err(io_error(venv.join("bin/python")))?;
+        .map_err(io_error(venv_python))?;
     let broken = |reason: String| PyenvError::Broken {
-        path: venv.clone(),
+        path: venv_python.to_path_buf(),
         reason,
     };
     if !output.status.success() {
@@ -339,17 +374,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stamp_changes_with_the_interpreter() {
-        assert_ne!(
-            stamp_for(Path::new("/usr/bin/python3")),
-            stamp_for(Path::new("/opt/python/bin/python3"))
-        );
-    }
-
-    #[test]
-    fn an_environment_without_a_stamp_is_not_current() {
+    fn an_environment_that_is_not_ready_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path()).unwrap();
-        assert!(Environment::open_if_current(&home, "abc").is_none());
+        let python = std::env::var_os("SANDCELL_PYTHON").unwrap_or_else(|| "python3".into());
+        let stamp = Stamp::new(
+            Interpreter::probe(Path::new(&python)).expect("these tests need python3"),
+            "",
+        );
+        let env = EnvDir::new(home.envs().join(stamp.dir_name()));
+        fs::create_dir_all(home.envs()).unwrap();
+        drop(env.create().unwrap());
+        fs::write(env.stamp_file(), stamp.to_json()).unwrap();
+        assert!(Environment::open(&home, &env, &stamp).is_none());
     }
 }

@@ -101,6 +101,7 @@ impl Runtime {
         }
         Ok(Self::assemble(
             Arc::new(launcher),
+            Some(env.clone()),
             isolation,
             options.pool_size,
             warnings,
@@ -111,17 +112,19 @@ impl Runtime {
     /// the fake launcher of tests, feature `fake`). With `pool_size > 0` it must be
     /// called within a Tokio runtime (the pool is refilled by a task).
     pub fn with_launcher(launcher: Arc<dyn Launcher>, pool_size: usize) -> Self {
-        Self::assemble(launcher, Isolation::None, pool_size, Vec::new())
+        Self::assemble(launcher, None, Isolation::None, pool_size, Vec::new())
     }
 
     fn assemble(
         launcher: Arc<dyn Launcher>,
+        environment: Option<Environment>,
         isolation: Isolation,
         pool_size: usize,
         warnings: Vec<String>,
     ) -> Self {
         let factory = Arc::new(SessionFactory {
             launcher,
+            environment,
             isolation,
         });
         let pool = (pool_size > 0)
@@ -141,6 +144,12 @@ impl Runtime {
 
     pub fn isolation(&self) -> &Isolation {
         &self.factory.isolation
+    }
+
+    /// The Python environment this runtime's sessions run, whatever setups happen later
+    /// (none for a runtime on another launcher).
+    pub fn environment(&self) -> Option<&Environment> {
+        self.factory.environment.as_ref()
     }
 
     /// A new session, from the pool when it asks for no particular directory and the
@@ -174,7 +183,7 @@ fn template_env(
             "MPLBACKEND",
             "module://matplotlib_inline.backend_inline".into(),
         ),
-        ("MPLCONFIGDIR", env.home().mplconfig().display().to_string()),
+        ("MPLCONFIGDIR", env.mplconfig().display().to_string()),
         // IPython's profile directory, created when the template builds its shell.
         ("IPYTHONDIR", env.home().ipython().display().to_string()),
         // One BLAS/OpenMP thread per session: the template must not have threads when

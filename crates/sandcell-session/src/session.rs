@@ -107,6 +107,9 @@ pub struct SessionConfig {
 /// how they are isolated.
 pub(crate) struct SessionFactory {
     pub(crate) launcher: Arc<dyn Launcher>,
+    /// Held for as long as the runtime or any of its sessions lives, so that no setup
+    /// removes the environment under them.
+    pub(crate) environment: Option<sandcell_pyenv::Environment>,
     pub(crate) isolation: Isolation,
 }
 

@@ -89,6 +89,14 @@ fn setup() -> anyhow::Result<()> {
         env.info().packages.len(),
         started.elapsed().as_secs_f64()
     );
+    let earlier = home.earlier_environment();
+    if !earlier.is_empty() {
+        let shown: Vec<String> = earlier.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "sandcell: {} hold(s) the environment of an earlier sandcell version, which this one does not use; delete it once no earlier sandcell process runs",
+            shown.join(" and ")
+        );
+    }
     Ok(())
 }
 
