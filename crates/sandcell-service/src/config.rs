@@ -21,6 +21,9 @@ pub struct ServiceConfig {
     pub warm_sessions: usize,
     /// The highest limits a client may ask for; a session's defaults stay within them.
     pub max_limits: SessionLimits,
+    /// Output (stdout and stderr) one execution keeps, in MiB: its head and tail, with a
+    /// marker of what was dropped between them.
+    pub output_mib: u64,
     /// How long a finished execution's result stays readable by its id.
     pub execution_retention: Duration,
     /// What conversations talk to.
@@ -38,6 +41,7 @@ impl ServiceConfig {
             max_sessions_per_user: 20,
             warm_sessions: 2,
             max_limits: SessionLimits::standard(),
+            output_mib: sandcell_session::Limits::default().output_mib,
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),
         }

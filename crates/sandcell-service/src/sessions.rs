@@ -88,6 +88,8 @@ pub struct Sessions {
     /// Sessions ready for the next client, oldest first; refilled by a background task.
     warm: Mutex<VecDeque<WarmSession>>,
     warm_size: usize,
+    /// Output (stdout and stderr) an execution keeps, in MiB: head and tail.
+    output_mib: u64,
     /// The limits warm sessions have: a request's defaults.
     warm_limits: SessionLimits,
     /// Wakes the refill task when a warm session was taken.
@@ -191,6 +193,7 @@ impl Sessions {
             ),
             warm: Mutex::default(),
             warm_size: config.warm_sessions.min(config.max_sessions),
+            output_mib: config.output_mib,
             warm_limits: LimitsRequest::default()
                 .resolve(&config.max_limits)
                 .map_err(|e| StartError::Limits(e.to_string()))?,
@@ -522,7 +525,7 @@ impl Sessions {
             .runtime
             .create_session(SessionConfig {
                 workdir: Some(self.sessions_dir.join(&record.id)),
-                limits: record.limits.to_runtime(),
+                limits: self.runtime_limits(&record.limits),
             })
             .await
             .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
@@ -655,7 +658,7 @@ impl Sessions {
             .runtime
             .create_session(SessionConfig {
                 workdir: Some(dir.clone()),
-                limits: self.warm_limits.to_runtime(),
+                limits: self.runtime_limits(&self.warm_limits),
             })
             .await;
         match started {
@@ -672,6 +675,14 @@ impl Sessions {
                 remove_dir(dir).await;
                 false
             }
+        }
+    }
+
+    /// The runtime's limits for a session with `limits`, under the server's output bound.
+    fn runtime_limits(&self, limits: &SessionLimits) -> sandcell_session::Limits {
+        sandcell_session::Limits {
+            output_mib: self.output_mib,
+            ..limits.to_runtime()
         }
     }
 

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// one does not wait for a fork; they count among --max-sessions.
     #[arg(long, value_name = "N", default_value_t = 2)]
     warm_sessions: usize,
+    /// Output (stdout and stderr) one execution keeps, in MiB: its head and tail, with a
+    /// marker of what was dropped.
+    #[arg(long, value_name = "MIB", default_value_t = 4)]
+    max_output: u64,
     /// Largest upload, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_upload: u64,
@@ -88,6 +92,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_sessions: args.max_sessions,
             max_sessions_per_user: args.max_sessions_per_user,
             warm_sessions: args.warm_sessions,
+            output_mib: args.max_output,
             max_limits: max_limits(&args)?,
             models: Models {
                 config: models.config,
@@ -107,6 +112,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "sandcell: this is {name}'s API key; it is not shown again. Send it as `Authorization: Bearer KEY`."
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.max_output == 0 {
+        bail!("--max-output must be at least 1 MiB");
     }
     if args.max_sessions == 0 || args.max_sessions_per_user == 0 {
         bail!("--max-sessions and --max-sessions-per-user must be at least 1");

@@ -29,6 +29,10 @@ pub struct SessionArgs {
     /// Total size the working directory may reach, in MiB.
     #[arg(long, value_name = "MIB")]
     disk_quota: Option<u64>,
+    /// Output (stdout and stderr) each execution keeps, in MiB: its head and tail, with a
+    /// marker of what was dropped [default: 4].
+    #[arg(long, value_name = "MIB")]
+    max_output: Option<u64>,
     /// Processes and threads the session may run at once.
     #[arg(long, value_name = "N")]
     max_processes: Option<u64>,
@@ -75,9 +79,17 @@ impl SessionArgs {
             file_size: "--max-file-size",
             disk_quota: "--disk-quota",
         };
-        Ok(asked
+        let limits = asked
             .resolve_named(&SessionLimits::unbounded(), &names)?
-            .to_runtime())
+            .to_runtime();
+        match self.max_output {
+            Some(0) => bail!("--max-output must be at least 1 MiB"),
+            Some(output_mib) => Ok(Limits {
+                output_mib,
+                ..limits
+            }),
+            None => Ok(limits),
+        }
     }
 
     /// Prepares the working directory (input files copied in) and starts the session.
