@@ -1,0 +1,246 @@
+//! The core's session lifecycle on fake session processes (the runtime's `Launcher`
+//! seam): idle stop, crashes, per-execution timeouts, re-attaching to executions, warm
+//! sessions and the quotas, in milliseconds and without Python.
+
+use sandcell_pyenv::EnvInfo;
+use sandcell_service::{
+    Auth, ExecutionState, LoggedEvent, PageRequest, Service, ServiceConfig, ServiceError,
+    SessionLimits, Store, User,
+};
+use sandcell_session::fake::FakeLauncher;
+use sandcell_session::{ExecEvent, Runtime, Status};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+struct Core {
+    service: Arc<Service>,
+    fake: Arc<FakeLauncher>,
+    user: User,
+    _data: TempDir,
+}
+
+async fn core(configure: impl FnOnce(&mut ServiceConfig)) -> Core {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServiceConfig::new(data.path());
+    config.warm_sessions = 0;
+    configure(&mut config);
+    let store = Store::open(&config.database()).unwrap();
+    let user = store.local_user().await.unwrap();
+    let fake = FakeLauncher::new();
+    let runtime = Runtime::with_launcher(fake.clone(), 0);
+    let python = EnvInfo {
+        python_version: "3.0.0".into(),
+        python: "python".into(),
+        prefix: "/".into(),
+        base_prefix: "/".into(),
+        base_executable_dir: "/".into(),
+        packages: Vec::new(),
+    };
+    let service = Service::start(config, store, Auth::Local(user.clone()), runtime, python)
+        .await
+        .unwrap();
+    Core {
+        service,
+        fake,
+        user,
+        _data: data,
+    }
+}
+
+impl Core {
+    async fn create(&self, user: &User) -> String {
+        let limits = SessionLimits::standard();
+        self.service.sessions.create(user, limits).await.unwrap().id
+    }
+
+    async fn run(&self, id: &str, code: &str, timeout: Option<f64>) -> sandcell_session::Execution {
+        let log = self
+            .service
+            .sessions
+            .execute(&self.user, id, code.into(), timeout)
+            .await
+            .unwrap();
+        log.result().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_idle_session_is_stopped_and_its_next_execution_says_it_restarted() {
+    let core = core(|config| config.idle_timeout = Duration::from_millis(30)).await;
+    let id = core.create(&core.user).await;
+    assert_eq!(core.run(&id, "set x 1", None).await.status, Status::Ok);
+    assert_eq!(core.fake.live().len(), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    core.service.sessions.stop_idle().await;
+    assert_eq!(core.fake.live().len(), 0, "its process is gone");
+    let info = core.service.sessions.get(&core.user, &id).unwrap();
+    assert_eq!(serde_json::to_value(info.state).unwrap(), "stopped");
+    let after = core.run(&id, "get x", None).await;
+    assert!(after.restarted);
+    assert_eq!(after.error.unwrap().ename, "NameError");
+}
+
+#[tokio::test]
+async fn a_crash_is_reported_and_the_next_execution_runs_in_a_fresh_process() {
+    let core = core(|_| {}).await;
+    let id = core.create(&core.user).await;
+    let crashed = core.run(&id, "set x 1\ncrash 11", None).await;
+    assert_eq!(crashed.status, Status::Crashed);
+    assert!(crashed.error.unwrap().evalue.contains("segmentation fault"));
+    let next = core.run(&id, "print alive", None).await;
+    assert!(next.restarted);
+    assert_eq!(next.stdout, "alive\n");
+}
+
+#[tokio::test]
+async fn a_per_execution_timeout_applies_to_that_execution_only() {
+    let core = core(|_| {}).await;
+    let id = core.create(&core.user).await;
+    let timed_out = core.run(&id, "hang", Some(0.05)).await;
+    assert_eq!(timed_out.status, Status::Timeout);
+    assert!(
+        timed_out.error.unwrap().evalue.contains("0.05 s"),
+        "the message names the limit that applied"
+    );
+    // The next execution has the session's own limit (120 s): it is still running well
+    // past 0.05 s, until interrupted.
+    let log = core
+        .service
+        .sessions
+        .execute(&core.user, &id, "hang".into(), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(log.state(), ExecutionState::Running);
+    assert!(core.service.sessions.interrupt(&core.user, &id).unwrap());
+    assert_eq!(log.result().await.unwrap().status, Status::Interrupted);
+    let refused = core
+        .service
+        .sessions
+        .execute(&core.user, &id, "print x".into(), Some(121.0))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ServiceError::Invalid(_)), "{refused}");
+}
+
+#[tokio::test]
+async fn an_execution_is_kept_under_its_id_for_readers_that_come_late() {
+    let core = core(|_| {}).await;
+    let id = core.create(&core.user).await;
+    let log = core
+        .service
+        .sessions
+        .execute(&core.user, &id, "print a\nprint b".into(), None)
+        .await
+        .unwrap();
+    let result = log.result().await.unwrap();
+    assert_eq!(result.stdout, "a\nb\n");
+    let kept = core
+        .service
+        .sessions
+        .execution(&core.user, &id, &log.id)
+        .unwrap();
+    let outputs: Vec<String> = kept
+        .entries_from(0)
+        .await
+        .into_iter()
+        .filter_map(|entry| match entry {
+            LoggedEvent::Output(ExecEvent::Stdout(text)) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs.concat(), "a\nb\n");
+    let missing = core
+        .service
+        .sessions
+        .execution(&core.user, &id, "exec_none")
+        .unwrap_err();
+    assert!(matches!(missing, ServiceError::NotFound(_)));
+}
+
+#[tokio::test]
+async fn warm_sessions_become_new_sessions_without_a_launch() {
+    let core = core(|config| {
+        config.warm_sessions = 2;
+        config.max_sessions = 3;
+    })
+    .await;
+    let refill = core.service.sessions.spawn_warm_refill();
+    for _ in 0..200 {
+        if core.fake.live().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(core.fake.live().len(), 2, "two warm sessions are started");
+    // With the refill stopped, a new session that launches nothing must be a warm one.
+    refill.abort();
+    let launches = core.fake.launches();
+    let id = core.create(&core.user).await;
+    assert_eq!(
+        core.fake.launches(),
+        launches,
+        "the new session was a warm one"
+    );
+    assert_eq!(core.fake.live().len(), 2);
+    assert_eq!(core.run(&id, "print hi", None).await.stdout, "hi\n");
+    let refill = core.service.sessions.spawn_warm_refill();
+    // Three places: the session, and two warm ones again at most.
+    for _ in 0..200 {
+        if core.fake.live().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        core.fake.live().len(),
+        3,
+        "the pool never exceeds the server's quota"
+    );
+    refill.abort();
+}
+
+#[tokio::test]
+async fn a_user_at_their_quota_is_refused_and_others_are_not() {
+    let core = core(|config| config.max_sessions_per_user = 1).await;
+    let alice = core.user.clone();
+    let bob = core
+        .service
+        .store
+        .set_user_key("bob", vec![1, 2, 3])
+        .await
+        .unwrap();
+    let id = core.create(&alice).await;
+    let busy = core
+        .service
+        .sessions
+        .execute(&alice, &id, "hang".into(), None)
+        .await
+        .unwrap();
+    let refused = core
+        .service
+        .sessions
+        .create(&alice, SessionLimits::standard())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ServiceError::UserLimit { .. }),
+        "{refused}"
+    );
+    assert!(refused.retry_after().is_some());
+    core.create(&bob).await;
+    core.service.sessions.interrupt(&alice, &id).unwrap();
+    busy.result().await.unwrap();
+    // Alice's idle session gives way to her next one.
+    let second = core.create(&alice).await;
+    let page = core
+        .service
+        .sessions
+        .list(&alice, &PageRequest::default())
+        .unwrap();
+    assert_eq!(page.data.len(), 2);
+    let first = page.data.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(serde_json::to_value(first.state).unwrap(), "stopped");
+    assert!(page.data.iter().any(|s| s.id == second));
+}
