@@ -138,6 +138,12 @@ impl Store {
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
+        // In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash of
+        // sandcell loses nothing committed (only a crash of the machine can lose the last
+        // few), and an execution's bookkeeping does not wait for the disk.
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
         connection
             .pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
