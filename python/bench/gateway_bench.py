@@ -23,8 +23,7 @@ CELL_SECONDS = 120
 
 def main():
     plan = json.load(sys.stdin)
-    workdir = tempfile.mkdtemp(prefix="sandcell-bench-gateway-")
-    with Gateway(workdir) as gateway:
+    with tempfile.TemporaryDirectory(prefix="sandcell-bench-gateway-", ignore_cleanup_errors=True) as workdir, Gateway(workdir) as gateway:
         ready_trivial = [gateway.session_ready("1 + 1", None) for _ in range(plan["ready_samples"])]
         ready_plot = [gateway.session_ready(plan["first_cell"], "image/png") for _ in range(plan["ready_samples"])]
         report = {
@@ -219,11 +218,10 @@ class Kernel:
         return kinds
 
     def acknowledge_quickly(self):
-        """The gateway writes its websocket without TCP_NODELAY, so each small message
-        after the first waits for our acknowledgement of the previous one, which Linux
-        delays by up to 40 ms. A stock client pays that; we acknowledge at once (the
-        setting lasts only a while, hence before every read) so that the figures show the
-        gateway and the kernel, not a TCP timer."""
+        """On the gateway's websocket a small message waits for our acknowledgement of
+        the previous one, which Linux delays by up to 40 ms. A stock client pays that; we
+        acknowledge at once (the setting lasts only a while, hence before every read) so
+        that the figures show the gateway and the kernel, not a TCP timer."""
         if hasattr(socket, "TCP_QUICKACK"):
             self.socket.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 

@@ -137,15 +137,20 @@ fn rate(t: &Throughput) -> String {
     )
 }
 
+/// How many times better (or worse) sandcell's figure is than the reference's.
 fn ratio(ours: f64, theirs: Option<f64>, lower_is_better: bool) -> String {
     match theirs {
         Some(theirs) if ours > 0.0 && theirs > 0.0 => {
-            let r = if lower_is_better {
+            let better = if lower_is_better {
                 theirs / ours
             } else {
                 ours / theirs
             };
-            format!("{r:.1}× better")
+            if better >= 1.0 {
+                format!("{better:.1}× better")
+            } else {
+                format!("{:.1}× worse", 1.0 / better)
+            }
         }
         _ => "–".into(),
     }
@@ -221,6 +226,14 @@ mod tests {
             "{throughput}"
         );
         assert!(table.contains("| over HTTP: session ready with plot, over the floor (target p50 ≤ 10 ms) | p50 10.00 ms"));
+    }
+
+    #[test]
+    fn a_figure_behind_the_reference_says_worse() {
+        assert_eq!(ratio(120.0, Some(60.0), true), "2.0× worse");
+        assert_eq!(ratio(60.0, Some(120.0), true), "2.0× better");
+        assert_eq!(ratio(500.0, Some(1000.0), false), "2.0× worse");
+        assert_eq!(ratio(-3.0, Some(60.0), true), "–");
     }
 
     #[test]
