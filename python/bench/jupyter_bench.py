@@ -124,5 +124,6 @@ def stop(manager, client):
 
 
 if __name__ == "__main__":
-    tempfile.tempdir = tempfile.mkdtemp(prefix="sandcell-bench-jupyter-")
-    main()
+    with tempfile.TemporaryDirectory(prefix="sandcell-bench-jupyter-", ignore_cleanup_errors=True) as workdir:
+        tempfile.tempdir = workdir
+        main()
