@@ -1,21 +1,30 @@
-//! `sandcell bench`: how fast sessions start and answer, how many one machine holds, and
-//! the same work on stock Jupyter (ipykernel driven by jupyter_client) in the same run.
+//! `sandcell bench`: how fast sessions start and answer, in process and over `sandcell
+//! serve`'s HTTP API, how many one machine holds, and the same work on stock Jupyter
+//! (ipykernel driven by jupyter_client, and Jupyter Kernel Gateway over HTTP) in the same
+//! run.
 //!
 //! For: measuring. Not for: tests (no timing assertion lives here or anywhere else).
 
+mod drivers;
+mod http;
+mod stats;
+mod table;
+
 use sandcell_pyenv::Environment;
 use sandcell_session::{
-    ExecOptions, Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status,
+    ExecOptions, Execution, Limits, Runtime, RuntimeOptions, Session, SessionConfig, Status,
 };
 use serde::Serialize;
 use std::time::{Duration, Instant};
+
+pub use stats::{Latency, Throughput};
 
 /// The first cell of a fresh session: the data stack at work, a plot returned as PNG.
 pub const FIRST_CELL: &str = "import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt\ndf = pd.DataFrame({'x': np.arange(50), 'y': np.arange(50) ** 0.5})\ntotal = df['y'].sum()\nplt.plot(df['x'], df['y'])\nplt.show()\ntotal";
 const TRIVIAL_CELL: &str = "1 + 1";
 const POOL_REFILL_PAUSE: Duration = Duration::from_millis(200);
-const JUPYTER_SCRIPT: &str = include_str!("../../../python/bench/jupyter_bench.py");
-/// Stock Jupyter's packages, installed into the environment for the comparison.
+/// Stock Jupyter's packages (ipykernel, jupyter_client, Jupyter Kernel Gateway),
+/// installed into the environment for the comparison.
 pub const JUPYTER_REQUIREMENTS: &str = include_str!("../../../python/bench/requirements.txt");
 
 #[derive(Debug, Clone)]
@@ -29,6 +38,8 @@ pub struct BenchOptions {
     pub pool_size: usize,
     /// Run the same work on stock Jupyter (with fewer kernels where it cannot hold more).
     pub jupyter: Option<JupyterPlan>,
+    /// Measure over `sandcell serve`'s HTTP API too (and on Jupyter Kernel Gateway).
+    pub http: Option<HttpPlan>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +50,25 @@ pub struct JupyterPlan {
     pub throughput_cells: usize,
     pub density_kernels: usize,
     pub first_cell: &'static str,
+}
+
+/// How much to measure over HTTP, on one side.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpSamples {
+    /// Sessions created, for each of the two first cells (trivial, plotting).
+    pub ready_samples: usize,
+    pub trivial_cells: usize,
+    /// Concurrent clients for the throughput, each with its own connection and session.
+    pub clients: usize,
+    pub cells_per_client: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpPlan {
+    pub sandcell: HttpSamples,
+    /// The same work on Jupyter Kernel Gateway (kernels start in about a second, so
+    /// fewer of them).
+    pub gateway: Option<HttpSamples>,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +88,20 @@ impl Default for BenchOptions {
                 density_kernels: 20,
                 first_cell: FIRST_CELL,
             }),
+            http: Some(HttpPlan {
+                sandcell: HttpSamples {
+                    ready_samples: 50,
+                    trivial_cells: 1000,
+                    clients: 8,
+                    cells_per_client: 250,
+                },
+                gateway: Some(HttpSamples {
+                    ready_samples: 10,
+                    trivial_cells: 300,
+                    clients: 8,
+                    cells_per_client: 50,
+                }),
+            }),
         }
     }
 }
@@ -72,21 +116,30 @@ pub enum BenchError {
     CellFailed(String),
     #[error("the Jupyter side failed: {0}")]
     Jupyter(String),
+    #[error("Jupyter Kernel Gateway could not be measured: {0}")]
+    Gateway(String),
+    #[error("the server could not be started: {0}")]
+    Server(#[from] sandcell_server::ServerError),
+    #[error("a request to the server failed: {0}")]
+    Http(String),
 }
 
-/// Latencies in milliseconds.
+/// What one way of running cells costs: first cells, the plotting cell's floor, round
+/// trips and throughput.
 #[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Throughput {
-    pub sessions: usize,
-    pub cells: usize,
-    pub cells_per_second: f64,
+pub struct CellFigures {
+    /// Asking for a session until the result of a trivial first cell: the runtime's own cost.
+    pub session_ready_trivial: Latency,
+    /// Asking for a session until the result of [`FIRST_CELL`] (a PNG plot).
+    pub session_ready: Latency,
+    /// [`FIRST_CELL`] run again in the session that just ran it: what the cell itself
+    /// costs in a warm process.
+    pub plot_floor: Latency,
+    /// Per session, `session_ready` minus its `plot_floor`: what starting costs on top of
+    /// the work.
+    pub plot_overhead: Latency,
+    pub trivial_cell: Latency,
+    pub throughput: Throughput,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,18 +155,23 @@ pub struct Density {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurements {
-    /// Asking for a session until the result of a trivial first cell: the runtime's own cost.
-    pub session_ready_trivial: Latency,
-    pub session_ready: Latency,
-    pub trivial_cell: Latency,
-    pub throughput: Throughput,
+    #[serde(flatten)]
+    pub cells: CellFigures,
     pub density: Density,
+}
+
+/// The figures over HTTP: `sandcell serve` beside Jupyter Kernel Gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpReport {
+    pub sandcell: CellFigures,
+    pub gateway: Option<CellFigures>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub sandcell: Measurements,
     pub jupyter: Option<Measurements>,
+    pub http: Option<HttpReport>,
     pub cores: usize,
     pub memory_gib: f64,
 }
@@ -124,19 +182,54 @@ pub async fn run(
     options: &BenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, BenchError> {
-    let runtime = Runtime::start(
-        env,
-        RuntimeOptions {
-            pool_size: options.pool_size,
-            ..RuntimeOptions::default()
-        },
-    )
-    .await?;
+    let runtime_options = RuntimeOptions {
+        pool_size: options.pool_size,
+        ..RuntimeOptions::default()
+    };
+    let sandcell = in_process(env, runtime_options.clone(), options, progress).await?;
+    let http = match &options.http {
+        Some(plan) => {
+            progress("sandcell serve over HTTP (in this process, on a loopback port)");
+            let sandcell = http::measure(env, runtime_options, &plan.sandcell).await?;
+            let gateway = match &plan.gateway {
+                Some(samples) => {
+                    progress("Jupyter Kernel Gateway over HTTP and websockets: the same work");
+                    Some(drivers::gateway(env, samples).await?)
+                }
+                None => None,
+            };
+            Some(HttpReport { sandcell, gateway })
+        }
+        None => None,
+    };
+    let jupyter = match &options.jupyter {
+        Some(plan) => {
+            progress("stock Jupyter: the same work (ipykernel + jupyter_client)");
+            Some(drivers::jupyter(env, plan).await?)
+        }
+        None => None,
+    };
+    Ok(Report {
+        sandcell,
+        jupyter,
+        http,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: total_memory_gib(),
+    })
+}
+
+/// The runtime's own figures, sessions driven in this process.
+async fn in_process(
+    env: &Environment,
+    runtime_options: RuntimeOptions,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Measurements, BenchError> {
+    let runtime = Runtime::start(env, runtime_options).await?;
     progress("sandcell: session ready (create + trivial first cell)");
-    let session_ready_trivial =
-        session_ready(&runtime, options.ready_samples, TRIVIAL_CELL).await?;
-    progress("sandcell: session ready (create + first cell with numpy, pandas, matplotlib)");
-    let session_ready = session_ready(&runtime, options.ready_samples, FIRST_CELL).await?;
+    let (ready_trivial, _) = session_ready(&runtime, options.ready_samples, TRIVIAL_CELL).await?;
+    progress("sandcell: session ready (create + first cell with numpy, pandas, matplotlib), and that cell again");
+    let (ready_plot, floor) = session_ready(&runtime, options.ready_samples, FIRST_CELL).await?;
     progress("sandcell: trivial cell round trip");
     let trivial_cell = trivial_cells(&runtime, options.trivial_cells).await?;
     progress("sandcell: throughput across concurrent sessions");
@@ -148,25 +241,16 @@ pub async fn run(
     .await?;
     progress("sandcell: density (live sessions and their memory)");
     let density = density(&runtime, options.density_sessions).await?;
-    let sandcell = Measurements {
-        session_ready_trivial,
-        session_ready,
-        trivial_cell,
-        throughput,
+    Ok(Measurements {
+        cells: CellFigures {
+            session_ready_trivial: Latency::of(&ready_trivial),
+            session_ready: Latency::of(&ready_plot),
+            plot_floor: Latency::of(&floor),
+            plot_overhead: Latency::of(&stats::overhead(&ready_plot, &floor)),
+            trivial_cell,
+            throughput,
+        },
         density,
-    };
-    let jupyter = match &options.jupyter {
-        Some(plan) => {
-            progress("stock Jupyter: the same work (ipykernel + jupyter_client)");
-            Some(jupyter(env, plan).await?)
-        }
-        None => None,
-    };
-    Ok(Report {
-        sandcell,
-        jupyter,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        memory_gib: total_memory_gib(),
     })
 }
 
@@ -180,47 +264,61 @@ async fn open(runtime: &Runtime) -> Result<Session, BenchError> {
         .await?)
 }
 
-async fn run_cell(
-    session: &mut Session,
-    code: &str,
-) -> Result<sandcell_session::Execution, BenchError> {
+async fn run_cell(session: &mut Session, code: &str) -> Result<Execution, BenchError> {
     let execution = session
         .execute(code, &ExecOptions::default(), &mut |_| {})
         .await?;
-    if execution.status != Status::Ok {
-        return Err(BenchError::CellFailed(format!("{:?}", execution.error)));
-    }
+    check(&execution, code)?;
     Ok(execution)
 }
 
+/// Refuses an execution that failed, or a plotting first cell that returned no PNG.
+fn check(execution: &Execution, code: &str) -> Result<(), BenchError> {
+    if execution.status != Status::Ok {
+        return Err(BenchError::CellFailed(format!(
+            "{:?}: {:?}",
+            execution.status, execution.error
+        )));
+    }
+    let wants_png = code == FIRST_CELL;
+    if wants_png
+        && !execution
+            .results
+            .iter()
+            .any(|r| r.contains_key("image/png"))
+    {
+        return Err(BenchError::CellFailed(
+            "the first cell returned no PNG".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds from asking for a session to its first cell's result; for the plotting
+/// cell also the floor: the same cell run again in that session.
 async fn session_ready(
     runtime: &Runtime,
     samples: usize,
     first_cell: &str,
-) -> Result<Latency, BenchError> {
-    let mut times = Vec::with_capacity(samples);
+) -> Result<(Vec<f64>, Vec<f64>), BenchError> {
+    let mut ready = Vec::with_capacity(samples);
+    let mut floor = Vec::with_capacity(samples);
     for _ in 0..samples {
         let started = Instant::now();
         let mut opened = open(runtime).await?;
-        let execution = run_cell(&mut opened, first_cell).await?;
-        times.push(started.elapsed());
-        let wants_png = first_cell == FIRST_CELL;
-        if wants_png
-            && !execution
-                .results
-                .iter()
-                .any(|r| r.contains_key("image/png"))
-        {
-            return Err(BenchError::CellFailed(
-                "the first cell returned no PNG".into(),
-            ));
+        run_cell(&mut opened, first_cell).await?;
+        ready.push(stats::ms(started.elapsed()));
+        if first_cell == FIRST_CELL {
+            let started = Instant::now();
+            run_cell(&mut opened, first_cell).await?;
+            floor.push(stats::ms(started.elapsed()));
         }
         opened.shutdown().await?;
         // Requests arrive one at a time, as users open sessions: the pool has refilled
         // in the background by the next one.
         tokio::time::sleep(POOL_REFILL_PAUSE).await;
     }
-    Ok(latency(times))
+    Ok((ready, floor))
 }
 
 async fn trivial_cells(runtime: &Runtime, count: usize) -> Result<Latency, BenchError> {
@@ -230,10 +328,10 @@ async fn trivial_cells(runtime: &Runtime, count: usize) -> Result<Latency, Bench
     for _ in 0..count {
         let started = Instant::now();
         run_cell(&mut opened, TRIVIAL_CELL).await?;
-        times.push(started.elapsed());
+        times.push(stats::ms(started.elapsed()));
     }
     opened.shutdown().await?;
-    Ok(latency(times))
+    Ok(Latency::of(&times))
 }
 
 async fn throughput(
@@ -265,15 +363,11 @@ async fn throughput(
                 .map_err(|e| BenchError::CellFailed(e.to_string()))??,
         );
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     for bench in finished {
         bench.shutdown().await?;
     }
-    Ok(Throughput {
-        sessions,
-        cells: sessions * cells,
-        cells_per_second: (sessions * cells) as f64 / seconds,
-    })
+    Ok(Throughput::of(sessions, sessions * cells, elapsed))
 }
 
 async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchError> {
@@ -316,96 +410,6 @@ async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchErr
     })
 }
 
-#[derive(serde::Deserialize)]
-struct JupyterRaw {
-    session_ready_trivial_ms: Vec<f64>,
-    session_ready_ms: Vec<f64>,
-    trivial_cell_ms: Vec<f64>,
-    throughput: JupyterThroughput,
-    density: JupyterDensity,
-}
-
-#[derive(serde::Deserialize)]
-struct JupyterThroughput {
-    sessions: usize,
-    cells: usize,
-    seconds: f64,
-}
-
-#[derive(serde::Deserialize)]
-struct JupyterDensity {
-    sessions: usize,
-    pss_kib: Vec<u64>,
-    uss_kib: Vec<u64>,
-}
-
-async fn jupyter(env: &Environment, plan: &JupyterPlan) -> Result<Measurements, BenchError> {
-    use tokio::io::AsyncWriteExt;
-    let jupyter_error = |e: &dyn std::fmt::Display| BenchError::Jupyter(e.to_string());
-    let mut child = tokio::process::Command::new(&env.info().python)
-        .arg("-c")
-        .arg(JUPYTER_SCRIPT)
-        .env("MPLCONFIGDIR", env.mplconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| jupyter_error(&e))?;
-    let plan_json = serde_json::to_vec(plan).map_err(|e| jupyter_error(&e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&plan_json).await?;
-    }
-    let output = child.wait_with_output().await?;
-    if !output.status.success() {
-        return Err(BenchError::Jupyter(format!(
-            "the driver exited with {}",
-            output.status
-        )));
-    }
-    let raw: JupyterRaw = serde_json::from_slice(&output.stdout).map_err(|e| jupyter_error(&e))?;
-    let to_durations = |ms: &[f64]| {
-        ms.iter()
-            .map(|m| Duration::from_secs_f64(m / 1000.0))
-            .collect()
-    };
-    let kernels = raw.density.sessions.max(1) as f64;
-    let pss: u64 = raw.density.pss_kib.iter().sum();
-    let uss: u64 = raw.density.uss_kib.iter().sum();
-    Ok(Measurements {
-        session_ready_trivial: latency(to_durations(&raw.session_ready_trivial_ms)),
-        session_ready: latency(to_durations(&raw.session_ready_ms)),
-        trivial_cell: latency(to_durations(&raw.trivial_cell_ms)),
-        throughput: Throughput {
-            sessions: raw.throughput.sessions,
-            cells: raw.throughput.cells,
-            cells_per_second: raw.throughput.cells as f64 / raw.throughput.seconds,
-        },
-        density: Density {
-            sessions: raw.density.sessions,
-            total_pss_mib: pss as f64 / 1024.0,
-            pss_per_session_mib: pss as f64 / 1024.0 / kernels,
-            uss_per_session_mib: uss as f64 / 1024.0 / kernels,
-            all_answered: true,
-        },
-    })
-}
-
-fn latency(mut times: Vec<Duration>) -> Latency {
-    times.sort();
-    let at = |q: f64| {
-        if times.is_empty() {
-            return 0.0;
-        }
-        let index = ((times.len() as f64 - 1.0) * q).round() as usize;
-        times[index].as_secs_f64() * 1000.0
-    };
-    Latency {
-        samples: times.len(),
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
-    }
-}
-
 /// (PSS, USS) in KiB from `/proc/PID/smaps_rollup`; zeros if the process is gone.
 pub fn memory_kib(pid: i32) -> (u64, u64) {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -442,99 +446,4 @@ fn total_memory_gib() -> f64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0)
-}
-
-impl Report {
-    /// A Markdown table: each figure beside stock Jupyter's, with the ratio.
-    pub fn table(&self) -> String {
-        let s = &self.sandcell;
-        let j = self.jupyter.as_ref();
-        let mut rows = vec![
-            "| figure | sandcell | stock Jupyter | ratio |".to_string(),
-            "| --- | --- | --- | --- |".to_string(),
-        ];
-        let ratio = |ours: f64, theirs: Option<f64>, lower_is_better: bool| match theirs {
-            Some(theirs) if ours > 0.0 && theirs > 0.0 => {
-                let r = if lower_is_better {
-                    theirs / ours
-                } else {
-                    ours / theirs
-                };
-                format!("{r:.1}× better")
-            }
-            _ => "–".into(),
-        };
-        let lat = |l: &Latency| {
-            format!(
-                "p50 {:.2} ms, p99 {:.2} ms ({} samples)",
-                l.p50_ms, l.p99_ms, l.samples
-            )
-        };
-        let latencies = [
-            (
-                "session ready, trivial first cell `1 + 1`",
-                &s.session_ready_trivial,
-                j.map(|j| &j.session_ready_trivial),
-            ),
-            (
-                "session ready (create + first cell: DataFrame sum and a PNG plot)",
-                &s.session_ready,
-                j.map(|j| &j.session_ready),
-            ),
-            (
-                "trivial cell `1 + 1` round trip",
-                &s.trivial_cell,
-                j.map(|j| &j.trivial_cell),
-            ),
-        ];
-        for (label, ours, theirs) in latencies {
-            rows.push(format!(
-                "| {label} | {} | {} | {} |",
-                lat(ours),
-                theirs.map_or("–".into(), lat),
-                ratio(ours.p50_ms, theirs.map(|t| t.p50_ms), true)
-            ));
-        }
-        let thr = |t: &Throughput| {
-            format!(
-                "{:.0} cells/s ({} sessions)",
-                t.cells_per_second, t.sessions
-            )
-        };
-        rows.push(format!(
-            "| throughput, trivial cells | {} | {} | {} |",
-            thr(&s.throughput),
-            j.map_or("–".into(), |j| thr(&j.throughput)),
-            ratio(
-                s.throughput.cells_per_second,
-                j.map(|j| j.throughput.cells_per_second),
-                false
-            )
-        ));
-        let den = |d: &Density| {
-            format!(
-                "{} live: {:.0} MiB PSS in all, {:.1} MiB PSS / {:.1} MiB USS each{}",
-                d.sessions,
-                d.total_pss_mib,
-                d.pss_per_session_mib,
-                d.uss_per_session_mib,
-                if d.all_answered {
-                    ""
-                } else {
-                    " (some did not answer)"
-                }
-            )
-        };
-        rows.push(format!(
-            "| density (numpy, pandas, matplotlib imported) | {} | {} | {} |",
-            den(&s.density),
-            j.map_or("–".into(), |j| den(&j.density)),
-            ratio(
-                s.density.pss_per_session_mib,
-                j.map(|j| j.density.pss_per_session_mib),
-                true
-            )
-        ));
-        rows.join("\n")
-    }
 }
