@@ -1358,6 +1358,7 @@ async fn a_two_gigabyte_flood_of_output_costs_the_server_little_memory_over_json
         "SSE: the server grew by {} MiB",
         growth / MIB
     );
+    eprintln!("SSE: {} MiB of growth", growth / MIB);
 
     // The session still answers, with its state.
     assert_eq!(
