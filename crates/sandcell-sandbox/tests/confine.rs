@@ -165,6 +165,7 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
         .unwrap_or_default();
     let outside = TcpStream::connect_timeout(&([1, 1, 1, 1], 53).into(), Duration::from_secs(2));
     let hostname = nix::unistd::gethostname().unwrap_or_default();
+    let foreign_mounts = foreign_mounts(spec);
     let unshare = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS);
 
     let mut checks: Vec<(bool, &str, String)> = vec![
@@ -196,6 +197,11 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
             format!("{processes:?}"),
         ),
         (outside.is_err(), "no route outside", format!("{outside:?}")),
+        (
+            foreign_mounts.is_empty(),
+            "mountinfo names no host path beyond the spec's",
+            format!("{foreign_mounts:?}"),
+        ),
         (
             loopback().is_ok(),
             "loopback works",
@@ -237,6 +243,42 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
         let _ = writeln!(report, "{} {name} ({detail})", verdict(ok));
     }
     exit(0)
+}
+
+/// The lines of the session's mountinfo whose root (the directory of its filesystem the
+/// mount shows) or mount point is a host path the spec does not expose. A bind mount's
+/// root is the host path of what it binds, and the kernel has no way to hide it: a read-only
+/// path shows itself (the same path is visible inside anyway), and `/mnt/data` shows the
+/// host's working directory, which is therefore allowed here too.
+fn foreign_mounts(spec: &SandboxSpec) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let exposed = |path: &Path| {
+        spec.read_only_paths.iter().any(|p| path.starts_with(p))
+            || spec.etc_files.iter().any(|p| path == p)
+    };
+    table
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (Some(root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {
+                return true;
+            };
+            let (root, mount_point) = (Path::new(root), Path::new(mount_point));
+            let own_root = root == Path::new("/")
+                || root == mount_point
+                || (mount_point == Path::new(MOUNT_POINT) && root == spec.workdir)
+                // The bound device nodes show their name in the host's devtmpfs.
+                || (mount_point.parent() == Some(Path::new("/dev"))
+                    && root.parent() == Some(Path::new("/")));
+            let own_mount_point = ["/", "/tmp", "/dev", "/etc", "/proc", MOUNT_POINT]
+                .iter()
+                .any(|p| mount_point == Path::new(p))
+                || mount_point.starts_with("/dev")
+                || exposed(mount_point);
+            !(own_root && own_mount_point)
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// The allow-list, seen from the confined session through the real kernel: refused
