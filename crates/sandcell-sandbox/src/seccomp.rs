@@ -446,13 +446,16 @@ fn filtered_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, SandboxError> {
         .iter()
         .map(|&persona| rule(&[(0, SeccompCmpOp::Eq, persona)]))
         .collect::<Result<Vec<_>, _>>()?;
-    // Named pipes only (os.mkfifo); device nodes are refused by the kernel anyway.
-    let fifo_only = |mode_arg: u8| {
-        rule(&[(
-            mode_arg,
-            SeccompCmpOp::MaskedEq(u64::from(libc::S_IFMT)),
-            u64::from(libc::S_IFIFO),
-        )])
+    // Regular files, named pipes (os.mkfifo) and socket files; no device nodes (the
+    // kernel refuses them without CAP_MKNOD too). A mode without a type is a regular file.
+    let no_devices = |mode_arg: u8| {
+        [0, libc::S_IFREG, libc::S_IFIFO, libc::S_IFSOCK]
+            .iter()
+            .map(|&kind| {
+                let mask = SeccompCmpOp::MaskedEq(u64::from(libc::S_IFMT));
+                rule(&[(mode_arg, mask, u64::from(kind))])
+            })
+            .collect::<Result<Vec<_>, _>>()
     };
     let mut filtered = vec![
         // clone: flags (argument 0 on x86_64 and aarch64 alike) without namespace flags.
@@ -469,10 +472,10 @@ fn filtered_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, SandboxError> {
         (libc::SYS_socketpair, family_rules(&[libc::AF_UNIX])?),
         (libc::SYS_ioctl, ioctl),
         (libc::SYS_personality, personality),
-        (libc::SYS_mknodat, vec![fifo_only(2)?]),
+        (libc::SYS_mknodat, no_devices(2)?),
     ];
     #[cfg(target_arch = "x86_64")]
-    filtered.push((libc::SYS_mknod, vec![fifo_only(1)?]));
+    filtered.push((libc::SYS_mknod, no_devices(1)?));
     Ok(filtered)
 }
 
@@ -641,6 +644,16 @@ mod tests {
     #[cfg(not(target_arch = "x86_64"))]
     const SECCOMP_EXEMPT: &[libc::c_long] = &[];
 
+    /// Calls of [`filtered_rules`] that all-zero arguments satisfy: clone without flags,
+    /// personality(0), mknod of a regular file.
+    const ALLOWED_WITH_ZERO_ARGUMENTS: &[libc::c_long] = &[
+        libc::SYS_clone,
+        libc::SYS_personality,
+        libc::SYS_mknodat,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_mknod,
+    ];
+
     /// A probe: (number, the first five arguments).
     type Probe = (libc::c_long, [u64; 5]);
 
@@ -692,8 +705,7 @@ mod tests {
             .iter()
             .chain(ALLOWED_ARCH)
             .copied()
-            // With all-zero arguments: clone without flags, personality(0).
-            .chain([libc::SYS_clone, libc::SYS_personality])
+            .chain(ALLOWED_WITH_ZERO_ARGUMENTS.iter().copied())
             .collect();
         let mut wrong = Vec::new();
         for ((nr, _), errno) in results {
@@ -819,14 +831,16 @@ mod tests {
     }
 
     #[test]
-    fn only_named_pipes_can_be_created_with_mknod() {
+    fn mknod_creates_no_device_nodes() {
         let mknodat = |mode: u32| {
             result_of(
                 libc::SYS_mknodat,
                 [libc::AT_FDCWD as u64, 0, u64::from(mode), 0, 0],
             )
         };
-        assert_eq!(mknodat(libc::S_IFIFO | 0o600), MARKED);
+        for kind in [0, libc::S_IFREG, libc::S_IFIFO, libc::S_IFSOCK] {
+            assert_eq!(mknodat(kind | 0o600), MARKED, "type {kind:#o}");
+        }
         assert_eq!(mknodat(libc::S_IFCHR | 0o600), libc::EPERM);
         assert_eq!(mknodat(libc::S_IFBLK | 0o600), libc::EPERM);
     }

@@ -409,7 +409,7 @@ fn a_session_cannot_signal_the_host() {
 #[test]
 fn the_python_data_stack_works_under_the_syscall_allow_list() {
     let code = r#"
-import io, json, multiprocessing, os, socket, sqlite3, subprocess, tempfile, threading
+import io, json, multiprocessing, os, socket, sqlite3, stat, subprocess, tempfile, threading
 import numpy as np, pandas as pd, matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -443,6 +443,8 @@ server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
 client = socket.create_connection(server.getsockname()); conn, _ = server.accept()
 client.sendall(b"ping"); seen["socket"] = conn.recv(4).decode()
 seen["interfaces"] = [name for _, name in socket.if_nameindex()]
+os.mkfifo("/tmp/fifo")
+seen["fifo"] = stat.S_ISFIFO(os.stat("/tmp/fifo").st_mode)
 print(json.dumps(seen))
 "#;
     let workdir = tempfile::tempdir().unwrap();
@@ -461,6 +463,7 @@ print(json.dumps(seen))
         "tempfile": "temp",
         "socket": "ping",
         "interfaces": ["lo"],
+        "fifo": true,
     });
     assert_eq!(seen, expected);
 }
