@@ -372,6 +372,7 @@ const IOCTL_REQUESTS: &[libc::Ioctl] = &[
     libc::FIOCLEX,
     libc::FIONCLEX,
     libc::FIOASYNC,
+    // Reading what an interface is called, its index, flags, address, MTU.
     libc::SIOCGIFINDEX,
     libc::SIOCGIFNAME,
     libc::SIOCGIFCONF,
