@@ -5,7 +5,10 @@
 //!
 //! What the session sees: read-only system and Python directories, its working directory
 //! read-write at `mount_point`, a private `/tmp`, a minimal `/dev`, a fresh `/proc` of its
-//! own PID namespace, and a generated `/etc`. Nothing else of the host.
+//! own PID namespace, and a generated `/etc`. Nothing else of the host, except in
+//! `/proc/self/mountinfo`, where each bind mount's root field is the host path of the
+//! directory it binds (the working directory's included): the kernel derives it from the
+//! directory itself, whatever way the bind is made.
 
 use crate::error::{failed, SandboxError};
 use crate::spec::{Identity, SandboxSpec};

@@ -165,9 +165,10 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
         .unwrap_or_default();
     let outside = TcpStream::connect_timeout(&([1, 1, 1, 1], 53).into(), Duration::from_secs(2));
     let hostname = nix::unistd::gethostname().unwrap_or_default();
+    let foreign_mounts = foreign_mounts(spec);
     let unshare = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS);
 
-    let checks: Vec<(bool, &str, String)> = vec![
+    let mut checks: Vec<(bool, &str, String)> = vec![
         (
             nix::unistd::getuid().as_raw() == uid && nix::unistd::getgid().as_raw() == gid,
             "uid and gid are the sandbox identity",
@@ -196,6 +197,11 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
             format!("{processes:?}"),
         ),
         (outside.is_err(), "no route outside", format!("{outside:?}")),
+        (
+            foreign_mounts.is_empty(),
+            "mountinfo names no host path beyond the spec's",
+            format!("{foreign_mounts:?}"),
+        ),
         (
             loopback().is_ok(),
             "loopback works",
@@ -232,10 +238,133 @@ fn session(spec: &SandboxSpec, mut report: File) -> ! {
             format!("{unshare:?}"),
         ),
     ];
+    checks.extend(seccomp_checks());
     for (ok, name, detail) in checks {
         let _ = writeln!(report, "{} {name} ({detail})", verdict(ok));
     }
     exit(0)
+}
+
+/// The lines of the session's mountinfo whose root (the directory of its filesystem the
+/// mount shows) or mount point is a host path the spec does not expose. A bind mount's
+/// root is the host path of what it binds, and the kernel has no way to hide it: a read-only
+/// path shows itself (the same path is visible inside anyway), and `/mnt/data` shows the
+/// host's working directory, which is therefore allowed here too.
+fn foreign_mounts(spec: &SandboxSpec) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let exposed = |path: &Path| {
+        spec.read_only_paths.iter().any(|p| path.starts_with(p))
+            || spec.etc_files.iter().any(|p| path == p)
+    };
+    table
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (Some(root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {
+                return true;
+            };
+            let (root, mount_point) = (Path::new(root), Path::new(mount_point));
+            let own_root = root == Path::new("/")
+                || root == mount_point
+                || (mount_point == Path::new(MOUNT_POINT) && root == spec.workdir)
+                // The bound device nodes show their name in the host's devtmpfs.
+                || (mount_point.parent() == Some(Path::new("/dev"))
+                    && root.parent() == Some(Path::new("/")));
+            let own_mount_point = ["/", "/tmp", "/dev", "/etc", "/proc", MOUNT_POINT]
+                .iter()
+                .any(|p| mount_point == Path::new(p))
+                || mount_point.starts_with("/dev")
+                || exposed(mount_point);
+            !(own_root && own_mount_point)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The allow-list, seen from the confined session through the real kernel: refused
+/// socket families, an x32 number, namespace flags on clone, clone3, calls outside the
+/// list. (Every number of the table is probed by the unit tests of `seccomp.rs`.)
+fn seccomp_checks() -> Vec<(bool, &'static str, String)> {
+    let socket = |family: libc::c_int, kind: libc::c_int, protocol: libc::c_int| {
+        // SAFETY: socket(2) with plain integers; the descriptor is closed at once.
+        let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC, protocol) };
+        if fd >= 0 {
+            // SAFETY: we own fd.
+            unsafe { libc::close(fd) };
+            return Ok(());
+        }
+        Err(nix::errno::Errno::last())
+    };
+    let refused = |result: Result<(), nix::errno::Errno>| result == Err(nix::errno::Errno::EPERM);
+    // The errno of a raw call with one argument, None if it succeeded.
+    let errno_of = |nr: libc::c_long, arg0: libc::c_long| {
+        // SAFETY: each call probed here is refused by the filter (or, for getpid,
+        // harmless); a clone that got through is handled below.
+        let result = unsafe { libc::syscall(nr, arg0, 0, 0, 0, 0, 0) };
+        if result == 0 && nr == libc::SYS_clone {
+            exit(0); // a child the filter let through: leave at once
+        }
+        (result == -1).then(nix::errno::Errno::last)
+    };
+    let (sock_stream, sock_raw) = (libc::SOCK_STREAM, libc::SOCK_RAW);
+    let vsock = socket(libc::AF_VSOCK, sock_stream, 0);
+    let packet = socket(libc::AF_PACKET, sock_raw, 0);
+    let netlink_audit = socket(libc::AF_NETLINK, sock_raw, libc::NETLINK_AUDIT);
+    let netlink_uevent = socket(libc::AF_NETLINK, sock_raw, libc::NETLINK_KOBJECT_UEVENT);
+    let netlink_route = socket(libc::AF_NETLINK, sock_raw, libc::NETLINK_ROUTE);
+    let inet6 = socket(libc::AF_INET6, sock_stream, 0);
+    let new_user = errno_of(
+        libc::SYS_clone,
+        (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long,
+    );
+    let new_net = errno_of(
+        libc::SYS_clone,
+        (libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_long,
+    );
+    let clone3 = errno_of(libc::SYS_clone3, 0);
+    // Newer twins of refused calls, which a deny-list would have let through.
+    let (quotactl_fd, open_tree_attr) = (errno_of(libc::SYS_quotactl_fd, -1), errno_of(467, -1));
+    let eperm = Some(nix::errno::Errno::EPERM);
+    let mut checks = vec![
+        (refused(vsock), "AF_VSOCK refused", format!("{vsock:?}")),
+        (refused(packet), "AF_PACKET refused", format!("{packet:?}")),
+        (
+            refused(netlink_audit) && refused(netlink_uevent),
+            "AF_NETLINK refused beyond route queries",
+            format!("audit {netlink_audit:?}, uevent {netlink_uevent:?}"),
+        ),
+        (
+            netlink_route.is_ok() && inet6.is_ok(),
+            "AF_NETLINK route queries and AF_INET6 allowed",
+            format!("route {netlink_route:?}, inet6 {inet6:?}"),
+        ),
+        (
+            new_user == eperm && new_net == eperm,
+            "clone with namespace flags refused",
+            format!("NEWUSER {new_user:?}, NEWNET {new_net:?}"),
+        ),
+        (
+            clone3 == Some(nix::errno::Errno::ENOSYS),
+            "clone3 answers ENOSYS",
+            format!("{clone3:?}"),
+        ),
+        (
+            quotactl_fd == eperm && open_tree_attr == eperm,
+            "calls outside the list refused",
+            format!("quotactl_fd {quotactl_fd:?}, open_tree_attr {open_tree_attr:?}"),
+        ),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        let x32_getpid = errno_of(X32_SYSCALL_BIT | libc::SYS_getpid, 0);
+        checks.push((
+            x32_getpid == eperm,
+            "an x32 call refused",
+            format!("{x32_getpid:?}"),
+        ));
+    }
+    checks
 }
 
 fn loopback() -> std::io::Result<()> {

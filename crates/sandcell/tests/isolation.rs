@@ -405,3 +405,99 @@ fn a_session_cannot_signal_the_host() {
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
 }
+
+#[test]
+fn the_python_data_stack_works_under_the_syscall_allow_list() {
+    let code = r#"
+import io, json, multiprocessing, os, socket, sqlite3, stat, subprocess, tempfile, threading
+import numpy as np, pandas as pd, matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+seen = {}
+a = np.random.default_rng(0).random((200, 200))
+seen["numpy"] = bool(np.allclose(a @ np.linalg.inv(a), np.eye(200), atol=1e-6))
+df = pd.DataFrame({"x": range(10), "y": [v * v for v in range(10)]})
+df.to_csv("table.csv", index=False)
+seen["pandas"] = int(pd.read_csv("table.csv")["y"].sum())
+fig, ax = plt.subplots()
+ax.plot(df.x, df.y)
+png = io.BytesIO()
+fig.savefig(png, format="png")
+seen["png"] = png.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+seen["ls"] = subprocess.run(["ls", "/mnt/data"], capture_output=True, text=True).stdout.split()
+seen["shell"] = subprocess.run("echo piped | cat", shell=True, capture_output=True, text=True).stdout
+totals = []
+threads = [threading.Thread(target=lambda: totals.append(sum(range(10000)))) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+seen["threads"] = totals
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    seen["fork_pool"] = pool.map(abs, [-1, -2, -3])
+db = sqlite3.connect("data.sqlite")
+db.execute("create table t(x)"); db.execute("insert into t values (42)"); db.commit()
+seen["sqlite"] = db.execute("select x from t").fetchone()[0]
+with tempfile.TemporaryDirectory() as d:
+    with open(os.path.join(d, "f"), "w") as f: f.write("temp")
+    seen["tempfile"] = open(os.path.join(d, "f")).read()
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
+client = socket.create_connection(server.getsockname()); conn, _ = server.accept()
+client.sendall(b"ping"); seen["socket"] = conn.recv(4).decode()
+seen["interfaces"] = [name for _, name in socket.if_nameindex()]
+os.mkfifo("/tmp/fifo")
+seen["fifo"] = stat.S_ISFIFO(os.stat("/tmp/fifo").st_mode)
+print(json.dumps(seen))
+"#;
+    let workdir = tempfile::tempdir().unwrap();
+    let (cells, output) = run_json(&["--workdir", workdir.path().to_str().unwrap(), "-c", code]);
+    assert!(output.status.success(), "{output:?}");
+    let seen = printed_json(&cells[0]);
+    let expected = serde_json::json!({
+        "numpy": true,
+        "pandas": 285,
+        "png": true,
+        "ls": ["table.csv"],
+        "shell": "piped\n",
+        "threads": [49995000, 49995000, 49995000, 49995000],
+        "fork_pool": [1, 2, 3],
+        "sqlite": 42,
+        "tempfile": "temp",
+        "socket": "ping",
+        "interfaces": ["lo"],
+        "fifo": true,
+    });
+    assert_eq!(seen, expected);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")] // the call numbers below are x86_64's
+fn sockets_outside_the_allowed_families_and_x32_calls_are_refused() {
+    let code = r#"
+import ctypes, errno, json, socket
+def create(family, kind, protocol=0):
+    try:
+        socket.socket(family, kind, protocol).close()
+        return "created"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+libc = ctypes.CDLL(None, use_errno=True)
+def raw(number, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])
+    return errno.errorcode.get(ctypes.get_errno(), "none") if result == -1 else "succeeded"
+print(json.dumps({
+    "vsock": create(40, socket.SOCK_STREAM),
+    "packet": create(17, socket.SOCK_RAW),
+    "netlink_audit": create(16, socket.SOCK_RAW, 9),
+    "netlink_uevent": create(16, socket.SOCK_RAW, 15),
+    "x32_getpid": raw(0x40000000 | 39),
+    "clone_newuser": raw(56, 0x10000000 | 17, 0, 0, 0, 0),
+    "open_tree_attr": raw(467, -1, 0, 0, 0, 0),
+}))
+"#;
+    let (cells, output) = run_json(&["-c", code]);
+    assert!(output.status.success(), "{output:?}");
+    let seen = printed_json(&cells[0]);
+    for (call, outcome) in seen.as_object().unwrap() {
+        assert_eq!(outcome, "EPERM", "{call}: {seen}");
+    }
+}
