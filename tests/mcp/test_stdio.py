@@ -289,3 +289,41 @@ def test_the_process_exits_cleanly_when_the_client_disconnects():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_output_arrives_as_progress_before_the_result():
+    async def test():
+        async with connect() as client:
+            progress: list[str] = []
+            result_seen = False
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                assert not result_seen
+                progress.append(message or "")
+
+            result = await client.session.call_tool(
+                "run_python",
+                {"code": "import time\nfor i in range(3):\n    print(f'line {i}', flush=True)\n    time.sleep(0.2)"},
+                progress_callback=on_progress,
+            )
+            result_seen = True
+            assert not result.is_error, texts(result)
+            assert "".join(progress) == "line 0\nline 1\nline 2\n"
+
+    run(test)
+
+
+def test_cancelling_a_call_interrupts_the_code_and_keeps_the_session():
+    async def test():
+        async with connect() as client:
+            await client.run("kept = 'still here'")
+            with anyio.move_on_after(1) as scope:
+                await client.run("while True: pass")
+            assert scope.cancelled_caught
+            # Without the interrupt the loop would run to the session's time limit and
+            # this call would find the session busy.
+            after = await client.run("kept")
+            assert not after.is_error, texts(after)
+            assert texts(after) == "'still here'"
+
+    run(test)

@@ -20,14 +20,20 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 use sandcell_service::{
-    LimitsRequest, LoggedEvent, PageRequest, Service, ServiceError, SessionLimits, User, WorkDir,
+    ExecutionLog, LimitsRequest, LoggedEvent, PageRequest, Service, ServiceError, SessionLimits,
+    User, WorkDir,
 };
 use sandcell_session::ExecEvent;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// How long a call waits for a cancelled run of its session to finish being interrupted,
+/// rather than finding the session busy.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// The most `read_file` returns at once, and the largest file a resource read returns.
 const MAX_READ_BYTES: u64 = 8 * 1024 * 1024;
 /// The most files `resources/list` names, over all of the caller's sessions.
@@ -61,6 +67,8 @@ pub struct SandcellMcp {
     config: Arc<McpConfig>,
     /// Created on first use by a tool called without `session_id`.
     default_session: Arc<Mutex<Option<String>>>,
+    /// Runs whose call was cancelled, by session, until they end.
+    cancelled_runs: Arc<std::sync::Mutex<HashMap<String, Arc<ExecutionLog>>>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -72,6 +80,7 @@ impl SandcellMcp {
             user,
             config: Arc::new(config),
             default_session: Arc::default(),
+            cancelled_runs: Arc::default(),
             tool_router: Self::tool_router(),
         }
     }
@@ -268,6 +277,7 @@ impl SandcellMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ServiceError> {
         let session_id = self.session_id(args.session_id).await?;
+        self.let_cancelled_run_finish(&session_id).await;
         let log = self
             .service
             .sessions
@@ -282,6 +292,7 @@ impl SandcellMcp {
                 () = context.ct.cancelled(), if !interrupted => {
                     // The client gave up on the call: stop the code, keep the session.
                     interrupted = true;
+                    self.cancelled_runs().insert(session_id.clone(), log.clone());
                     self.service.sessions.interrupt(&self.user, &session_id)?;
                     continue;
                 }
@@ -294,7 +305,12 @@ impl SandcellMcp {
             seen += entries.len();
             for entry in entries {
                 match entry {
-                    LoggedEvent::End(result) => return execution_result(&session_id, result?),
+                    LoggedEvent::End(result) => {
+                        if interrupted {
+                            self.cancelled_runs().remove(&session_id);
+                        }
+                        return execution_result(&session_id, result?);
+                    }
                     LoggedEvent::Output(ExecEvent::Stdout(text) | ExecEvent::Stderr(text)) => {
                         if let Some(token) = &progress_token {
                             let mut progress =
@@ -308,6 +324,34 @@ impl SandcellMcp {
                 }
             }
         }
+    }
+
+    /// Waits (briefly) for the end of a run in `session_id` whose call was cancelled, so
+    /// that the next call finds the session free instead of busy.
+    async fn let_cancelled_run_finish(&self, session_id: &str) {
+        let Some(log) = self.cancelled_runs().get(session_id).cloned() else {
+            return;
+        };
+        // Whatever it ended with was for a call nobody waits for any more.
+        if tokio::time::timeout(INTERRUPT_GRACE, log.result())
+            .await
+            .is_ok()
+        {
+            let mut cancelled = self.cancelled_runs();
+            if cancelled
+                .get(session_id)
+                .is_some_and(|kept| Arc::ptr_eq(kept, &log))
+            {
+                cancelled.remove(session_id);
+            }
+        }
+    }
+
+    fn cancelled_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecutionLog>>> {
+        // Only whole entries are inserted and removed: a panic cannot leave the map torn.
+        self.cancelled_runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn upload(&self, args: UploadFile) -> Result<CallToolResult, ServiceError> {
