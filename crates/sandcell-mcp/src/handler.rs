@@ -30,6 +30,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 /// How long a call waits for a cancelled run of its session to finish being interrupted,
 /// rather than finding the session busy.
@@ -59,6 +60,14 @@ pub struct McpConfig {
     pub max_upload_bytes: u64,
 }
 
+/// A `run_python` call under way.
+#[derive(Clone)]
+struct Run {
+    log: Arc<ExecutionLog>,
+    /// Cancelled when the client cancels the call (then the code is being interrupted).
+    call: CancellationToken,
+}
+
 /// One client's connection: the user it acts for and its default session.
 #[derive(Clone)]
 pub struct SandcellMcp {
@@ -67,8 +76,8 @@ pub struct SandcellMcp {
     config: Arc<McpConfig>,
     /// Created on first use by a tool called without `session_id`.
     default_session: Arc<Mutex<Option<String>>>,
-    /// Runs whose call was cancelled, by session, until they end.
-    cancelled_runs: Arc<std::sync::Mutex<HashMap<String, Arc<ExecutionLog>>>>,
+    /// The run under way in each session, as this connection started it.
+    runs: Arc<std::sync::Mutex<HashMap<String, Run>>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -80,7 +89,7 @@ impl SandcellMcp {
             user,
             config: Arc::new(config),
             default_session: Arc::default(),
-            cancelled_runs: Arc::default(),
+            runs: Arc::default(),
             tool_router: Self::tool_router(),
         }
     }
@@ -283,6 +292,13 @@ impl SandcellMcp {
             .sessions
             .execute(&self.user, &session_id, args.code, args.timeout_s)
             .await?;
+        self.runs().insert(
+            session_id.clone(),
+            Run {
+                log: log.clone(),
+                call: context.ct.clone(),
+            },
+        );
         let progress_token = context.meta.get_progress_token();
         let mut interrupted = false;
         let mut seen = 0;
@@ -292,7 +308,6 @@ impl SandcellMcp {
                 () = context.ct.cancelled(), if !interrupted => {
                     // The client gave up on the call: stop the code, keep the session.
                     interrupted = true;
-                    self.cancelled_runs().insert(session_id.clone(), log.clone());
                     self.service.sessions.interrupt(&self.user, &session_id)?;
                     continue;
                 }
@@ -306,9 +321,7 @@ impl SandcellMcp {
             for entry in entries {
                 match entry {
                     LoggedEvent::End(result) => {
-                        if interrupted {
-                            self.cancelled_runs().remove(&session_id);
-                        }
+                        self.forget_run(&session_id, &log);
                         return execution_result(&session_id, result?);
                     }
                     LoggedEvent::Output(ExecEvent::Stdout(text) | ExecEvent::Stderr(text)) => {
@@ -327,29 +340,33 @@ impl SandcellMcp {
     }
 
     /// Waits (briefly) for the end of a run in `session_id` whose call was cancelled, so
-    /// that the next call finds the session free instead of busy.
+    /// that the next call finds the session free instead of busy. The SDK cancels a call's
+    /// token when the cancellation arrives, before it reads the next request; the
+    /// interrupt itself is sent by the cancelled call's own task.
     async fn let_cancelled_run_finish(&self, session_id: &str) {
-        let Some(log) = self.cancelled_runs().get(session_id).cloned() else {
+        let Some(run) = self.runs().get(session_id).cloned() else {
             return;
         };
-        // Whatever it ended with was for a call nobody waits for any more.
-        if tokio::time::timeout(INTERRUPT_GRACE, log.result())
-            .await
-            .is_ok()
-        {
-            let mut cancelled = self.cancelled_runs();
-            if cancelled
-                .get(session_id)
-                .is_some_and(|kept| Arc::ptr_eq(kept, &log))
-            {
-                cancelled.remove(session_id);
-            }
+        if run.call.is_cancelled() {
+            // Whatever it ended with was for a call nobody waits for any more.
+            let _ = tokio::time::timeout(INTERRUPT_GRACE, run.log.result()).await;
+            self.forget_run(session_id, &run.log);
         }
     }
 
-    fn cancelled_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecutionLog>>> {
+    fn forget_run(&self, session_id: &str, log: &Arc<ExecutionLog>) {
+        let mut runs = self.runs();
+        if runs
+            .get(session_id)
+            .is_some_and(|run| Arc::ptr_eq(&run.log, log))
+        {
+            runs.remove(session_id);
+        }
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
         // Only whole entries are inserted and removed: a panic cannot leave the map torn.
-        self.cancelled_runs
+        self.runs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
