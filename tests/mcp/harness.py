@@ -1,9 +1,11 @@
-"""Connects the official Python MCP SDK to `sandcell mcp` and checks what sandcell sends.
+"""Connects the official Python MCP SDK to sandcell and checks what sandcell sends.
 
-Every line sandcell writes is recorded as it was sent (through the SDK's stdio line
-parser) and validated, when the connection closes, against the MCP JSON Schema of the
-protocol version negotiated: as a JSON-RPC message, each result as the result of the
-method it answers, each notification as a server notification.
+Over stdio (`sandcell mcp`) every line sandcell writes is recorded as it was sent
+(through the SDK's stdio line parser); over Streamable HTTP (`sandcell serve` at `/mcp`)
+every message the SDK received is recorded as it arrived. When the connection closes,
+each is validated against the MCP JSON Schema of the protocol version negotiated: as a
+JSON-RPC message, each result as the result of the method it answers, each notification
+as a server notification.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -19,7 +21,9 @@ import anyio
 import jsonschema
 import mcp.types as types
 from mcp import ClientSession
+import httpx2
 from mcp.client import stdio
+from mcp.client.streamable_http import streamable_http_client
 
 SANDCELL = os.environ.get("SANDCELL_BIN", "sandcell")
 SCHEMA_DIR = Path(os.environ.get("MCP_SCHEMA_DIR", "../shared/reference/mcp-schema"))
@@ -98,17 +102,34 @@ class Connection:
 
 
 @asynccontextmanager
-async def connect(version: str = "2025-11-25", args: tuple[str, ...] = ()) -> AsyncIterator[Connection]:
-    """A session with a fresh `sandcell mcp`, initialized at protocol `version`."""
-    params = stdio.StdioServerParameters(command=SANDCELL, args=["mcp", *args])
+async def connect(
+    version: str = "2025-11-25", args: tuple[str, ...] = (), http: tuple[str, str] | None = None
+) -> AsyncIterator[Connection]:
+    """A client initialized at protocol `version`: of a fresh `sandcell mcp` started with
+    `args`, or, with `http` = (URL, API key), of a running `sandcell serve`."""
     sent: dict[Any, str] = {}
+    received: list[str] = []
     start = len(received_lines)
-    async with stdio.stdio_client(params, errlog=sys.stderr) as (read_stream, write_stream):
-        # Requests pass through here on their way out, so that answers can be matched
-        # to the method they answer.
+    async with AsyncExitStack() as stack:
+        if http is None:
+            params = stdio.StdioServerParameters(command=SANDCELL, args=["mcp", *args])
+            read_stream, write_stream = await stack.enter_async_context(stdio.stdio_client(params, errlog=sys.stderr))
+        else:
+            url, key = http
+            client = await stack.enter_async_context(
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            )
+            read_stream, write_stream = await stack.enter_async_context(
+                streamable_http_client(url, http_client=client)
+            )
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)
+        # Requests pass through here on their way out, so that answers can be matched to
+        # the method they answer; over HTTP, what comes in is recorded here too.
         outgoing_send, outgoing_receive = anyio.create_memory_object_stream(0)
+        incoming_send, incoming_receive = anyio.create_memory_object_stream(0)
 
-        async def forward():
+        async def forward_out():
             async with outgoing_receive:
                 async for session_message in outgoing_receive:
                     root = session_message.message
@@ -117,25 +138,31 @@ async def connect(version: str = "2025-11-25", args: tuple[str, ...] = ()) -> As
                         sent[root.id] = method
                     await write_stream.send(session_message)
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(forward)
-            async with ClientSession(read_stream, outgoing_send) as session:
-                connection = Connection(session, version, sent)
-                connection.initialize_result = await session.send_request(
-                    types.InitializeRequest(
-                        params=types.InitializeRequestParams(
-                            protocol_version=version,
-                            capabilities=types.ClientCapabilities(),
-                            client_info=types.Implementation(name="sandcell-tests", version="1"),
-                        )
-                    ),
-                    types.InitializeResult,
+        async def forward_in():
+            async with incoming_send:
+                async for item in read_stream:
+                    if http is not None and not isinstance(item, Exception):
+                        received.append(item.message.model_dump_json(by_alias=True, exclude_unset=True))
+                    await incoming_send.send(item)
+
+        tasks.start_soon(forward_out)
+        tasks.start_soon(forward_in)
+        session = await stack.enter_async_context(ClientSession(incoming_receive, outgoing_send))
+        connection = Connection(session, version, sent)
+        connection.initialize_result = await session.send_request(
+            types.InitializeRequest(
+                params=types.InitializeRequestParams(
+                    protocol_version=version,
+                    capabilities=types.ClientCapabilities(),
+                    client_info=types.Implementation(name="sandcell-tests", version="1"),
                 )
-                session.adopt(connection.initialize_result)
-                await session.send_notification(types.InitializedNotification())
-                yield connection
-            tasks.cancel_scope.cancel()
-    lines = received_lines[start:]
+            ),
+            types.InitializeResult,
+        )
+        session.adopt(connection.initialize_result)
+        await session.send_notification(types.InitializedNotification())
+        yield connection
+    lines = received if http is not None else received_lines[start:]
     if schemas_present():
         negotiated = connection.initialize_result.protocol_version
         # At least the answer to initialize was checked as an InitializeResult.

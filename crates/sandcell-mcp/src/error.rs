@@ -18,14 +18,19 @@ pub(crate) fn tool_error(error: ServiceError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(sentence)])
 }
 
-/// A resource read the core refused or failed, as a JSON-RPC error.
+/// A resource read the core refused or failed, as a JSON-RPC error naming the resource.
 pub(crate) fn resource_error(error: ServiceError, uri: &str) -> ErrorData {
-    let data = Some(serde_json::json!({ "uri": uri }));
+    protocol_error(error, Some(serde_json::json!({ "uri": uri })))
+}
+
+/// A request other than a tool call the core refused or failed, as a JSON-RPC error.
+pub(crate) fn protocol_error(error: ServiceError, data: Option<serde_json::Value>) -> ErrorData {
     match error {
         ServiceError::NotFound(message) => ErrorData::resource_not_found(message, data),
         ServiceError::Invalid(message) | ServiceError::InvalidPath(message) => {
             ErrorData::invalid_params(message, data)
         }
+        ServiceError::Unauthorized(message) => ErrorData::invalid_request(message, data),
         other => ErrorData::internal_error(other.to_string(), data),
     }
 }
@@ -64,5 +69,10 @@ mod tests {
         );
         let bad = resource_error(ServiceError::InvalidPath("bad".into()), "u");
         assert_eq!(bad.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        let stranger = protocol_error(ServiceError::Unauthorized("No key.".into()), None);
+        assert_eq!(
+            (stranger.code, stranger.message.as_ref()),
+            (rmcp::model::ErrorCode::INVALID_REQUEST, "No key.")
+        );
     }
 }

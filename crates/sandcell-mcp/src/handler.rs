@@ -1,6 +1,6 @@
 //! [`SandcellMcp`]: one client's connection, its tools and its resources.
 
-use crate::error::{resource_error, tool_error};
+use crate::error::{protocol_error, resource_error, tool_error};
 use crate::params::{
     CreateSession, CreatedSession, FileList, FileRead, ListedFile, MaybeSessionId, ReadFile,
     RunOutput, RunPython, SessionId, SessionList, SessionSummary, UploadFile,
@@ -12,10 +12,10 @@ use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities,
-    ServerConfig,
+    CallToolResult, ContentBlock, Implementation, InitializeRequestParams, InitializeResult,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
@@ -27,7 +27,7 @@ use sandcell_session::ExecEvent;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -54,8 +54,8 @@ const INSTRUCTIONS: &str = "sandcell runs Python in stateful, sandboxed sessions
 #[derive(Debug, Clone)]
 pub struct McpConfig {
     /// The limits of each connection's default session, and of `create_session` without
-    /// limits.
-    pub default_limits: SessionLimits,
+    /// limits; `None`: the core's defaults within the service's ceilings.
+    pub default_limits: Option<SessionLimits>,
     /// The largest file `upload_file` accepts, in bytes.
     pub max_upload_bytes: u64,
 }
@@ -68,11 +68,21 @@ struct Run {
     call: CancellationToken,
 }
 
+/// Whom a connection acts for.
+#[derive(Clone)]
+enum Caller {
+    /// The one user of this process (stdio).
+    Fixed(User),
+    /// The user the HTTP server authenticated for each request (a [`User`] in the
+    /// request's extensions); the first request's user owns the connection.
+    PerRequest(Arc<OnceLock<i64>>),
+}
+
 /// One client's connection: the user it acts for and its default session.
 #[derive(Clone)]
 pub struct SandcellMcp {
     service: Arc<Service>,
-    user: User,
+    caller: Caller,
     config: Arc<McpConfig>,
     /// Created on first use by a tool called without `session_id`.
     default_session: Arc<Mutex<Option<String>>>,
@@ -83,10 +93,21 @@ pub struct SandcellMcp {
 
 #[tool_router]
 impl SandcellMcp {
+    /// A connection acting for `user` (stdio: the process's own user).
     pub fn new(service: Arc<Service>, user: User, config: McpConfig) -> Self {
+        Self::with_caller(service, Caller::Fixed(user), config)
+    }
+
+    /// A connection whose requests each carry the [`User`] the HTTP server authenticated,
+    /// in the extensions of their `http::request::Parts`.
+    pub fn authenticated_per_request(service: Arc<Service>, config: McpConfig) -> Self {
+        Self::with_caller(service, Caller::PerRequest(Arc::default()), config)
+    }
+
+    fn with_caller(service: Arc<Service>, caller: Caller, config: McpConfig) -> Self {
         Self {
             service,
-            user,
+            caller,
             config: Arc::new(config),
             default_session: Arc::default(),
             runs: Arc::default(),
@@ -113,15 +134,17 @@ impl SandcellMcp {
     async fn create_session(
         &self,
         Parameters(args): Parameters<CreateSession>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let created = async {
+            let user = self.user(&context)?;
             let limits = match args.limits {
-                None => self.config.default_limits.clone(),
+                None => self.default_limits()?,
                 Some(limits) => {
                     LimitsRequest::from(limits).resolve(&self.service.config.max_limits)?
                 }
             };
-            let session = self.service.sessions.create(&self.user, limits).await?;
+            let session = self.service.sessions.create(&user, limits).await?;
             structured(&CreatedSession {
                 session_id: session.id,
             })
@@ -133,13 +156,17 @@ impl SandcellMcp {
         description = "List your Python sessions with their state (idle, busy, or stopped: variables gone, files kept).",
         output_schema = schema_for_output::<SessionList>()
     )]
-    async fn list_sessions(&self) -> Result<CallToolResult, ErrorData> {
+    async fn list_sessions(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
         let listed = async {
+            let user = self.user(&context)?;
             let default = self.default_session.lock().await.clone();
             let mut sessions = Vec::new();
             let mut page = PageRequest::default();
             loop {
-                let found = self.service.sessions.list(&self.user, &page)?;
+                let found = self.service.sessions.list(&user, &page)?;
                 sessions.extend(
                     found
                         .data
@@ -160,12 +187,11 @@ impl SandcellMcp {
     async fn close_session(
         &self,
         Parameters(SessionId { session_id }): Parameters<SessionId>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let closed = async {
-            self.service
-                .sessions
-                .delete(&self.user, &session_id)
-                .await?;
+            let user = self.user(&context)?;
+            self.service.sessions.delete(&user, &session_id).await?;
             let mut default = self.default_session.lock().await;
             if default.as_deref() == Some(session_id.as_str()) {
                 *default = None;
@@ -181,12 +207,11 @@ impl SandcellMcp {
     async fn restart_session(
         &self,
         Parameters(SessionId { session_id }): Parameters<SessionId>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let restarted = async {
-            self.service
-                .sessions
-                .restart(&self.user, &session_id)
-                .await?;
+            let user = self.user(&context)?;
+            self.service.sessions.restart(&user, &session_id).await?;
             Ok(text_result(format!(
                 "Session {session_id} has a fresh Python process: variables are gone, files in {MOUNT} remain."
             )))
@@ -200,8 +225,12 @@ impl SandcellMcp {
     async fn interrupt(
         &self,
         Parameters(SessionId { session_id }): Parameters<SessionId>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let interrupted = match self.service.sessions.interrupt(&self.user, &session_id) {
+        let interrupted = match self
+            .user(&context)
+            .and_then(|user| self.service.sessions.interrupt(&user, &session_id))
+        {
             Ok(true) => text_result(format!(
                 "The code running in session {session_id} was interrupted."
             )),
@@ -217,8 +246,10 @@ impl SandcellMcp {
     async fn upload_file(
         &self,
         Parameters(args): Parameters<UploadFile>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.upload(args).await.unwrap_or_else(tool_error))
+        let uploaded = async { self.upload(&self.user(&context)?, args).await };
+        Ok(uploaded.await.unwrap_or_else(tool_error))
     }
 
     #[tool(
@@ -228,10 +259,12 @@ impl SandcellMcp {
     async fn list_files(
         &self,
         Parameters(MaybeSessionId { session_id }): Parameters<MaybeSessionId>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let listed = async {
-            let session_id = self.session_id(session_id).await?;
-            let workdir = self.service.sessions.workdir(&self.user, &session_id)?;
+            let user = self.user(&context)?;
+            let session_id = self.session_id(&user, session_id).await?;
+            let workdir = self.service.sessions.workdir(&user, &session_id)?;
             let files = blocking(move || Ok(workdir.list()?)).await?;
             let files = files
                 .into_iter()
@@ -255,14 +288,43 @@ impl SandcellMcp {
     async fn read_file(
         &self,
         Parameters(args): Parameters<ReadFile>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.read(args).await.unwrap_or_else(tool_error))
+        let read = async { self.read(&self.user(&context)?, args).await };
+        Ok(read.await.unwrap_or_else(tool_error))
     }
 }
 
 impl SandcellMcp {
+    fn default_limits(&self) -> Result<SessionLimits, ServiceError> {
+        match &self.config.default_limits {
+            Some(limits) => Ok(limits.clone()),
+            None => LimitsRequest::default().resolve(&self.service.config.max_limits),
+        }
+    }
+
+    /// The user a request acts for.
+    fn user(&self, context: &RequestContext<RoleServer>) -> Result<User, ServiceError> {
+        let owner = match &self.caller {
+            Caller::Fixed(user) => return Ok(user.clone()),
+            Caller::PerRequest(owner) => owner,
+        };
+        let user = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<User>())
+            .cloned()
+            .ok_or_else(|| ServiceError::Unauthorized("This request carries no API key.".into()))?;
+        if *owner.get_or_init(|| user.id) != user.id {
+            return Err(ServiceError::Unauthorized(
+                "This MCP session was started with another API key.".into(),
+            ));
+        }
+        Ok(user)
+    }
+
     /// The session a tool names, or the connection's default one (created now if needed).
-    async fn session_id(&self, asked: Option<String>) -> Result<String, ServiceError> {
+    async fn session_id(&self, user: &User, asked: Option<String>) -> Result<String, ServiceError> {
         if let Some(id) = asked {
             return Ok(id);
         }
@@ -273,7 +335,7 @@ impl SandcellMcp {
         let session = self
             .service
             .sessions
-            .create(&self.user, self.config.default_limits.clone())
+            .create(user, self.default_limits()?)
             .await?;
         Ok(default.insert(session.id).clone())
     }
@@ -285,12 +347,13 @@ impl SandcellMcp {
         args: RunPython,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ServiceError> {
-        let session_id = self.session_id(args.session_id).await?;
+        let user = self.user(&context)?;
+        let session_id = self.session_id(&user, args.session_id).await?;
         self.let_cancelled_run_finish(&session_id).await;
         let log = self
             .service
             .sessions
-            .execute(&self.user, &session_id, args.code, args.timeout_s)
+            .execute(&user, &session_id, args.code, args.timeout_s)
             .await?;
         self.runs().insert(
             session_id.clone(),
@@ -308,7 +371,7 @@ impl SandcellMcp {
                 () = context.ct.cancelled(), if !interrupted => {
                     // The client gave up on the call: stop the code, keep the session.
                     interrupted = true;
-                    self.service.sessions.interrupt(&self.user, &session_id)?;
+                    self.service.sessions.interrupt(&user, &session_id)?;
                     continue;
                 }
             };
@@ -371,7 +434,7 @@ impl SandcellMcp {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn upload(&self, args: UploadFile) -> Result<CallToolResult, ServiceError> {
+    async fn upload(&self, user: &User, args: UploadFile) -> Result<CallToolResult, ServiceError> {
         let content = match (args.text, args.base64) {
             (Some(text), None) => text.into_bytes(),
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
@@ -391,8 +454,8 @@ impl SandcellMcp {
             )));
         }
         let path = file_path(&args.path)?;
-        let session_id = self.session_id(args.session_id).await?;
-        let workdir = self.service.sessions.workdir(&self.user, &session_id)?;
+        let session_id = self.session_id(user, args.session_id).await?;
+        let workdir = self.service.sessions.workdir(user, &session_id)?;
         let staging = self.service.config.staging_dir();
         let stored = blocking(move || {
             let mut staged = tempfile::NamedTempFile::new_in(staging)
@@ -409,7 +472,7 @@ impl SandcellMcp {
         )))
     }
 
-    async fn read(&self, args: ReadFile) -> Result<CallToolResult, ServiceError> {
+    async fn read(&self, user: &User, args: ReadFile) -> Result<CallToolResult, ServiceError> {
         let path = file_path(&args.path)?;
         let offset = args.offset.unwrap_or(0);
         let max_bytes = args.max_bytes.unwrap_or(MAX_READ_BYTES);
@@ -418,8 +481,8 @@ impl SandcellMcp {
                 "max_bytes must be more than 0 and at most {MAX_READ_BYTES}, not {max_bytes}."
             )));
         }
-        let session_id = self.session_id(args.session_id).await?;
-        let workdir = self.service.sessions.workdir(&self.user, &session_id)?;
+        let session_id = self.session_id(user, args.session_id).await?;
+        let workdir = self.service.sessions.workdir(user, &session_id)?;
         let (bytes, read) = blocking(move || read_part(&workdir, &path, offset, max_bytes)).await?;
         file_part_result(file_uri(&session_id, &read.path), bytes, read)
     }
@@ -491,6 +554,19 @@ impl ServerHandler for SandcellMcp {
         .with_instructions(INSTRUCTIONS)
     }
 
+    /// Negotiates as the SDK does; over HTTP the user of this first request owns the
+    /// connection from now on.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.user(&context)
+            .map_err(|error| protocol_error(error, None))?;
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(&PROTOCOL_VERSIONS)
     }
@@ -513,16 +589,14 @@ impl ServerHandler for SandcellMcp {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let listed = async {
-            let sessions = self
-                .service
-                .sessions
-                .list(&self.user, &PageRequest::default())?;
+            let user = self.user(&context)?;
+            let sessions = self.service.sessions.list(&user, &PageRequest::default())?;
             let mut resources = Vec::new();
             for session in sessions.data {
-                let workdir = self.service.sessions.workdir(&self.user, &session.id)?;
+                let workdir = self.service.sessions.workdir(&user, &session.id)?;
                 let files = blocking(move || Ok(workdir.list()?)).await?;
                 resources.extend(files.into_iter().map(|file| {
                     Resource::new(file_uri(&session.id, &file.path), file.path)
@@ -545,12 +619,13 @@ impl ServerHandler for SandcellMcp {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri;
         let read = async {
+            let user = self.user(&context)?;
             let (session_id, path) = parse_file_uri(&uri)?;
-            let workdir = self.service.sessions.workdir(&self.user, &session_id)?;
+            let workdir = self.service.sessions.workdir(&user, &session_id)?;
             let (bytes, read) =
                 blocking(move || read_part(&workdir, &path, 0, MAX_READ_BYTES)).await?;
             if read.more {

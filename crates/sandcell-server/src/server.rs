@@ -104,7 +104,7 @@ impl Server {
         };
         let background = [sessions.spawn_idle_reaper(), sessions.spawn_warm_refill()];
         let stop = CancellationToken::new();
-        let app = crate::api::router(state);
+        let app = crate::api::router(state, stop.clone());
         let mut serving = tokio::spawn(
             axum::serve(self.listener, app)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())

@@ -80,7 +80,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         service,
         user,
         McpConfig {
-            default_limits: limits,
+            default_limits: Some(limits),
             max_upload_bytes: args.max_upload.saturating_mul(MIB),
         },
     );

@@ -1,4 +1,5 @@
-"""`sandcell mcp` driven by the official Python MCP SDK over stdio."""
+"""sandcell driven by the official Python MCP SDK, over stdio (`sandcell mcp`) and over
+Streamable HTTP (`sandcell serve` at `/mcp`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import jsonschema
 import mcp.types as types
 import pytest
 
-from harness import SANDCELL, SCHEMA_DIR, connect, schemas_present, texts
+from harness import SANDCELL, SCHEMA_DIR, schemas_present, texts
 
 VERSIONS = ["2025-06-18", "2025-11-25"]
 TOOLS = {
@@ -41,9 +42,9 @@ def test_the_schemas_are_there_to_validate_against():
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_each_supported_version_is_negotiated_and_the_tools_are_valid(version):
+def test_each_supported_version_is_negotiated_and_the_tools_are_valid(open_client, version):
     async def test():
-        async with connect(version) as client:
+        async with open_client(version) as client:
             info = client.initialize_result
             assert info.protocol_version == version
             assert info.server_info.name == "sandcell"
@@ -77,9 +78,9 @@ def test_each_supported_version_is_negotiated_and_the_tools_are_valid(version):
     run(test)
 
 
-def test_state_is_kept_between_calls_in_the_default_session():
+def test_state_is_kept_between_calls_in_the_default_session(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             first = await client.run("x = 41\nprint('set')")
             assert not first.is_error
             assert texts(first) == "set\n"
@@ -96,9 +97,9 @@ def test_state_is_kept_between_calls_in_the_default_session():
     run(test)
 
 
-def test_a_plot_comes_back_as_a_png_image():
+def test_a_plot_comes_back_as_a_png_image(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             result = await client.run("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')")
             assert not result.is_error, texts(result)
             images = [block for block in result.content if isinstance(block, types.ImageContent)]
@@ -112,9 +113,9 @@ def test_a_plot_comes_back_as_a_png_image():
     run(test)
 
 
-def test_an_exception_is_an_error_result_with_the_traceback():
+def test_an_exception_is_an_error_result_with_the_traceback(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             result = await client.run("def f():\n    return 1 / 0\nf()")
             assert result.is_error
             text = texts(result)
@@ -128,12 +129,12 @@ def test_an_exception_is_an_error_result_with_the_traceback():
     run(test)
 
 
-def test_files_go_in_and_come_back_byte_for_byte():
+def test_files_go_in_and_come_back_byte_for_byte(open_client):
     binary = bytes(range(256)) * 4
     text = "héllo, wörld\nline 2\n"
 
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             uploaded = await client.call("upload_file", {"path": "notes/a.txt", "text": text})
             assert not uploaded.is_error, texts(uploaded)
             uploaded = await client.call(
@@ -180,11 +181,11 @@ def test_files_go_in_and_come_back_byte_for_byte():
     run(test)
 
 
-def test_large_files_are_read_in_pages():
+def test_large_files_are_read_in_pages(open_client):
     content = bytes((i * 7) % 251 for i in range(1000))
 
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             await client.call("upload_file", {"path": "data.bin", "base64": base64.b64encode(content).decode()})
             pages = []
             offset = 0
@@ -203,9 +204,9 @@ def test_large_files_are_read_in_pages():
     run(test)
 
 
-def test_sessions_are_created_restarted_and_closed():
+def test_sessions_are_created_restarted_and_closed(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             created = await client.call("create_session", {"limits": {"timeout_secs": 30}})
             assert not created.is_error, texts(created)
             session_id = created.structured_content["session_id"]
@@ -230,9 +231,9 @@ def test_sessions_are_created_restarted_and_closed():
     run(test)
 
 
-def test_bad_input_gets_tool_errors_in_one_sentence():
+def test_bad_input_gets_tool_errors_in_one_sentence(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             unknown = await client.run("1", session_id="no-such-session")
             assert unknown.is_error and texts(unknown) == "There is no session no-such-session."
             await client.run("import os\nos.symlink('/etc/passwd', '/mnt/data/link')")
@@ -291,9 +292,9 @@ def test_the_process_exits_cleanly_when_the_client_disconnects():
             process.wait()
 
 
-def test_output_arrives_as_progress_before_the_result():
+def test_output_arrives_as_progress_before_the_result(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             progress: list[str] = []
             result_seen = False
 
@@ -313,9 +314,9 @@ def test_output_arrives_as_progress_before_the_result():
     run(test)
 
 
-def test_cancelling_a_call_interrupts_the_code_and_keeps_the_session():
+def test_cancelling_a_call_interrupts_the_code_and_keeps_the_session(open_client):
     async def test():
-        async with connect() as client:
+        async with open_client() as client:
             await client.run("kept = 'still here'")
             with anyio.move_on_after(1) as scope:
                 await client.run("while True: pass")
