@@ -119,8 +119,10 @@ async def connect(
             client = await stack.enter_async_context(
                 httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
             )
+            # A run's answer carries up to the server's output limit twice (text blocks and
+            # structuredContent): more than the SDK's default bound on one event.
             read_stream, write_stream = await stack.enter_async_context(
-                streamable_http_client(url, http_client=client)
+                streamable_http_client(url, http_client=client, max_sse_event_size=64 << 20)
             )
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)

@@ -12,7 +12,7 @@ import jsonschema
 import mcp.types as types
 import pytest
 
-from harness import SANDCELL, SCHEMA_DIR, schemas_present, texts
+from harness import SANDCELL, SCHEMA_DIR, connect, schemas_present, texts
 
 VERSIONS = ["2025-06-18", "2025-11-25"]
 TOOLS = {
@@ -326,5 +326,35 @@ def test_cancelling_a_call_interrupts_the_code_and_keeps_the_session(open_client
             after = await client.run("kept")
             assert not after.is_error, texts(after)
             assert texts(after) == "'still here'"
+
+    run(test)
+
+
+def test_a_flood_of_output_is_bounded_by_the_server_limit(open_client):
+    async def test():
+        async with open_client() as client:
+            flood = await client.run("import sys\nfor _ in range(50):\n    sys.stdout.write('x' * (1 << 20))\n'done'")
+            assert not flood.is_error, texts(flood)[:200]
+            stdout = flood.structured_content["stdout"]
+            # The server keeps at most 4 MiB of a stream (head and tail) and says what it dropped.
+            assert len(stdout) <= 4 * (1 << 20) + 200
+            assert "bytes of output dropped" in stdout
+            assert sum(len(block.text) for block in flood.content if isinstance(block, types.TextContent)) <= 4 * (
+                1 << 20
+            ) + 400
+            assert texts(flood).endswith("'done'")
+
+    run(test)
+
+
+def test_uploads_larger_than_the_limit_are_refused():
+    async def test():
+        async with connect(args=("--max-upload", "1")) as client:
+            big = base64.b64encode(b"\0" * ((1 << 20) + 1)).decode()
+            refused = await client.call("upload_file", {"path": "big.bin", "base64": big})
+            assert refused.is_error
+            assert texts(refused) == "The file is 1048577 bytes; this server accepts uploads of at most 1048576 bytes."
+            listed = await client.call("list_files")
+            assert listed.structured_content["files"] == []
 
     run(test)
