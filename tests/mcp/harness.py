@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 import anyio
 import jsonschema
 import mcp.types as types
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mcp import ClientSession
 import httpx2
 from mcp.client import stdio
@@ -31,6 +32,7 @@ SCHEMA_DIR = Path(os.environ.get("MCP_SCHEMA_DIR", "../shared/reference/mcp-sche
 # The result each request's answer must be, by method.
 RESULTS = {
     "initialize": "InitializeResult",
+    "server/discover": "DiscoverResult",
     "ping": "EmptyResult",
     "tools/list": "ListToolsResult",
     "tools/call": "CallToolResult",
@@ -56,6 +58,11 @@ def schemas_present() -> bool:
     return SCHEMA_DIR.is_dir()
 
 
+def schema_definitions(version: str) -> set[str]:
+    schema = json.loads((SCHEMA_DIR / f"{version}.schema.json").read_text())
+    return set(schema.get("$defs") or schema.get("definitions"))
+
+
 def schema_validator(version: str, definition: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMA_DIR / f"{version}.schema.json").read_text())
     section = "$defs" if "$defs" in schema else "definitions"
@@ -68,7 +75,8 @@ def validate_messages(version: str, lines: list[str], sent: dict[Any, str]) -> i
     result of their method."""
     message = schema_validator(version, "JSONRPCMessage")
     notification = schema_validator(version, "ServerNotification")
-    results = {method: schema_validator(version, name) for method, name in RESULTS.items()}
+    defined = schema_definitions(version)
+    results = {method: schema_validator(version, name) for method, name in RESULTS.items() if name in defined}
     checked_results = 0
     for line in lines:
         if not line.strip():
@@ -93,6 +101,18 @@ class Connection:
         self.version = version
         self.sent = sent
         self.initialize_result: types.InitializeResult | None = None
+
+    @property
+    def protocol_version(self) -> str:
+        return self.session.protocol_version
+
+    @property
+    def server_name(self) -> str:
+        return self.session.server_info.name
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities:
+        return self.session.server_capabilities
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None, **options) -> types.CallToolResult:
         return await self.session.call_tool(name, arguments or {}, **options)
@@ -151,23 +171,29 @@ async def connect(
         tasks.start_soon(forward_in)
         session = await stack.enter_async_context(ClientSession(incoming_receive, outgoing_send))
         connection = Connection(session, version, sent)
-        connection.initialize_result = await session.send_request(
-            types.InitializeRequest(
-                params=types.InitializeRequestParams(
-                    protocol_version=version,
-                    capabilities=types.ClientCapabilities(),
-                    client_info=types.Implementation(name="sandcell-tests", version="1"),
-                )
-            ),
-            types.InitializeResult,
-        )
-        session.adopt(connection.initialize_result)
-        await session.send_notification(types.InitializedNotification())
+        if version in HANDSHAKE_PROTOCOL_VERSIONS:
+            connection.initialize_result = await session.send_request(
+                types.InitializeRequest(
+                    params=types.InitializeRequestParams(
+                        protocol_version=version,
+                        capabilities=types.ClientCapabilities(),
+                        client_info=types.Implementation(name="sandcell-tests", version="1"),
+                    )
+                ),
+                types.InitializeResult,
+            )
+            session.adopt(connection.initialize_result)
+            await session.send_notification(types.InitializedNotification())
+        else:
+            # Versions without a handshake: the client discovers what the server speaks.
+            discovered = await session.discover()
+            assert version in discovered.supported_versions
+            session.adopt(discovered)
         yield connection
     lines = received if http is not None else received_lines[start:]
     if schemas_present():
-        negotiated = connection.initialize_result.protocol_version
-        # At least the answer to initialize was checked as an InitializeResult.
+        negotiated = connection.protocol_version
+        # At least the answer to initialize (or discover) was checked as its result.
         assert validate_messages(negotiated, lines, sent) > 0
 
 

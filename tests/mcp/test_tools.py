@@ -14,7 +14,7 @@ import pytest
 
 from harness import SANDCELL, SCHEMA_DIR, connect, schemas_present, texts
 
-VERSIONS = ["2025-06-18", "2025-11-25"]
+VERSIONS = ["2025-06-18", "2025-11-25", "2026-07-28"]
 TOOLS = {
     "run_python",
     "create_session",
@@ -45,11 +45,10 @@ def test_the_schemas_are_there_to_validate_against():
 def test_each_supported_version_is_negotiated_and_the_tools_are_valid(open_client, version):
     async def test():
         async with open_client(version) as client:
-            info = client.initialize_result
-            assert info.protocol_version == version
-            assert info.server_info.name == "sandcell"
-            assert info.capabilities.tools is not None
-            assert info.capabilities.resources is not None
+            assert client.protocol_version == version
+            assert client.server_name == "sandcell"
+            assert client.capabilities.tools is not None
+            assert client.capabilities.resources is not None
             tools = {tool.name: tool for tool in (await client.session.list_tools()).tools}
             assert set(tools) == TOOLS
             for tool in tools.values():
@@ -93,6 +92,21 @@ def test_state_is_kept_between_calls_in_the_default_session(open_client):
             assert structured["session_id"] == first.structured_content["session_id"]
             assert structured["error"] is None
             assert structured["restarted"] is False
+
+    run(test)
+
+
+@pytest.mark.parametrize("version", ["2026-07-28"])
+def test_state_is_kept_without_a_connection(open_client, version):
+    """The newest protocol has no connection over HTTP: calls share their user's default session."""
+
+    async def test():
+        async with open_client(version) as client:
+            first = await client.run("stateless = 'kept'")
+            assert not first.is_error, texts(first)
+            second = await client.run("stateless")
+            assert texts(second) == "'kept'"
+            assert second.structured_content["session_id"] == first.structured_content["session_id"]
 
     run(test)
 

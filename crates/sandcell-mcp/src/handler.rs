@@ -68,6 +68,14 @@ struct Run {
     call: CancellationToken,
 }
 
+/// Where a default session's id is kept once it is created.
+type DefaultSlot = Arc<Mutex<Option<String>>>;
+
+/// The default sessions of requests made without a connection (the stateless HTTP of
+/// protocol versions without `initialize`): one per user, shared by all such requests.
+#[derive(Clone, Default)]
+pub struct StatelessDefaults(Arc<std::sync::Mutex<HashMap<i64, DefaultSlot>>>);
+
 /// Whom a connection acts for.
 #[derive(Clone)]
 enum Caller {
@@ -75,7 +83,10 @@ enum Caller {
     Fixed(User),
     /// The user the HTTP server authenticated for each request (a [`User`] in the
     /// request's extensions); the first request's user owns the connection.
-    PerRequest(Arc<OnceLock<i64>>),
+    PerRequest {
+        owner: Arc<OnceLock<i64>>,
+        stateless_defaults: StatelessDefaults,
+    },
 }
 
 /// One client's connection: the user it acts for and its default session.
@@ -85,7 +96,7 @@ pub struct SandcellMcp {
     caller: Caller,
     config: Arc<McpConfig>,
     /// Created on first use by a tool called without `session_id`.
-    default_session: Arc<Mutex<Option<String>>>,
+    default_session: DefaultSlot,
     /// The run under way in each session, as this connection started it.
     runs: Arc<std::sync::Mutex<HashMap<String, Run>>>,
     tool_router: ToolRouter<Self>,
@@ -99,9 +110,18 @@ impl SandcellMcp {
     }
 
     /// A connection whose requests each carry the [`User`] the HTTP server authenticated,
-    /// in the extensions of their `http::request::Parts`.
-    pub fn authenticated_per_request(service: Arc<Service>, config: McpConfig) -> Self {
-        Self::with_caller(service, Caller::PerRequest(Arc::default()), config)
+    /// in the extensions of their `http::request::Parts`; requests without a connection
+    /// share their user's default session in `stateless_defaults`.
+    pub fn authenticated_per_request(
+        service: Arc<Service>,
+        config: McpConfig,
+        stateless_defaults: StatelessDefaults,
+    ) -> Self {
+        let caller = Caller::PerRequest {
+            owner: Arc::default(),
+            stateless_defaults,
+        };
+        Self::with_caller(service, caller, config)
     }
 
     fn with_caller(service: Arc<Service>, caller: Caller, config: McpConfig) -> Self {
@@ -162,7 +182,7 @@ impl SandcellMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let listed = async {
             let user = self.user(&context)?;
-            let default = self.default_session.lock().await.clone();
+            let default = self.default_slot(&user, &context).lock().await.clone();
             let mut sessions = Vec::new();
             let mut page = PageRequest::default();
             loop {
@@ -192,7 +212,8 @@ impl SandcellMcp {
         let closed = async {
             let user = self.user(&context)?;
             self.service.sessions.delete(&user, &session_id).await?;
-            let mut default = self.default_session.lock().await;
+            let slot = self.default_slot(&user, &context);
+            let mut default = slot.lock().await;
             if default.as_deref() == Some(session_id.as_str()) {
                 *default = None;
             }
@@ -248,7 +269,11 @@ impl SandcellMcp {
         Parameters(args): Parameters<UploadFile>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let uploaded = async { self.upload(&self.user(&context)?, args).await };
+        let uploaded = async {
+            let user = self.user(&context)?;
+            let slot = self.default_slot(&user, &context);
+            self.upload(&user, slot, args).await
+        };
         Ok(uploaded.await.unwrap_or_else(tool_error))
     }
 
@@ -263,7 +288,8 @@ impl SandcellMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let listed = async {
             let user = self.user(&context)?;
-            let session_id = self.session_id(&user, session_id).await?;
+            let slot = self.default_slot(&user, &context);
+            let session_id = self.session_id(&user, slot, session_id).await?;
             let workdir = self.service.sessions.workdir(&user, &session_id)?;
             let files = blocking(move || Ok(workdir.list()?)).await?;
             let files = files
@@ -290,7 +316,11 @@ impl SandcellMcp {
         Parameters(args): Parameters<ReadFile>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let read = async { self.read(&self.user(&context)?, args).await };
+        let read = async {
+            let user = self.user(&context)?;
+            let slot = self.default_slot(&user, &context);
+            self.read(&user, slot, args).await
+        };
         Ok(read.await.unwrap_or_else(tool_error))
     }
 }
@@ -303,11 +333,31 @@ impl SandcellMcp {
         }
     }
 
+    /// Where the default session of `user`'s request is kept: the connection's, or, for a
+    /// request made without a connection, the user's own.
+    fn default_slot(&self, user: &User, context: &RequestContext<RoleServer>) -> DefaultSlot {
+        let without_connection = context
+            .protocol_version()
+            .is_some_and(|version| !version.has_initialize());
+        match &self.caller {
+            Caller::PerRequest {
+                stateless_defaults, ..
+            } if without_connection => stateless_defaults
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(user.id)
+                .or_default()
+                .clone(),
+            _ => self.default_session.clone(),
+        }
+    }
+
     /// The user a request acts for.
     fn user(&self, context: &RequestContext<RoleServer>) -> Result<User, ServiceError> {
         let owner = match &self.caller {
             Caller::Fixed(user) => return Ok(user.clone()),
-            Caller::PerRequest(owner) => owner,
+            Caller::PerRequest { owner, .. } => owner,
         };
         let user = context
             .extensions
@@ -324,11 +374,16 @@ impl SandcellMcp {
     }
 
     /// The session a tool names, or the connection's default one (created now if needed).
-    async fn session_id(&self, user: &User, asked: Option<String>) -> Result<String, ServiceError> {
+    async fn session_id(
+        &self,
+        user: &User,
+        slot: DefaultSlot,
+        asked: Option<String>,
+    ) -> Result<String, ServiceError> {
         if let Some(id) = asked {
             return Ok(id);
         }
-        let mut default = self.default_session.lock().await;
+        let mut default = slot.lock().await;
         if let Some(id) = default.as_ref() {
             return Ok(id.clone());
         }
@@ -348,7 +403,8 @@ impl SandcellMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ServiceError> {
         let user = self.user(&context)?;
-        let session_id = self.session_id(&user, args.session_id).await?;
+        let slot = self.default_slot(&user, &context);
+        let session_id = self.session_id(&user, slot, args.session_id).await?;
         self.let_cancelled_run_finish(&session_id).await;
         let log = self
             .service
@@ -434,7 +490,12 @@ impl SandcellMcp {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn upload(&self, user: &User, args: UploadFile) -> Result<CallToolResult, ServiceError> {
+    async fn upload(
+        &self,
+        user: &User,
+        slot: DefaultSlot,
+        args: UploadFile,
+    ) -> Result<CallToolResult, ServiceError> {
         let content = match (args.text, args.base64) {
             (Some(text), None) => text.into_bytes(),
             (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
@@ -454,7 +515,7 @@ impl SandcellMcp {
             )));
         }
         let path = file_path(&args.path)?;
-        let session_id = self.session_id(user, args.session_id).await?;
+        let session_id = self.session_id(user, slot, args.session_id).await?;
         let workdir = self.service.sessions.workdir(user, &session_id)?;
         let staging = self.service.config.staging_dir();
         let stored = blocking(move || {
@@ -472,7 +533,12 @@ impl SandcellMcp {
         )))
     }
 
-    async fn read(&self, user: &User, args: ReadFile) -> Result<CallToolResult, ServiceError> {
+    async fn read(
+        &self,
+        user: &User,
+        slot: DefaultSlot,
+        args: ReadFile,
+    ) -> Result<CallToolResult, ServiceError> {
         let path = file_path(&args.path)?;
         let offset = args.offset.unwrap_or(0);
         let max_bytes = args.max_bytes.unwrap_or(MAX_READ_BYTES);
@@ -481,7 +547,7 @@ impl SandcellMcp {
                 "max_bytes must be more than 0 and at most {MAX_READ_BYTES}, not {max_bytes}."
             )));
         }
-        let session_id = self.session_id(user, args.session_id).await?;
+        let session_id = self.session_id(user, slot, args.session_id).await?;
         let workdir = self.service.sessions.workdir(user, &session_id)?;
         let (bytes, read) = blocking(move || read_part(&workdir, &path, offset, max_bytes)).await?;
         file_part_result(file_uri(&session_id, &read.path), bytes, read)

@@ -19,7 +19,7 @@ mod params;
 mod paths;
 mod results;
 
-pub use handler::{McpConfig, SandcellMcp};
+pub use handler::{McpConfig, SandcellMcp, StatelessDefaults};
 
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -83,11 +83,13 @@ pub fn http_service(
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_request_bytes)
         .with_cancellation_token(options.stop);
+    let stateless_defaults = StatelessDefaults::default();
     StreamableHttpService::new(
         move || {
             Ok(SandcellMcp::authenticated_per_request(
                 service.clone(),
                 config.clone(),
+                stateless_defaults.clone(),
             ))
         },
         Arc::default(),
