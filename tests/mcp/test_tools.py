@@ -372,3 +372,19 @@ def test_uploads_larger_than_the_limit_are_refused():
             assert listed.structured_content["files"] == []
 
     run(test)
+
+
+def test_a_folder_given_with_workdir_is_the_default_sessions_mnt_data(tmp_path):
+    (tmp_path / "input.csv").write_text("a,b\n1,2\n")
+
+    async def test():
+        async with connect(args=("--workdir", str(tmp_path))) as client:
+            read = await client.run("import pandas as pd\nprint(pd.read_csv('/mnt/data/input.csv').a.sum())\nopen('out.txt', 'w').write('made')")
+            assert texts(read).startswith("1\n"), texts(read)
+            listed = await client.call("list_files")
+            assert [f["path"] for f in listed.structured_content["files"]] == ["input.csv", "out.txt"]
+
+    run(test)
+    # The folder and what the code wrote stay after the client disconnects.
+    assert (tmp_path / "out.txt").read_text() == "made"
+    assert (tmp_path / "input.csv").exists()

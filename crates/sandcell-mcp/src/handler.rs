@@ -27,6 +27,7 @@ use sandcell_session::ExecEvent;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -58,6 +59,9 @@ pub struct McpConfig {
     pub default_limits: Option<SessionLimits>,
     /// The largest file `upload_file` accepts, in bytes.
     pub max_upload_bytes: u64,
+    /// A directory each connection's default session works in (its `/mnt/data`, kept
+    /// afterwards) instead of a directory of its own.
+    pub default_workdir: Option<PathBuf>,
 }
 
 /// A `run_python` call under way.
@@ -387,11 +391,12 @@ impl SandcellMcp {
         if let Some(id) = default.as_ref() {
             return Ok(id.clone());
         }
-        let session = self
-            .service
-            .sessions
-            .create(user, self.default_limits()?)
-            .await?;
+        let limits = self.default_limits()?;
+        let sessions = &self.service.sessions;
+        let session = match &self.config.default_workdir {
+            Some(dir) => sessions.create_in(user, limits, dir.clone()).await?,
+            None => sessions.create(user, limits).await?,
+        };
         Ok(default.insert(session.id).clone())
     }
 

@@ -1,6 +1,6 @@
 //! `sandcell mcp`: the Model Context Protocol over stdio, for clients that start a process.
 
-use crate::session_args::LimitArgs;
+use crate::session_args::{prepare_workdir, LimitArgs};
 use anyhow::Context;
 use sandcell_mcp::{McpConfig, SandcellMcp};
 use sandcell_service::{Auth, Service, ServiceConfig, Store};
@@ -15,8 +15,12 @@ const MIB: u64 = 1024 * 1024;
 pub struct McpArgs {
     /// Where the sessions' files and their database are kept, so that they outlive this
     /// process (default: a temporary directory removed when the client disconnects).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "workdir")]
     data_dir: Option<PathBuf>,
+    /// Directory to use as /mnt/data of the client's default session (kept afterwards;
+    /// default: a directory of the session's own, removed with it).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
     /// Limits of every session; a model may ask `create_session` for lower ones.
     #[command(flatten)]
     limits: LimitArgs,
@@ -32,6 +36,16 @@ pub struct McpArgs {
 /// stops every session. Nothing but protocol messages is written to stdout.
 pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let limits = args.limits.session_limits()?;
+    let workdir =
+        match &args.workdir {
+            Some(dir) => {
+                prepare_workdir(dir)?;
+                Some(std::fs::canonicalize(dir).with_context(|| {
+                    format!("cannot find the working directory {}", dir.display())
+                })?)
+            }
+            None => None,
+        };
     let output_mib = args.limits.output_mib()?;
     let (data_dir, temporary) = match &args.data_dir {
         Some(dir) => (dir.clone(), None),
@@ -82,6 +96,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         McpConfig {
             default_limits: Some(limits),
             max_upload_bytes: args.max_upload.saturating_mul(MIB),
+            default_workdir: workdir,
         },
     );
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;

@@ -172,7 +172,8 @@ impl SessionArgs {
     }
 }
 
-fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
+/// Makes `dir` (a `--workdir`) if missing, and checks that it is a readable directory.
+pub fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("--workdir {} is not a directory", dir.display());
     }

@@ -29,6 +29,7 @@ pub(super) fn routes(state: &AppState, stop: CancellationToken) -> Router<AppSta
         McpConfig {
             default_limits: None,
             max_upload_bytes: config.max_upload_bytes,
+            default_workdir: None,
         },
         HttpOptions {
             allowed_hosts,
