@@ -18,18 +18,22 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Largest body of any other request.
     pub max_request_bytes: usize,
+    /// Host names (or `host:port`) `/mcp` accepts in `Host` and `Origin` besides loopback
+    /// and the listening address: the names clients reach this server by.
+    pub allowed_hosts: Vec<String>,
     /// The data directory, the limits and the models.
     pub service: ServiceConfig,
 }
 
 impl ServerConfig {
-    /// The defaults: loopback port 8080, 1 GiB uploads, 16 MiB other requests, and the
-    /// core's defaults.
+    /// The defaults: loopback port 8080, 1 GiB uploads, 16 MiB other requests, no host
+    /// names besides loopback's, and the core's defaults.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: DEFAULT_LISTEN,
             max_upload_bytes: 1024 * MIB,
             max_request_bytes: 16 * 1024 * 1024,
+            allowed_hosts: Vec::new(),
             service: ServiceConfig::new(data_dir),
         }
     }

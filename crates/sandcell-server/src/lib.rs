@@ -18,7 +18,7 @@ mod config;
 mod server;
 mod state;
 
-pub use api::{openapi, router, API_PREFIX};
+pub use api::{openapi, router, API_PREFIX, MCP_PATH};
 pub use config::{ServerConfig, DEFAULT_LISTEN};
 pub use server::{Server, ServerError};
 pub use state::AppState;

@@ -2,6 +2,7 @@
 
 use crate::config::ServerConfig;
 use crate::state::AppState;
+use axum::serve::ListenerExt;
 use sandcell_pyenv::EnvInfo;
 use sandcell_service::{Auth, Service, StartError, Store};
 use sandcell_session::Runtime;
@@ -104,9 +105,16 @@ impl Server {
         };
         let background = [sessions.spawn_idle_reaper(), sessions.spawn_warm_refill()];
         let stop = CancellationToken::new();
-        let app = crate::api::router(state);
+        let app = crate::api::router(state, stop.clone());
+        // Streamed answers (Server-Sent Events, on /api/v1 and /mcp) are written in small
+        // pieces: without TCP_NODELAY each waits for the client's delayed ACK (~40 ms).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {error}");
+            }
+        });
         let mut serving = tokio::spawn(
-            axum::serve(self.listener, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );

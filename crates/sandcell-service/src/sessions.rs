@@ -103,6 +103,8 @@ pub struct Sessions {
 /// One session.
 struct Entry {
     record: SessionRecord,
+    /// The session's working directory (its `/mnt/data`).
+    dir: WorkDirPlace,
     /// Set once when the session is created for a conversation (or read from the store).
     conversation_id: Mutex<Option<String>>,
     slot: Arc<tokio::sync::Mutex<Slot>>,
@@ -113,6 +115,23 @@ struct Entry {
     last_used: Mutex<(Instant, String)>,
     /// Set (under the slot lock) when the session is deleted.
     deleted: AtomicBool,
+}
+
+/// Where a session's working directory is, and whether it goes with the session.
+#[derive(Debug, Clone)]
+enum WorkDirPlace {
+    /// `sessions/ID` in the data directory, deleted with the session.
+    Own(PathBuf),
+    /// A directory the session was created in ([`Sessions::create_in`]), kept.
+    Given(PathBuf),
+}
+
+impl WorkDirPlace {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Own(path) | Self::Given(path) => path,
+        }
+    }
 }
 
 /// What the session lock guards.
@@ -179,7 +198,12 @@ impl Sessions {
                 let conversation = owners.get(&record.id).cloned();
                 (
                     record.id.clone(),
-                    Arc::new(Entry::new(record, conversation, None)),
+                    Arc::new(Entry::new(
+                        WorkDirPlace::Own(sessions_dir.join(&record.id)),
+                        record,
+                        conversation,
+                        None,
+                    )),
                 )
             })
             .collect();
@@ -215,6 +239,45 @@ impl Sessions {
         limits: SessionLimits,
     ) -> Result<SessionInfo, ServiceError> {
         self.create_owned(user, limits, None).await
+    }
+
+    /// Creates a session whose working directory is `dir`, an existing directory that
+    /// stays when the session is deleted (`sandcell mcp --workdir`). The directory is not
+    /// recorded in the store: it is for a front end that lives as long as its service,
+    /// on a data directory of its own; after a restart the session would look for its
+    /// files in its own `sessions/ID`.
+    pub async fn create_in(
+        &self,
+        user: &User,
+        limits: SessionLimits,
+        dir: PathBuf,
+    ) -> Result<SessionInfo, ServiceError> {
+        self.refuse_when_shutting_down()?;
+        let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
+        let now = store::now();
+        let record = SessionRecord {
+            id: id.clone(),
+            user_id: user.id,
+            created_at: now.clone(),
+            last_used_at: now,
+            limits,
+        };
+        let live = self.start(&record, &dir).await?;
+        if let Err(error) = self.store.insert_session(record.clone()).await {
+            live.shutdown().await;
+            return Err(ServiceError::internal(
+                "The session cannot be recorded",
+                &error,
+            ));
+        }
+        let entry = Arc::new(Entry::new(
+            WorkDirPlace::Given(dir),
+            record,
+            None,
+            Some(live),
+        ));
+        self.write_entries().insert(id, entry.clone());
+        Ok(entry.info())
     }
 
     /// Creates a session for conversation `conversation_id`, which it then belongs to.
@@ -254,7 +317,7 @@ impl Sessions {
         };
         let live = match warm_live {
             Some(live) => live,
-            None => match self.start(&record).await {
+            None => match self.start(&record, &dir).await {
                 Ok(live) => live,
                 Err(error) => {
                     remove_dir(dir).await;
@@ -271,6 +334,7 @@ impl Sessions {
             ));
         }
         let entry = Arc::new(Entry::new(
+            WorkDirPlace::Own(dir),
             record,
             conversation_id.map(str::to_owned),
             Some(live),
@@ -298,7 +362,7 @@ impl Sessions {
     /// The session's working directory.
     pub fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ServiceError> {
         let entry = self.find(user, id)?;
-        Ok(WorkDir::new(self.sessions_dir.join(&entry.record.id)))
+        Ok(WorkDir::new(entry.dir.path()))
     }
 
     /// Starts running `code` in the session, in a task of its own, and returns its log.
@@ -370,7 +434,7 @@ impl Sessions {
         let live = match slot.live.take() {
             Some(live) => live,
             None => {
-                let mut live = self.start(&entry.record).await?;
+                let mut live = self.start(&entry.record, entry.dir.path()).await?;
                 live.session.mark_state_lost();
                 live
             }
@@ -415,7 +479,7 @@ impl Sessions {
                     ));
                 }
             }
-            None => slot.live = Some(self.start(&entry.record).await?),
+            None => slot.live = Some(self.start(&entry.record, entry.dir.path()).await?),
         }
         entry.touch();
         drop(slot);
@@ -448,7 +512,9 @@ impl Sessions {
         self.store.delete_session(id).await.map_err(|e| {
             ServiceError::internal("The session cannot be removed from the database", &e)
         })?;
-        let dir = self.sessions_dir.join(id);
+        let WorkDirPlace::Own(dir) = entry.dir.clone() else {
+            return Ok(()); // a directory the session was given is not the session's to delete
+        };
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
             .await
             .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?
@@ -518,13 +584,13 @@ impl Sessions {
         futures_util::future::join_all(stops).await;
     }
 
-    /// Takes a place among the live sessions and starts a Python process.
-    async fn start(&self, record: &SessionRecord) -> Result<Live, ServiceError> {
+    /// Takes a place among the live sessions and starts a Python process in `dir`.
+    async fn start(&self, record: &SessionRecord, dir: &Path) -> Result<Live, ServiceError> {
         let place = self.take_place(record.user_id).await?;
         let session = self
             .runtime
             .create_session(SessionConfig {
-                workdir: Some(self.sessions_dir.join(&record.id)),
+                workdir: Some(dir.to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
             })
             .await
@@ -718,9 +784,15 @@ impl Sessions {
 }
 
 impl Entry {
-    fn new(record: SessionRecord, conversation_id: Option<String>, live: Option<Live>) -> Self {
+    fn new(
+        dir: WorkDirPlace,
+        record: SessionRecord,
+        conversation_id: Option<String>,
+        live: Option<Live>,
+    ) -> Self {
         let last_used = (Instant::now(), record.last_used_at.clone());
         Self {
+            dir,
             record,
             conversation_id: Mutex::new(conversation_id),
             slot: Arc::new(tokio::sync::Mutex::new(Slot { live })),

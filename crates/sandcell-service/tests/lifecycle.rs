@@ -244,3 +244,34 @@ async fn a_user_at_their_quota_is_refused_and_others_are_not() {
     assert_eq!(serde_json::to_value(first.state).unwrap(), "stopped");
     assert!(page.data.iter().any(|s| s.id == second));
 }
+
+#[tokio::test]
+async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_deleted() {
+    let core = core(|_| {}).await;
+    let given = tempfile::tempdir().unwrap();
+    std::fs::write(given.path().join("input.csv"), "a,b\n").unwrap();
+    let sessions = &core.service.sessions;
+    let id = sessions
+        .create_in(&core.user, SessionLimits::standard(), given.path().into())
+        .await
+        .unwrap()
+        .id;
+    let files = sessions.workdir(&core.user, &id).unwrap().list().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].path, "input.csv");
+    // Stopped (idle) and started again, it comes back to the same directory.
+    sessions.restart(&core.user, &id).await.unwrap();
+    assert_eq!(
+        sessions.workdir(&core.user, &id).unwrap().list().unwrap()[0].path,
+        "input.csv"
+    );
+    sessions.delete(&core.user, &id).await.unwrap();
+    assert!(
+        given.path().join("input.csv").exists(),
+        "the directory is kept"
+    );
+    assert!(matches!(
+        sessions.get(&core.user, &id),
+        Err(ServiceError::NotFound(_))
+    ));
+}

@@ -5,6 +5,7 @@ mod chat;
 mod chat_render;
 mod doctor;
 mod interrupt;
+mod mcp;
 mod model_settings;
 mod render;
 mod run;
@@ -36,6 +37,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve sessions over HTTP (JSON, Server-Sent Events); `--create-key NAME` makes an API key.
     Serve(Box<serve::ServeArgs>),
+    /// Serve sessions to an MCP client (Claude Desktop, Claude Code, Cursor, VS Code) over stdio.
+    Mcp(Box<mcp::McpArgs>),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::doctor(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Serve(args) => serve::serve(*args).await,
+            Command::Mcp(args) => mcp::mcp(*args).await,
         }
     });
     match result {

@@ -2,7 +2,7 @@
 
 use crate::model_settings::ModelSettings;
 use anyhow::{bail, Context};
-use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN};
+use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN, MCP_PATH};
 use sandcell_service::{
     create_key, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits, Store, MODEL_HINT,
 };
@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Largest working-directory quota a session may ask for, in MiB [default: 4096].
     #[arg(long, value_name = "MIB")]
     max_disk_quota: Option<u64>,
+    /// A host name (or HOST:PORT) clients reach this server by, accepted by /mcp in `Host`
+    /// and `Origin` besides loopback and the listening address; repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
     /// Run sessions without any isolation (the code gets this user's full access). Not recommended.
     #[arg(long)]
     no_sandbox: bool,
@@ -87,6 +91,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_upload_bytes: args.max_upload.saturating_mul(MIB),
         max_request_bytes: usize::try_from(args.max_request.saturating_mul(MIB))
             .unwrap_or(usize::MAX),
+        allowed_hosts: args.allowed_hosts.clone(),
         service: ServiceConfig {
             idle_timeout: args.idle_timeout,
             max_sessions: args.max_sessions,
@@ -148,6 +153,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "no API keys: local use only"
     };
     eprintln!("sandcell: listening on http://{address} ({keys})");
+    eprintln!("sandcell: MCP clients connect to http://{address}{MCP_PATH} (Streamable HTTP)");
     match &default_model {
         Some(spec) => eprintln!("sandcell: conversations talk to {spec} unless they name another"),
         None => eprintln!(

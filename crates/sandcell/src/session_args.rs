@@ -1,5 +1,6 @@
 //! The options every command that starts a session shares (`run`, `chat`): the working
-//! directory, input files, limits and the sandbox switch, and starting that session.
+//! directory, input files, limits (`LimitArgs`, which `mcp` shares too) and the sandbox
+//! switch, and starting that session.
 
 use anyhow::{bail, Context};
 use sandcell_pyenv::Environment;
@@ -17,6 +18,20 @@ pub struct SessionArgs {
     /// Copy a file into the working directory before the session starts; repeatable.
     #[arg(long = "file", value_name = "PATH")]
     input_files: Vec<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Modules the session template imports before forking, comma-separated (default:
+    /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
+    #[arg(long, value_name = "MODULES", value_delimiter = ',')]
+    preload: Option<Vec<String>>,
+    /// Run without any isolation (the code gets your user's full access). Not recommended.
+    #[arg(long)]
+    no_sandbox: bool,
+}
+
+/// The limits of a session, as flags (`run`, `chat`, `mcp`).
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
     /// Time limit of each execution, in seconds.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
@@ -36,13 +51,48 @@ pub struct SessionArgs {
     /// Processes and threads the session may run at once.
     #[arg(long, value_name = "N")]
     max_processes: Option<u64>,
-    /// Modules the session template imports before forking, comma-separated (default:
-    /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
-    #[arg(long, value_name = "MODULES", value_delimiter = ',')]
-    preload: Option<Vec<String>>,
-    /// Run without any isolation (the code gets your user's full access). Not recommended.
-    #[arg(long)]
-    no_sandbox: bool,
+}
+
+impl LimitArgs {
+    /// The limits the flags ask for (the standard ones where a flag is left out), checked
+    /// by the same rules as every other way of starting a session.
+    pub fn session_limits(&self) -> anyhow::Result<SessionLimits> {
+        let asked = LimitsRequest {
+            memory_mib: self.memory,
+            processes: self.max_processes,
+            timeout_secs: self.timeout,
+            file_size_mib: self.max_file_size,
+            disk_quota_mib: self.disk_quota,
+        };
+        let names = LimitNames {
+            memory: "--memory",
+            processes: "--max-processes",
+            timeout: "--timeout",
+            file_size: "--max-file-size",
+            disk_quota: "--disk-quota",
+        };
+        Ok(asked.resolve_named(&SessionLimits::unbounded(), &names)?)
+    }
+
+    /// The output each execution keeps, in MiB, if `--max-output` was given.
+    pub fn output_mib(&self) -> anyhow::Result<Option<u64>> {
+        match self.max_output {
+            Some(0) => bail!("--max-output must be at least 1 MiB"),
+            output_mib => Ok(output_mib),
+        }
+    }
+
+    /// The session's limits for the runtime, output included.
+    pub fn runtime_limits(&self) -> anyhow::Result<Limits> {
+        let limits = self.session_limits()?.to_runtime();
+        Ok(match self.output_mib()? {
+            Some(output_mib) => Limits {
+                output_mib,
+                ..limits
+            },
+            None => limits,
+        })
+    }
 }
 
 /// A started session, with what it needs to stay alive.
@@ -62,34 +112,9 @@ pub struct KeepAlive {
 }
 
 impl SessionArgs {
-    /// The session's limits: the standard ones, changed by the flags, checked by the
-    /// same rules as every other way of starting a session.
+    /// The session's limits: the standard ones, changed by the flags.
     pub fn limits(&self) -> anyhow::Result<Limits> {
-        let asked = LimitsRequest {
-            memory_mib: self.memory,
-            processes: self.max_processes,
-            timeout_secs: self.timeout,
-            file_size_mib: self.max_file_size,
-            disk_quota_mib: self.disk_quota,
-        };
-        let names = LimitNames {
-            memory: "--memory",
-            processes: "--max-processes",
-            timeout: "--timeout",
-            file_size: "--max-file-size",
-            disk_quota: "--disk-quota",
-        };
-        let limits = asked
-            .resolve_named(&SessionLimits::unbounded(), &names)?
-            .to_runtime();
-        match self.max_output {
-            Some(0) => bail!("--max-output must be at least 1 MiB"),
-            Some(output_mib) => Ok(Limits {
-                output_mib,
-                ..limits
-            }),
-            None => Ok(limits),
-        }
+        self.limits.runtime_limits()
     }
 
     /// Prepares the working directory (input files copied in) and starts the session.
@@ -147,7 +172,8 @@ impl SessionArgs {
     }
 }
 
-fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
+/// Makes `dir` (a `--workdir`) if missing, and checks that it is a readable directory.
+pub fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("--workdir {} is not a directory", dir.display());
     }

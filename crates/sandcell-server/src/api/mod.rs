@@ -7,6 +7,7 @@ mod conversations;
 mod error;
 mod extract;
 mod files;
+mod mcp;
 mod service;
 mod sessions;
 mod stream;
@@ -18,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use error::{ApiError, ErrorBody, ErrorCode};
+use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
@@ -25,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 /// Where the API lives.
 pub const API_PREFIX: &str = "/api/v1";
+pub use mcp::MCP_PATH;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -87,9 +90,11 @@ pub fn openapi() -> Document {
 }
 
 /// The whole HTTP service.
-pub fn router(state: AppState) -> Router {
+/// The whole server: the API, `/mcp` and the web app. `stop` ends the MCP connections.
+pub fn router(state: AppState, stop: CancellationToken) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .merge(mcp::routes(&state, stop))
         .merge(sandcell_web::router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
