@@ -388,3 +388,23 @@ def test_a_folder_given_with_workdir_is_the_default_sessions_mnt_data(tmp_path):
     # The folder and what the code wrote stay after the client disconnects.
     assert (tmp_path / "out.txt").read_text() == "made"
     assert (tmp_path / "input.csv").exists()
+
+
+def test_files_given_with_file_are_in_the_default_session_and_preload_sets_the_template(tmp_path):
+    (tmp_path / "table.csv").write_text("x\n1\n2\n")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+
+    async def test():
+        args = ("--file", str(tmp_path / "table.csv"), "--file", str(tmp_path / "blob.bin"), "--preload", "json")
+        async with connect(args=args) as client:
+            listed = await client.call("list_files")
+            assert sorted(f["path"] for f in listed.structured_content["files"]) == ["blob.bin", "table.csv"]
+            read = await client.run(
+                "import sys\nprint(open('/mnt/data/table.csv').read().split(), len(open('/mnt/data/blob.bin', 'rb').read()),"
+                " 'json' in sys.modules, 'pandas' in sys.modules)"
+            )
+            assert texts(read).startswith("['x', '1', '2'] 256 True False"), texts(read)
+
+    run(test)
+    # The inputs themselves are untouched.
+    assert (tmp_path / "blob.bin").read_bytes() == bytes(range(256))

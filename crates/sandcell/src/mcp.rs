@@ -1,6 +1,6 @@
 //! `sandcell mcp`: the Model Context Protocol over stdio, for clients that start a process.
 
-use crate::session_args::{prepare_workdir, LimitArgs};
+use crate::session_args::{copy_inputs, prepare_workdir, LimitArgs};
 use anyhow::Context;
 use sandcell_mcp::{McpConfig, SandcellMcp};
 use sandcell_service::{Auth, Service, ServiceConfig, Store};
@@ -21,6 +21,18 @@ pub struct McpArgs {
     /// default: a directory of the session's own, removed with it).
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
+    /// Copy a file into the default session's /mnt/data before serving (into --workdir
+    /// when given); repeatable.
+    #[arg(long = "file", value_name = "PATH", conflicts_with = "data_dir")]
+    input_files: Vec<PathBuf>,
+    /// Modules the session template imports before forking, comma-separated (default:
+    /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
+    #[arg(long, value_name = "MODULES", value_delimiter = ',')]
+    preload: Option<Vec<String>>,
+    /// Stop a session's Python process after this long without executions (its files
+    /// stay), e.g. 20m, 90s.
+    #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = humantime::parse_duration)]
+    idle_timeout: std::time::Duration,
     /// Limits of every session; a model may ask `create_session` for lower ones.
     #[command(flatten)]
     limits: LimitArgs,
@@ -59,24 +71,38 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    // Input files go to the default session's directory: --workdir, else one in the
+    // temporary data directory (`--file` and `--data-dir` exclude each other).
+    let workdir = match workdir {
+        None if !args.input_files.is_empty() => {
+            let dir = data_dir.join("workdir");
+            prepare_workdir(&dir)?;
+            Some(dir)
+        }
+        given => given,
+    };
+    if let Some(dir) = &workdir {
+        copy_inputs(&args.input_files, dir)?;
+    }
     let config = ServiceConfig {
         // Sessions are at most what the flags say; a model may ask for less.
         max_limits: limits.clone(),
         output_mib: output_mib.unwrap_or(ServiceConfig::new(&data_dir).output_mib),
         warm_sessions: 1,
+        idle_timeout: args.idle_timeout,
         ..ServiceConfig::new(&data_dir)
     };
     let store = Store::open(&config.database())?;
     let user = store.local_user().await?;
     let env = crate::environment()?;
-    let runtime = Runtime::start(
-        &env,
-        RuntimeOptions {
-            sandbox: !args.no_sandbox,
-            ..RuntimeOptions::default()
-        },
-    )
-    .await?;
+    let mut options = RuntimeOptions {
+        sandbox: !args.no_sandbox,
+        ..RuntimeOptions::default()
+    };
+    if let Some(modules) = &args.preload {
+        options.template_modules = modules.clone();
+    }
+    let runtime = Runtime::start(&env, options).await?;
     for warning in runtime.warnings() {
         eprintln!("sandcell: warning: {warning}");
     }

@@ -134,14 +134,7 @@ impl SessionArgs {
                 temporary.insert(dir).path().to_path_buf()
             }
         };
-        if !self.input_files.is_empty() {
-            let files = SafeDir::open(&workdir).with_context(|| {
-                format!("cannot open the working directory {}", workdir.display())
-            })?;
-            for file in &self.input_files {
-                copy_input(file, &files)?;
-            }
-        }
+        copy_inputs(&self.input_files, &workdir)?;
         let env = crate::environment()?;
         let mut options = RuntimeOptions {
             sandbox: !self.no_sandbox,
@@ -187,6 +180,20 @@ pub fn prepare_workdir(dir: &Path) -> anyhow::Result<()> {
 /// Copies `file` into the working directory under its own name, replacing a file of
 /// that name; a link there (a cell of an earlier run may have planted one) is refused,
 /// never written through.
+/// Copies each `--file` into `workdir` (through `SafeDir`: a link planted at a name there
+/// is replaced, never written through).
+pub fn copy_inputs(files: &[PathBuf], workdir: &Path) -> anyhow::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let dir = SafeDir::open(workdir)
+        .with_context(|| format!("cannot open the working directory {}", workdir.display()))?;
+    for file in files {
+        copy_input(file, &dir)?;
+    }
+    Ok(())
+}
+
 fn copy_input(file: &Path, workdir: &SafeDir) -> anyhow::Result<()> {
     let name = file
         .file_name()
