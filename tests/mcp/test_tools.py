@@ -408,3 +408,23 @@ def test_files_given_with_file_are_in_the_default_session_and_preload_sets_the_t
     run(test)
     # The inputs themselves are untouched.
     assert (tmp_path / "blob.bin").read_bytes() == bytes(range(256))
+
+
+def test_resources_are_listed_a_page_at_a_time_ending_at_a_session():
+    # Over stdio: a process of its own, so that no other test's sessions are listed.
+    async def test():
+        async with connect() as client:
+            # The default session holds more files than a page; a second session holds one.
+            made = await client.run("import os\nos.makedirs('many')\nfor i in range(1001):\n    open(f'many/{i}.txt', 'w').write('x')")
+            assert not made.is_error, texts(made)
+            other = (await client.call("create_session")).structured_content["session_id"]
+            await client.run("open('last.txt', 'w').write('y')", session_id=other)
+
+            first = await client.session.list_resources()
+            assert len(first.resources) == 1001
+            assert first.next_cursor, "more sessions follow"
+            second = await client.session.list_resources(params=types.PaginatedRequestParams(cursor=first.next_cursor))
+            assert [str(r.uri) for r in second.resources] == [f"sandcell://sessions/{other}/files/last.txt"]
+            assert second.next_cursor is None
+
+    run(test)

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// The most `read_file` returns at once, and the largest file a resource read returns.
 const MAX_READ_BYTES: u64 = 8 * 1024 * 1024;
-/// The most files `resources/list` names, over all of the caller's sessions.
+/// Files after which a `resources/list` page ends (at the end of that session's files).
 const MAX_LISTED_RESOURCES: usize = 1000;
 /// The protocol versions this door is tested against: what clients deploy, and the
 /// newest the SDK knows.
@@ -657,16 +657,25 @@ impl ServerHandler for SandcellMcp {
         ]))
     }
 
+    /// The files of the caller's sessions, a page at a time: a page ends after the
+    /// session whose files reach [`MAX_LISTED_RESOURCES`], and its cursor is that
+    /// session's id (the core's list cursor), so the next page starts at the next session.
     async fn list_resources(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let listed = async {
             let user = self.user(&context)?;
-            let sessions = self.service.sessions.list(&user, &PageRequest::default())?;
+            let page = PageRequest {
+                limit: None,
+                after: request.and_then(|request| request.cursor),
+            };
+            let sessions = self.service.sessions.list(&user, &page)?;
+            let count = sessions.data.len();
             let mut resources = Vec::new();
-            for session in sessions.data {
+            let mut next = sessions.next;
+            for (index, session) in sessions.data.into_iter().enumerate() {
                 let workdir = self.service.sessions.workdir(&user, &session.id)?;
                 let files = blocking(move || Ok(workdir.list()?)).await?;
                 resources.extend(files.into_iter().map(|file| {
@@ -674,16 +683,20 @@ impl ServerHandler for SandcellMcp {
                         .with_mime_type(file.mime)
                         .with_size(file.size)
                 }));
-                if resources.len() >= MAX_LISTED_RESOURCES {
-                    resources.truncate(MAX_LISTED_RESOURCES);
+                if resources.len() >= MAX_LISTED_RESOURCES && index + 1 < count {
+                    next = Some(session.id);
                     break;
                 }
             }
-            Ok::<_, ServiceError>(resources)
+            Ok::<_, ServiceError>((resources, next))
         };
         listed
             .await
-            .map(ListResourcesResult::with_all_items)
+            .map(|(resources, next)| {
+                let mut result = ListResourcesResult::with_all_items(resources);
+                result.next_cursor = next;
+                result
+            })
             .map_err(|error| resource_error(error, "sandcell://sessions/"))
     }
 
