@@ -254,30 +254,10 @@ impl Sessions {
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
         let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
-        let now = store::now();
-        let record = SessionRecord {
-            id: id.clone(),
-            user_id: user.id,
-            created_at: now.clone(),
-            last_used_at: now,
-            limits,
-        };
+        let record = new_record(id, user, limits);
         let live = self.start(&record, &dir).await?;
-        if let Err(error) = self.store.insert_session(record.clone()).await {
-            live.shutdown().await;
-            return Err(ServiceError::internal(
-                "The session cannot be recorded",
-                &error,
-            ));
-        }
-        let entry = Arc::new(Entry::new(
-            WorkDirPlace::Given(dir),
-            record,
-            None,
-            Some(live),
-        ));
-        self.write_entries().insert(id, entry.clone());
-        Ok(entry.info())
+        self.register(record, WorkDirPlace::Given(dir), None, live)
+            .await
     }
 
     /// Creates a session for conversation `conversation_id`, which it then belongs to.
@@ -307,14 +287,7 @@ impl Sessions {
             }
         };
         let dir = self.sessions_dir.join(&id);
-        let now = store::now();
-        let record = SessionRecord {
-            id: id.clone(),
-            user_id: user.id,
-            created_at: now.clone(),
-            last_used_at: now,
-            limits,
-        };
+        let record = new_record(id, user, limits);
         let live = match warm_live {
             Some(live) => live,
             None => match self.start(&record, &dir).await {
@@ -325,20 +298,36 @@ impl Sessions {
                 }
             },
         };
+        self.register(
+            record,
+            WorkDirPlace::Own(dir),
+            conversation_id.map(str::to_owned),
+            live,
+        )
+        .await
+    }
+
+    /// Records a new session whose process is `live` and makes it reachable; when it
+    /// cannot be recorded, the process stops and a directory of its own goes.
+    async fn register(
+        &self,
+        record: SessionRecord,
+        place: WorkDirPlace,
+        conversation_id: Option<String>,
+        live: Live,
+    ) -> Result<SessionInfo, ServiceError> {
         if let Err(error) = self.store.insert_session(record.clone()).await {
             live.shutdown().await;
-            remove_dir(dir).await;
+            if let WorkDirPlace::Own(dir) = place {
+                remove_dir(dir).await;
+            }
             return Err(ServiceError::internal(
                 "The session cannot be recorded",
                 &error,
             ));
         }
-        let entry = Arc::new(Entry::new(
-            WorkDirPlace::Own(dir),
-            record,
-            conversation_id.map(str::to_owned),
-            Some(live),
-        ));
+        let id = record.id.clone();
+        let entry = Arc::new(Entry::new(place, record, conversation_id, Some(live)));
         self.write_entries().insert(id, entry.clone());
         Ok(entry.info())
     }
@@ -1037,6 +1026,18 @@ fn sweep(sessions_dir: &Path, known: &[String], staging_dir: &Path) -> Result<()
         std::fs::remove_dir_all(staging_dir).map_err(data_dir_error(staging_dir))?;
     }
     std::fs::create_dir_all(staging_dir).map_err(data_dir_error(staging_dir))
+}
+
+/// The record of a session created now.
+fn new_record(id: String, user: &User, limits: SessionLimits) -> SessionRecord {
+    let now = store::now();
+    SessionRecord {
+        id,
+        user_id: user.id,
+        created_at: now.clone(),
+        last_used_at: now,
+        limits,
+    }
 }
 
 async fn remove_dir(dir: PathBuf) {
