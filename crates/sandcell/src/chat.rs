@@ -211,8 +211,12 @@ async fn interactive(
     config: &Config,
     cancel: &Mutex<CancellationToken>,
 ) -> anyhow::Result<()> {
+    let kept = match renderer.files().copied_to_dir() {
+        Some(dir) => format!(" (files the code makes are saved to {})", dir.display()),
+        None => String::new(),
+    };
     eprintln!(
-        "sandcell chat with {} · /mnt/data is {} · /help for commands, Ctrl-D to quit",
+        "sandcell chat with {} · /mnt/data is {}{kept} · /help for commands, Ctrl-D to quit",
         chat.agent.client().choice().spec(),
         workdir.display()
     );

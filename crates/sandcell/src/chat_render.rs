@@ -41,6 +41,11 @@ impl ChatRenderer {
         ChatRenderer { files, output }
     }
 
+    /// Where the files the code makes are kept.
+    pub fn files(&self) -> &KeptFiles {
+        &self.files
+    }
+
     pub fn event(&mut self, event: &AgentEvent) {
         self.files.keep(event);
         match &mut self.output {

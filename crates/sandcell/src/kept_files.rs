@@ -58,6 +58,11 @@ impl KeptFiles {
         })
     }
 
+    /// The directory files are copied to, if the working directory is temporary.
+    pub fn copied_to_dir(&self) -> Option<&Path> {
+        self.copies.as_ref().map(|copies| copies.to_dir.as_path())
+    }
+
     /// Copies out the files an execution created or changed, and the figures saved from
     /// its results; a file that cannot be copied is said on stderr.
     pub fn keep(&mut self, event: &AgentEvent) {

@@ -234,12 +234,14 @@ fn without_a_model_it_says_how_to_configure_one() {
     assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
 }
 
+const DOUBLE: &str = "print(z * 2)\nopen('/mnt/data/doubled.txt', 'w').write(str(z * 2))";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
     let server = replay(json!([
         {"reply": {"tool_calls": [{"code": "z = 5\nprint(z)"}]}},
         {"reply": {"text": "z is 5."}},
-        {"reply": {"tool_calls": [{"code": "print(z * 2)"}]}},
+        {"reply": {"tool_calls": [{"code": DOUBLE}]}},
         {"reply": {"text": "Doubled: 10."}},
     ]))
     .await;
@@ -283,6 +285,20 @@ async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
     );
     assert!(stderr.contains("unknown command /bogus"), "{stderr}");
     assert!(stderr.contains("conversation saved to"), "{stderr}");
+    // The temporary /mnt/data is gone; the file the code wrote is kept where the chat ran.
+    let kept = dir.path().join("doubled.txt");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "10");
+    assert!(
+        stdout.contains(&format!("[file {} (2 bytes)]", kept.display())),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "files the code makes are saved to {}",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&notebook).unwrap()).unwrap();
     let sources: Vec<&str> = saved["cells"]
         .as_array()
@@ -291,5 +307,5 @@ async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
         .filter(|c| c["cell_type"] == "code")
         .map(|c| c["source"].as_str().unwrap())
         .collect();
-    assert_eq!(sources, vec!["z = 5\nprint(z)", "print(z * 2)"]);
+    assert_eq!(sources, vec!["z = 5\nprint(z)", DOUBLE]);
 }
