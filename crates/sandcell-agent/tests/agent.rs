@@ -439,7 +439,22 @@ async fn the_conversation_exports_to_a_notebook_jupyter_accepts() {
         .collect();
     assert_eq!(kinds, vec!["markdown", "code", "code", "markdown"]);
     let outputs = cells[1]["outputs"].as_array().unwrap();
-    assert!(outputs.iter().any(|o| o["data"]["image/png"].is_string()));
+    assert!(outputs
+        .iter()
+        .any(|o| o["output_type"] == "display_data" && o["data"]["image/png"].is_string()));
+    // `plt.plot(…)` is the cell's last expression: its value is the cell's result.
+    let values: Vec<&serde_json::Value> = outputs
+        .iter()
+        .filter(|o| o["output_type"] == "execute_result")
+        .collect();
+    assert_eq!(values.len(), 1, "{outputs:?}");
+    assert!(values[0]["data"]["text/plain"]
+        .as_str()
+        .unwrap()
+        .contains("Line2D"));
+    assert_eq!(values[0]["execution_count"], cells[1]["execution_count"]);
+    assert_eq!(cells[1]["execution_count"], 1);
+    assert_eq!(cells[2]["execution_count"], 2);
     assert_eq!(cells[2]["outputs"][0]["ename"], "ZeroDivisionError");
 
     let path = dir.path().join("conversation.ipynb");

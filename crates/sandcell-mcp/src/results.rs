@@ -166,6 +166,7 @@ mod tests {
                     .unwrap(),
                 json!({"text/plain": "42"}).as_object().cloned().unwrap(),
             ],
+            execute_result: Some(1),
             error: None,
             files: vec![FileChange {
                 path: "out dir/a.csv".into(),

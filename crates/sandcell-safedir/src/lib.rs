@@ -194,9 +194,17 @@ impl SafeDir {
         if !input.metadata().map_err(host_error)?.is_file() {
             return Err(SafeDirError::NotRegular(source.display().to_string()));
         }
-        self.write_with(path, create, |file| {
-            std::io::copy(&mut input, file).map(|_| ())
-        })
+        self.write_from(&mut input, path, create)
+    }
+
+    /// Writes what `source` reads as the file `path`, creating missing directories.
+    pub fn write_from(
+        &self,
+        source: &mut impl std::io::Read,
+        path: &SafePath,
+        create: Create,
+    ) -> Result<Entry, SafeDirError> {
+        self.write_with(path, create, |file| std::io::copy(source, file).map(|_| ()))
     }
 
     /// Moves the fully written host file `staged` (the caller's own, on the same

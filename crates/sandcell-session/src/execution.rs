@@ -76,6 +76,11 @@ pub struct Execution {
         schema(value_type = Vec<std::collections::HashMap<String, serde_json::Value>>)
     )]
     pub results: Vec<MimeBundle>,
+    /// The index in `results` of the value of the cell's last expression (Jupyter's
+    /// `execute_result`; the other results are `display()` outputs). Absent when the cell
+    /// ended without a value, or the value was dropped for the execution's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execute_result: Option<usize>,
     pub error: Option<ExecutionError>,
     pub files: Vec<FileChange>,
     pub duration_ms: u64,

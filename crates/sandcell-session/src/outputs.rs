@@ -14,6 +14,8 @@ pub(crate) struct Kept {
     pub stdout: String,
     pub stderr: String,
     pub results: Vec<MimeBundle>,
+    /// Which of `results` is the last expression's value.
+    pub execute_result: Option<usize>,
     /// Something was dropped to stay within the budget (a marker or note says what).
     pub truncated: bool,
 }
@@ -25,6 +27,7 @@ pub(crate) struct Outputs {
     stdout: String,
     stderr: String,
     results: Vec<MimeBundle>,
+    execute_result: Option<usize>,
     error: Option<ExecutionError>,
     /// Bytes of stream text still sent on as it comes (the head).
     head_left: usize,
@@ -49,6 +52,7 @@ impl Outputs {
             stdout: String::new(),
             stderr: String::new(),
             results: Vec::new(),
+            execute_result: None,
             error: None,
             head_left: output - output / 2,
             tail: VecDeque::new(),
@@ -92,8 +96,13 @@ impl Outputs {
                     // of the head.
                     self.head_left = 0;
                 }
-                SessionMessage::DisplayData { data } | SessionMessage::ExecuteResult { data } => {
-                    self.result(data, bytes, on_event)
+                SessionMessage::DisplayData { data } => {
+                    self.result(data, bytes, on_event);
+                }
+                SessionMessage::ExecuteResult { data } => {
+                    if self.result(data, bytes, on_event) {
+                        self.execute_result = Some(self.results.len() - 1);
+                    }
                 }
                 SessionMessage::ResultDropped { bytes, mimes } => {
                     self.drop_result(bytes, &mimes.join(", "), on_event)
@@ -191,21 +200,23 @@ impl Outputs {
         }
     }
 
+    /// Keeps a result within the budget; true when `data` itself was kept (not a note
+    /// in its place, not dropped).
     fn result(
         &mut self,
         data: MimeBundle,
         frame_bytes: usize,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
-    ) {
+    ) -> bool {
         if frame_bytes > self.results_bytes_left {
             let mimes: Vec<&str> = data.keys().map(String::as_str).collect();
             self.drop_result(frame_bytes as u64, &mimes.join(", "), on_event);
-            return;
+            return false;
         }
         if self.results_left > 0 {
             self.results_bytes_left -= frame_bytes;
         }
-        self.push_result(data, on_event);
+        self.push_result(data, on_event)
     }
 
     fn drop_result(
@@ -223,15 +234,21 @@ impl Outputs {
         self.push_result(note_bundle(note), on_event);
     }
 
-    fn push_result(&mut self, data: MimeBundle, on_event: &mut (dyn FnMut(&ExecEvent) + Send)) {
+    /// Keeps a result if the count allows; says whether it did.
+    fn push_result(
+        &mut self,
+        data: MimeBundle,
+        on_event: &mut (dyn FnMut(&ExecEvent) + Send),
+    ) -> bool {
         if self.results_left == 0 {
             self.results_uncounted += 1;
             self.truncated = true;
-            return;
+            return false;
         }
         self.results_left -= 1;
         on_event(&ExecEvent::Result(data.clone()));
         self.results.push(data);
+        true
     }
 
     /// The tail after a marker of what was dropped, and a note for uncounted results.
@@ -272,6 +289,7 @@ impl Outputs {
             stdout: self.stdout,
             stderr: self.stderr,
             results: self.results,
+            execute_result: self.execute_result,
             truncated: self.truncated,
         }
     }
@@ -369,6 +387,38 @@ mod tests {
         }
         let kept = outputs.finish(&mut on_event);
         (kept, stdout, stderr, results)
+    }
+
+    fn value(text: &str) -> Frame {
+        let mut data = MimeBundle::new();
+        data.insert("text/plain".into(), text.into());
+        Frame::Message {
+            message: SessionMessage::ExecuteResult { data },
+            bytes: text.len(),
+        }
+    }
+
+    #[test]
+    fn the_last_expression_value_is_told_from_displays() {
+        let (kept, ..) = feed(&limits(1), vec![result(10), value("42"), result(10)]);
+        assert_eq!(kept.results.len(), 3);
+        assert_eq!(kept.execute_result, Some(1));
+        assert_eq!(kept.results[1]["text/plain"], "42");
+
+        let (kept, ..) = feed(&limits(1), vec![result(10), result(10)]);
+        assert_eq!(kept.execute_result, None, "displays only");
+
+        // A value too large is replaced by a note, which is not the value.
+        let (kept, ..) = feed(&limits(1), vec![value(&"x".repeat(2 << 20))]);
+        assert_eq!(kept.results.len(), 1);
+        assert_eq!(kept.execute_result, None);
+
+        // A value past the count of results is not kept at all.
+        let (kept, ..) = feed(
+            &limits(1),
+            vec![result(1), result(1), result(1), value("42")],
+        );
+        assert_eq!(kept.execute_result, None);
     }
 
     #[test]

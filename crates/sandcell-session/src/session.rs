@@ -443,6 +443,7 @@ impl Session {
             stdout: kept.stdout,
             stderr: kept.stderr,
             results: kept.results,
+            execute_result: kept.execute_result,
             error,
             files: before.changes(&after),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -2,6 +2,7 @@
 //! interactive on a terminal or one-shot (`sandcell chat "question"`).
 
 use crate::chat_render::ChatRenderer;
+use crate::kept_files::KeptFiles;
 use crate::model_settings::ModelSettings;
 use crate::session_args::{SessionArgs, StartedSession};
 use anyhow::{bail, Context};
@@ -39,6 +40,11 @@ pub struct ChatArgs {
     /// PATH ends in .ipynb, else JSON Lines.
     #[arg(long, value_name = "PATH")]
     save: Option<PathBuf>,
+    /// Where the files the code creates or changes are saved when the working directory
+    /// is temporary (default: the current directory); a file already there is kept and
+    /// the new one takes a numbered name (plot-1.png).
+    #[arg(long, value_name = "DIR", conflicts_with = "workdir")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -87,7 +93,15 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
-    let mut renderer = ChatRenderer::new(args.json, &workdir);
+    let files = match (&args.session.workdir, &args.out) {
+        (Some(_), _) => KeptFiles::in_place(&workdir),
+        (None, Some(out)) => KeptFiles::copied_to(&workdir, out)?,
+        (None, None) => {
+            let here = std::env::current_dir().context("cannot find the current directory")?;
+            KeptFiles::copied_to(&workdir, &here)?
+        }
+    };
+    let mut renderer = ChatRenderer::new(args.json, &workdir, files);
     let code = match &args.message {
         Some(message) => {
             let token = fresh_token(&cancel);
@@ -197,8 +211,12 @@ async fn interactive(
     config: &Config,
     cancel: &Mutex<CancellationToken>,
 ) -> anyhow::Result<()> {
+    let kept = match renderer.files().copied_to_dir() {
+        Some(dir) => format!(" (files the code makes are saved to {})", dir.display()),
+        None => String::new(),
+    };
     eprintln!(
-        "sandcell chat with {} · /mnt/data is {} · /help for commands, Ctrl-D to quit",
+        "sandcell chat with {} · /mnt/data is {}{kept} · /help for commands, Ctrl-D to quit",
         chat.agent.client().choice().spec(),
         workdir.display()
     );

@@ -1,6 +1,7 @@
 //! How `sandcell chat` shows a turn: on a terminal (streamed text, highlighted code,
 //! output, images saved and, where the terminal can, drawn), or as JSON Lines.
 
+use crate::kept_files::KeptFiles;
 use base64::Engine;
 use sandcell_agent::{AgentEvent, TokenUsage};
 use sandcell_safedir::{SafeDir, SafePath};
@@ -19,38 +20,50 @@ const RESET: &str = "\x1b[0m";
 /// in the file by the time it is read).
 const MAX_DRAWN_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Renders agent events.
-pub enum ChatRenderer {
+/// Renders agent events, with files at the paths the host keeps them.
+pub struct ChatRenderer {
+    files: KeptFiles,
+    output: Output,
+}
+
+enum Output {
     Json,
     Terminal(Box<TerminalRenderer>),
 }
 
 impl ChatRenderer {
-    pub fn new(json: bool, workdir: &Path) -> ChatRenderer {
-        if json {
-            ChatRenderer::Json
+    pub fn new(json: bool, workdir: &Path, files: KeptFiles) -> ChatRenderer {
+        let output = if json {
+            Output::Json
         } else {
-            ChatRenderer::Terminal(Box::new(TerminalRenderer::new(workdir)))
-        }
+            Output::Terminal(Box::new(TerminalRenderer::new(workdir)))
+        };
+        ChatRenderer { files, output }
+    }
+
+    /// Where the files the code makes are kept.
+    pub fn files(&self) -> &KeptFiles {
+        &self.files
     }
 
     pub fn event(&mut self, event: &AgentEvent) {
-        match self {
-            ChatRenderer::Json => print_json(event),
-            ChatRenderer::Terminal(terminal) => terminal.event(event),
+        self.files.keep(event);
+        match &mut self.output {
+            Output::Json => print_json(&self.files.on_host(event)),
+            Output::Terminal(terminal) => terminal.event(event, &self.files),
         }
     }
 
     /// The turn is over; `outcome` is `answered`, `step_limit`, `cancelled` or `error`.
     pub fn end(&mut self, outcome: &str, message: Option<&str>, usage: TokenUsage) {
-        match self {
-            ChatRenderer::Json => print_json(&serde_json::json!({
+        match &mut self.output {
+            Output::Json => print_json(&serde_json::json!({
                 "type": "end",
                 "outcome": outcome,
                 "message": message,
                 "usage": usage,
             })),
-            ChatRenderer::Terminal(terminal) => terminal.end(message),
+            Output::Terminal(terminal) => terminal.end(message),
         }
     }
 }
@@ -127,7 +140,7 @@ impl TerminalRenderer {
         }
     }
 
-    fn event(&mut self, event: &AgentEvent) {
+    fn event(&mut self, event: &AgentEvent, files: &KeptFiles) {
         match event {
             AgentEvent::TextDelta { text } => self.write(text),
             AgentEvent::CodeDelta { call_id, text } => {
@@ -200,14 +213,14 @@ impl TerminalRenderer {
                     self.write(&status);
                 }
                 for image in images {
-                    self.show_image(image);
+                    self.show_image(image, &files.host_path(image));
                 }
                 for file in &execution.files {
                     let line = self.paint(
                         DIM,
                         &format!(
                             "[file {} ({} bytes)]\n",
-                            self.host_path(&file.path).display(),
+                            files.host_path(&file.path).display(),
                             file.size
                         ),
                     );
@@ -300,16 +313,7 @@ impl TerminalRenderer {
         Some(bytes)
     }
 
-    /// `/mnt/data/x` as the host sees it.
-    fn host_path(&self, session_path: &str) -> PathBuf {
-        let relative = session_path
-            .strip_prefix("/mnt/data/")
-            .unwrap_or(session_path);
-        self.workdir.join(relative)
-    }
-
-    fn show_image(&mut self, session_path: &str) {
-        let path = self.host_path(session_path);
+    fn show_image(&mut self, session_path: &str, path: &Path) {
         let line = format!("[image saved as {}]\n", path.display());
         self.write(&line);
         if let (Some(protocol), Some(bytes)) = (self.images, self.read_image(session_path)) {

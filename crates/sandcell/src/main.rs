@@ -5,6 +5,7 @@ mod chat;
 mod chat_render;
 mod doctor;
 mod interrupt;
+mod kept_files;
 mod mcp;
 mod model_settings;
 mod render;

@@ -1,4 +1,5 @@
-//! Human output of `sandcell run`: streamed text, text results, images saved as files.
+//! Human output of `sandcell run`: each cell's header, streamed text, text results, images
+//! saved as files.
 
 use base64::Engine;
 use sandcell_safedir::{Create, SafeDir, SafePath};
@@ -35,9 +36,14 @@ impl HumanRenderer {
         }
     }
 
-    pub fn start_cell(&mut self, cell: usize) {
+    /// Starts cell number `cell` (from 1) with a header line naming it, so each output
+    /// can be told apart.
+    pub fn start_cell(&mut self, cell: usize, label: &str) {
         self.cell = cell;
         self.images = 0;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "[{cell}] {label}");
+        let _ = out.flush();
     }
 
     pub fn event(&mut self, event: &ExecEvent) {

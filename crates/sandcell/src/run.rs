@@ -66,7 +66,7 @@ pub async fn run(args: RunArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode
                 .execute(&cell.code, &ExecOptions::default(), &mut |_| {})
                 .await?
         } else {
-            renderer.start_cell(index + 1);
+            renderer.start_cell(index + 1, &cell.label);
             session
                 .execute(&cell.code, &ExecOptions::default(), &mut |event| {
                     renderer.event(event)

@@ -14,33 +14,41 @@ async fn replay(steps: Value) -> ReplayServer {
         .expect("the replay server starts")
 }
 
-/// Runs `sandcell chat --json ARGS…` against `server` as `provider`; returns the exit
-/// code, the events and stderr.
+/// Runs `sandcell chat --json --workdir WORKDIR ARGS…` against `server` as `provider`;
+/// returns the exit code, the events and stderr.
 async fn chat(
     server: &ReplayServer,
     provider: &str,
     workdir: &Path,
     args: &[&str],
 ) -> (Option<i32>, Vec<Value>, String) {
+    let mut command = chat_command(server, provider, workdir);
+    command.arg("--workdir").arg(workdir).args(args);
+    json_output(command).await
+}
+
+/// `sandcell chat --json` against `server` as `provider`, with no config file (`dir` holds
+/// none).
+fn chat_command(server: &ReplayServer, provider: &str, dir: &Path) -> tokio::process::Command {
     let base_url = match provider {
         "openai" | "openai-responses" => format!("{}/v1", server.base_url()),
         _ => server.base_url(),
     };
-    let command = common::sandcell();
-    let output = tokio::process::Command::from(command)
+    let mut command = tokio::process::Command::from(common::sandcell());
+    command
         .arg("chat")
         .arg("--json")
         .args(["--model", &format!("{provider}:test-model")])
         .args(["--base-url", &base_url])
-        .arg("--workdir")
-        .arg(workdir)
-        .args(args)
         .env("OPENAI_API_KEY", "test-key")
         .env("ANTHROPIC_API_KEY", "test-key")
-        .env("SANDCELL_CONFIG", workdir.join("no-config.toml"))
-        .output()
-        .await
-        .expect("sandcell runs");
+        .env("SANDCELL_CONFIG", dir.join("no-config.toml"));
+    command
+}
+
+/// Runs `command`; returns the exit code, the JSON events and stderr.
+async fn json_output(mut command: tokio::process::Command) -> (Option<i32>, Vec<Value>, String) {
+    let output = command.output().await.expect("sandcell runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let events = stdout
         .lines()
@@ -94,7 +102,11 @@ async fn a_full_loop_runs_for_every_protocol() {
         let execution = &executions[0]["execution"];
         assert_eq!(execution["status"], "ok", "{provider}: {execution}");
         assert_eq!(execution["stdout"], "60\n");
-        assert_eq!(executions[0]["images"], json!(["/mnt/data/figure_1.png"]));
+        assert_eq!(
+            executions[0]["images"],
+            json!([workdir.join("figure_1.png").display().to_string()]),
+            "{provider}: figures are shown where the host has them"
+        );
         assert!(workdir.join("figure_1.png").is_file(), "{provider}");
         let code: String = of_type(&events, "code_delta")
             .iter()
@@ -142,6 +154,51 @@ async fn a_full_loop_runs_for_every_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_chat_keeps_the_files_it_made_in_the_current_directory() {
+    let server = replay(json!([
+        {"reply": {"tool_calls": [{"code": "open('/mnt/data/result.txt', 'w').write('new')\n\
+            open('/mnt/data/fresh.txt', 'w').write('made')"}]}},
+        {"reply": {"text": "Written."}},
+    ]))
+    .await;
+    let here = tempfile::tempdir().unwrap();
+    std::fs::write(here.path().join("result.txt"), "old").unwrap();
+    let mut command = chat_command(&server, "openai", here.path());
+    command.current_dir(here.path()).arg("Write the files.");
+    let (code, events, stderr) = json_output(command).await;
+    assert_eq!(code, Some(0), "{stderr}\n{events:?}");
+
+    let read = |name: &str| std::fs::read_to_string(here.path().join(name)).unwrap();
+    assert_eq!(
+        read("result.txt"),
+        "old",
+        "an existing file is not overwritten"
+    );
+    assert_eq!(read("result-1.txt"), "new");
+    assert_eq!(read("fresh.txt"), "made");
+    let executions = of_type(&events, "execution");
+    let mut shown: Vec<&str> = executions[0]["execution"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["path"].as_str().unwrap())
+        .collect();
+    shown.sort();
+    let expected = [
+        here.path().join("fresh.txt"),
+        here.path().join("result-1.txt"),
+    ];
+    assert_eq!(
+        shown,
+        expected
+            .iter()
+            .map(|p| p.to_str().unwrap())
+            .collect::<Vec<_>>(),
+        "the JSON shows the host paths"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refused_key_is_one_sentence_and_a_failure_status() {
     let server = replay(json!([
         {"status": 401, "body": {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}}
@@ -177,12 +234,14 @@ fn without_a_model_it_says_how_to_configure_one() {
     assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
 }
 
+const DOUBLE: &str = "print(z * 2)\nopen('/mnt/data/doubled.txt', 'w').write(str(z * 2))";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
     let server = replay(json!([
         {"reply": {"tool_calls": [{"code": "z = 5\nprint(z)"}]}},
         {"reply": {"text": "z is 5."}},
-        {"reply": {"tool_calls": [{"code": "print(z * 2)"}]}},
+        {"reply": {"tool_calls": [{"code": DOUBLE}]}},
         {"reply": {"text": "Doubled: 10."}},
     ]))
     .await;
@@ -195,6 +254,7 @@ async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
         .arg(format!("{}/v1", server.base_url()))
         .arg("--file")
         .arg(&input)
+        .current_dir(dir.path())
         .env("OPENAI_API_KEY", "test-key")
         .env("SANDCELL_CONFIG", dir.path().join("no-config.toml"))
         .stdin(std::process::Stdio::piped())
@@ -225,6 +285,20 @@ async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
     );
     assert!(stderr.contains("unknown command /bogus"), "{stderr}");
     assert!(stderr.contains("conversation saved to"), "{stderr}");
+    // The temporary /mnt/data is gone; the file the code wrote is kept where the chat ran.
+    let kept = dir.path().join("doubled.txt");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "10");
+    assert!(
+        stdout.contains(&format!("[file {} (2 bytes)]", kept.display())),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "files the code makes are saved to {}",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&notebook).unwrap()).unwrap();
     let sources: Vec<&str> = saved["cells"]
         .as_array()
@@ -233,5 +307,5 @@ async fn the_interactive_chat_keeps_state_across_turns_and_answers_commands() {
         .filter(|c| c["cell_type"] == "code")
         .map(|c| c["source"].as_str().unwrap())
         .collect();
-    assert_eq!(sources, vec!["z = 5\nprint(z)", "print(z * 2)"]);
+    assert_eq!(sources, vec!["z = 5\nprint(z)", DOUBLE]);
 }

@@ -92,6 +92,26 @@ fn human_output_streams_text_and_saves_images() {
 }
 
 #[test]
+fn human_output_labels_each_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("first.py");
+    std::fs::write(&script, "print('from the file')").unwrap();
+    let output = sandcell()
+        .arg("run")
+        .arg(&script)
+        .args(["-c", "print('from a snippet')", "-c", "6 * 7"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected = format!(
+        "[1] {}\nfrom the file\n[2] -c #1\nfrom a snippet\n[3] -c #2\n42\n",
+        script.display()
+    );
+    assert_eq!(stdout, expected);
+}
+
+#[test]
 fn workdir_and_input_files() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("data.csv");
