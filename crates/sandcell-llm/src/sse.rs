@@ -1,6 +1,6 @@
 //! The `text/event-stream` framing, as an incremental push parser.
 //!
-//! No crate on crates.io fits: `eventsource-stream` and `sse-stream` are adapters over a
+//! No published crate fits: `eventsource-stream` and `sse-stream` are adapters over a
 //! `futures` `Stream` of bytes or an `http-body`, while the decoders here are plain
 //! synchronous state machines fed by whatever moves the bytes. The subset of the
 //! specification that matters is small: `data:` lines (joined with `\n`), a blank line
