@@ -198,27 +198,11 @@ async fn throughput(base: &str, clients: usize, cells: usize) -> Result<Throughp
         client.execute(&id, TRIVIAL_CELL).await?;
         sessions.push((client, id));
     }
-    let started = Instant::now();
-    let workers: Vec<_> = sessions
-        .into_iter()
-        .map(|(client, id)| {
-            tokio::spawn(async move {
-                for _ in 0..cells {
-                    client.execute(&id, TRIVIAL_CELL).await?;
-                }
-                Ok::<_, BenchError>((client, id))
-            })
-        })
-        .collect();
-    let mut finished = Vec::with_capacity(clients);
-    for worker in workers {
-        finished.push(
-            worker
-                .await
-                .map_err(|e| BenchError::CellFailed(e.to_string()))??,
-        );
-    }
-    let elapsed = started.elapsed();
+    let (finished, elapsed) = crate::all_at_once(sessions, cells, |(client, id)| async move {
+        client.execute(&id, TRIVIAL_CELL).await?;
+        Ok((client, id))
+    })
+    .await?;
     for (client, id) in finished {
         client.delete_session(&id).await?;
     }

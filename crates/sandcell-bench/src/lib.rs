@@ -343,31 +343,50 @@ async fn throughput(
     for _ in 0..sessions {
         opened.push(open(runtime).await?);
     }
-    let started = Instant::now();
-    let workers: Vec<_> = opened
-        .into_iter()
-        .map(|mut bench| {
-            tokio::spawn(async move {
-                for _ in 0..cells {
-                    run_cell(&mut bench, TRIVIAL_CELL).await?;
-                }
-                Ok::<_, BenchError>(bench)
-            })
-        })
-        .collect();
-    let mut finished = Vec::with_capacity(sessions);
-    for worker in workers {
-        finished.push(
-            worker
-                .await
-                .map_err(|e| BenchError::CellFailed(e.to_string()))??,
-        );
-    }
-    let elapsed = started.elapsed();
+    let (finished, elapsed) = all_at_once(opened, cells, |mut bench| async move {
+        run_cell(&mut bench, TRIVIAL_CELL).await?;
+        Ok(bench)
+    })
+    .await?;
     for bench in finished {
         bench.shutdown().await?;
     }
     Ok(Throughput::of(sessions, sessions * cells, elapsed))
+}
+
+/// Runs `step` `cells` times on each of `workers`, every worker in a task of its own, all
+/// at once; gives the workers back with the time they took together.
+pub(crate) async fn all_at_once<W, F, Fut>(
+    workers: Vec<W>,
+    cells: usize,
+    step: F,
+) -> Result<(Vec<W>, Duration), BenchError>
+where
+    W: Send + 'static,
+    F: Fn(W) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<W, BenchError>> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| {
+            let step = step.clone();
+            tokio::spawn(async move {
+                for _ in 0..cells {
+                    worker = step(worker).await?;
+                }
+                Ok::<_, BenchError>(worker)
+            })
+        })
+        .collect();
+    let mut finished = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        finished.push(
+            task.await
+                .map_err(|e| BenchError::CellFailed(e.to_string()))??,
+        );
+    }
+    Ok((finished, started.elapsed()))
 }
 
 async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchError> {
