@@ -202,6 +202,12 @@ export const api = {
    */
   execute: (sessionId, code, handlers) => stream(`/api/v1/sessions/${id(sessionId)}/execute`, { code }, handlers),
   interrupt: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/interrupt`),
+  /**
+   * What IPython's completer offers at `cursorPos` (in code points) of `code`: Jupyter's
+   * complete_reply, `{matches, cursor_start, cursor_end}`. Refused (409) while a cell runs.
+   */
+  complete: async (sessionId, code, cursorPos, signal) =>
+    (await request('POST', `/api/v1/sessions/${id(sessionId)}/complete`, { json: { code, cursor_pos: cursorPos }, signal })).json(),
   restart: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/restart`),
 
   /** The files in the session's /mnt/data: `[{path, size, mime, modified}]`. */

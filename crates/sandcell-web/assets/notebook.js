@@ -2,56 +2,68 @@
 // streamed and drawn as in the chat, and the session's files beside them.
 
 import { api } from './api.js';
-import { acceptDroppedFiles, autosize, chooseFiles, formatBytes, h, icon, notify } from './dom.js';
+import { acceptDroppedFiles, chooseFiles, formatBytes, formatDuration, h, icon, notify } from './dom.js';
+import { CodeEditor } from './editor.js';
+import { renderMarkdown } from './markdown.js';
 import { OutputArea, sessionLinks, statusLabel } from './output.js';
 
+/** One cell: `type` 'code' (run in the session) or 'markdown' (rendered in the page). */
 class Cell {
   #notebook;
+  #links;
+  #timer = null;
+  #cancelled = false;
 
-  constructor(notebook, links) {
+  constructor(notebook, links, { type = 'code', source = '' } = {}) {
     this.#notebook = notebook;
-    this.prompt = h('span', { class: 'cell-prompt', 'aria-hidden': 'true' }, '[ ]');
-    this.editor = h('textarea', {
-      class: 'cell-editor',
-      rows: 1,
-      spellcheck: 'false',
-      autocapitalize: 'off',
-      autocomplete: 'off',
-      'aria-label': 'Python code',
-      placeholder: 'Python code; Ctrl+Enter runs it',
+    this.#links = links;
+    this.type = type;
+    this.prompt = h('span', { class: 'cell-prompt', 'aria-hidden': 'true' });
+    this.editor = new CodeEditor({
+      value: source,
+      language: type === 'code' ? 'python' : 'markdown',
+      label: type === 'code' ? 'Python code' : 'Markdown text',
+      placeholder: type === 'code' ? 'Python code; Shift+Enter runs it' : 'Markdown; Shift+Enter shows it',
+      complete: type === 'code' ? (code, cursorPos, signal) => api.complete(notebook.sessionId, code, cursorPos, signal) : null,
+      keys: {
+        run: () => this.run(),
+        runAndAdvance: () => notebook.runAndAdvance(this),
+        runAndInsert: () => notebook.runAndInsert(this),
+        leave: () => notebook.commandMode(this),
+      },
     });
-    autosize(this.editor);
-    this.editor.addEventListener('keydown', (event) => {
-      if (event.key !== 'Enter' || event.isComposing) return;
-      if (event.ctrlKey || event.metaKey) {
-        event.preventDefault();
-        this.run();
-      } else if (event.shiftKey) {
-        event.preventDefault();
-        this.run();
-        this.#notebook.focusAfter(this);
-      }
-    });
+    this.editor.element.classList.add('cell-editor');
+    this.rendered = h('div', { class: 'markdown cell-rendered', hidden: true, ondblclick: () => notebook.editMode(this) });
     this.status = h('span', { class: 'cell-status', role: 'status' });
     this.output = new OutputArea(links);
-    const run = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Run cell', title: 'Run (Ctrl+Enter)', onclick: () => this.run() }, icon('play'));
-    const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Delete cell', title: 'Delete cell', onclick: () => this.#notebook.remove(this) }, icon('trash'));
+    const run = h('button', { type: 'button', class: 'icon-button cell-run', 'aria-label': 'Run cell', title: 'Run (Shift+Enter)', onclick: () => this.run() }, icon('play'));
+    const stop = h('button', { type: 'button', class: 'icon-button cell-stop', 'aria-label': 'Stop cell', title: 'Stop', onclick: () => this.stop() }, icon('stop'));
+    const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Delete cell', title: 'Delete cell', onclick: () => notebook.remove(this) }, icon('trash'));
     this.element = h(
       'div',
-      { class: 'cell', 'data-status': 'idle' },
-      h('div', { class: 'cell-input' }, this.prompt, this.editor, h('div', { class: 'cell-actions' }, run, remove)),
+      { class: 'cell', 'data-status': 'idle', 'data-type': type, tabindex: '-1' },
+      h('div', { class: 'cell-input' }, this.prompt, this.editor.element, this.rendered, h('div', { class: 'cell-actions' }, run, stop, remove)),
       h('div', { class: 'cell-footer' }, this.status),
       this.output.element,
     );
+    this.element.addEventListener('focusin', () => notebook.select(this));
+    this.#state('idle', type === 'code' ? '[ ]' : '', '');
   }
 
+  /** Runs a code cell in the session (after those queued before it); shows a Markdown cell. */
   async run() {
+    if (this.type === 'markdown') return this.#render();
     const code = this.editor.value;
-    if (!code.trim()) return;
+    if (!code.trim() || ['queued', 'running'].includes(this.element.dataset.status)) return;
+    this.#cancelled = false;
     this.output.clear();
     this.#state('queued', '[*]', 'Waiting…');
     await this.#notebook.enqueue(async () => {
+      if (this.#cancelled) return;
       this.#state('running', '[*]', 'Running…');
+      const started = performance.now();
+      // A running cell shows how long it has run.
+      this.#timer = setInterval(() => (this.status.textContent = `Running… ${formatDuration(Math.round(performance.now() - started))}`), 100);
       let execution = null;
       let failure = 'The connection to the server was lost before the cell finished.';
       try {
@@ -68,6 +80,8 @@ class Cell {
         });
       } catch (error) {
         failure = error.message;
+      } finally {
+        clearInterval(this.#timer);
       }
       if (execution) {
         this.output.complete(execution);
@@ -78,6 +92,37 @@ class Cell {
       }
     });
     this.#notebook.refreshFiles();
+  }
+
+  /** Stops this cell: interrupts it while it runs, takes it out of the queue while it waits. */
+  stop() {
+    const status = this.element.dataset.status;
+    if (status === 'running') {
+      api.interrupt(this.#notebook.sessionId).catch((error) => notify(error.message));
+    } else if (status === 'queued') {
+      this.#cancelled = true;
+      this.#state('idle', '[ ]', 'Not run');
+    }
+  }
+
+  /** Makes the cell a code or a Markdown cell, keeping its text. */
+  setType(type) {
+    if (type === this.type || ['queued', 'running'].includes(this.element.dataset.status)) return this;
+    const replacement = new Cell(this.#notebook, this.#links, { type, source: this.editor.value });
+    this.element.replaceWith(replacement.element);
+    return replacement;
+  }
+
+  /** Shows the editor of a Markdown cell again. */
+  edit() {
+    this.rendered.hidden = true;
+    this.editor.element.hidden = false;
+  }
+
+  #render() {
+    this.rendered.replaceChildren(renderMarkdown(this.editor.value || '*Empty Markdown cell*', this.#links));
+    this.editor.element.hidden = true;
+    this.rendered.hidden = false;
   }
 
   #state(status, prompt, label) {
@@ -93,6 +138,8 @@ export class NotebookView {
   #queue = Promise.resolve();
   #count = 0;
   #cells = [];
+  #selected = null;
+  #pendingDelete = false; // the first D of DD
 
   constructor(sessionId, conversation) {
     this.sessionId = sessionId;
@@ -106,7 +153,7 @@ export class NotebookView {
     const toolbar = h(
       'div',
       { class: 'notebook-toolbar', role: 'toolbar', 'aria-label': 'Session' },
-      this.#button('plus', 'Add cell', () => this.add().editor.focus()),
+      this.#button('plus', 'Add cell', () => this.editMode(this.add())),
       this.#button('stop', 'Interrupt', () => api.interrupt(sessionId).catch((error) => notify(error.message))),
       this.#button('restart', 'Restart', () => this.#restart()),
       this.#button('attach', 'Upload files', () => chooseFiles((files) => this.upload(files))),
@@ -115,10 +162,11 @@ export class NotebookView {
     this.element = h(
       'section',
       { class: 'notebook-view', 'aria-label': 'Notebook' },
-      h('div', { class: 'notebook-scroll' }, h('div', { class: 'notebook-column' }, h('p', { class: 'notebook-intro' }, intro), toolbar, this.cellList, h('button', { type: 'button', class: 'add-cell', onclick: () => this.add().editor.focus() }, icon('plus'), 'Code cell')), files),
+      h('div', { class: 'notebook-scroll' }, h('div', { class: 'notebook-column' }, h('p', { class: 'notebook-intro' }, intro), toolbar, this.cellList, h('button', { type: 'button', class: 'add-cell', onclick: () => this.editMode(this.add()) }, icon('plus'), 'Code cell')), files),
       h('div', { class: 'drop-hint', 'aria-hidden': 'true' }, icon('attach'), 'Drop files to upload them'),
     );
     acceptDroppedFiles(this.element, (files) => this.upload(files));
+    this.cellList.addEventListener('keydown', (event) => this.#commandKey(event));
     this.add();
     this.refreshFiles();
   }
@@ -128,29 +176,128 @@ export class NotebookView {
   }
 
   activate() {
-    (this.#cells.find((cell) => !cell.editor.value) ?? this.#cells.at(-1))?.editor.focus({ preventScroll: true });
+    const cell = this.#cells.find((candidate) => !candidate.editor.value) ?? this.#cells.at(-1);
+    if (cell) this.editMode(cell);
     this.refreshFiles();
   }
 
-  add(after = this.#cells.at(-1)) {
-    const cell = new Cell(this, this.#links);
-    const index = after ? this.#cells.indexOf(after) + 1 : this.#cells.length;
-    this.#cells.splice(index, 0, cell);
-    if (after) after.element.after(cell.element);
-    else this.cellList.append(cell.element);
+  /** A new cell after `after` (at the end without it), or before `before`. */
+  add(after = this.#cells.at(-1), { before = null, type = 'code', source = '' } = {}) {
+    const cell = new Cell(this, this.#links, { type, source });
+    if (before) {
+      this.#cells.splice(this.#cells.indexOf(before), 0, cell);
+      before.element.before(cell.element);
+    } else {
+      const index = after ? this.#cells.indexOf(after) + 1 : this.#cells.length;
+      this.#cells.splice(index, 0, cell);
+      if (after) after.element.after(cell.element);
+      else this.cellList.append(cell.element);
+    }
     return cell;
   }
 
   remove(cell) {
-    this.#cells.splice(this.#cells.indexOf(cell), 1);
+    const index = this.#cells.indexOf(cell);
+    this.#cells.splice(index, 1);
     cell.element.remove();
     if (!this.#cells.length) this.add();
+    if (this.#selected === cell) this.select(this.#cells[Math.min(index, this.#cells.length - 1)]);
   }
 
-  /** Shift+Enter: on to the next cell, a new one after the last. */
-  focusAfter(cell) {
-    const next = this.#cells[this.#cells.indexOf(cell) + 1] ?? this.add(cell);
-    next.editor.focus();
+  /** The cell the keys act on. */
+  select(cell) {
+    if (this.#selected === cell) return;
+    this.#selected?.element.classList.remove('selected');
+    this.#selected = cell;
+    cell.element.classList.add('selected');
+  }
+
+  /** Escape: the keys act on cells (A, B, DD, M, Y, Enter, arrows), not on the text. */
+  commandMode(cell = this.#selected) {
+    this.select(cell);
+    this.#pendingDelete = false;
+    cell.element.focus();
+  }
+
+  /** Enter: into the cell's editor. */
+  editMode(cell = this.#selected) {
+    this.select(cell);
+    cell.edit();
+    cell.editor.focus();
+  }
+
+  /** Shift+Enter: runs the cell, then on to the next one (a new one after the last). */
+  runAndAdvance(cell) {
+    cell.run();
+    const next = this.#cells[this.#cells.indexOf(cell) + 1];
+    if (next) this.commandMode(next);
+    else this.editMode(this.add(cell));
+  }
+
+  /** Alt+Enter: runs the cell and inserts a new one below. */
+  runAndInsert(cell) {
+    cell.run();
+    this.editMode(this.add(cell));
+  }
+
+  /** The keys of command mode, as JupyterLab has them. */
+  #commandKey(event) {
+    const cell = this.#cells.find((candidate) => candidate.element === event.target);
+    if (!cell || event.isComposing) return;
+    const key = event.key;
+    const plain = !event.ctrlKey && !event.metaKey && !event.altKey;
+    const handled = () => event.preventDefault();
+    if (key === 'Enter') {
+      handled();
+      if (event.shiftKey) this.runAndAdvance(cell);
+      else if (event.ctrlKey || event.metaKey) cell.run();
+      else if (event.altKey) this.runAndInsert(cell);
+      else this.editMode(cell);
+      return;
+    }
+    if (!plain || event.shiftKey) return;
+    const index = this.#cells.indexOf(cell);
+    if (key !== 'd' && key !== 'D') this.#pendingDelete = false;
+    switch (key) {
+      case 'a':
+      case 'A':
+        handled();
+        return this.commandMode(this.add(null, { before: cell }));
+      case 'b':
+      case 'B':
+        handled();
+        return this.commandMode(this.add(cell));
+      case 'd':
+      case 'D':
+        handled();
+        if (!this.#pendingDelete) {
+          this.#pendingDelete = true;
+          return;
+        }
+        this.#pendingDelete = false;
+        this.remove(cell);
+        return this.commandMode(this.#selected);
+      case 'm':
+      case 'M':
+      case 'y':
+      case 'Y': {
+        handled();
+        const replacement = cell.setType(key.toLowerCase() === 'm' ? 'markdown' : 'code');
+        if (replacement !== cell) this.#cells[index] = replacement;
+        return this.commandMode(replacement);
+      }
+      case 'ArrowUp':
+      case 'k':
+      case 'K':
+        handled();
+        return this.commandMode(this.#cells[Math.max(index - 1, 0)]);
+      case 'ArrowDown':
+      case 'j':
+      case 'J':
+        handled();
+        return this.commandMode(this.#cells[Math.min(index + 1, this.#cells.length - 1)]);
+      default:
+    }
   }
 
   /** Runs `task` after every cell queued before it: a session runs one cell at a time. */

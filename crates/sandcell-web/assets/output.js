@@ -165,8 +165,32 @@ function htmlFrame(html) {
 }
 
 function renderError(error) {
-  const traceback = (error.traceback ?? []).join('\n');
-  return h('pre', { class: 'output output-error' }, ansiToNodes(traceback || `${error.ename}: ${error.evalue}`));
+  const traceback = (error.traceback ?? []).join('\n') || `${error.ename}: ${error.evalue}`;
+  // Tracebacks with colour codes keep their colours; sandcell's kernel writes plain ones,
+  // coloured here by their parts as Jupyter colours them.
+  const nodes = traceback.includes('\x1b') ? ansiToNodes(traceback) : tracebackToNodes(traceback, error.ename);
+  return h('pre', { class: 'output output-error' }, nodes);
+}
+
+/** A plain IPython traceback with its parts in `tb-…` spans: where, the failing line, the error. */
+function tracebackToNodes(traceback, ename) {
+  const fragment = document.createDocumentFragment();
+  const lines = traceback.split('\n');
+  lines.forEach((line, index) => {
+    if (index > 0) fragment.append('\n');
+    let match;
+    if (ename && (line.startsWith(`${ename}:`) || line.startsWith(`${ename} `) || line === ename)) {
+      const name = line.slice(0, ename.length);
+      fragment.append(h('span', { class: 'tb-ename' }, name), line.slice(name.length));
+    } else if ((match = line.match(/^(Cell In\s*\[\d*\]|File [^,]+)(,.*)$/))) {
+      fragment.append(h('span', { class: 'tb-location' }, match[1]), match[2]);
+    } else if ((match = line.match(/^(-+>|\s*\^+\s*$)(.*)$/))) {
+      fragment.append(h('span', { class: 'tb-arrow' }, match[1]), match[2]);
+    } else {
+      fragment.append(line);
+    }
+  });
+  return fragment;
 }
 
 function fileList(files, links) {

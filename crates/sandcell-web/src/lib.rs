@@ -9,7 +9,10 @@
 //!
 //! Not for: the API itself (`sandcell-server` serves it), authentication (the page sends
 //! the key a person gives it; the API checks it), templating or bundling: the files are
-//! served exactly as they are written in `assets/`.
+//! served exactly as they are in `assets/`. The third-party libraries among them
+//! (`assets/vendor/`: CodeMirror, markdown-it, DOMPurify) are built files, committed with
+//! their licences and rebuilt by `scripts/rebuild-web-vendor` from the versions pinned in
+//! `vendor-src/`, so building this crate never needs Node.
 
 use axum::extract::Path;
 use axum::http::header::{
@@ -58,22 +61,30 @@ const INDEX: Asset = asset!("index.html", HTML);
 /// Everything under `/assets/`.
 const ASSETS: &[Asset] = &[
     asset!("app.css", CSS),
+    asset!("editor.css", CSS),
     asset!("frame.css", CSS),
     asset!("icon.svg", SVG),
     asset!("api.js", JAVASCRIPT),
     asset!("app.js", JAVASCRIPT),
     asset!("chat.js", JAVASCRIPT),
     asset!("dom.js", JAVASCRIPT),
+    asset!("editor.js", JAVASCRIPT),
     asset!("highlight.js", JAVASCRIPT),
     asset!("markdown.js", JAVASCRIPT),
     asset!("notebook.js", JAVASCRIPT),
     asset!("output.js", JAVASCRIPT),
+    asset!("vendor/codemirror.js", JAVASCRIPT),
+    asset!("vendor/dompurify.js", JAVASCRIPT),
+    asset!("vendor/markdown-it.js", JAVASCRIPT),
 ];
 
 /// What the page may load and run: only its own scripts and styles, images from the API
 /// and from `data:` URLs (plots arrive base64-encoded), requests to its own origin. Model
 /// output is never markup, and HTML results go into `sandbox=""` frames, which inherit
-/// this policy as well.
+/// this policy as well. Styles stay `'self'` too: CodeMirror writes its styles at run
+/// time, which a `<style>` element would need `'unsafe-inline'` or a nonce for, so each
+/// editor lives in a shadow root, where CodeMirror uses a constructed style sheet instead
+/// (`adoptedStyleSheets`, which the policy does not govern); see `assets/editor.js`.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; frame-src 'self'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
