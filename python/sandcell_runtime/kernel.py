@@ -1,6 +1,6 @@
 """The session kernel: IPython's InteractiveShell, built once in the template by prepare()
 and driven in each forked session by serve(), which answers the host's execute requests
-with the frames described in ARCHITECTURE.md."""
+with the frames described in ARCHITECTURE.md, and its completion requests between them."""
 
 import contextlib
 import io
@@ -11,6 +11,7 @@ import sys
 
 import matplotlib.font_manager
 
+from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -71,6 +72,9 @@ class _Session:
     def serve(self):
         self._outbox.send({"type": "ready"})
         while (request := self._outbox.recv()) is not None and request["type"] != "shutdown":
+            if request["type"] == "complete":
+                self._outbox.send(self._complete(request["code"], request["cursor_pos"]))
+                continue
             if request["type"] != "execute":
                 raise ValueError(f"unexpected request from the host: {request['type']!r}")
             self._outbox.start_execution(request)
@@ -78,6 +82,24 @@ class _Session:
             self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
             if self._shell.exit_now:
                 return
+
+    def _complete(self, code, cursor_pos):
+        """Jupyter's complete_reply for `code` at `cursor_pos` (in code points), from IPython's
+        completer, as ipykernel answers it: Jedi's completions and IPython's own (names,
+        attributes of live objects, dict keys, paths, magics)."""
+        reply = {"type": "complete_reply", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos}
+        try:
+            with provisionalcompleter():
+                completions = list(rectify_completions(code, self._shell.Completer.completions(code, cursor_pos)))
+        except Exception:  # a completer that fails (a property that raises, odd code) offers nothing
+            return reply
+        if completions:
+            reply.update(
+                matches=[completion.text for completion in completions],
+                cursor_start=completions[0].start,
+                cursor_end=completions[0].end,
+            )
+        return reply
 
     def on_sigint(self, signum, frame):
         """The host's interrupt stops the running cell; while idle there is nothing to stop.

@@ -198,6 +198,68 @@ async fn one_execution_at_a_time_and_an_interrupt_keeps_the_variables() {
 }
 
 #[tokio::test]
+async fn completion_offers_the_kernels_names_and_waits_for_a_running_cell() {
+    let (server, _data) = server().await;
+    let api = server.api();
+    let id = api.create_session().await;
+    api.execute(
+        &id,
+        "import os, pandas\ndf = pandas.DataFrame({'revenue': [1], 'region': ['n']})",
+    )
+    .await;
+    let complete = |code: &str, cursor_pos: usize| {
+        api.request(Method::POST, &format!("/api/v1/sessions/{id}/complete"))
+            .json(&json!({ "code": code, "cursor_pos": cursor_pos }))
+            .send()
+    };
+    let (status, body) = json(complete("os.pa", 5).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["matches"].as_array().unwrap().contains(&json!("path")),
+        "{body}"
+    );
+    assert_eq!(
+        (&body["cursor_start"], &body["cursor_end"]),
+        (&json!(3), &json!(5))
+    );
+    // A DataFrame's columns, from the live object.
+    let (_, body) = json(complete("df.re", 5).await.unwrap()).await;
+    let matches = body["matches"].as_array().unwrap();
+    assert!(
+        matches.contains(&json!("revenue")) && matches.contains(&json!("region")),
+        "{body}"
+    );
+
+    let (status, body) = json(complete("df", 3).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request");
+
+    let running = keep_busy(&api, &id).await;
+    assert_error(
+        complete("os.pa", 5).await.unwrap(),
+        StatusCode::CONFLICT,
+        "session_busy",
+    )
+    .await;
+    api.request(Method::POST, &format!("/api/v1/sessions/{id}/interrupt"))
+        .send()
+        .await
+        .unwrap();
+    running.await.unwrap();
+    let (status, _) = json(complete("os.pa", 5).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let unknown = api
+        .request(Method::POST, "/api/v1/sessions/0123456789abcdef/complete")
+        .json(&json!({ "code": "os.pa", "cursor_pos": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn restart_clears_variables_and_delete_removes_everything() {
     let (server, data) = server().await;
     let api = server.api();
@@ -1100,6 +1162,7 @@ async fn the_openapi_document_describes_every_route() {
             "POST /api/v1/conversations/{id}/cancel",
             "POST /api/v1/conversations/{id}/messages",
             "POST /api/v1/sessions",
+            "POST /api/v1/sessions/{id}/complete",
             "POST /api/v1/sessions/{id}/execute",
             "POST /api/v1/sessions/{id}/files",
             "POST /api/v1/sessions/{id}/interrupt",

@@ -26,7 +26,7 @@ use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
 use sandcell_session::{
-    ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session, SessionConfig,
+    Completion, ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session, SessionConfig,
 };
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -395,6 +395,31 @@ impl Sessions {
             task_log.push(LoggedEvent::End(result));
         });
         Ok(log)
+    }
+
+    /// What IPython's completer offers at `cursor_pos` (in Unicode code points, as Jupyter
+    /// counts) of `code`, in the session's live kernel. The kernel answers one request at a
+    /// time, so while the session runs something (a cell, a conversation's turn) this is
+    /// `Busy`, as any other use would be; a stopped session is started first, like for an
+    /// execution.
+    pub async fn complete(
+        &self,
+        user: &User,
+        id: &str,
+        code: &str,
+        cursor_pos: usize,
+    ) -> Result<Completion, ServiceError> {
+        let length = code.chars().count();
+        if cursor_pos > length {
+            return Err(ServiceError::invalid(format!(
+                "cursor_pos {cursor_pos} is past the end of the code ({length} characters); count characters (Unicode code points) from 0."
+            )));
+        }
+        let mut checkout = self.checkout(user, id).await?;
+        let completion = checkout.session()?.complete(code, cursor_pos).await;
+        checkout.finish(completion.is_err()).await;
+        completion
+            .map_err(|e| ServiceError::internal("The session could not complete the code", &e))
     }
 
     /// An execution of the session, running or finished within the retention time.

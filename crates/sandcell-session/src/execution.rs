@@ -16,6 +16,28 @@ pub struct ExecOptions {
 /// `image/jpeg`) are base64 strings, `application/json` a JSON value, others strings.
 pub type MimeBundle = serde_json::Map<String, serde_json::Value>;
 
+/// What IPython's completer offers at a cursor: Jupyter's complete_reply. Positions are
+/// in Unicode code points of the code, as Jupyter counts them; the text between
+/// `cursor_start` and `cursor_end` is what a match replaces.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Completion {
+    pub matches: Vec<String>,
+    pub cursor_start: usize,
+    pub cursor_end: usize,
+}
+
+impl Completion {
+    /// Nothing to offer at `cursor_pos`.
+    pub fn none(cursor_pos: usize) -> Self {
+        Self {
+            matches: Vec::new(),
+            cursor_start: cursor_pos,
+            cursor_end: cursor_pos,
+        }
+    }
+}
+
 /// How an execution ended.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -20,7 +20,8 @@
 //! | `garbage` | writes a frame that is not JSON |
 //! | `announce N` | writes the header of an N-byte frame, and never its body |
 //!
-//! Between cells SIGINT is ignored, as in the real session; SIGKILL and SIGTERM end the
+//! A completion request (`complete`) is answered with the names `set` so far that start
+//! with the name before the cursor. Between cells SIGINT is ignored, as in the real session; SIGKILL and SIGTERM end the
 //! process by that signal at any time.
 
 use crate::error::SessionError;
@@ -230,9 +231,34 @@ impl FakeProcess {
                         .send(json!({"type": "done", "status": status}))
                         .await;
                 }
+                Some("complete") => {
+                    let reply = process.complete(&request);
+                    process.send(reply).await;
+                }
                 _ => return Exit::Code(0), // shutdown
             }
         }
+    }
+
+    /// Answers a completion request with the variables set so far whose names start with
+    /// the name before the cursor.
+    fn complete(&self, request: &Value) -> Value {
+        let code = request["code"].as_str().unwrap_or_default();
+        let cursor = usize::try_from(request["cursor_pos"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let before: Vec<char> = code.chars().take(cursor).collect();
+        let start = before.len()
+            - before
+                .iter()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || **c == '_')
+                .count();
+        let prefix: String = before[start..].iter().collect();
+        let matches: Vec<&String> = self
+            .variables
+            .keys()
+            .filter(|name| name.starts_with(&prefix))
+            .collect();
+        json!({"type": "complete_reply", "matches": matches, "cursor_start": start, "cursor_end": before.len()})
     }
 
     /// Runs a cell; Ok(false) when it raised.

@@ -29,7 +29,7 @@ mod workdir;
 
 pub use error::SessionError;
 pub use execution::{
-    ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
+    Completion, ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
 };
 pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
 pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};

@@ -134,7 +134,8 @@ impl Outputs {
                 }
                 SessionMessage::Ready
                 | SessionMessage::Failed { .. }
-                | SessionMessage::Done { .. } => {}
+                | SessionMessage::Done { .. }
+                | SessionMessage::CompleteReply { .. } => {}
             },
         }
     }

@@ -25,6 +25,12 @@ pub enum HostMessage<'a> {
         /// Results the host keeps of this execution.
         max_results: usize,
     },
+    /// What IPython's completer offers at `cursor_pos` (in code points, as Jupyter counts)
+    /// of `code`; answered by one `complete_reply`. Sent only between executions.
+    Complete {
+        code: &'a str,
+        cursor_pos: usize,
+    },
     Shutdown,
 }
 
@@ -64,6 +70,12 @@ pub enum SessionMessage {
     },
     Done {
         status: DoneStatus,
+    },
+    /// The answer to `complete`: Jupyter's complete_reply (positions in code points).
+    CompleteReply {
+        matches: Vec<String>,
+        cursor_start: usize,
+        cursor_end: usize,
     },
 }
 

@@ -3,7 +3,7 @@
 
 use crate::cgroup_drain::wait_until_empty;
 use crate::error::{io_error, SessionError};
-use crate::execution::{ExecEvent, ExecOptions, Execution, ExecutionError, Status};
+use crate::execution::{Completion, ExecEvent, ExecOptions, Execution, ExecutionError, Status};
 use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
@@ -29,6 +29,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a keeper to report how its session ended.
 const EXIT_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running execution's working directory is measured against the quota.
+/// How long the kernel may take to answer a completion request (Jedi's first use, which
+/// imports it, takes a second or two) before the session counts as broken.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15);
+/// At most this many matches of one completion are kept.
+const MAX_MATCHES: usize = 1000;
+/// At most this many bytes of one match are kept.
+const MAX_MATCH_BYTES: usize = 1000;
 const QUOTA_CHECK: Duration = Duration::from_millis(500);
 /// How long a killed session's keeper has to reap it and exit before the rest of the
 /// cgroup is killed too.
@@ -515,6 +522,52 @@ impl Session {
         }
     }
 
+    /// What IPython's completer offers at `cursor_pos` (in code points) of `code`, asked of
+    /// the idle kernel between executions. A session with no live process offers nothing:
+    /// completion starts none. A kernel that does not answer within `COMPLETE_TIMEOUT`, or
+    /// dies meanwhile, is stopped, and the next execution starts a fresh one. What the
+    /// kernel answers is bounded (matches and their size) and its positions kept within
+    /// the code.
+    pub async fn complete(
+        &mut self,
+        code: &str,
+        cursor_pos: usize,
+    ) -> Result<Completion, SessionError> {
+        let length = code.chars().count();
+        let cursor_pos = cursor_pos.min(length);
+        let idle = matches!(self.state(), SessionState::Idle { .. });
+        let Some(process) = self.process.as_mut().filter(|p| idle && !p.has_exited()) else {
+            return Ok(Completion::none(cursor_pos));
+        };
+        let request = HostMessage::Complete { code, cursor_pos };
+        let reply = match write_frame(&mut process.writer, &request).await {
+            Ok(()) => tokio::time::timeout(COMPLETE_TIMEOUT, next_reply(process)).await,
+            Err(e) => Ok(Err(e.to_string())),
+        };
+        let why = match reply {
+            Ok(Ok((mut matches, cursor_start, cursor_end))) => {
+                matches.truncate(MAX_MATCHES);
+                matches.retain(|m| m.len() <= MAX_MATCH_BYTES);
+                let cursor_end = cursor_end.min(length);
+                return Ok(Completion {
+                    matches,
+                    cursor_start: cursor_start.min(cursor_end),
+                    cursor_end,
+                });
+            }
+            Ok(Err(why)) => why,
+            Err(_) => format!(
+                "no answer to a completion request within {} s",
+                COMPLETE_TIMEOUT.as_secs()
+            ),
+        };
+        self.kill_process().await;
+        self.set_state(SessionState::Stopped {
+            reason: StopReason::Killed,
+        });
+        Err(SessionError::Protocol(why))
+    }
+
     fn stop_description(&self, stop: Stop, timeout: Duration) -> String {
         match stop {
             Stop::Timeout => format!(
@@ -739,6 +792,31 @@ impl Session {
                 .map_err(|e| SessionError::Sandbox(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// Reads frames until the kernel's `complete_reply`. Output a thread of an earlier cell
+/// wrote after that cell ended comes first, belongs to no execution, and is dropped.
+async fn next_reply(process: &mut Process) -> Result<(Vec<String>, usize, usize), String> {
+    loop {
+        match process.frames.recv().await {
+            Some(Ok(Some(Received {
+                frame:
+                    Frame::Message {
+                        message:
+                            SessionMessage::CompleteReply {
+                                matches,
+                                cursor_start,
+                                cursor_end,
+                            },
+                        ..
+                    },
+                ..
+            }))) => return Ok((matches, cursor_start, cursor_end)),
+            Some(Ok(Some(_))) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(None)) | None => return Err("the Python process ended".into()),
+        }
     }
 }
 

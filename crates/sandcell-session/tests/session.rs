@@ -750,3 +750,25 @@ async fn what_a_killed_sandcell_left_is_removed_at_the_next_start() {
         "the session process still runs"
     );
 }
+
+#[tokio::test]
+async fn completion_comes_from_the_live_kernel() {
+    let (mut session, _dir, _runtime) = session().await;
+    run(&mut session, "import os\nrésumé_total = 1").await;
+    let code = "os.pa";
+    let completion = session.complete(code, 5).await.unwrap();
+    assert!(
+        completion.matches.iter().any(|m| m == "path"),
+        "{completion:?}"
+    );
+    assert_eq!((completion.cursor_start, completion.cursor_end), (3, 5));
+    // Positions count code points, not bytes: "é" is one.
+    let completion = session.complete("x = résumé_t", 12).await.unwrap();
+    assert_eq!(completion.matches, ["résumé_total"], "{completion:?}");
+    assert_eq!((completion.cursor_start, completion.cursor_end), (4, 12));
+    // Nothing to complete is an empty answer, and the session still runs cells.
+    let completion = session.complete("", 0).await.unwrap();
+    assert_eq!(completion.cursor_start, 0);
+    let execution = run(&mut session, "print(résumé_total + 1)").await;
+    assert_eq!(execution.stdout, "2\n");
+}

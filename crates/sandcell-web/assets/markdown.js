@@ -33,6 +33,9 @@ const PURIFY = {
   USE_PROFILES: { html: true },
   FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select'],
   FORBID_ATTR: ['style'],
+  // DOMPurify's own list, less the schemes the page never links to, plus `sandbox:` (how
+  // models name session files); checkLink and checkImage decide what each becomes.
+  ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto|sandbox):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
 };
 
 /** Markdown `source` as HTML text, the way markdown-it writes it (for tests and tools). */
@@ -48,8 +51,10 @@ export function markdownToHtml(source) {
 export function renderMarkdown(source, links = {}) {
   // An inert fragment: nothing in it loads or runs until it is checked.
   const fragment = purifier.sanitize(markdownIt.render(source), PURIFY);
-  for (const image of fragment.querySelectorAll('img')) checkImage(image, links);
-  for (const anchor of fragment.querySelectorAll('a')) checkLink(anchor, links);
+  for (const element of fragment.querySelectorAll('a, img')) {
+    if (element.localName === 'img') checkImage(element, links);
+    else checkLink(element, links);
+  }
   for (const code of fragment.querySelectorAll('pre > code')) code.parentElement.replaceWith(codeBlock(code));
   // Adopted, not copied: the copy buttons and session images keep their listeners.
   return document.adoptNode(fragment);
@@ -92,6 +97,7 @@ function checkImage(image, links) {
   anchor.setAttribute('href', target);
   anchor.textContent = alt || target;
   image.replaceWith(anchor);
+  checkLink(anchor, links);
 }
 
 /** A fenced or indented code block: highlighted when it is Python, with a copy button. */

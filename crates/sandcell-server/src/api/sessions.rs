@@ -13,7 +13,7 @@ use sandcell_service::{
     ExecutionLog, ExecutionState, LimitsRequest, Page, PageRequest, SessionInfo, User,
     RESTARTED_NOTICE,
 };
-use sandcell_session::Execution;
+use sandcell_session::{Completion, Execution};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_execution))
         .routes(routes!(execution_events))
         .routes(routes!(interrupt))
+        .routes(routes!(complete))
         .routes(routes!(restart))
 }
 
@@ -392,6 +393,50 @@ async fn interrupt(
 ) -> Result<Json<Interrupted>, ApiError> {
     let interrupted = state.service.sessions.interrupt(&user, &id)?;
     Ok(Json(Interrupted { interrupted }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The code of the cell being edited.
+    pub code: String,
+    /// The cursor: Unicode code points of `code` before it (as Jupyter counts).
+    pub cursor_pos: usize,
+}
+
+/// Complete code at a cursor.
+///
+/// What IPython's completer offers there in the session's live kernel (names, attributes
+/// of live objects, dictionary keys, paths), in the shape of Jupyter's `complete_reply`:
+/// the matches, and the range of code (`cursor_start` to `cursor_end`, in code points)
+/// each replaces. The kernel answers between executions: while the session runs a cell or
+/// a conversation's turn the answer is 409 `session_busy`.
+#[utoipa::path(
+    post,
+    path = "/sessions/{id}/complete",
+    tag = "sessions",
+    params(SessionRoute),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "The completions", body = Completion),
+        (status = 400, description = "The cursor is past the end of the code", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session is running something", body = ErrorBody),
+    )
+)]
+async fn complete(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
+    ApiJson(request): ApiJson<CompleteRequest>,
+) -> Result<Json<Completion>, ApiError> {
+    let completion = state
+        .service
+        .sessions
+        .complete(&user, &id, &request.code, request.cursor_pos)
+        .await?;
+    Ok(Json(completion))
 }
 
 /// Restart the Python process.
