@@ -231,7 +231,7 @@ async fn completion_offers_the_kernels_names_and_waits_for_a_running_cell() {
     );
 
     let (status, body) = json(complete("df", 3).await.unwrap()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request");
 
     let running = keep_busy(&api, &id).await;
