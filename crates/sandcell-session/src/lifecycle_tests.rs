@@ -364,3 +364,22 @@ async fn a_frame_whose_body_never_comes_stalls_only_its_own_session() {
     assert!(next.restarted);
     assert_eq!(next.stdout, "back\n");
 }
+
+#[tokio::test(start_paused = true)]
+async fn completion_asks_the_idle_process_and_a_dead_one_offers_nothing() {
+    let (mut s, launcher) = session().await;
+    run(&mut s, "set total 1\nset tally 2\nset other 3").await;
+    let completion = s.complete("x = t", 5).await.unwrap();
+    assert_eq!(completion.matches, ["tally", "total"]);
+    assert_eq!((completion.cursor_start, completion.cursor_end), (4, 5));
+    // A cursor past the end is taken as the end.
+    assert_eq!(s.complete("t", 9).await.unwrap().cursor_end, 1);
+    // The session still runs cells after completing.
+    assert_eq!(text(&run(&mut s, "get total").await), "1");
+
+    run(&mut s, "crash 9").await;
+    // Completion starts no process: a stopped session offers nothing.
+    let completion = s.complete("t", 1).await.unwrap();
+    assert!(completion.matches.is_empty(), "{completion:?}");
+    assert_eq!(launcher.launches(), 1);
+}
