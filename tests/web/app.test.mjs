@@ -18,8 +18,9 @@
 //   --no-model        (a server with no model configured) the banner says how to configure
 //                     one; a notebook still works.
 //   --notebook        the notebook's editor: highlighting, Shift+Enter, completion from the
-//                     kernel, command mode (A, B, DD, M), a Markdown cell that renders and
-//                     whose raw HTML does nothing.
+//                     kernel (after a dot, a DataFrame's columns, Ctrl+Space), command mode
+//                     (A, B, DD, M, Y), a Markdown cell that renders and whose raw HTML does
+//                     nothing, a running cell's time and its Stop button.
 //
 // Environment: SANDCELL_URL (required), SANDCELL_TEST_STATE, SANDCELL_TEST_ARTIFACTS (a
 // directory for a screenshot of the page when a step fails), CHROMIUM (default
@@ -347,7 +348,7 @@ async function notebook() {
 
   await check('notebook: a cell highlights Python as it is typed', async () => {
     await cell(0).locator('.cm-content').click();
-    await page.keyboard.type('import os\nlabel = "total"  # why\nprint(len(label))');
+    await page.keyboard.type('import os, pandas\ndf = pandas.DataFrame({"revenue": [1]})\nlabel = "total"  # why\nprint(len(label))');
     await cell(0).locator('.tok-keyword').first().waitFor();
     const classes = await cell(0).locator('.cm-content span').evaluateAll((spans) => spans.map((span) => span.className).join(' '));
     for (const kind of ['tok-keyword', 'tok-string', 'tok-comment']) assert.ok(classes.includes(kind), `${kind} in ${classes}`);
@@ -366,9 +367,28 @@ async function notebook() {
     await page.keyboard.type('os.pa');
     const list = page.locator('.cm-tooltip-autocomplete');
     await list.getByText('path', { exact: true }).waitFor();
+    await page.waitForTimeout(150); // as below: a list just opened takes no key
     await page.keyboard.press('Tab'); // takes the selected match
     await list.waitFor({ state: 'detached' });
     assert.match(await cell(1).locator('.cm-content').textContent(), /^os\.pa\w+$/);
+  });
+
+  await check('notebook: completion offers a DataFrame\'s columns, and names on Ctrl+Space', async () => {
+    const list = page.locator('.cm-tooltip-autocomplete');
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('df.rev');
+    await list.getByText('revenue', { exact: true }).waitFor();
+    await page.keyboard.press('Escape'); // closes the list, stays in the editor
+    await list.waitFor({ state: 'detached' });
+    assert.equal(await focusedCell(), 1);
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('lab');
+    await page.keyboard.press('Control+Space');
+    await list.getByText('label', { exact: true }).waitFor();
+    // CodeMirror ignores Enter for 75 ms after a list opens, so as not to take a match by accident.
+    await page.waitForTimeout(150);
+    await page.keyboard.press('Enter');
+    assert.match(await cell(1).locator('.cm-line').last().textContent(), /^label$/);
   });
 
   await check('notebook: Escape, then A, B and DD add and delete cells', async () => {
@@ -398,6 +418,10 @@ async function notebook() {
     await page.keyboard.press('m');
     const markdownCell = cell(2);
     assert.equal(await markdownCell.getAttribute('data-type'), 'markdown');
+    await page.keyboard.press('y');
+    assert.equal(await markdownCell.getAttribute('data-type'), 'code', 'Y makes it code again');
+    await page.keyboard.press('m');
+    assert.equal(await markdownCell.getAttribute('data-type'), 'markdown');
     await page.keyboard.press('Enter');
     await page.keyboard.type('# Notes\n\n<img src=x onerror="window.pwned=1"> [click](javascript:window.pwned=2) **bold**');
     await page.keyboard.press('Shift+Enter');
@@ -408,6 +432,18 @@ async function notebook() {
     assert.equal(await rendered.locator('a').count(), 0, 'a javascript: link is no link');
     assert.ok((await rendered.textContent()).includes('<img src=x onerror="window.pwned=1">'), 'the HTML shows as text');
     assert.equal(await page.evaluate(() => window.pwned), undefined);
+  });
+
+  await check('notebook: a running cell shows its time, and its Stop button interrupts it', async () => {
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await page.keyboard.type('import time\ntime.sleep(60)');
+    await page.keyboard.press('Control+Enter');
+    const running = cells.last();
+    await running.locator('.cell-status').getByText(/Running… [\d.]+ (ms|s)/).waitFor();
+    await running.getByRole('button', { name: 'Stop cell' }).click();
+    await running.locator('.output-error').getByText('KeyboardInterrupt').first().waitFor();
+    assert.equal(await running.getAttribute('data-status'), 'interrupted');
+    assert.ok(await running.locator('.output-error .tb-ename').count(), 'the traceback is coloured');
   });
 }
 
