@@ -416,10 +416,18 @@ impl Sessions {
             )));
         }
         let mut checkout = self.checkout(user, id).await?;
-        let completion = checkout.session()?.complete(code, cursor_pos).await;
-        checkout.finish(completion.is_err()).await;
-        completion
-            .map_err(|e| ServiceError::internal("The session could not complete the code", &e))
+        // In a task of its own: a client that gives up (an editor aborts the request when
+        // its text changes) must not cut the exchange short, which would leave the reply
+        // on the socket for the next request to read.
+        let code = code.to_owned();
+        let task = tokio::spawn(async move {
+            let completion = checkout.session()?.complete(&code, cursor_pos).await;
+            checkout.finish(completion.is_err()).await;
+            completion
+                .map_err(|e| ServiceError::internal("The session could not complete the code", &e))
+        });
+        task.await
+            .map_err(|e| ServiceError::internal("The completion task failed", &e))?
     }
 
     /// An execution of the session, running or finished within the retention time.
