@@ -391,6 +391,15 @@ async function notebook() {
     assert.match(await cell(1).locator('.cm-line').last().textContent(), /^label$/);
   });
 
+  await check('notebook: the arrows go on to the cell before or after at the first or last line', async () => {
+    for (const _ of [1, 2]) await page.keyboard.press('ArrowUp'); // up the cell's three lines
+    assert.equal(await focusedCell(), 1);
+    await page.keyboard.press('ArrowUp');
+    assert.equal(await focusedCell(), 0);
+    await page.keyboard.press('ArrowDown'); // the cursor stayed on the last line of the first cell
+    assert.equal(await focusedCell(), 1);
+  });
+
   await check('notebook: Escape, then A, B and DD add and delete cells', async () => {
     await page.keyboard.press('Escape');
     assert.equal(await focusedCell(), 1, 'command mode keeps the cell selected');

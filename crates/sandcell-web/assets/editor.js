@@ -87,6 +87,15 @@ function kernelCompletions(complete) {
   };
 }
 
+/** Whether the cursor is on the first or last line, with no selection and no completion list. */
+function atEdge(view, edge) {
+  const { state } = view;
+  const { head, empty } = state.selection.main;
+  if (!empty || completionStatus(state) !== null) return false;
+  const line = state.doc.lineAt(head).number;
+  return edge === 'first' ? line === 1 : line === state.doc.lines;
+}
+
 /** Tab completes after a name or a `.` (as in JupyterLab), and indents elsewhere. */
 function tabKey(completes) {
   return {
@@ -106,7 +115,8 @@ function tabKey(completes) {
  * One editor. Options: `value`, `language` ('python' or 'markdown': text without
  * highlighting), `label` (its accessible name), `placeholder`, `complete` (see
  * kernelCompletions), `onChange(value)`, and `keys`: `run`, `runAndAdvance`,
- * `runAndInsert`, `leave` (Escape: to command mode), each called with no argument.
+ * `runAndInsert`, `leave` (Escape: to command mode), `up` and `down` (the arrows on the
+ * first and last line: to the cell before or after), each called with no argument.
  */
 export class CodeEditor {
   #view;
@@ -125,6 +135,9 @@ export class CodeEditor {
       { key: 'Alt-Enter', run: call(keys.runAndInsert) },
       // Escape first closes an open completion list, then leaves the editor.
       { key: 'Escape', run: (view) => completionStatus(view.state) === null && call(keys.leave)() },
+      // Up on the first line and down on the last go on to the cell before or after.
+      { key: 'ArrowUp', run: (view) => atEdge(view, 'first') && call(keys.up)() },
+      { key: 'ArrowDown', run: (view) => atEdge(view, 'last') && call(keys.down)() },
     ];
     const python3 = language === 'python';
     const extensions = [

@@ -30,6 +30,8 @@ class Cell {
         runAndAdvance: () => notebook.runAndAdvance(this),
         runAndInsert: () => notebook.runAndInsert(this),
         leave: () => notebook.commandMode(this),
+        up: () => notebook.editNeighbour(this, -1),
+        down: () => notebook.editNeighbour(this, 1),
       },
     });
     this.editor.element.classList.add('cell-editor');
@@ -224,6 +226,12 @@ export class NotebookView {
     this.select(cell);
     cell.edit();
     cell.editor.focus();
+  }
+
+  /** Into the editor of the cell `step` places from `cell`, if there is one. */
+  editNeighbour(cell, step) {
+    const next = this.#cells[this.#cells.indexOf(cell) + step];
+    if (next) this.editMode(next);
   }
 
   /** Shift+Enter: runs the cell, then on to the next one (a new one after the last). */
