@@ -19,6 +19,7 @@
 //! | `exit N` | the process exits with code N |
 //! | `garbage` | writes a frame that is not JSON |
 //! | `announce N` | writes the header of an N-byte frame, and never its body |
+//! | `mute-completion` | from now on, completion requests go unanswered |
 //!
 //! A completion request (`complete`) is answered with the names `set` so far that start
 //! with the name before the cursor. Between cells SIGINT is ignored, as in the real session; SIGKILL and SIGTERM end the
@@ -183,6 +184,8 @@ struct FakeProcess {
     requests: mpsc::UnboundedReceiver<Value>,
     signals: mpsc::UnboundedReceiver<Signal>,
     variables: BTreeMap<String, String>,
+    /// Completion requests go unanswered (`mute-completion`).
+    mute_completion: bool,
 }
 
 /// Why a cell stopped early.
@@ -201,6 +204,7 @@ impl FakeProcess {
             requests,
             signals,
             variables: BTreeMap::new(),
+            mute_completion: false,
         };
         process.send(json!({"type": "ready"})).await;
         loop {
@@ -231,10 +235,11 @@ impl FakeProcess {
                         .send(json!({"type": "done", "status": status}))
                         .await;
                 }
-                Some("complete") => {
+                Some("complete") if !process.mute_completion => {
                     let reply = process.complete(&request);
                     process.send(reply).await;
                 }
+                Some("complete") => {}
                 _ => return Exit::Code(0), // shutdown
             }
         }
@@ -294,6 +299,7 @@ impl FakeProcess {
                     self.error(argument, "raised by the cell").await;
                     return Ok(false);
                 }
+                "mute-completion" => self.mute_completion = true,
                 "hang" => return self.hang(false).await,
                 "hang-hard" => return self.hang(true).await,
                 "crash" => return Err(Stopped::Exit(Exit::Signal(number(argument)))),

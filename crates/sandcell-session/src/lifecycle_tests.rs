@@ -383,3 +383,20 @@ async fn completion_asks_the_idle_process_and_a_dead_one_offers_nothing() {
     assert!(completion.matches.is_empty(), "{completion:?}");
     assert_eq!(launcher.launches(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kernel_that_does_not_answer_a_completion_is_replaced() {
+    let (mut s, launcher) = session().await;
+    run(&mut s, "set kept 1\nmute-completion").await;
+    let error = s.complete("k", 1).await.unwrap_err();
+    assert!(error.to_string().contains("no answer"), "{error}");
+    assert!(
+        matches!(s.state(), SessionState::Stopped { .. }),
+        "{:?}",
+        s.state()
+    );
+    let next = run(&mut s, "print fresh").await;
+    assert!(next.restarted, "{next:?}");
+    assert_eq!(next.stdout, "fresh\n");
+    assert_eq!(launcher.launches(), 2);
+}
