@@ -12,6 +12,11 @@
 //                     reload and find it all again; run a cell in the notebook view; the
 //                     layout on a narrow window. Saves the conversation's id and how it
 //                     looked to $SANDCELL_TEST_STATE, when set.
+//   --live            (after --chat) a turn under way survives a reload and shows in a
+//                     second tab, where Stop ends it for both; a running notebook cell
+//                     survives a reload.
+//   --notebooks       a notebook saved as it is worked on: reloaded, renamed, exported,
+//                     opened again from the exported file and run, deleted.
 //   --after-restart   (after the server restarted on the same data directory) finds that
 //                     conversation again, looking the same, and runs a cell in its session.
 //   --no-model        (a server with no model configured) the banner says how to configure
@@ -196,6 +201,115 @@ async function chat() {
   if (STATE) await writeFile(STATE, JSON.stringify({ conversationId, live }));
 }
 
+/** A GET of the API from the page, as JSON. */
+async function apiGet(path) {
+  return page.evaluate((path) => fetch(path).then((response) => response.json()), path);
+}
+
+async function liveTurn() {
+  await check('a turn under way is shown again after a reload, and followed', async () => {
+    await open();
+    await page.getByRole('button', { name: 'New chat' }).click();
+    const message = page.getByRole('textbox', { name: 'Message' });
+    await message.fill('Take your time.');
+    await message.press('Enter');
+    await page.locator('.tool-call .output-stdout').getByText('started').waitFor();
+    await page.waitForURL(/#\/c\/.+/);
+    await page.reload();
+    await page.locator('.message.user').getByText('Take your time.').waitFor();
+    await page.locator('.tool-call[data-status="running"] .output-stdout').getByText('started').waitFor();
+    assert.match(await page.locator('.tool-call code').first().textContent(), /time\.sleep/);
+    await page.getByRole('button', { name: 'Stop' }).waitFor();
+  });
+
+  await check('a second tab shows it too, and its Stop ends the turn in both', async () => {
+    const second = await page.context().newPage();
+    const errors = watchForErrors(second);
+    await second.goto(page.url());
+    await second.locator('.tool-call .output-stdout').getByText('started').waitFor();
+    await second.getByRole('button', { name: 'Stop' }).click();
+    for (const tab of [second, page]) {
+      await tab.locator('.tool-call[data-status="interrupted"]').waitFor();
+      await tab.locator('.note').getByText('Stopped.').waitFor();
+      await tab.getByRole('button', { name: 'Send' }).waitFor();
+    }
+    await second.close();
+    assert.deepEqual(errors, []);
+  });
+
+  await check('a running notebook cell is followed after a reload', async () => {
+    await page.getByRole('button', { name: 'New notebook' }).click();
+    await page.waitForURL(/#\/n\/.+/);
+    const editor = page.locator('.cell-editor').last();
+    await editor.fill("import time\nprint('begun', flush=True)\ntime.sleep(3)\nprint('done')");
+    await editor.press('Control+Enter');
+    await page.locator('.cell .output-stdout').getByText('begun').waitFor();
+    await page.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+    await page.reload();
+    const cell = page.locator('.cell').first();
+    await cell.locator('.output-stdout').getByText('begun').waitFor();
+    await cell.locator('.output-stdout').getByText('done').waitFor();
+    await page.locator('.cell[data-status="ok"]').waitFor();
+  });
+}
+
+async function notebooks() {
+  await check('a notebook is saved as it is worked on and is there after a reload', async () => {
+    await open();
+    await page.getByRole('button', { name: 'New notebook' }).click();
+    await page.waitForURL(/#\/n\/.+/);
+    await runCell('x = 6 * 7\nprint(x)\nx', '42');
+    await page.getByRole('button', { name: 'Text cell' }).click();
+    await page.locator('.cell-editor').last().fill('# Notes\nThe answer.');
+    await page.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+    await page.reload();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    assert.equal(await page.locator('.cell-editor').first().inputValue(), 'x = 6 * 7\nprint(x)\nx');
+    assert.equal(await page.locator('.cell-editor').last().inputValue(), '# Notes\nThe answer.');
+    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[1]');
+  });
+
+  await check('it is listed, and renamed', async () => {
+    page.once('dialog', (dialog) => dialog.accept('Answers'));
+    await page.locator('#notebook-list').getByRole('button', { name: /^Rename/ }).first().click();
+    await page.locator('#notebook-list a', { hasText: 'Answers' }).waitFor();
+    await page.locator('#title', { hasText: 'Answers' }).waitFor();
+  });
+
+  let exported;
+  await check('it exports as a Jupyter notebook', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export notebook' }).click()]);
+    assert.equal(download.suggestedFilename(), 'Answers.ipynb');
+    exported = await readFile(await download.path(), 'utf8');
+    const notebook = JSON.parse(exported);
+    assert.equal(notebook.nbformat, 4);
+    assert.deepEqual(notebook.cells.map((cell) => cell.cell_type), ['code', 'markdown']);
+    const outputs = notebook.cells[0].outputs;
+    assert.deepEqual(outputs.map((output) => output.output_type), ['stream', 'execute_result']);
+    assert.equal(outputs[1].execution_count, notebook.cells[0].execution_count);
+  });
+
+  await check('the exported file opens again as a notebook, and runs', async () => {
+    const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.getByRole('button', { name: 'Open .ipynb' }).click()]);
+    await chooser.setFiles({ name: 'copy.ipynb', mimeType: 'application/x-ipynb+json', buffer: Buffer.from(exported) });
+    await page.locator('#title', { hasText: 'copy' }).waitFor();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    assert.equal(await page.locator('.cell-editor').last().inputValue(), '# Notes\nThe answer.');
+    await page.locator('.cell').first().getByRole('button', { name: 'Run cell' }).click();
+    await page.locator('.cell[data-status="ok"]').first().waitFor();
+    // Counting goes on from the counts the notebook was saved with.
+    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[2]');
+  });
+
+  await check('a notebook is deleted', async () => {
+    const before = (await apiGet('/api/v1/notebooks')).data.length;
+    page.once('dialog', (dialog) => dialog.accept());
+    await page.locator('#notebook-list').getByRole('button', { name: 'Delete “copy”' }).click();
+    await page.locator('#notebook-list a', { hasText: 'copy' }).waitFor({ state: 'detached' });
+    assert.equal((await apiGet('/api/v1/notebooks')).data.length, before - 1);
+  });
+}
+
 async function afterRestart() {
   const { conversationId, live } = JSON.parse(await readFile(STATE, 'utf8'));
   await check('the conversation is found again after a restart, looking the same', async () => {
@@ -219,7 +333,7 @@ async function noModel() {
   });
   await check('a notebook still runs cells, with an uploaded file', async () => {
     await page.getByRole('button', { name: 'Open a notebook instead' }).click();
-    await page.waitForURL(/#\/s\/.+/);
+    await page.waitForURL(/#\/n\/.+/);
     const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.getByRole('button', { name: 'Upload files' }).click()]);
     await chooser.setFiles({ name: 'data.csv', mimeType: 'text/csv', buffer: Buffer.from(CSV) });
     await page.locator('.files-panel').getByText('data.csv').waitFor();
@@ -317,7 +431,7 @@ async function units() {
 
 async function main() {
   assert.ok(BASE_URL, 'SANDCELL_URL must say where sandcell serve listens');
-  const modes = { '--units': units, '--chat': chat, '--after-restart': afterRestart, '--no-model': noModel };
+  const modes = { '--units': units, '--chat': chat, '--live': liveTurn, '--notebooks': notebooks, '--after-restart': afterRestart, '--no-model': noModel };
   assert.ok(modes[MODE], `unknown mode ${MODE}; one of ${Object.keys(modes).join(', ')}`);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',

@@ -133,6 +133,13 @@ class Transcript {
     this.#endTurn();
   }
 
+  /** Forgets everything drawn. */
+  clear() {
+    this.element.replaceChildren();
+    this.#calls.clear();
+    this.#endTurn();
+  }
+
   /** Draws saved records (`GET /api/v1/conversations/{id}`). */
   replay(records) {
     for (const record of records) {
@@ -248,7 +255,11 @@ export class ChatView {
     try {
       const conversation = await api.conversation(conversationId);
       this.#adopt(conversation);
-      this.transcript.replay(conversation.records ?? []);
+      const { records = [], turn } = conversation;
+      // A turn under way (opened after a reload, or in a second tab): what came before
+      // it from the records, the turn itself from its events, so far and then live.
+      this.transcript.replay(turn ? records.slice(0, turn.records_before) : records);
+      if (turn) this.#follow(turn);
     } catch (error) {
       this.transcript.note(`This conversation cannot be opened: ${error.message}`, 'error');
       this.composer.hidden = true;
@@ -341,6 +352,30 @@ export class ChatView {
         this.textarea.value = text;
         this.#showIntro();
         notify(error.message);
+      } else {
+        this.transcript.end('error', `The answer was cut off: ${error.message}`);
+      }
+    } finally {
+      this.#setBusy(false);
+      this.#app.conversationsChanged();
+    }
+  }
+
+  /** Shows the turn under way from its start and follows it to its end. */
+  async #follow(turn) {
+    this.transcript.user(turn.text);
+    this.#setBusy(true);
+    try {
+      const ended = await api.followTurn(this.conversation.id, this.#handlers());
+      if (!ended) this.transcript.end('error', 'The connection to the server was lost before the answer was complete.');
+    } catch (error) {
+      if (error.status === 404) {
+        // It ended before it could be followed: everything is in the records now.
+        const conversation = await api.conversation(this.conversation.id).catch(() => null);
+        if (conversation) {
+          this.transcript.clear();
+          this.transcript.replay(conversation.records ?? []);
+        }
       } else {
         this.transcript.end('error', `The answer was cut off: ${error.message}`);
       }

@@ -3,24 +3,38 @@
 
 import { api } from './api.js';
 import { acceptDroppedFiles, autosize, chooseFiles, formatBytes, h, icon, notify } from './dom.js';
+import { renderMarkdown } from './markdown.js';
 import { OutputArea, sessionLinks, statusLabel } from './output.js';
+
+/** How long after an edit a saved notebook is saved (every run is saved at once). */
+const SAVE_DELAY_MS = 400;
 
 class Cell {
   #notebook;
+  #links;
 
-  constructor(notebook, links) {
+  /** `saved`: the cell as the server keeps it (`cell_type`, `source`, `outputs`, …). */
+  constructor(notebook, links, saved = { cell_type: 'code' }) {
     this.#notebook = notebook;
-    this.prompt = h('span', { class: 'cell-prompt', 'aria-hidden': 'true' }, '[ ]');
+    this.#links = links;
+    this.type = saved.cell_type === 'markdown' ? 'markdown' : 'code';
+    this.count = saved.execution_count ?? null;
+    this.outputs = saved.outputs ?? []; // as Jupyter writes them
+    this.executionId = saved.execution_id ?? null; // the run that may still be going
+    const markdown = this.type === 'markdown';
+    this.prompt = h('span', { class: 'cell-prompt', 'aria-hidden': 'true' }, markdown ? '' : this.#promptText());
     this.editor = h('textarea', {
       class: 'cell-editor',
       rows: 1,
-      spellcheck: 'false',
+      spellcheck: markdown ? 'true' : 'false',
       autocapitalize: 'off',
       autocomplete: 'off',
-      'aria-label': 'Python code',
-      placeholder: 'Python code; Ctrl+Enter runs it',
+      'aria-label': markdown ? 'Markdown text' : 'Python code',
+      placeholder: markdown ? 'Markdown text; Ctrl+Enter shows it' : 'Python code; Ctrl+Enter runs it',
     });
+    this.editor.value = saved.source ?? '';
     autosize(this.editor);
+    this.editor.addEventListener('input', () => this.#notebook.changed());
     this.editor.addEventListener('keydown', (event) => {
       if (event.key !== 'Enter' || event.isComposing) return;
       if (event.ctrlKey || event.metaKey) {
@@ -38,46 +52,97 @@ class Cell {
     const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Delete cell', title: 'Delete cell', onclick: () => this.#notebook.remove(this) }, icon('trash'));
     this.element = h(
       'div',
-      { class: 'cell', 'data-status': 'idle' },
+      { class: `cell cell-${this.type}`, 'data-status': 'idle' },
       h('div', { class: 'cell-input' }, this.prompt, this.editor, h('div', { class: 'cell-actions' }, run, remove)),
       h('div', { class: 'cell-footer' }, this.status),
       this.output.element,
     );
+    if (markdown && this.editor.value) this.#renderMarkdown();
+    for (const output of this.outputs) showOutput(this.output, output);
+  }
+
+  /** The cell as the server keeps it. */
+  toJSON() {
+    const cell = { cell_type: this.type, source: this.editor.value };
+    if (this.type === 'code') Object.assign(cell, { execution_count: this.count, outputs: this.outputs, execution_id: this.executionId });
+    return cell;
   }
 
   async run() {
     const code = this.editor.value;
+    if (this.type === 'markdown') {
+      this.#renderMarkdown();
+      return;
+    }
     if (!code.trim()) return;
     this.output.clear();
+    this.outputs = [];
     this.#state('queued', '[*]', 'Waiting…');
     await this.#notebook.enqueue(async () => {
-      this.#state('running', '[*]', 'Running…');
-      let execution = null;
-      let failure = 'The connection to the server was lost before the cell finished.';
-      try {
-        const output = this.output;
-        await api.execute(this.#notebook.sessionId, code, {
-          notice: ({ message }) => output.note(message),
-          stdout: ({ text }) => output.stdout(text),
-          stderr: ({ text }) => output.stderr(text),
-          result: (bundle) => output.result(bundle),
-          error: (error) => output.error(error),
-          // The files are listed with the finished execution (`end`).
-          end: (finished) => (execution = finished),
-          failure: ({ error }) => (failure = error.message),
-        });
-      } catch (error) {
-        failure = error.message;
-      }
-      if (execution) {
-        this.output.complete(execution);
-        this.#state(execution.status, `[${this.#notebook.nextCount()}]`, statusLabel(execution));
-      } else {
-        this.output.note(failure);
-        this.#state('error', '[!]', 'Failed');
-      }
+      this.count = this.#notebook.nextCount();
+      await this.#stream((handlers) => api.execute(this.#notebook.sessionId, code, handlers));
     });
     this.#notebook.refreshFiles();
+  }
+
+  /** Follows the cell's run, begun before this page was opened (or in another tab). */
+  async follow() {
+    this.output.clear();
+    await this.#stream((handlers) => api.followExecution(this.#notebook.sessionId, this.executionId, handlers), true);
+  }
+
+  async #stream(start, following = false) {
+    this.#state('running', '[*]', 'Running…');
+    let execution = null;
+    let failure = 'The connection to the server was lost before the cell finished.';
+    const output = this.output;
+    try {
+      await start({
+        // Saved at once, so that a reload or another tab finds the run and follows it.
+        execution: ({ id }) => {
+          this.executionId = id;
+          if (!following) this.#notebook.changed(true);
+        },
+        notice: ({ message }) => output.note(message),
+        stdout: ({ text }) => output.stdout(text),
+        stderr: ({ text }) => output.stderr(text),
+        result: (bundle) => output.result(bundle),
+        error: (error) => output.error(error),
+        // The files are listed with the finished execution (`end`).
+        end: (finished) => (execution = finished),
+        failure: ({ error }) => (failure = error.message),
+      });
+    } catch (error) {
+      if (following && error.status === 404) {
+        // The run is no longer kept: what was saved of it stays.
+        this.executionId = null;
+        this.output.clear();
+        for (const saved of this.outputs) showOutput(this.output, saved);
+        this.#state('idle', this.#promptText(), '');
+        this.#notebook.changed();
+        return;
+      }
+      failure = error.message;
+    }
+    if (execution) {
+      this.output.complete(execution);
+      this.outputs = jupyterOutputs(execution, this.count);
+      this.#state(execution.status, this.#promptText(), statusLabel(execution));
+    } else {
+      this.output.note(failure);
+      this.#state('error', '[!]', 'Failed');
+    }
+    this.executionId = null;
+    this.#notebook.changed(true);
+  }
+
+  #renderMarkdown() {
+    this.output.clear();
+    this.output.element.append(h('div', { class: 'markdown' }, renderMarkdown(this.editor.value, this.#links)));
+  }
+
+  #promptText() {
+    return `[${this.count ?? ' '}]`;
   }
 
   #state(status, prompt, label) {
@@ -87,16 +152,50 @@ class Cell {
   }
 }
 
-/** The notebook of one session; `conversation` when it is a conversation's session. */
+/** Draws one saved output (Jupyter's shape). */
+function showOutput(area, output) {
+  if (output.output_type === 'stream') {
+    if (output.name === 'stderr') area.stderr(output.text ?? '');
+    else area.stdout(output.text ?? '');
+  } else if (output.output_type === 'error') {
+    area.error(output);
+  } else {
+    area.result(output.data ?? {});
+  }
+}
+
+/** A finished execution's outputs as Jupyter writes them: the cell's value an `execute_result`. */
+function jupyterOutputs(execution, count) {
+  const outputs = [];
+  for (const name of ['stdout', 'stderr']) {
+    if (execution[name]) outputs.push({ output_type: 'stream', name, text: execution[name] });
+  }
+  (execution.results ?? []).forEach((data, index) => {
+    if (index === execution.execute_result) outputs.push({ output_type: 'execute_result', execution_count: count, data, metadata: {} });
+    else outputs.push({ output_type: 'display_data', data, metadata: {} });
+  });
+  const error = execution.error;
+  if (error) outputs.push({ output_type: 'error', ename: error.ename, evalue: error.evalue, traceback: error.traceback });
+  return outputs;
+}
+
+/**
+ * The notebook of one session; `conversation` when it is a conversation's session,
+ * `saved` when it is a notebook kept on the server (`GET /api/v1/notebooks/{id}`), which
+ * it then saves on every change.
+ */
 export class NotebookView {
   #links;
   #queue = Promise.resolve();
   #count = 0;
   #cells = [];
+  #saveTimer = null;
+  #saving = Promise.resolve();
 
-  constructor(sessionId, conversation) {
+  constructor(sessionId, conversation, saved = null) {
     this.sessionId = sessionId;
     this.conversation = conversation;
+    this.saved = saved && { id: saved.id, title: saved.title };
     this.#links = sessionLinks(sessionId);
     this.cellList = h('div', { class: 'cells' });
     this.fileList = h('ul', { class: 'file-list' });
@@ -115,16 +214,66 @@ export class NotebookView {
     this.element = h(
       'section',
       { class: 'notebook-view', 'aria-label': 'Notebook' },
-      h('div', { class: 'notebook-scroll' }, h('div', { class: 'notebook-column' }, h('p', { class: 'notebook-intro' }, intro), toolbar, this.cellList, h('button', { type: 'button', class: 'add-cell', onclick: () => this.add().editor.focus() }, icon('plus'), 'Code cell')), files),
+      h(
+        'div',
+        { class: 'notebook-scroll' },
+        h(
+          'div',
+          { class: 'notebook-column' },
+          h('p', { class: 'notebook-intro' }, intro),
+          toolbar,
+          this.cellList,
+          h(
+            'div',
+            { class: 'add-cells' },
+            h('button', { type: 'button', class: 'add-cell', onclick: () => this.add().editor.focus() }, icon('plus'), 'Code cell'),
+            h('button', { type: 'button', class: 'add-cell', onclick: () => this.add(undefined, { cell_type: 'markdown' }).editor.focus() }, icon('plus'), 'Text cell'),
+          ),
+        ),
+        files,
+      ),
       h('div', { class: 'drop-hint', 'aria-hidden': 'true' }, icon('attach'), 'Drop files to upload them'),
     );
     acceptDroppedFiles(this.element, (files) => this.upload(files));
-    this.add();
+    for (const cell of saved?.cells ?? []) this.add(undefined, cell, false);
+    this.#count = Math.max(0, ...this.#cells.map((cell) => cell.count ?? 0));
+    if (!this.#cells.length) this.add(undefined, undefined, false);
     this.refreshFiles();
+    this.#followRuns();
   }
 
   get title() {
+    if (this.saved) return this.saved.title;
     return this.conversation ? `${this.conversation.title || 'New chat'} · Notebook` : 'Notebook';
+  }
+
+  /**
+   * A change to save: after a pause in typing, or `now` (a run began or ended). Saves
+   * one at a time, each with every cell.
+   */
+  changed(now = false) {
+    if (!this.saved) return;
+    clearTimeout(this.#saveTimer);
+    if (now) this.#save();
+    else this.#saveTimer = setTimeout(() => this.#save(), SAVE_DELAY_MS);
+  }
+
+  #save() {
+    this.#saveTimer = null;
+    const cells = this.#cells.map((cell) => cell.toJSON());
+    this.#saving = this.#saving.then(() =>
+      api.saveNotebook(this.saved.id, { cells }).then(
+        () => (this.element.dataset.saved = 'true'),
+        (error) => notify(`The notebook was not saved: ${error.message}`),
+      ),
+    );
+    this.element.dataset.saved = 'false';
+  }
+
+  /** Runs begun before the page was opened (a reload, another tab) are followed to their end. */
+  async #followRuns() {
+    const running = this.#cells.filter((cell) => cell.executionId);
+    for (const cell of running) await this.enqueue(() => cell.follow());
   }
 
   activate() {
@@ -132,12 +281,13 @@ export class NotebookView {
     this.refreshFiles();
   }
 
-  add(after = this.#cells.at(-1)) {
-    const cell = new Cell(this, this.#links);
+  add(after = this.#cells.at(-1), saved = undefined, save = true) {
+    const cell = new Cell(this, this.#links, saved);
     const index = after ? this.#cells.indexOf(after) + 1 : this.#cells.length;
     this.#cells.splice(index, 0, cell);
     if (after) after.element.after(cell.element);
     else this.cellList.append(cell.element);
+    if (save) this.changed();
     return cell;
   }
 
@@ -145,6 +295,7 @@ export class NotebookView {
     this.#cells.splice(this.#cells.indexOf(cell), 1);
     cell.element.remove();
     if (!this.#cells.length) this.add();
+    this.changed();
   }
 
   /** Shift+Enter: on to the next cell, a new one after the last. */
