@@ -179,7 +179,7 @@ async function chat() {
   });
 
   await check('a cell runs in the notebook view of the same session', async () => {
-    await page.getByRole('link', { name: 'Notebook' }).click();
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
     await page.locator('.files-panel').getByText('data.csv').waitFor();
     await runCell('print(6*7)', '42');
   });
@@ -320,7 +320,7 @@ async function afterRestart() {
     assert.deepEqual(await transcriptSignature(), live);
   });
   await check('its session runs cells', async () => {
-    await page.getByRole('link', { name: 'Notebook' }).click();
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
     await runCell('print(6*7)', '42');
   });
 }

@@ -191,6 +191,7 @@ export class NotebookView {
   #cells = [];
   #saveTimer = null;
   #saving = Promise.resolve();
+  #unsaved = 0; // saves asked for and not yet answered
 
   constructor(sessionId, conversation, saved = null) {
     this.sessionId = sessionId;
@@ -253,6 +254,8 @@ export class NotebookView {
    */
   changed(now = false) {
     if (!this.saved) return;
+    // `data-saved` says whether everything is on the server.
+    this.element.dataset.saved = 'false';
     clearTimeout(this.#saveTimer);
     if (now) this.#save();
     else this.#saveTimer = setTimeout(() => this.#save(), SAVE_DELAY_MS);
@@ -260,14 +263,20 @@ export class NotebookView {
 
   #save() {
     this.#saveTimer = null;
+    this.#unsaved += 1;
     const cells = this.#cells.map((cell) => cell.toJSON());
     this.#saving = this.#saving.then(() =>
       api.saveNotebook(this.saved.id, { cells }).then(
-        () => (this.element.dataset.saved = 'true'),
-        (error) => notify(`The notebook was not saved: ${error.message}`),
+        () => {
+          this.#unsaved -= 1;
+          if (!this.#unsaved && !this.#saveTimer) this.element.dataset.saved = 'true';
+        },
+        (error) => {
+          this.#unsaved -= 1;
+          notify(`The notebook was not saved: ${error.message}`);
+        },
       ),
     );
-    this.element.dataset.saved = 'false';
   }
 
   /** Runs begun before the page was opened (a reload, another tab) are followed to their end. */
