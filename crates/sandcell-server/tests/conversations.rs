@@ -579,6 +579,7 @@ async fn users_never_see_each_others_conversations() {
     for (method, path) in [
         (Method::GET, format!("/api/v1/conversations/{id}")),
         (Method::GET, format!("/api/v1/conversations/{id}/notebook")),
+        (Method::GET, format!("/api/v1/conversations/{id}/events")),
         (Method::POST, format!("/api/v1/conversations/{id}/cancel")),
         (Method::DELETE, format!("/api/v1/conversations/{id}")),
         (Method::GET, format!("/api/v1/sessions/{session}/files")),
