@@ -14,7 +14,8 @@
 //                     looked to $SANDCELL_TEST_STATE, when set.
 //   --live            (after --chat) a turn under way survives a reload and a broken
 //                     connection, and shows in a second tab, where Stop ends it for both;
-//                     a running notebook cell survives a reload.
+//                     a conversation shown again shows what the other tab did; a running
+//                     notebook cell survives a reload.
 //   --notebooks       a notebook saved as it is worked on: reloaded, renamed, exported,
 //                     opened again from the exported file and run, deleted.
 //   --after-restart   (after the server restarted on the same data directory) finds that
@@ -275,8 +276,23 @@ async function liveTurn() {
       await tab.locator('.note').getByText('Stopped.').waitFor();
       await tab.getByRole('button', { name: 'Send' }).waitFor();
     }
-    await second.close();
     assert.deepEqual(errors, []);
+  });
+
+  await check('a conversation shown again shows what another tab did meanwhile', async () => {
+    const [second] = page.context().pages().filter((tab) => tab !== page);
+    const message = second.getByRole('textbox', { name: 'Message' });
+    await message.fill('And now?');
+    await message.press('Enter');
+    await second.locator('.message.assistant .markdown').getByText('from the other tab').waitFor();
+    await second.getByRole('button', { name: 'Send' }).waitFor();
+    // Back to the conversation in the first tab (from another view, as from the sidebar).
+    const { hash } = new URL(page.url());
+    await page.getByRole('button', { name: 'New chat' }).click();
+    await page.locator(`#conversation-list a[href="${hash}"]`).click();
+    await page.locator('.message.user').getByText('And now?').waitFor();
+    await page.locator('.message.assistant .markdown').getByText('from the other tab').waitFor();
+    await second.close();
   });
 
   link.close();

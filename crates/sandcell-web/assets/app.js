@@ -101,6 +101,10 @@ class App {
     $('open-sidebar').addEventListener('click', () => this.#sidebar(true));
     $('close-sidebar').addEventListener('click', () => this.#sidebar(false));
     $('scrim').addEventListener('click', () => this.#sidebar(false));
+    // Back to this tab: the conversation may have moved on in another.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && this.#view instanceof ChatView) this.#view.refresh();
+    });
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && document.body.classList.contains('sidebar-open')) this.#sidebar(false);
     });

@@ -191,6 +191,7 @@ export class ChatView {
   #links = null;
   #creating = null;
   #uploads = [];
+  #drawnRecords = 0; // how many records the last drawing from the server had
 
   /** `conversationId` null: a new chat, created on its first message or upload. */
   constructor(app, conversationId) {
@@ -225,6 +226,18 @@ export class ChatView {
 
   activate() {
     this.textarea.focus({ preventScroll: true });
+    this.refresh();
+  }
+
+  /**
+   * Catches up with what another tab did while this one was idle: a turn it began (then
+   * followed from here too), or one that ended meanwhile.
+   */
+  async refresh() {
+    if (this.busy || !this.conversation) return;
+    const conversation = await api.conversation(this.conversation.id).catch(() => null);
+    if (!conversation || this.busy) return;
+    if (conversation.turn || (conversation.records ?? []).length !== this.#drawnRecords) this.#draw(conversation);
   }
 
   #composer() {
@@ -370,6 +383,7 @@ export class ChatView {
    * resolves when the turn has ended.
    */
   #draw({ records = [], turn }) {
+    this.#drawnRecords = records.length;
     this.transcript.clear();
     this.transcript.replay(turn ? records.slice(0, turn.records_before) : records);
     this.#showIntro();

@@ -1,13 +1,16 @@
 // The notebook: cells run directly in a session, no model involved, with their outputs
 // streamed and drawn as in the chat, and the session's files beside them.
 
-import { api } from './api.js';
+import { api, ApiError } from './api.js';
 import { acceptDroppedFiles, autosize, chooseFiles, formatBytes, h, icon, notify } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { OutputArea, sessionLinks, statusLabel } from './output.js';
 
 /** How long after an edit a saved notebook is saved (every run is saved at once). */
 const SAVE_DELAY_MS = 400;
+/** A run whose stream broke off is followed again after this long, then twice as long, … */
+const RECONNECT_DELAY_MS = 1000;
+const RECONNECTS = 6;
 
 class Cell {
   #notebook;
@@ -77,6 +80,7 @@ class Cell {
     if (!code.trim()) return;
     this.output.clear();
     this.outputs = [];
+    this.executionId = null;
     this.#state('queued', '[*]', 'Waiting…');
     await this.#notebook.enqueue(async () => {
       this.count = this.#notebook.nextCount();
@@ -85,16 +89,19 @@ class Cell {
     this.#notebook.refreshFiles();
   }
 
-  /** Follows the cell's run, begun before this page was opened (or in another tab). */
-  async follow() {
+  /**
+   * Follows the cell's run, begun before this page was opened (or in another tab), or
+   * whose stream broke off (the `attempt`-th time in a row).
+   */
+  async follow(attempt = 0) {
     this.output.clear();
-    await this.#stream((handlers) => api.followExecution(this.#notebook.sessionId, this.executionId, handlers), true);
+    await this.#stream((handlers) => api.followExecution(this.#notebook.sessionId, this.executionId, handlers), true, attempt);
   }
 
-  async #stream(start, following = false) {
+  async #stream(start, following = false, attempt = 0) {
     this.#state('running', '[*]', 'Running…');
     let execution = null;
-    let failure = 'The connection to the server was lost before the cell finished.';
+    let failure = null; // why the run ended without a result
     const output = this.output;
     try {
       await start({
@@ -122,14 +129,21 @@ class Cell {
         this.#notebook.changed();
         return;
       }
-      failure = error.message;
+      // Refused, or not found: said. Cut off (no answer, or a broken stream): followed again.
+      if (error instanceof ApiError && error.status !== 0) failure = error.message;
+    }
+    if (!execution && !failure && this.executionId && attempt < RECONNECTS) {
+      // The stream broke off (the network, or this page going away); the run goes on in
+      // the session: follow it again, and save nothing meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS * 2 ** attempt));
+      return this.follow(attempt + 1);
     }
     if (execution) {
       this.output.complete(execution);
       this.outputs = jupyterOutputs(execution, this.count);
       this.#state(execution.status, this.#promptText(), statusLabel(execution));
     } else {
-      this.output.note(failure);
+      this.output.note(failure ?? 'The connection to the server was lost before the cell finished.');
       this.#state('error', '[!]', 'Failed');
     }
     this.executionId = null;
