@@ -449,7 +449,16 @@ impl TurnGuard {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
-        lock(&self.turns).remove(&self.id);
+        let turn = lock(&self.turns).remove(&self.id);
+        // A turn refused after it was registered (its session busy, say) never began:
+        // whoever follows it sees it end. (After a turn's own end nothing more is added.)
+        if let Some(turn) = turn {
+            turn.log.push(TurnEvent::End(TurnOutcome {
+                outcome: "error",
+                message: Some("The message was not taken; send it again.".into()),
+                usage: TokenUsage::default(),
+            }));
+        }
     }
 }
 
@@ -522,6 +531,31 @@ fn title_of(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_turn_refused_after_it_was_registered_ends_for_its_followers() {
+        let turns = Turns::default();
+        let log = Arc::new(TurnLog::default());
+        let turn = |log: &Arc<TurnLog>| Turn {
+            cancel: CancellationToken::new(),
+            log: log.clone(),
+            info: TurnInfo {
+                text: "hi".into(),
+                records_before: 1,
+            },
+        };
+        let guard = TurnGuard::register(&turns, "c1", turn(&log)).unwrap();
+        assert!(matches!(
+            TurnGuard::register(&turns, "c1", turn(&log)),
+            Err(ServiceError::Busy(_))
+        ));
+        drop(guard);
+        assert!(lock(&turns).is_empty());
+        match log.end().await {
+            Some(TurnEvent::End(outcome)) => assert_eq!(outcome.outcome, "error"),
+            other => panic!("no end: {other:?}"),
+        }
+    }
 
     #[test]
     fn a_title_is_the_first_line_cut_at_a_word() {
