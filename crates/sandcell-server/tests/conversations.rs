@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_error, config, json, python, Api, Event, EventStream, TestServer};
+use common::{assert_error, config, eventually, json, python, Api, Event, EventStream, TestServer};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
 use sandcell_agent::{Config, ProviderConfig};
@@ -378,6 +378,97 @@ async fn a_turn_can_be_cancelled_and_one_runs_at_a_time() {
     server.stop().await;
 }
 
+/// The events of the turn under way, from a client other than the one that sent it.
+async fn follow(api: &Api, id: &str, last_event_id: Option<&str>) -> EventStream {
+    let mut request = api.request(Method::GET, &format!("/api/v1/conversations/{id}/events"));
+    if let Some(last) = last_event_id {
+        request = request.header("last-event-id", last);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    EventStream::new(response)
+}
+
+#[tokio::test]
+async fn a_second_client_follows_a_turn_under_way_and_cancels_it() {
+    let model = replay(json!([
+        reply_code(
+            "Counting.",
+            "import time\nprint('one', flush=True)\ntime.sleep(1)\nprint('two', flush=True)\ntime.sleep(120)"
+        ),
+        reply_text("Stopped."),
+    ]))
+    .await;
+    let (server, _data) = server_with(&model).await;
+    let api = server.api();
+    let created = create_conversation(&api).await;
+    let id = created["id"].as_str().unwrap();
+    let before = conversation(&api, id).await;
+    assert!(before["turn"].is_null(), "{before}");
+    let response = api.get(&format!("/api/v1/conversations/{id}/events")).await;
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+
+    let mut first = message(&api, id, "count").await;
+    let mut seen = Vec::new();
+    loop {
+        let event = first.next().await.expect("the turn goes on");
+        let done = event.name == "stdout";
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    // The conversation, opened now (a reload, a second tab), names its turn.
+    let opened = conversation(&api, id).await;
+    assert_eq!(opened["turn"]["text"], "count", "{opened}");
+    let records_before = opened["turn"]["records_before"].as_u64().unwrap() as usize;
+    assert_eq!(records_before, 1, "only the start came before: {opened}");
+
+    // A second client gets everything so far, then the events as they come.
+    let mut second = follow(&api, id, None).await;
+    for earlier in &seen {
+        let event = second.next().await.expect("an earlier event");
+        assert_eq!((&event.name, &event.data), (&earlier.name, &earlier.data));
+        assert_eq!(event.id, earlier.id);
+    }
+    let live = loop {
+        let event = second.next().await.expect("the turn goes on");
+        if event.name == "stdout" {
+            break event;
+        }
+    };
+    assert_eq!(live.data["text"], "two\n");
+    // One that lost its connection resumes after the last event it saw.
+    let resumed = follow(&api, id, live.id.as_deref()).await;
+
+    // The second client cancels; every stream ends with the turn.
+    let response = api
+        .request(Method::POST, &format!("/api/v1/conversations/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await.1["cancelled"], true);
+    for rest in [first.rest().await, second.rest().await] {
+        assert_eq!(find(&rest, "end")["outcome"], "cancelled");
+        assert_eq!(
+            find(&rest, "execution")["execution"]["status"],
+            "interrupted"
+        );
+    }
+    let rest = resumed.rest().await;
+    assert!(
+        rest.iter().all(|e| e.name != "stdout"),
+        "{:?}",
+        names(&rest)
+    );
+    assert_eq!(find(&rest, "end")["outcome"], "cancelled");
+    eventually("the turn is no longer under way", || async {
+        conversation(&api, id).await["turn"].is_null()
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_failing_model_ends_the_turn_with_a_sentence_and_keeps_the_conversation() {
     let model = replay(json!([
@@ -488,6 +579,7 @@ async fn users_never_see_each_others_conversations() {
     for (method, path) in [
         (Method::GET, format!("/api/v1/conversations/{id}")),
         (Method::GET, format!("/api/v1/conversations/{id}/notebook")),
+        (Method::GET, format!("/api/v1/conversations/{id}/events")),
         (Method::POST, format!("/api/v1/conversations/{id}/cancel")),
         (Method::DELETE, format!("/api/v1/conversations/{id}")),
         (Method::GET, format!("/api/v1/sessions/{session}/files")),

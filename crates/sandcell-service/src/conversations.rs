@@ -5,10 +5,13 @@
 //! one by one as the turn goes, so a crash or a restart loses nothing already said. A
 //! turn reads them back, borrows the session for its whole length (so the notebook view
 //! cannot run a cell in the middle of it), and runs in a task of its own, so a client
-//! that goes away does not cut it short. The only memory kept is which turns are under
-//! way, to cancel them.
+//! that goes away does not cut it short. The only memory kept is the turns under way:
+//! each one's events in an [`EventLog`] (so a page opened in the middle of a turn, after
+//! a reload or in a second tab, shows the turn so far and follows it), and what cancels
+//! it, from any client.
 
 use crate::error::{sentence, ServiceError};
+use crate::event_log::{EventLog, LogEntry};
 use crate::limits::{LimitsRequest, SessionLimits};
 use crate::models::Models;
 use crate::page::{Page, PageRequest};
@@ -24,7 +27,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -58,6 +60,18 @@ pub struct ConversationDetail {
     /// the call did not run), images}, `note` {text}.
     #[schema(value_type = Vec<Object>)]
     pub records: Vec<Value>,
+    /// The turn under way, if any: its events are at `GET …/events`.
+    pub turn: Option<TurnInfo>,
+}
+
+/// A turn under way, as a client opening the conversation in its middle needs it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TurnInfo {
+    /// What the person said.
+    pub text: String,
+    /// How many of the records came before the turn: those after it are also in the
+    /// turn's events.
+    pub records_before: usize,
 }
 
 /// How a turn ended: the last event of its stream.
@@ -80,6 +94,24 @@ pub enum TurnEvent {
     End(TurnOutcome),
 }
 
+impl LogEntry for TurnEvent {
+    fn is_end(&self) -> bool {
+        matches!(self, Self::End(_))
+    }
+}
+
+/// A turn's events, read by every client that follows it.
+pub type TurnLog = EventLog<TurnEvent>;
+
+/// A turn under way.
+struct Turn {
+    cancel: CancellationToken,
+    log: Arc<TurnLog>,
+    info: TurnInfo,
+}
+
+type Turns = Arc<Mutex<HashMap<String, Turn>>>;
+
 /// All conversations of the server.
 pub struct Conversations {
     store: Store,
@@ -88,8 +120,8 @@ pub struct Conversations {
     python: EnvInfo,
     /// The highest limits; a conversation's session gets the defaults within them.
     max_limits: SessionLimits,
-    /// The turns under way: conversation id → what cancels it.
-    turns: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// The turns under way, by conversation id.
+    turns: Turns,
 }
 
 impl Conversations {
@@ -176,6 +208,8 @@ impl Conversations {
 
     pub async fn get(&self, user: &User, id: &str) -> Result<ConversationDetail, ServiceError> {
         let conversation = self.find(user, id).await?;
+        // Before the records: every record the turn adds is then among them or after.
+        let turn = self.turns().get(id).map(|turn| turn.info.clone());
         let records = self
             .raw_records(id)
             .await?
@@ -186,6 +220,7 @@ impl Conversations {
         Ok(ConversationDetail {
             info: info(conversation),
             records,
+            turn,
         })
     }
 
@@ -201,7 +236,7 @@ impl Conversations {
     pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let conversation = self.find(user, id).await?;
         if let Some(turn) = self.turns().get(id) {
-            turn.cancel();
+            turn.cancel.cancel();
         }
         // The conversation's rows go with its session's.
         self.sessions.remove(user, &conversation.session_id).await
@@ -213,27 +248,40 @@ impl Conversations {
         Ok(self
             .turns()
             .get(id)
-            .map(CancellationToken::cancel)
+            .map(|turn| turn.cancel.cancel())
             .is_some())
+    }
+
+    /// The events of the conversation's turn under way, for another client to follow.
+    pub async fn turn(&self, user: &User, id: &str) -> Result<Arc<TurnLog>, ServiceError> {
+        self.find(user, id).await?;
+        self.turns()
+            .get(id)
+            .map(|turn| turn.log.clone())
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "Conversation {id} has no turn under way; read the conversation for what was said."
+                ))
+            })
     }
 
     /// Cancels every turn (the server is shutting down); what was said is kept.
     pub fn cancel_all(&self) {
         for turn in self.turns().values() {
-            turn.cancel();
+            turn.cancel.cancel();
         }
     }
 
     /// Starts a turn: the person says `text` (to `model` from now on, if given). The
-    /// turn's events come through the receiver, [`TurnEvent::End`] last. Refused (and
-    /// nothing recorded) when the conversation or its session is busy.
+    /// turn's events go to its log, [`TurnEvent::End`] last. Refused (and nothing
+    /// recorded) when the conversation or its session is busy.
     pub async fn send(
         &self,
         user: &User,
         id: &str,
         text: String,
         model: Option<&str>,
-    ) -> Result<mpsc::UnboundedReceiver<TurnEvent>, ServiceError> {
+    ) -> Result<Arc<TurnLog>, ServiceError> {
         if text.trim().is_empty() {
             return Err(ServiceError::invalid("The message is empty."));
         }
@@ -241,7 +289,20 @@ impl Conversations {
         let spec = self.models.pick(model.or(Some(&conversation.model)))?;
         let client = self.models.client(&spec)?;
         let cancel = CancellationToken::new();
-        let turn = TurnGuard::register(&self.turns, id, cancel.clone())?;
+        let log = Arc::new(TurnLog::default());
+        let records = self.records(id).await?;
+        let turn = TurnGuard::register(
+            &self.turns,
+            id,
+            Turn {
+                cancel: cancel.clone(),
+                log: log.clone(),
+                info: TurnInfo {
+                    text: text.clone(),
+                    records_before: records.len(),
+                },
+            },
+        )?;
         let mut checkout = self
             .sessions
             .checkout(user, &conversation.session_id)
@@ -254,7 +315,6 @@ impl Conversations {
             cancel_on_shutdown.cancel();
         });
 
-        let records = self.records(id).await?;
         let sink = StoreSink::new(self.store.clone(), id, records.len());
         let mut transcript = Transcript::resume(records, Box::new(sink));
         if spec != conversation.model {
@@ -280,7 +340,7 @@ impl Conversations {
         let max_steps = options.max_steps;
         let mut agent = Agent::new(client, self.python.clone(), transcript, options);
 
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let task_log = log.clone();
         tokio::spawn(async move {
             let _turn = turn;
             let result = match checkout.session() {
@@ -289,10 +349,7 @@ impl Conversations {
                         .send(
                             session,
                             &text,
-                            &mut |event| {
-                                // A client that went away no longer reads; the turn goes on.
-                                let _ = sender.send(TurnEvent::Agent(event));
-                            },
+                            &mut |event| task_log.push(TurnEvent::Agent(event)),
                             &cancel,
                         )
                         .await
@@ -318,13 +375,13 @@ impl Conversations {
                     ("error", Some(turn_error(&error)))
                 }
             };
-            let _ = sender.send(TurnEvent::End(TurnOutcome {
+            task_log.push(TurnEvent::End(TurnOutcome {
                 outcome: outcome.0,
                 message: outcome.1,
                 usage,
             }));
         });
-        Ok(receiver)
+        Ok(log)
     }
 
     /// The conversation `id` if it is the user's; another user's is "not found".
@@ -352,7 +409,7 @@ impl Conversations {
             .map_err(|e| ServiceError::internal("A record of the conversation cannot be read", &e))
     }
 
-    fn turns(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn turns(&self) -> MutexGuard<'_, HashMap<String, Turn>> {
         lock(&self.turns)
     }
 }
@@ -369,16 +426,12 @@ fn turn_error(error: &AgentError) -> String {
 
 /// Marks a conversation's turn as under way, until dropped.
 struct TurnGuard {
-    turns: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    turns: Turns,
     id: String,
 }
 
 impl TurnGuard {
-    fn register(
-        turns: &Arc<Mutex<HashMap<String, CancellationToken>>>,
-        id: &str,
-        cancel: CancellationToken,
-    ) -> Result<Self, ServiceError> {
+    fn register(turns: &Turns, id: &str, turn: Turn) -> Result<Self, ServiceError> {
         let mut map = lock(turns);
         if map.contains_key(id) {
             return Err(ServiceError::Busy(
@@ -386,7 +439,7 @@ impl TurnGuard {
                     .into(),
             ));
         }
-        map.insert(id.to_owned(), cancel);
+        map.insert(id.to_owned(), turn);
         Ok(Self {
             turns: turns.clone(),
             id: id.to_owned(),
@@ -396,7 +449,16 @@ impl TurnGuard {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
-        lock(&self.turns).remove(&self.id);
+        let turn = lock(&self.turns).remove(&self.id);
+        // A turn refused after it was registered (its session busy, say) never began:
+        // whoever follows it sees it end. (After a turn's own end nothing more is added.)
+        if let Some(turn) = turn {
+            turn.log.push(TurnEvent::End(TurnOutcome {
+                outcome: "error",
+                message: Some("The message was not taken; send it again.".into()),
+                usage: TokenUsage::default(),
+            }));
+        }
     }
 }
 
@@ -469,6 +531,31 @@ fn title_of(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_turn_refused_after_it_was_registered_ends_for_its_followers() {
+        let turns = Turns::default();
+        let log = Arc::new(TurnLog::default());
+        let turn = |log: &Arc<TurnLog>| Turn {
+            cancel: CancellationToken::new(),
+            log: log.clone(),
+            info: TurnInfo {
+                text: "hi".into(),
+                records_before: 1,
+            },
+        };
+        let guard = TurnGuard::register(&turns, "c1", turn(&log)).unwrap();
+        assert!(matches!(
+            TurnGuard::register(&turns, "c1", turn(&log)),
+            Err(ServiceError::Busy(_))
+        ));
+        drop(guard);
+        assert!(lock(&turns).is_empty());
+        match log.end().await {
+            Some(TurnEvent::End(outcome)) => assert_eq!(outcome.outcome, "error"),
+            other => panic!("no end: {other:?}"),
+        }
+    }
 
     #[test]
     fn a_title_is_the_first_line_cut_at_a_word() {

@@ -3,7 +3,8 @@
 //! For: sessions (created, listed, locked for one use at a time, interrupted, restarted,
 //! stopped when idle, deleted), executions (with ids, their events kept for a while so a
 //! client can re-attach), the files of a session's `/mnt/data`, conversations with a
-//! model (the agent loop of `sandcell-agent`, recorded as it happens), users and their
+//! model (the agent loop of `sandcell-agent`, recorded as it happens, its turns
+//! followed by any number of clients), notebooks saved as a person works, users and their
 //! API keys, the rules for limits (defaults, the operator's ceilings, per-user and
 //! per-server session quotas), the SQLite store and the metrics. Errors are one plain
 //! enum, [`ServiceError`], each with its sentence for the person.
@@ -16,11 +17,13 @@
 mod config;
 mod conversations;
 mod error;
+mod event_log;
 mod executions;
 mod files;
 mod limits;
 mod metrics;
 mod models;
+mod notebooks;
 mod page;
 mod places;
 mod sessions;
@@ -30,18 +33,24 @@ mod users;
 
 pub use config::ServiceConfig;
 pub use conversations::{
-    ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnOutcome,
+    ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnInfo, TurnLog, TurnOutcome,
 };
 pub use error::{sentence, ServiceError};
+pub use event_log::{EventLog, LogEntry};
 pub use executions::{ExecutionLog, ExecutionState, LoggedEvent};
 pub use files::{FileError, FileInfo, FilePath, WorkDir};
 pub use limits::{LimitNames, LimitsRequest, SessionLimits};
 pub use metrics::Metrics;
 pub use models::{Models, ModelsInfo, MODEL_HINT};
+pub use notebooks::{
+    CellType, NotebookCell, NotebookChange, NotebookDetail, NotebookInfo, Notebooks,
+};
 pub use page::{Page, PageRequest};
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
-pub use store::{ConversationRecord, SessionRecord, Store, StoreError, User, LOCAL_USER};
+pub use store::{
+    ConversationRecord, NotebookRecord, SessionRecord, Store, StoreError, User, LOCAL_USER,
+};
 pub use users::{create_key, hash_key, random_hex, Auth, KeyError};
 
 use sandcell_pyenv::EnvInfo;
@@ -55,6 +64,7 @@ pub struct Service {
     pub auth: Auth,
     pub sessions: Arc<Sessions>,
     pub conversations: Arc<Conversations>,
+    pub notebooks: Arc<Notebooks>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -78,8 +88,10 @@ impl Service {
             python,
             config.max_limits.clone(),
         ));
+        let notebooks = Arc::new(Notebooks::new(store.clone(), sessions.clone()));
         Ok(Arc::new(Self {
             config,
+            notebooks,
             store,
             auth,
             sessions,

@@ -15,7 +15,7 @@
 
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
-use crate::executions::{ExecutionLog, LoggedEvent};
+use crate::executions::{ExecutionLog, ExecutionState, LoggedEvent};
 use crate::files::WorkDir;
 use crate::limits::LimitsRequest;
 use crate::limits::SessionLimits;
@@ -58,6 +58,10 @@ pub struct SessionInfo {
     pub limits: SessionLimits,
     /// The conversation whose code runs in this session, if any.
     pub conversation_id: Option<String>,
+    /// The execution running now, started by `execute`: a client re-attaches to it at
+    /// `GET …/executions/{execution_id}/events`. Null when none runs (or the session
+    /// runs a conversation's code).
+    pub execution_id: Option<String>,
 }
 
 /// Whether a session's Python process is running, and busy.
@@ -869,7 +873,16 @@ impl Entry {
             state,
             limits: self.record.limits.clone(),
             conversation_id: self.conversation(),
+            execution_id: self.running_execution(),
         }
+    }
+
+    fn running_execution(&self) -> Option<String> {
+        lock(&self.executions)
+            .iter()
+            .rev()
+            .find(|log| log.state() == ExecutionState::Running)
+            .map(|log| log.id.clone())
     }
 
     fn conversation(&self) -> Option<String> {

@@ -1,5 +1,5 @@
-//! The SQLite database: users with their hashed API keys, session metadata and
-//! conversations.
+//! The SQLite database: users with their hashed API keys, session metadata,
+//! conversations and notebooks.
 //!
 //! One file, one connection behind a mutex, used from `spawn_blocking` so the async
 //! threads never wait on the disk. The schema moves forward by [`MIGRATIONS`], counted in
@@ -60,6 +60,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, seq)
     ) WITHOUT ROWID;
 ",
+    "
+    -- A notebook as its person left it: cells (JSON: each with its source, outputs and
+    -- execution count) and the session it runs in, which may have gone since.
+    CREATE TABLE notebooks (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        title TEXT NOT NULL,
+        session_id TEXT,
+        cells TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX notebooks_by_user ON notebooks(user_id, updated_at);
+",
 ];
 
 /// The name of the single user of a loopback server that has no API keys.
@@ -114,6 +128,20 @@ pub struct ConversationRecord {
     pub title: String,
     /// `provider:model`.
     pub model: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What the database keeps about a notebook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotebookRecord {
+    pub id: String,
+    pub user_id: i64,
+    pub title: String,
+    pub session_id: Option<String>,
+    /// The cells, as JSON.
+    pub cells: String,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -468,6 +496,104 @@ impl Store {
         })
         .await
     }
+}
+
+impl Store {
+    pub async fn insert_notebook(&self, record: NotebookRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO notebooks (id, user_id, title, session_id, cells, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    record.id,
+                    record.user_id,
+                    record.title,
+                    record.session_id,
+                    record.cells,
+                    record.created_at,
+                    record.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The user's notebooks (their cells apart: empty), the most recently changed first.
+    pub async fn notebooks(&self, user_id: i64) -> Result<Vec<NotebookRecord>, StoreError> {
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT id, user_id, title, session_id, '', created_at, updated_at FROM notebooks
+                 WHERE user_id = ?1 ORDER BY updated_at DESC, id",
+            )?;
+            let rows = statement.query_map([user_id], notebook_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The notebook `id` with its cells, if it is the user's.
+    pub async fn notebook(
+        &self,
+        user_id: i64,
+        id: &str,
+    ) -> Result<Option<NotebookRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id, user_id, title, session_id, cells, created_at, updated_at FROM notebooks
+                 WHERE user_id = ?1 AND id = ?2",
+                params![user_id, id],
+                notebook_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Writes the notebook's title, session and cells; false when it is not the user's.
+    pub async fn update_notebook(&self, record: NotebookRecord) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            let changed = c.execute(
+                "UPDATE notebooks SET title = ?3, session_id = ?4, cells = ?5, updated_at = ?6
+                 WHERE user_id = ?1 AND id = ?2",
+                params![
+                    record.user_id,
+                    record.id,
+                    record.title,
+                    record.session_id,
+                    record.cells,
+                    record.updated_at
+                ],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Deletes the notebook; false when it is not the user's.
+    pub async fn delete_notebook(&self, user_id: i64, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            Ok(c.execute(
+                "DELETE FROM notebooks WHERE user_id = ?1 AND id = ?2",
+                params![user_id, id],
+            )? > 0)
+        })
+        .await
+    }
+}
+
+fn notebook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotebookRecord> {
+    Ok(NotebookRecord {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        title: r.get(2)?,
+        session_id: r.get(3)?,
+        cells: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
 }
 
 const SELECT_CONVERSATION: &str =

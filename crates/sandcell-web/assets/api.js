@@ -95,12 +95,14 @@ async function all(path) {
 }
 
 /**
- * POSTs `body` and reads the answer as Server-Sent Events, calling `handlers[event](data)`
- * with each event's JSON data; events without a handler are skipped. Resolves when the
- * stream ends, with whether an `end` event came (a stream cut short has none).
+ * Sends the request (a POST with `body`, or a GET when `body` is undefined) and reads the
+ * answer as Server-Sent Events, calling `handlers[event](data)` with each event's JSON
+ * data; events without a handler are skipped. Resolves when the stream ends, with
+ * whether an `end` event came (a stream cut short has none).
  */
 async function stream(path, body, handlers) {
-  const response = await request('POST', path, { json: body, accept: 'text/event-stream' });
+  const method = body === undefined ? 'GET' : 'POST';
+  const response = await request(method, path, { json: body, accept: 'text/event-stream' });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SseParser();
   let ended = false;
@@ -190,6 +192,8 @@ export const api = {
   /** Streams the turn's AgentEvents, then `end`. */
   sendMessage: (conversationId, text, model, handlers) =>
     stream(`/api/v1/conversations/${id(conversationId)}/messages`, model ? { text, model } : { text }, handlers),
+  /** Follows the turn under way (the conversation's `turn`) from its start; 404 when none is. */
+  followTurn: (conversationId, handlers) => stream(`/api/v1/conversations/${id(conversationId)}/events`, undefined, handlers),
   cancel: (conversationId) => json('POST', `/api/v1/conversations/${id(conversationId)}/cancel`),
   notebookUrl: (conversationId) => `/api/v1/conversations/${id(conversationId)}/notebook`,
 
@@ -201,6 +205,9 @@ export const api = {
    * error body) instead of `end`.
    */
   execute: (sessionId, code, handlers) => stream(`/api/v1/sessions/${id(sessionId)}/execute`, { code }, handlers),
+  /** Follows an execution (running or kept) from its start, with the events of `execute`. */
+  followExecution: (sessionId, executionId, handlers) =>
+    stream(`/api/v1/sessions/${id(sessionId)}/executions/${id(executionId)}/events`, undefined, handlers),
   interrupt: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/interrupt`),
   /**
    * What IPython's completer offers at `cursorPos` (in code points) of `code`: Jupyter's
@@ -209,6 +216,15 @@ export const api = {
   complete: async (sessionId, code, cursorPos, signal) =>
     (await request('POST', `/api/v1/sessions/${id(sessionId)}/complete`, { json: { code, cursor_pos: cursorPos }, signal })).json(),
   restart: (sessionId) => json('POST', `/api/v1/sessions/${id(sessionId)}/restart`),
+
+  notebooks: () => all('/api/v1/notebooks'),
+  notebook: (notebookId) => json('GET', `/api/v1/notebooks/${id(notebookId)}`),
+  createNotebook: (notebook) => json('POST', '/api/v1/notebooks', notebook),
+  /** Saves what `change` gives: `title`, `session_id`, `cells` (every cell). */
+  saveNotebook: (notebookId, change) => json('PATCH', `/api/v1/notebooks/${id(notebookId)}`, change),
+  deleteNotebook: (notebookId) => json('DELETE', `/api/v1/notebooks/${id(notebookId)}`),
+  importNotebook: (name, notebook) => json('POST', '/api/v1/notebooks/import', { name, notebook }),
+  ipynbUrl: (notebookId) => `/api/v1/notebooks/${id(notebookId)}/ipynb`,
 
   /** The files in the session's /mnt/data: `[{path, size, mime, modified}]`. */
   files: (sessionId) => all(`/api/v1/sessions/${id(sessionId)}/files`),

@@ -1,10 +1,11 @@
-// The page: the sidebar of conversations, the header (view switch, model, export), the
-// routes between views (`#/` a new chat, `#/c/ID` a conversation, `#/c/ID/notebook` its
-// session as a notebook, `#/s/ID` a session's notebook alone) and the API key dialog.
+// The page: the sidebar of conversations and notebooks, the header (view switch, model,
+// export), the routes between views (`#/` a new chat, `#/c/ID` a conversation,
+// `#/c/ID/notebook` its session as a notebook, `#/n/ID` a saved notebook, `#/s/ID` a
+// session's notebook alone) and the API key dialog.
 
 import { api, apiKey, download, onUnauthorized } from './api.js';
 import { ChatView } from './chat.js';
-import { h, icon, notify } from './dom.js';
+import { chooseFiles, h, icon, notify } from './dom.js';
 import { NotebookView } from './notebook.js';
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +16,8 @@ class App {
   #conversations = [];
   #chats = new Map(); // conversation id → ChatView, kept so that a running turn survives navigation
   #notebooks = new Map(); // session id → NotebookView, kept with their cells
+  #savedNotebooks = []; // `GET /api/v1/notebooks`
+  #saved = new Map(); // notebook id → the promise of its NotebookView
   #draft = null; // the new chat, until its conversation exists
   #view = null;
   #route = 0;
@@ -27,7 +30,7 @@ class App {
     this.#decorate();
     this.#wire();
     onUnauthorized((message) => this.#askForKey(message));
-    await Promise.all([this.#loadModels(), this.conversationsChanged()]);
+    await Promise.all([this.#loadModels(), this.conversationsChanged(), this.notebooksChanged()]);
     window.addEventListener('hashchange', () => this.#navigate());
     await this.#navigate();
   }
@@ -59,9 +62,21 @@ class App {
     this.#renderModelSuggestions();
   }
 
+  /** Reloads the list of saved notebooks. */
+  async notebooksChanged() {
+    try {
+      this.#savedNotebooks = await api.notebooks();
+    } catch (error) {
+      notify(`The notebooks cannot be listed: ${error.message}`);
+      return;
+    }
+    this.#renderList();
+  }
+
   #decorate() {
     $('new-chat').prepend(icon('plus'));
     $('new-notebook').prepend(icon('notebook'));
+    $('open-notebook').prepend(icon('attach'));
     $('key-button').prepend(icon('key'));
     $('export').prepend(icon('download'));
     $('chat-tab').prepend(icon('chat'));
@@ -76,6 +91,7 @@ class App {
       location.hash = '#/';
     });
     $('new-notebook').addEventListener('click', () => this.#newNotebook());
+    $('open-notebook').addEventListener('click', () => chooseFiles((files) => this.#importNotebooks(files)));
     $('key-button').addEventListener('click', () => this.#askForKey(null));
     $('export').addEventListener('click', () => this.#exportNotebook());
     $('model').addEventListener('input', (event) => {
@@ -85,6 +101,10 @@ class App {
     $('open-sidebar').addEventListener('click', () => this.#sidebar(true));
     $('close-sidebar').addEventListener('click', () => this.#sidebar(false));
     $('scrim').addEventListener('click', () => this.#sidebar(false));
+    // Back to this tab: the conversation may have moved on in another.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && this.#view instanceof ChatView) this.#view.refresh();
+    });
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && document.body.classList.contains('sidebar-open')) this.#sidebar(false);
     });
@@ -125,6 +145,19 @@ class App {
       return this.#show(this.#notebook(chat.conversation.session_id, chat.conversation));
     }
     if (parts[0] === 's' && parts[1]) return this.#show(this.#notebook(parts[1], null));
+    if (parts[0] === 'n' && parts[1]) {
+      let view;
+      try {
+        view = await this.#savedNotebook(parts[1]);
+      } catch (error) {
+        this.#saved.delete(parts[1]);
+        notify(`This notebook cannot be opened: ${error.message}`);
+        if (route === this.#route) location.hash = '#/';
+        return;
+      }
+      if (route === this.#route) this.#show(view);
+      return;
+    }
     if (location.hash !== '#/') history.replaceState(null, '', '#/');
     this.#draft ??= new ChatView(this, null);
     this.#show(this.#draft);
@@ -146,6 +179,23 @@ class App {
   #notebook(sessionId, conversation) {
     if (!this.#notebooks.has(sessionId)) this.#notebooks.set(sessionId, new NotebookView(sessionId, conversation));
     return this.#notebooks.get(sessionId);
+  }
+
+  /** A saved notebook's view, with a session of its own (a new one if its session is gone). */
+  #savedNotebook(id) {
+    if (!this.#saved.has(id)) {
+      const view = (async () => {
+        const notebook = await api.notebook(id);
+        if (!notebook.session_id) {
+          const session = await api.createSession();
+          await api.saveNotebook(id, { session_id: session.id });
+          notebook.session_id = session.id;
+        }
+        return new NotebookView(notebook.session_id, null, notebook);
+      })();
+      this.#saved.set(id, view);
+    }
+    return this.#saved.get(id);
   }
 
   #show(view) {
@@ -176,7 +226,7 @@ class App {
     }
     $('model-picker').hidden = !isChat;
     if (isChat) $('model').value = view.model;
-    $('export').hidden = !conversation;
+    $('export').hidden = !conversation && !view.saved;
     this.#renderBanner();
   }
 
@@ -196,8 +246,12 @@ class App {
 
   #renderList() {
     const list = $('conversation-list');
+    const currentNotebook = this.#view?.saved?.id;
+    const notebooks = this.#savedNotebooks.length
+      ? [h('li', { class: 'conversation-group' }, h('h2', {}, 'Notebooks'), h('ul', { id: 'notebook-list' }, this.#savedNotebooks.map((notebook) => this.#notebookItem(notebook, currentNotebook))))]
+      : [];
     if (!this.#conversations.length) {
-      list.replaceChildren(h('li', { class: 'conversations-empty' }, 'No conversations yet.'));
+      list.replaceChildren(...notebooks, h('li', { class: 'conversations-empty' }, 'No conversations yet.'));
       return;
     }
     const groups = new Map();
@@ -208,6 +262,7 @@ class App {
     }
     const current = this.#view?.conversation?.id;
     list.replaceChildren(
+      ...notebooks,
       ...[...groups].map(([group, conversations]) =>
         h('li', { class: 'conversation-group' }, h('h2', {}, group), h('ul', {}, conversations.map((conversation) => this.#listItem(conversation, current)))),
       ),
@@ -222,6 +277,63 @@ class App {
       h('a', { href: `#/c/${encodeURIComponent(conversation.id)}`, 'aria-current': conversation.id === current ? 'page' : null, title }, title),
       h('button', { type: 'button', class: 'icon-button', 'aria-label': `Delete “${title}”`, title: 'Delete', onclick: () => this.#delete(conversation) }, icon('trash')),
     );
+  }
+
+  #notebookItem(notebook, current) {
+    return h(
+      'li',
+      { class: 'conversation notebook-item' },
+      h('a', { href: `#/n/${encodeURIComponent(notebook.id)}`, 'aria-current': notebook.id === current ? 'page' : null, title: notebook.title }, notebook.title),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': `Rename “${notebook.title}”`, title: 'Rename', onclick: () => this.#renameNotebook(notebook) }, icon('edit')),
+      h('button', { type: 'button', class: 'icon-button', 'aria-label': `Delete “${notebook.title}”`, title: 'Delete', onclick: () => this.#deleteNotebook(notebook) }, icon('trash')),
+    );
+  }
+
+  async #renameNotebook(notebook) {
+    const title = prompt('Rename the notebook', notebook.title)?.trim();
+    if (!title || title === notebook.title) return;
+    try {
+      await api.saveNotebook(notebook.id, { title });
+    } catch (error) {
+      notify(error.message);
+      return;
+    }
+    const view = await this.#saved.get(notebook.id)?.catch(() => null);
+    if (view) view.saved.title = title;
+    await this.notebooksChanged();
+    this.#renderHeader();
+  }
+
+  async #deleteNotebook(notebook) {
+    if (!confirm(`Delete “${notebook.title}” and its session’s files?`)) return;
+    try {
+      await api.deleteNotebook(notebook.id);
+    } catch (error) {
+      notify(error.message);
+      return;
+    }
+    this.#saved.delete(notebook.id);
+    if (this.#view?.saved?.id === notebook.id) location.hash = '#/';
+    this.notebooksChanged();
+  }
+
+  async #importNotebooks(files) {
+    let opened = null;
+    for (const file of files) {
+      try {
+        let notebook;
+        try {
+          notebook = JSON.parse(await file.text());
+        } catch {
+          throw new Error('it is not a Jupyter notebook (not JSON)');
+        }
+        opened = await api.importNotebook(file.name, notebook);
+      } catch (error) {
+        notify(`${file.name} cannot be opened: ${error.message}`);
+      }
+    }
+    await this.notebooksChanged();
+    if (opened) location.hash = `#/n/${encodeURIComponent(opened.id)}`;
   }
 
   #renderModelSuggestions() {
@@ -245,17 +357,27 @@ class App {
 
   async #newNotebook() {
     try {
-      const session = await api.createSession();
-      location.hash = `#/s/${encodeURIComponent(session.id)}`;
+      const notebook = await api.createNotebook({});
+      await this.notebooksChanged();
+      location.hash = `#/n/${encodeURIComponent(notebook.id)}`;
     } catch (error) {
       notify(error.message);
     }
   }
 
   async #exportNotebook() {
+    const saved = this.#view?.saved;
+    if (saved) {
+      try {
+        await download(api.ipynbUrl(saved.id), `${fileName(saved.title)}.ipynb`);
+      } catch (error) {
+        notify(error.message);
+      }
+      return;
+    }
     const conversation = this.#view?.conversation;
     if (!conversation) return;
-    const name = (conversation.title || 'conversation').replace(/[^\p{L}\p{N}._-]+/gu, '-').slice(0, 80);
+    const name = fileName(conversation.title || 'conversation');
     try {
       await download(api.notebookUrl(conversation.id), `${name}.ipynb`);
     } catch (error) {
@@ -276,6 +398,11 @@ class App {
     $('scrim').hidden = !open;
     $('open-sidebar').setAttribute('aria-expanded', open);
   }
+}
+
+/** A title as a file name. */
+function fileName(title) {
+  return title.replace(/[^\p{L}\p{N}._-]+/gu, '-').slice(0, 80);
 }
 
 function dayGroup(timestamp) {

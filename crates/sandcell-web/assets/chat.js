@@ -8,6 +8,9 @@ import { highlightPython } from './highlight.js';
 import { renderMarkdown } from './markdown.js';
 import { OutputArea, sessionLinks, statusLabel } from './output.js';
 
+/** How long to wait before reconnecting to a turn whose stream broke off (then twice as long, …). */
+const RECONNECT_DELAY_MS = 1000;
+
 /** One call of the model's `python` tool: its code as it is written, then its outputs. */
 class ToolCall {
   code = '';
@@ -133,6 +136,13 @@ class Transcript {
     this.#endTurn();
   }
 
+  /** Forgets everything drawn. */
+  clear() {
+    this.element.replaceChildren();
+    this.#calls.clear();
+    this.#endTurn();
+  }
+
   /** Draws saved records (`GET /api/v1/conversations/{id}`). */
   replay(records) {
     for (const record of records) {
@@ -181,6 +191,7 @@ export class ChatView {
   #links = null;
   #creating = null;
   #uploads = [];
+  #drawnRecords = 0; // how many records the last drawing from the server had
 
   /** `conversationId` null: a new chat, created on its first message or upload. */
   constructor(app, conversationId) {
@@ -215,6 +226,18 @@ export class ChatView {
 
   activate() {
     this.textarea.focus({ preventScroll: true });
+    this.refresh();
+  }
+
+  /**
+   * Catches up with what another tab did while this one was idle: a turn it began (then
+   * followed from here too), or one that ended meanwhile.
+   */
+  async refresh() {
+    if (this.busy || !this.conversation) return;
+    const conversation = await api.conversation(this.conversation.id).catch(() => null);
+    if (!conversation || this.busy) return;
+    if (conversation.turn || (conversation.records ?? []).length !== this.#drawnRecords) this.#draw(conversation);
   }
 
   #composer() {
@@ -248,7 +271,7 @@ export class ChatView {
     try {
       const conversation = await api.conversation(conversationId);
       this.#adopt(conversation);
-      this.transcript.replay(conversation.records ?? []);
+      this.#draw(conversation);
     } catch (error) {
       this.transcript.note(`This conversation cannot be opened: ${error.message}`, 'error');
       this.composer.hidden = true;
@@ -331,23 +354,80 @@ export class ChatView {
     this.#showIntro();
     this.scroll.toBottom();
     try {
-      const ended = await api.sendMessage(this.conversation.id, text, newModel, this.#handlers());
-      if (!ended) this.transcript.end('error', 'The connection to the server was lost before the answer was complete.');
-      if (newModel) this.conversation.model = newModel;
-    } catch (error) {
-      if (error instanceof ApiError) {
+      let lost = false;
+      try {
+        lost = !(await api.sendMessage(this.conversation.id, text, newModel, this.#handlers()));
+        if (newModel) this.conversation.model = newModel;
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
         // Refused before the turn began: the message was not taken; give it back.
         this.transcript.element.lastChild.remove();
         this.textarea.value = text;
         this.#showIntro();
         notify(error.message);
-      } else {
-        this.transcript.end('error', `The answer was cut off: ${error.message}`);
       }
+      if (lost) await this.#redraw();
+    } catch {
+      // The stream broke off (the network, a laptop asleep): the turn goes on regardless.
+      await this.#redraw();
     } finally {
       this.#setBusy(false);
       this.#app.conversationsChanged();
     }
+  }
+
+  /**
+   * Draws the conversation as the server has it. A turn under way (the page opened after
+   * a reload, in a second tab, or after a lost connection) shows what came before it from
+   * the records and the turn itself from its events, so far and then live; the promise
+   * resolves when the turn has ended.
+   */
+  #draw({ records = [], turn }) {
+    this.#drawnRecords = records.length;
+    this.transcript.clear();
+    this.transcript.replay(turn ? records.slice(0, turn.records_before) : records);
+    this.#showIntro();
+    return turn ? this.#follow(turn) : Promise.resolve();
+  }
+
+  /** Shows the turn under way from its start and follows it to its end. */
+  async #follow(turn) {
+    this.transcript.user(turn.text);
+    this.#setBusy(true);
+    try {
+      let lost = false;
+      try {
+        lost = !(await api.followTurn(this.conversation.id, this.#handlers()));
+      } catch (error) {
+        // 404: it ended before it could be followed, and is all in the records now.
+        if (error instanceof ApiError && error.status !== 404 && error.status !== 0) throw error;
+        lost = true;
+      }
+      if (lost) await this.#redraw();
+    } catch (error) {
+      this.transcript.end('error', `The answer cannot be followed: ${error.message}`);
+    } finally {
+      this.#setBusy(false);
+      this.#app.conversationsChanged();
+    }
+  }
+
+  /**
+   * After a lost connection: draws the conversation again from the server, following
+   * its turn if one is still under way; tries for about a minute.
+   */
+  async #redraw() {
+    for (let delay = RECONNECT_DELAY_MS; delay <= 32 * RECONNECT_DELAY_MS; delay *= 2) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      let conversation;
+      try {
+        conversation = await api.conversation(this.conversation.id);
+      } catch {
+        continue;
+      }
+      return this.#draw(conversation);
+    }
+    this.transcript.end('error', 'The connection to the server was lost; reload the page to see the rest of the answer.');
   }
 
   async stop() {

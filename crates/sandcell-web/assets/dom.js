@@ -34,6 +34,7 @@ const ICONS = {
   restart: 'M4 12a8 8 0 1 0 2.4-5.7M4 4v5h5',
   key: 'M14.5 9.5a4 4 0 1 1-8 0 4 4 0 0 1 8 0zM13.5 12.5L20 19m-3-3l2-2',
   file: 'M7 3h7l5 5v13H7zM14 3v5h5',
+  edit: 'M4 20h4L19 9l-4-4L4 16zM14 6l4 4',
   copy: 'M9 9h11v11H9zM5 15H4V4h11v1',
 };
 

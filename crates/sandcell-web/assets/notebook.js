@@ -1,30 +1,44 @@
 // The notebook: cells run directly in a session, no model involved, with their outputs
 // streamed and drawn as in the chat, and the session's files beside them.
 
-import { api } from './api.js';
+import { api, ApiError } from './api.js';
 import { acceptDroppedFiles, chooseFiles, formatBytes, formatDuration, h, icon, notify } from './dom.js';
 import { CodeEditor } from './editor.js';
 import { renderMarkdown } from './markdown.js';
 import { OutputArea, sessionLinks, statusLabel } from './output.js';
 
-/** One cell: `type` 'code' (run in the session) or 'markdown' (rendered in the page). */
+/** How long after an edit a saved notebook is saved (every run is saved at once). */
+const SAVE_DELAY_MS = 400;
+/** A run whose stream broke off is followed again after this long, then twice as long, … */
+const RECONNECT_DELAY_MS = 1000;
+const RECONNECTS = 6;
+
+/**
+ * One cell: `type` 'code' (run in the session) or 'markdown' (rendered in the page).
+ * `saved`: the cell as the server keeps it (`cell_type`, `source`, `outputs`, …).
+ */
 class Cell {
   #notebook;
   #links;
   #timer = null;
   #cancelled = false;
 
-  constructor(notebook, links, { type = 'code', source = '' } = {}) {
+  constructor(notebook, links, saved = { cell_type: 'code' }) {
     this.#notebook = notebook;
     this.#links = links;
-    this.type = type;
+    this.type = saved.cell_type === 'markdown' ? 'markdown' : 'code';
+    this.count = saved.execution_count ?? null;
+    this.outputs = saved.outputs ?? []; // as Jupyter writes them
+    this.executionId = saved.execution_id ?? null; // the run that may still be going
+    const code = this.type === 'code';
     this.prompt = h('span', { class: 'cell-prompt', 'aria-hidden': 'true' });
     this.editor = new CodeEditor({
-      value: source,
-      language: type === 'code' ? 'python' : 'markdown',
-      label: type === 'code' ? 'Python code' : 'Markdown text',
-      placeholder: type === 'code' ? 'Python code; Shift+Enter runs it' : 'Markdown; Shift+Enter shows it',
-      complete: type === 'code' ? (code, cursorPos, signal) => api.complete(notebook.sessionId, code, cursorPos, signal) : null,
+      value: saved.source ?? '',
+      language: code ? 'python' : 'markdown',
+      label: code ? 'Python code' : 'Markdown text',
+      placeholder: code ? 'Python code; Shift+Enter runs it' : 'Markdown; Shift+Enter shows it',
+      complete: code ? (text, cursorPos, signal) => api.complete(notebook.sessionId, text, cursorPos, signal) : null,
+      onChange: () => notebook.changed(),
       keys: {
         run: () => this.run(),
         runAndAdvance: () => notebook.runAndAdvance(this),
@@ -43,13 +57,22 @@ class Cell {
     const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Delete cell', title: 'Delete cell', onclick: () => notebook.remove(this) }, icon('trash'));
     this.element = h(
       'div',
-      { class: 'cell', 'data-status': 'idle', 'data-type': type, tabindex: '-1' },
+      { class: `cell cell-${this.type}`, 'data-status': 'idle', 'data-type': this.type, tabindex: '-1' },
       h('div', { class: 'cell-input' }, this.prompt, this.editor.element, this.rendered, h('div', { class: 'cell-actions' }, run, stop, remove)),
       h('div', { class: 'cell-footer' }, this.status),
       this.output.element,
     );
     this.element.addEventListener('focusin', () => notebook.select(this));
-    this.#state('idle', type === 'code' ? '[ ]' : '', '');
+    this.#state('idle', this.#promptText(), '');
+    if (!code && this.editor.value) this.#render();
+    for (const output of this.outputs) showOutput(this.output, output);
+  }
+
+  /** The cell as the server keeps it. */
+  toJSON() {
+    const cell = { cell_type: this.type, source: this.editor.value };
+    if (this.type === 'code') Object.assign(cell, { execution_count: this.count, outputs: this.outputs, execution_id: this.executionId });
+    return cell;
   }
 
   /** Runs a code cell in the session (after those queued before it); shows a Markdown cell. */
@@ -59,41 +82,24 @@ class Cell {
     if (!code.trim() || ['queued', 'running'].includes(this.element.dataset.status)) return;
     this.#cancelled = false;
     this.output.clear();
+    this.outputs = [];
+    this.executionId = null;
     this.#state('queued', '[*]', 'Waiting…');
     await this.#notebook.enqueue(async () => {
       if (this.#cancelled) return;
-      this.#state('running', '[*]', 'Running…');
-      const started = performance.now();
-      // A running cell shows how long it has run.
-      this.#timer = setInterval(() => (this.status.textContent = `Running… ${formatDuration(Math.round(performance.now() - started))}`), 100);
-      let execution = null;
-      let failure = 'The connection to the server was lost before the cell finished.';
-      try {
-        const output = this.output;
-        await api.execute(this.#notebook.sessionId, code, {
-          notice: ({ message }) => output.note(message),
-          stdout: ({ text }) => output.stdout(text),
-          stderr: ({ text }) => output.stderr(text),
-          result: (bundle) => output.result(bundle),
-          error: (error) => output.error(error),
-          // The files are listed with the finished execution (`end`).
-          end: (finished) => (execution = finished),
-          failure: ({ error }) => (failure = error.message),
-        });
-      } catch (error) {
-        failure = error.message;
-      } finally {
-        clearInterval(this.#timer);
-      }
-      if (execution) {
-        this.output.complete(execution);
-        this.#state(execution.status, `[${this.#notebook.nextCount()}]`, statusLabel(execution));
-      } else {
-        this.output.note(failure);
-        this.#state('error', '[!]', 'Failed');
-      }
+      this.count = this.#notebook.nextCount();
+      await this.#stream((handlers) => api.execute(this.#notebook.sessionId, code, handlers));
     });
     this.#notebook.refreshFiles();
+  }
+
+  /**
+   * Follows the cell's run, begun before this page was opened (or in another tab), or
+   * whose stream broke off (the `attempt`-th time in a row).
+   */
+  async follow(attempt = 0) {
+    this.output.clear();
+    await this.#stream((handlers) => api.followExecution(this.#notebook.sessionId, this.executionId, handlers), true, attempt);
   }
 
   /** Stops this cell: interrupts it while it runs, takes it out of the queue while it waits. */
@@ -103,14 +109,14 @@ class Cell {
       api.interrupt(this.#notebook.sessionId).catch((error) => notify(error.message));
     } else if (status === 'queued') {
       this.#cancelled = true;
-      this.#state('idle', '[ ]', 'Not run');
+      this.#state('idle', this.#promptText(), 'Not run');
     }
   }
 
   /** Makes the cell a code or a Markdown cell, keeping its text. */
   setType(type) {
     if (type === this.type || ['queued', 'running'].includes(this.element.dataset.status)) return this;
-    const replacement = new Cell(this.#notebook, this.#links, { type, source: this.editor.value });
+    const replacement = new Cell(this.#notebook, this.#links, { cell_type: type, source: this.editor.value });
     this.element.replaceWith(replacement.element);
     return replacement;
   }
@@ -121,10 +127,72 @@ class Cell {
     this.editor.element.hidden = false;
   }
 
+  async #stream(start, following = false, attempt = 0) {
+    this.#state('running', '[*]', 'Running…');
+    const started = performance.now();
+    // A running cell shows how long it has run (here: since this page began to follow it).
+    this.#timer = setInterval(() => (this.status.textContent = `Running… ${formatDuration(Math.round(performance.now() - started))}`), 100);
+    let execution = null;
+    let failure = null; // why the run ended without a result
+    const output = this.output;
+    try {
+      await start({
+        // Saved at once, so that a reload or another tab finds the run and follows it.
+        execution: ({ id }) => {
+          this.executionId = id;
+          if (!following) this.#notebook.changed(true);
+        },
+        notice: ({ message }) => output.note(message),
+        stdout: ({ text }) => output.stdout(text),
+        stderr: ({ text }) => output.stderr(text),
+        result: (bundle) => output.result(bundle),
+        error: (error) => output.error(error),
+        // The files are listed with the finished execution (`end`).
+        end: (finished) => (execution = finished),
+        failure: ({ error }) => (failure = error.message),
+      });
+    } catch (error) {
+      if (following && error.status === 404) {
+        // The run is no longer kept: what was saved of it stays.
+        clearInterval(this.#timer);
+        this.executionId = null;
+        this.output.clear();
+        for (const saved of this.outputs) showOutput(this.output, saved);
+        this.#state('idle', this.#promptText(), '');
+        this.#notebook.changed();
+        return;
+      }
+      // Refused, or not found: said. Cut off (no answer, or a broken stream): followed again.
+      if (error instanceof ApiError && error.status !== 0) failure = error.message;
+    } finally {
+      clearInterval(this.#timer);
+    }
+    if (!execution && !failure && this.executionId && attempt < RECONNECTS) {
+      // The stream broke off (the network, or this page going away); the run goes on in
+      // the session: follow it again, and save nothing meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_DELAY_MS * 2 ** attempt));
+      return this.follow(attempt + 1);
+    }
+    if (execution) {
+      this.output.complete(execution);
+      this.outputs = jupyterOutputs(execution, this.count);
+      this.#state(execution.status, this.#promptText(), statusLabel(execution));
+    } else {
+      this.output.note(failure ?? 'The connection to the server was lost before the cell finished.');
+      this.#state('error', '[!]', 'Failed');
+    }
+    this.executionId = null;
+    this.#notebook.changed(true);
+  }
+
   #render() {
     this.rendered.replaceChildren(renderMarkdown(this.editor.value || '*Empty Markdown cell*', this.#links));
     this.editor.element.hidden = true;
     this.rendered.hidden = false;
+  }
+
+  #promptText() {
+    return this.type === 'code' ? `[${this.count ?? ' '}]` : '';
   }
 
   #state(status, prompt, label) {
@@ -134,18 +202,53 @@ class Cell {
   }
 }
 
-/** The notebook of one session; `conversation` when it is a conversation's session. */
+/** Draws one saved output (Jupyter's shape). */
+function showOutput(area, output) {
+  if (output.output_type === 'stream') {
+    if (output.name === 'stderr') area.stderr(output.text ?? '');
+    else area.stdout(output.text ?? '');
+  } else if (output.output_type === 'error') {
+    area.error(output);
+  } else {
+    area.result(output.data ?? {});
+  }
+}
+
+/** A finished execution's outputs as Jupyter writes them: the cell's value an `execute_result`. */
+function jupyterOutputs(execution, count) {
+  const outputs = [];
+  for (const name of ['stdout', 'stderr']) {
+    if (execution[name]) outputs.push({ output_type: 'stream', name, text: execution[name] });
+  }
+  (execution.results ?? []).forEach((data, index) => {
+    if (index === execution.execute_result) outputs.push({ output_type: 'execute_result', execution_count: count, data, metadata: {} });
+    else outputs.push({ output_type: 'display_data', data, metadata: {} });
+  });
+  const error = execution.error;
+  if (error) outputs.push({ output_type: 'error', ename: error.ename, evalue: error.evalue, traceback: error.traceback });
+  return outputs;
+}
+
+/**
+ * The notebook of one session; `conversation` when it is a conversation's session,
+ * `saved` when it is a notebook kept on the server (`GET /api/v1/notebooks/{id}`), which
+ * it then saves on every change.
+ */
 export class NotebookView {
   #links;
   #queue = Promise.resolve();
   #count = 0;
   #cells = [];
+  #saveTimer = null;
+  #saving = Promise.resolve();
+  #unsaved = 0; // saves asked for and not yet answered
   #selected = null;
   #pendingDelete = false; // the first D of DD
 
-  constructor(sessionId, conversation) {
+  constructor(sessionId, conversation, saved = null) {
     this.sessionId = sessionId;
     this.conversation = conversation;
+    this.saved = saved && { id: saved.id, title: saved.title };
     this.#links = sessionLinks(sessionId);
     this.cellList = h('div', { class: 'cells' });
     this.fileList = h('ul', { class: 'file-list' });
@@ -164,17 +267,75 @@ export class NotebookView {
     this.element = h(
       'section',
       { class: 'notebook-view', 'aria-label': 'Notebook' },
-      h('div', { class: 'notebook-scroll' }, h('div', { class: 'notebook-column' }, h('p', { class: 'notebook-intro' }, intro), toolbar, this.cellList, h('button', { type: 'button', class: 'add-cell', onclick: () => this.editMode(this.add()) }, icon('plus'), 'Code cell')), files),
+      h(
+        'div',
+        { class: 'notebook-scroll' },
+        h(
+          'div',
+          { class: 'notebook-column' },
+          h('p', { class: 'notebook-intro' }, intro),
+          toolbar,
+          this.cellList,
+          h(
+            'div',
+            { class: 'add-cells' },
+            h('button', { type: 'button', class: 'add-cell', onclick: () => this.editMode(this.add()) }, icon('plus'), 'Code cell'),
+            h('button', { type: 'button', class: 'add-cell', onclick: () => this.editMode(this.add(undefined, { cell_type: 'markdown' })) }, icon('plus'), 'Text cell'),
+          ),
+        ),
+        files,
+      ),
       h('div', { class: 'drop-hint', 'aria-hidden': 'true' }, icon('attach'), 'Drop files to upload them'),
     );
     acceptDroppedFiles(this.element, (files) => this.upload(files));
     this.cellList.addEventListener('keydown', (event) => this.#commandKey(event));
-    this.add();
+    for (const cell of saved?.cells ?? []) this.add(undefined, cell, { save: false });
+    this.#count = Math.max(0, ...this.#cells.map((cell) => cell.count ?? 0));
+    if (!this.#cells.length) this.add(undefined, undefined, { save: false });
     this.refreshFiles();
+    this.#followRuns();
   }
 
   get title() {
+    if (this.saved) return this.saved.title;
     return this.conversation ? `${this.conversation.title || 'New chat'} · Notebook` : 'Notebook';
+  }
+
+  /**
+   * A change to save: after a pause in typing, or `now` (a run began or ended). Saves
+   * one at a time, each with every cell.
+   */
+  changed(now = false) {
+    if (!this.saved) return;
+    // `data-saved` says whether everything is on the server.
+    this.element.dataset.saved = 'false';
+    clearTimeout(this.#saveTimer);
+    if (now) this.#save();
+    else this.#saveTimer = setTimeout(() => this.#save(), SAVE_DELAY_MS);
+  }
+
+  #save() {
+    this.#saveTimer = null;
+    this.#unsaved += 1;
+    const cells = this.#cells.map((cell) => cell.toJSON());
+    this.#saving = this.#saving.then(() =>
+      api.saveNotebook(this.saved.id, { cells }).then(
+        () => {
+          this.#unsaved -= 1;
+          if (!this.#unsaved && !this.#saveTimer) this.element.dataset.saved = 'true';
+        },
+        (error) => {
+          this.#unsaved -= 1;
+          notify(`The notebook was not saved: ${error.message}`);
+        },
+      ),
+    );
+  }
+
+  /** Runs begun before the page was opened (a reload, another tab) are followed to their end. */
+  async #followRuns() {
+    const running = this.#cells.filter((cell) => cell.executionId);
+    for (const cell of running) await this.enqueue(() => cell.follow());
   }
 
   activate() {
@@ -183,9 +344,9 @@ export class NotebookView {
     this.refreshFiles();
   }
 
-  /** A new cell after `after` (at the end without it), or before `before`. */
-  add(after = this.#cells.at(-1), { before = null, type = 'code', source = '' } = {}) {
-    const cell = new Cell(this, this.#links, { type, source });
+  /** A new cell (`saved` as the server keeps one) after `after` (at the end without it), or before `before`. */
+  add(after = this.#cells.at(-1), saved = undefined, { before = null, save = true } = {}) {
+    const cell = new Cell(this, this.#links, saved);
     if (before) {
       this.#cells.splice(this.#cells.indexOf(before), 0, cell);
       before.element.before(cell.element);
@@ -195,6 +356,7 @@ export class NotebookView {
       if (after) after.element.after(cell.element);
       else this.cellList.append(cell.element);
     }
+    if (save) this.changed();
     return cell;
   }
 
@@ -204,6 +366,7 @@ export class NotebookView {
     cell.element.remove();
     if (!this.#cells.length) this.add();
     if (this.#selected === cell) this.select(this.#cells[Math.min(index, this.#cells.length - 1)]);
+    this.changed();
   }
 
   /** The cell the keys act on. */
@@ -270,7 +433,7 @@ export class NotebookView {
       case 'a':
       case 'A':
         handled();
-        return this.commandMode(this.add(null, { before: cell }));
+        return this.commandMode(this.add(null, undefined, { before: cell }));
       case 'b':
       case 'B':
         handled();
@@ -291,7 +454,10 @@ export class NotebookView {
       case 'Y': {
         handled();
         const replacement = cell.setType(key.toLowerCase() === 'm' ? 'markdown' : 'code');
-        if (replacement !== cell) this.#cells[index] = replacement;
+        if (replacement !== cell) {
+          this.#cells[index] = replacement;
+          this.changed();
+        }
         return this.commandMode(replacement);
       }
       case 'ArrowUp':

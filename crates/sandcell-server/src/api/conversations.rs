@@ -3,10 +3,11 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{binary, ApiJson, ApiPath, ApiQuery, JsonOrParts};
 use super::files::{self, attachment, unlimited};
+use super::stream::{log_stream, resume_from};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sandcell_service::ModelsInfo;
@@ -29,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(unlimited(routes!(create_conversation, list_conversations)))
         .routes(routes!(get_conversation, delete_conversation))
         .routes(routes!(send_message))
+        .routes(routes!(turn_events))
         .routes(routes!(cancel_turn))
         .routes(routes!(export_notebook))
 }
@@ -236,7 +238,9 @@ async fn delete_conversation(
 /// were saved)}, `retrying` {attempt, delay_ms, reason}, `usage` {request,
 /// conversation}, `final` {text}; and last `end` {outcome (`answered`, `step_limit`,
 /// `cancelled`, `error`), message, usage}. The turn goes on to its end even if the
-/// client disconnects; everything is recorded as it happens.
+/// client disconnects; everything is recorded as it happens. Each event carries its
+/// number as its SSE `id`: `GET …/events` follows the same turn from another client, or
+/// re-attaches after a lost connection.
 #[utoipa::path(
     post,
     path = "/conversations/{id}/messages",
@@ -263,17 +267,41 @@ async fn send_message(
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
     ApiJson(request): ApiJson<MessageRequest>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut events = state
+    let log = state
         .service
         .conversations
         .send(&user, &id, request.text, request.model.as_deref())
         .await?;
-    let stream = futures_util::stream::poll_fn(move |context| {
-        events
-            .poll_recv(context)
-            .map(|event| event.map(|event| Ok(to_sse(&event))))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(log_stream(log, 0, None, |event| vec![to_sse(&event)]))
+}
+
+/// Follow the turn under way (from another tab, or after a reload).
+///
+/// The same Server-Sent Events as `POST …/messages` streams, from the turn's start, or
+/// after the event whose `id` a reconnecting client sends as `Last-Event-ID`; then live
+/// until its `end`. The conversation's `turn` says whether one is under way and which
+/// records came before it; 404 when none is (read the conversation instead).
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/events",
+    tag = "conversations",
+    params(ConversationRoute),
+    responses(
+        (status = 200, description = "The turn's events", content((TurnOutcome = "text/event-stream"))),
+        (status = 400, description = "A Last-Event-ID that is not a number", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such conversation, or no turn under way", body = ErrorBody),
+    )
+)]
+async fn turn_events(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let from = resume_from(&headers)?;
+    let log = state.service.conversations.turn(&user, &id).await?;
+    Ok(log_stream(log, from, None, |event| vec![to_sse(&event)]).into_response())
 }
 
 fn to_sse(event: &TurnEvent) -> Event {
@@ -340,6 +368,11 @@ async fn export_notebook(
     ApiPath(ConversationRoute { id }): ApiPath<ConversationRoute>,
 ) -> Result<Response, ApiError> {
     let (title, notebook) = state.service.conversations.notebook(&user, &id).await?;
+    Ok(ipynb_response(&title, "conversation", notebook))
+}
+
+/// A notebook as a download named after its title (`fallback` when it has none).
+pub(super) fn ipynb_response(title: &str, fallback: &str, notebook: Value) -> Response {
     // A file name that every system takes.
     let name: String = title
         .chars()
@@ -349,11 +382,7 @@ async fn export_notebook(
             c => c,
         })
         .collect();
-    let name = if name.is_empty() {
-        "conversation"
-    } else {
-        &name
-    };
+    let name = if name.is_empty() { fallback } else { &name };
     let mut response = Json(notebook).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -364,5 +393,5 @@ async fn export_notebook(
         header::CONTENT_DISPOSITION,
         attachment(&format!("{name}.ipynb")),
     );
-    Ok(response)
+    response
 }

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod files;
 mod mcp;
+mod notebooks;
 mod service;
 mod sessions;
 mod stream;
@@ -42,6 +43,7 @@ pub use mcp::MCP_PATH;
         (name = "sessions", description = "Sessions and executions"),
         (name = "files", description = "The files of a session's /mnt/data"),
         (name = "conversations", description = "Chats with a model whose code runs in a session"),
+        (name = "notebooks", description = "Notebooks saved as you work, exported and opened as .ipynb"),
         (name = "service", description = "Health, metrics and this document"),
     )
 )]
@@ -72,6 +74,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(files::routes())
         .merge(conversations::routes())
+        .merge(notebooks::routes())
         .merge(service::api_routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(service::routes())

@@ -1,8 +1,8 @@
 //! `/sessions`: creating, listing and deleting sessions, and running code in them.
 
-use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::stream::{event_stream, StreamEvent};
+use super::stream::{event_stream, resume_from, StreamEvent};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header::{ACCEPT, LOCATION};
@@ -345,20 +345,7 @@ async fn execution_events(
         .service
         .sessions
         .execution(&user, &id, &execution_id)?;
-    let from = match headers.get("last-event-id") {
-        None => 0,
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<usize>().ok())
-            .map(|seen| seen + 1)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    "Last-Event-ID must be the id of an event of this stream.",
-                )
-            })?,
-    };
+    let from = resume_from(&headers)?;
     Ok(event_stream(log, from).into_response())
 }
 

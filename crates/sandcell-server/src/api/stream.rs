@@ -1,13 +1,14 @@
 //! An execution as a stream of Server-Sent Events, and the stream's OpenAPI schema.
 //!
-//! The stream is read from the execution's log in the core, so any number of clients
-//! can follow one execution, and a client that lost its connection re-attaches where it
+//! The stream is read from the execution's log in the core ([`log_stream`], which a
+//! conversation's turn shares), so any number of clients can follow one execution, and a client that lost its connection re-attaches where it
 //! left off: every event carries the number of its log entry as its SSE `id`, and a
 //! request with `Last-Event-ID` resumes after it.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use sandcell_service::{ExecutionLog, LoggedEvent, RESTARTED_NOTICE};
+use sandcell_service::{EventLog, ExecutionLog, LogEntry, LoggedEvent, RESTARTED_NOTICE};
 use sandcell_session::{ExecEvent, Execution, ExecutionError, FileChange};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -63,14 +64,10 @@ impl StreamEvent {
         }
     }
 
-    fn to_sse(&self, id: Option<usize>) -> Event {
-        let event = Event::default()
+    fn to_sse(&self) -> Event {
+        Event::default()
             .event(self.name())
-            .data(self.data().to_string());
-        match id {
-            Some(id) => event.id(id.to_string()),
-            None => event,
-        }
+            .data(self.data().to_string())
     }
 
     /// The stream events of one log entry.
@@ -97,8 +94,26 @@ pub fn event_stream(
     log: Arc<ExecutionLog>,
     from: usize,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let first = (from == 0).then(|| StreamEvent::Execution { id: log.id.clone() }.to_sse(None));
-    let entries = futures_util::stream::unfold((log, from), |(log, next)| async move {
+    let first = (from == 0).then(|| StreamEvent::Execution { id: log.id.clone() }.to_sse());
+    log_stream(log.events(), from, first, |entry| {
+        StreamEvent::of(entry)
+            .into_iter()
+            .map(|event| event.to_sse())
+            .collect()
+    })
+}
+
+/// A log's entries as Server-Sent Events from entry `from` on, after `first`, live until
+/// the log ends. `events_of` gives an entry's events; the last of them carries the
+/// entry's number as its SSE `id`, so a client that resumes after it (`Last-Event-ID`)
+/// has seen the whole entry.
+pub fn log_stream<E: LogEntry + Send + Sync + 'static>(
+    log: Arc<EventLog<E>>,
+    from: usize,
+    first: Option<Event>,
+    events_of: fn(E) -> Vec<Event>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let entries = futures_util::stream::unfold((log, from), move |(log, next)| async move {
         let entries = log.entries_from(next).await;
         if entries.is_empty() {
             return None;
@@ -108,15 +123,11 @@ pub fn event_stream(
             .into_iter()
             .enumerate()
             .flat_map(|(offset, entry)| {
-                let id = next + offset;
-                let events = StreamEvent::of(entry);
-                let last = events.len() - 1;
-                // Only an entry's last event carries its id: a client that resumes after
-                // it has seen the whole entry.
-                events
-                    .into_iter()
-                    .enumerate()
-                    .map(move |(n, event)| Ok(event.to_sse((n == last).then_some(id))))
+                let mut events = events_of(entry);
+                if let Some(last) = events.pop() {
+                    events.push(last.id((next + offset).to_string()));
+                }
+                events.into_iter().map(Ok)
             })
             .collect();
         Some((futures_util::stream::iter(events), (log, next + count)))
@@ -124,6 +135,24 @@ pub fn event_stream(
     let events = futures_util::StreamExt::flatten(entries);
     let events = futures_util::StreamExt::chain(futures_util::stream::iter(first.map(Ok)), events);
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The entry a client that sends `Last-Event-ID` resumes from (0 without one).
+pub fn resume_from(headers: &HeaderMap) -> Result<usize, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(0),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .and_then(|seen| seen.checked_add(1))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    "Last-Event-ID must be the id of an event of this stream.",
+                )
+            }),
+    }
 }
 
 /// Each event is `{"event": NAME, "data": JSON text}`; one alternative per name, with
