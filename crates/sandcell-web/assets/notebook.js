@@ -340,7 +340,9 @@ export class NotebookView {
 
   activate() {
     const cell = this.#cells.find((candidate) => !candidate.editor.value) ?? this.#cells.at(-1);
-    if (cell) this.editMode(cell);
+    // A Markdown cell with text stays rendered, as JupyterLab opens one.
+    if (cell?.type === 'markdown' && cell.editor.value) this.commandMode(cell);
+    else if (cell) this.editMode(cell);
     this.refreshFiles();
   }
 
