@@ -243,7 +243,11 @@ print(json.dumps({{
     let _ = a.wait();
     assert!(output.status.success(), "{output:?}");
     let seen = printed_json(&cells[0]);
-    assert_eq!(seen["pids"], serde_json::json!([1]), "only itself: {seen}");
+    assert_eq!(
+        seen["pids"],
+        serde_json::json!([1, 2]),
+        "only its init and itself: {seen}"
+    );
     assert_eq!(seen["sees_a_marker"], false, "{seen}");
     assert_eq!(seen["sleeping_processes"], serde_json::json!([]), "{seen}");
 }
