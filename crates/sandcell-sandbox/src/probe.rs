@@ -43,7 +43,7 @@ const KERNEL_NAMESPACES_FIX: &str =
 
 pub fn probe() -> Vec<LayerReport> {
     let root = nix::unistd::geteuid().is_root();
-    let mut layers = vec![identity_layer(root), session_uids_layer(root)];
+    let mut layers = vec![identity_layer(root), session_uids()];
     let mount_namespace = namespace_layers(root, &mut layers);
     layers.push(report(
         "filesystem_view",
@@ -132,12 +132,12 @@ fn identity_layer(root: bool) -> LayerReport {
 }
 
 /// What sharing one uid costs sessions.
-const SHARED_UID_COST: &str = "they share every per-user kernel limit (one session holding all 128 inotify instances makes inotify_init1 fail in the others; RLIMIT_NPROC, message queues and keys are counted together) and own each other's files";
+const SHARED_UID_COST: &str = "they share every per-user kernel limit (one session holding all its user's inotify instances (fs.inotify.max_user_instances) makes inotify_init1 fail in the others; RLIMIT_NPROC, message queues and keys are counted together) and own each other's files";
 
 /// Whether each session runs as a uid of its own, from which range, or what it costs
-/// that they do not.
-fn session_uids_layer(root: bool) -> LayerReport {
-    let outcome = if root {
+/// that they do not (`doctor` lists it among the layers, `setup` says it).
+pub fn session_uids() -> LayerReport {
+    let outcome = if nix::unistd::geteuid().is_root() {
         match crate::subids::root_range() {
             Ok(range) if range.configured => Ok(format!(
                 "each live session runs as a uid and gid of its own, from root's subordinate range in /etc/subuid and /etc/subgid ({})",

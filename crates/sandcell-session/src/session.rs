@@ -315,7 +315,8 @@ impl Session {
         self.state.send_replace(state);
     }
 
-    /// The host pid of the session's Python process, while it is live.
+    /// The host pid of the session's process while it is live: in a sandbox, its init
+    /// (PID 1 of its namespace), whose one child runs Python.
     pub fn pid(&self) -> Option<i32> {
         self.process.as_ref().map(|p| p.pid)
     }
