@@ -1,6 +1,8 @@
 //! A session's working directory belongs to the ids the session runs as. A directory a
 //! session had before under other ids (a session started again after sandcell
-//! restarted gets new ones) is given over whole, files and directories beneath it too.
+//! restarted gets new ones) is given over whole, files and directories beneath it too;
+//! a directory of anyone else (a user's own, named with `--workdir`) only at its top, as
+//! its files are that user's.
 //!
 //! The tree was written by sandboxed code, which may have planted links anywhere: the
 //! walk goes from one open directory to the next with `O_NOFOLLOW`, and changes each
@@ -17,10 +19,15 @@ use std::path::Path;
 /// Deeper directories keep their owner (the walk holds one descriptor per level).
 const MAX_DEPTH: usize = 128;
 
-/// Gives `root` to `uid`/`gid`, and everything beneath it when it belonged to others;
-/// only its owner may enter it (other sessions' uids included: a file's mode is chosen by
-/// the code that writes it).
-pub(crate) fn give_to(root: &Path, uid: u32, gid: u32) -> nix::Result<()> {
+/// Gives `root` to `uid`/`gid`, and everything beneath it when its owner was a session's
+/// (`was_sessions` says which uids are); only its owner may enter it (other sessions'
+/// uids included: a file's mode is chosen by the code that writes it).
+pub(crate) fn give_to(
+    root: &Path,
+    uid: u32,
+    gid: u32,
+    was_sessions: impl Fn(u32) -> bool,
+) -> nix::Result<()> {
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     let mut dir = Dir::open(root, directory_flags(), Mode::empty())?;
     nix::sys::stat::fchmod(dir.as_raw_fd(), Mode::S_IRWXU)?;
@@ -28,7 +35,9 @@ pub(crate) fn give_to(root: &Path, uid: u32, gid: u32) -> nix::Result<()> {
     if stat.st_uid == uid.as_raw() && stat.st_gid == gid.as_raw() {
         return Ok(());
     }
-    give_beneath(&mut dir, uid, gid, 0)?;
+    if was_sessions(stat.st_uid) {
+        give_beneath(&mut dir, uid, gid, 0)?;
+    }
     // The root last: a walk cut short is done again next time.
     nix::unistd::fchown(dir.as_raw_fd(), Some(uid), Some(gid))
 }
@@ -93,7 +102,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
 
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        give_to(dir.path(), 4_000_000_001, 4_000_000_002).unwrap();
+        give_to(dir.path(), 4_000_000_001, 4_000_000_002, |owner| owner == 0).unwrap();
         let mode = std::fs::metadata(dir.path()).unwrap().mode();
         assert_eq!(mode & 0o777, 0o700, "only the owner enters");
         for path in ["", "a", "a/b", "a/b/f", "a/link", "dirlink"] {
@@ -111,5 +120,19 @@ mod tests {
                 "{untouched:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_directory_of_someone_elses_is_given_over_only_at_its_top() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can give files to other users");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("theirs"), "x").unwrap();
+        give_to(dir.path(), 4_000_000_003, 4_000_000_004, |_| false).unwrap();
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), 4_000_000_003);
+        let file = std::fs::metadata(dir.path().join("theirs")).unwrap();
+        assert_eq!(file.uid(), 0, "the files stay their owner's");
     }
 }

@@ -256,7 +256,16 @@ impl Session {
                 (identity, uid_lease) = policy.session_identity()?;
                 if let Identity::DropFromRoot { uid, gid } = identity {
                     // The session runs as an unprivileged user: its directory must be its own.
-                    give_to(&workdir, uid, gid).map_err(|e| io_error(&workdir)(e.into()))?;
+                    // A directory that was a session's (under other ids) is given over
+                    // whole; anyone else's keeps its files' owners.
+                    let was_sessions = |owner: u32| {
+                        owner == Identity::NOBODY
+                            || policy.session_id_range().is_some_and(|range| {
+                                owner.wrapping_sub(range.first_uid) < range.count
+                            })
+                    };
+                    give_to(&workdir, uid, gid, was_sessions)
+                        .map_err(|e| io_error(&workdir)(e.into()))?;
                 }
                 match &policy.cgroup {
                     Some(parent) => Some(

@@ -774,6 +774,29 @@ async fn each_session_has_ids_of_its_own_kept_across_restarts() {
 }
 
 #[tokio::test]
+async fn a_directory_a_session_had_is_given_whole_to_the_next_session_in_it() {
+    // As after a server restart: another session, with other ids, in the same directory.
+    let (mut first, dir, runtime) = session().await;
+    if !sessions_have_own_ids(&runtime) {
+        return;
+    }
+    run(&mut first, "import os\nos.makedirs('/mnt/data/sub/deeper')\nopen('/mnt/data/sub/deeper/f.txt', 'w').write('1')").await;
+    let first_ids = ids_of(&mut first).await;
+    first.shutdown().await.unwrap();
+    let mut next = runtime
+        .create_session(SessionConfig {
+            workdir: Some(dir.path().to_path_buf()),
+            limits: Limits::default(),
+        })
+        .await
+        .expect("a session starts");
+    assert_ne!(ids_of(&mut next).await, first_ids);
+    let e = run(&mut next, "open('/mnt/data/sub/deeper/f.txt', 'a').write('2')\nos.mkdir('/mnt/data/sub/deeper/new')\nopen('/mnt/data/sub/deeper/f.txt').read()").await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert_eq!(text(&e, 0), "'12'");
+}
+
+#[tokio::test]
 async fn one_sessions_uid_limits_files_and_processes_are_out_of_anothers_reach() {
     let (mut a, mut b, dir_a, _dir_b, runtime) = two_sessions().await;
     if !sessions_have_own_ids(&runtime) {
