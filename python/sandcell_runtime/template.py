@@ -93,10 +93,13 @@ def _keeper(request, session_fd, status_fd, enter, libc):
         spec_json = json.dumps(spec).encode() if spec is not None else None
         if spec_json is not None:
             _call(enter, "sandcell_isolate", spec_json)
+        # The session's init reports the session's own exit on the same pipe, first.
+        report_fd = os.dup(status.fileno())
         child = os.fork()
         if child == 0:
             status.close()
-            _session(request, session_fd, spec_json, enter, libc)  # never returns
+            _session(request, session_fd, report_fd, spec_json, enter, libc)  # never returns
+        os.close(report_fd)
         os.close(session_fd)
         _report(status, {"event": "started", "pid": child})
         while True:
@@ -116,14 +119,17 @@ def _keeper(request, session_fd, status_fd, enter, libc):
         os._exit(1)
 
 
-def _session(request, session_fd, spec_json, enter, libc):
-    """C2: confine ourselves, then serve the host. No user code runs before confine."""
+def _session(request, session_fd, report_fd, spec_json, enter, libc):
+    """C2: confine ourselves, fork the session off the init that stays behind (C2 remains
+    PID 1 of the namespace), then serve the host. No user code runs before confine."""
     sock = socket.socket(fileno=session_fd)
     try:
         if spec_json is not None:
             _call(enter, "sandcell_confine", spec_json)
             # The identity change in confine cleared this; the keeper is our parent.
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            _fork_off_init(enter, report_fd)
+        os.close(report_fd)
         os.chdir(request["cwd"])
         os.environ.update(request.get("env") or {})
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -141,6 +147,22 @@ def _session(request, session_fd, spec_json, enter, libc):
     os._exit(0)
 
 
+# The signals the init passes on (sandcell_sandbox::init::FORWARDED), and SIGCHLD.
+_INIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
+
+
+def _fork_off_init(enter, report_fd):
+    """Returns in a child that runs the session; the parent becomes the namespace's init
+    (sandcell_init: reaps orphans, forwards the host's signals, reports the session's exit
+    on report_fd). The signals are blocked across the fork: PID 1 would lose any that
+    arrived before the init took them over."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _INIT_SIGNALS)
+    child = os.fork()
+    if child != 0:
+        enter.sandcell_init(child, report_fd)  # never returns
+    signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _load_enter_library():
     path = os.environ.get("SANDCELL_ENTER_LIB")
     if not path:
@@ -150,6 +172,8 @@ def _load_enter_library():
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
         fn.restype = ctypes.c_int
+    lib.sandcell_init.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.sandcell_init.restype = None
     return lib
 
 

@@ -401,10 +401,16 @@ async fn density(runtime: &Runtime, sessions: usize) -> Result<Density, BenchErr
     let mut counted = std::collections::HashSet::new();
     for bench in &opened {
         let Some(pid) = bench.pid() else { continue };
-        // The session, its keeper (its parent) and, once, the template they share.
+        // The session's init, the Python process it runs (its child), its keeper (its
+        // parent) and, once, the template they share.
         let keeper = parent_pid(pid);
         let template = keeper.and_then(parent_pid);
-        for pid in [Some(pid), keeper, template].into_iter().flatten() {
+        let processes = children(pid)
+            .into_iter()
+            .chain([pid])
+            .chain(keeper)
+            .chain(template);
+        for pid in processes {
             if counted.insert(pid) {
                 let (pss, uss) = memory_kib(pid);
                 total_pss += pss;
@@ -444,6 +450,15 @@ pub fn memory_kib(pid: i32) -> (u64, u64) {
         field("Pss:"),
         field("Private_Clean:") + field("Private_Dirty:"),
     )
+}
+
+/// The children of `pid` (none when the kernel does not list them).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
 }
 
 fn parent_pid(pid: i32) -> Option<i32> {

@@ -1,18 +1,24 @@
 //! The sandbox as a C ABI, for the forked Python session processes to call through
 //! `ctypes.PyDLL` (they hold the data stack the template imported, so they cannot exec a
-//! helper instead). Two functions, each taking the `SandboxSpec` as JSON:
+//! helper instead). Two functions taking the `SandboxSpec` as JSON, and the init:
 //!
 //! ```c
 //! int sandcell_isolate(const char *spec_json, size_t len, char *err, size_t err_len);
 //! int sandcell_confine(const char *spec_json, size_t len, char *err, size_t err_len);
+//! _Noreturn void sandcell_init(int session_pid, int report_fd);
 //! ```
 //!
-//! Each returns 0 on success, or -1 with a NUL-terminated UTF-8 message (truncated to
-//! fit) in `err`.
+//! The first two return 0 on success, or -1 with a NUL-terminated UTF-8 message
+//! (truncated to fit) in `err`. `sandcell_init` turns the calling process into the init
+//! of the session's namespace ([`sandcell_sandbox::init::serve`]) and writes how the
+//! session process ended to `report_fd` as the keeper's `exited` status line.
 //!
-//! Not for: anything but calling `sandcell_sandbox::{isolate, confine}`.
+//! Not for: anything but calling `sandcell_sandbox::{isolate, confine, init::serve}`.
 
+use sandcell_sandbox::init::SessionExit;
 use sandcell_sandbox::{SandboxError, SandboxSpec};
+use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::os::raw::{c_char, c_int};
 
 /// Joins the cgroup and creates the namespaces (see `sandcell_sandbox::isolate`).
@@ -44,6 +50,32 @@ pub unsafe extern "C" fn sandcell_confine(
 ) -> c_int {
     // SAFETY: forwarded from our caller's guarantee.
     unsafe { run(spec_json, len, err, err_len, sandcell_sandbox::confine) }
+}
+
+/// Becomes the init of the session's namespace, whose child `session_pid` runs the
+/// session; writes `{"event":"exited","code":N}` or `{"event":"exited","signal":N}` to
+/// `report_fd` (the keeper's status pipe) when it ends, then exits. Never returns.
+///
+/// # Safety
+/// `report_fd` must be an open descriptor the caller gives up; the process must be
+/// single-threaded, and no Python code runs in it any more.
+#[no_mangle]
+pub unsafe extern "C" fn sandcell_init(session_pid: c_int, report_fd: c_int) -> ! {
+    sandcell_sandbox::init::serve(session_pid, report_fd, |exit| {
+        // SAFETY: the caller gave this descriptor up to us.
+        let mut report = unsafe { std::fs::File::from_raw_fd(report_fd) };
+        // Nobody is left to tell if the keeper is gone.
+        let _ = report.write_all(exited_line(exit).as_bytes());
+    })
+}
+
+/// The keeper's status line for how the session process ended.
+fn exited_line(exit: SessionExit) -> String {
+    let event = match exit {
+        SessionExit::Code(code) => serde_json::json!({"event": "exited", "code": code}),
+        SessionExit::Signal(signal) => serde_json::json!({"event": "exited", "signal": signal}),
+    };
+    format!("{event}\n")
 }
 
 /// # Safety
@@ -135,6 +167,23 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("the sandbox spec is not valid"));
+    }
+
+    #[test]
+    fn the_init_reports_in_the_keepers_words() {
+        let parsed = |exit| {
+            let line = exited_line(exit);
+            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()
+        };
+        assert_eq!(
+            parsed(SessionExit::Code(0)),
+            serde_json::json!({"event": "exited", "code": 0})
+        );
+        assert_eq!(
+            parsed(SessionExit::Signal(11)),
+            serde_json::json!({"event": "exited", "signal": 11})
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! For: the isolation steps, one module per mechanism, each small enough to audit alone
 //! (`cgroup`, `namespaces`, `idmap`, `mounts`, `network`, `rlimits`, `capabilities`,
 //! `landlock`, `seccomp`), the [`SandboxSpec`] they follow, the host-side session
-//! cgroups ([`CgroupParent`], [`SessionCgroup`]), and [`probe`] (what this machine
-//! supports). [`isolate`] and [`confine`] run the steps in order; they are called from
-//! the forked session processes through `sandcell-enter`.
+//! cgroups ([`CgroupParent`], [`SessionCgroup`]), [`init`] (PID 1 of a session's
+//! namespace), [`subids`] (the host ids sessions take one of each) and [`probe`] (what
+//! this machine supports). [`isolate`] and [`confine`]
+//! run the steps in order; they and [`init::serve`] are called from the forked session
+//! processes through `sandcell-enter`.
 //!
 //! Not for: starting processes, talking to Python, or deciding policy: the host decides
 //! and writes its decision into the spec, and the steps follow it. A step that cannot do
@@ -18,6 +20,7 @@ mod capabilities;
 mod cgroup;
 mod error;
 mod idmap;
+pub mod init;
 mod landlock;
 mod mounts;
 mod namespaces;
@@ -26,6 +29,7 @@ pub mod probe;
 mod rlimits;
 mod seccomp;
 mod spec;
+pub mod subids;
 
 pub use cgroup::{CgroupLimits, CgroupParent, CgroupVersion, SessionCgroup, DELEGATED_ENV};
 pub use error::SandboxError;

@@ -43,7 +43,7 @@ const KERNEL_NAMESPACES_FIX: &str =
 
 pub fn probe() -> Vec<LayerReport> {
     let root = nix::unistd::geteuid().is_root();
-    let mut layers = vec![identity_layer(root)];
+    let mut layers = vec![identity_layer(root), session_uids()];
     let mount_namespace = namespace_layers(root, &mut layers);
     layers.push(report(
         "filesystem_view",
@@ -117,7 +117,7 @@ fn namespace_fix(root: bool) -> &'static str {
 
 fn identity_layer(root: bool) -> LayerReport {
     let outcome = if root {
-        Ok("sandcell runs as root: sessions switch to uid 65534 (no user namespace needed)".into())
+        Ok("sandcell runs as root: sessions switch to an unprivileged uid (no user namespace needed)".into())
     } else {
         try_in_child(|| unshare(CloneFlags::CLONE_NEWUSER))
             .map(|()| "sessions run in a user namespace mapping your own uid".into())
@@ -129,6 +129,50 @@ fn identity_layer(root: bool) -> LayerReport {
             })
     };
     report("user_namespace", "identity", outcome)
+}
+
+/// What sharing one uid costs sessions.
+const SHARED_UID_COST: &str = "they share every per-user kernel limit (one session holding all its user's inotify instances (fs.inotify.max_user_instances) makes inotify_init1 fail in the others; RLIMIT_NPROC, message queues and keys are counted together) and own each other's files";
+
+/// Whether each session runs as a uid of its own, from which range, or what it costs
+/// that they do not (`doctor` lists it among the layers, `setup` says it).
+pub fn session_uids() -> LayerReport {
+    let outcome = if nix::unistd::geteuid().is_root() {
+        match crate::subids::root_range() {
+            Ok(range) if range.configured => Ok(format!(
+                "each live session runs as a uid and gid of its own, from root's subordinate range in /etc/subuid and /etc/subgid ({})",
+                range.describe()
+            )),
+            Ok(range) => Ok(format!(
+                "each live session runs as a uid and gid of its own, from the default range ({}), which no user, group or subordinate range of this machine has; reserve it so that `useradd` never hands it out: `usermod --add-subuids {first}-{last} --add-subgids {first}-{last} root`",
+                range.describe(),
+                first = range.first_uid,
+                last = range.first_uid + (range.count - 1),
+            )),
+            Err(why) => Err((
+                format!("{why}; sessions all run as uid 65534, so {SHARED_UID_COST}"),
+                "Give root a subordinate range of ids no user has: `usermod --add-subuids FIRST-LAST --add-subgids FIRST-LAST root`.".into(),
+            )),
+        }
+    } else {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten();
+        let range = user
+            .as_ref()
+            .and_then(|user| crate::subids::subordinate_uids_of(&user.name, user.uid.as_raw()));
+        let have = match range {
+            Some((first, count)) => format!(
+                "your subordinate range ({first}+{count} in /etc/subuid) is not used: mapping a per-session id from it through newuidmap is not supported yet"
+            ),
+            None => "you have no subordinate range in /etc/subuid".into(),
+        };
+        Err((
+            format!("sessions all run as your own uid, mapped in a user namespace, so {SHARED_UID_COST}; {have}"),
+            "Run sandcell as root for a uid per session.".into(),
+        ))
+    };
+    report("session_uids", "a uid per session", outcome)
 }
 
 /// Appends one layer per namespace; returns whether a mount namespace can be created.
@@ -216,7 +260,7 @@ fn capabilities_layer(root: bool) -> LayerReport {
     })
     .map(|()| {
         if root {
-            "all dropped: sessions switch from root to uid 65534 with empty bounding and ambient sets".into()
+            "all dropped: sessions switch from root to their unprivileged uid with empty bounding and ambient sets".into()
         } else {
             "all dropped, including the bounding and ambient sets".into()
         }

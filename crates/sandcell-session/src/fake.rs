@@ -138,11 +138,27 @@ impl Launcher for FakeLauncher {
                     None => {
                         keeper.line(json!({"event": "started", "pid": pid})).await;
                         let exit = FakeProcess::run(process_socket, signals).await;
-                        let line = match exit {
-                            Exit::Code(code) => json!({"event": "exited", "code": code}),
-                            Exit::Signal(signal) => json!({"event": "exited", "signal": signal}),
+                        // As the real ones: the session's init reports the session's
+                        // exit, then the keeper the init's (its exit code, as a shell
+                        // encodes a signal); a killed init reports nothing.
+                        let init_code = match exit {
+                            Exit::Signal(libc::SIGKILL) => None,
+                            Exit::Code(code) => {
+                                keeper.line(json!({"event": "exited", "code": code})).await;
+                                Some(code)
+                            }
+                            Exit::Signal(signal) => {
+                                keeper
+                                    .line(json!({"event": "exited", "signal": signal}))
+                                    .await;
+                                Some(128 + signal)
+                            }
                         };
-                        keeper.line(line).await;
+                        let keeper_line = match init_code {
+                            Some(code) => json!({"event": "exited", "code": code}),
+                            None => json!({"event": "exited", "signal": libc::SIGKILL}),
+                        };
+                        keeper.line(keeper_line).await;
                         // Only now: whoever saw it end can rely on the keeper's report.
                         if let Some(launcher) = launcher.upgrade() {
                             launcher.ended(pid);

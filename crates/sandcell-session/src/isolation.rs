@@ -1,9 +1,11 @@
 //! How the sessions of a runtime are isolated, decided once when the runtime starts, and
 //! the request for each session process that follows from it.
 
+use crate::error::SessionError;
 use crate::launcher::SpawnRequest;
 use crate::limits::Limits;
 use crate::runtime_files::RuntimeFiles;
+use crate::uids::{UidLease, UidPool};
 use sandcell_pyenv::Environment;
 use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec, SessionCgroup};
 use std::collections::BTreeMap;
@@ -81,7 +83,11 @@ pub enum Isolation {
 /// The parts of every session's [`SandboxSpec`] that do not depend on the session.
 #[derive(Debug)]
 pub struct SandboxPolicy {
+    /// Who sessions run as when they have no ids of their own (see `session_ids`).
     pub identity: Identity,
+    /// A root host's range of ids, one uid/gid per live session; `None`: every session
+    /// runs as `identity`.
+    session_ids: Option<UidPool>,
     /// `None` when no cgroup can be used; limits then fall back to rlimits.
     pub cgroup: Option<CgroupParent>,
     pub landlock: bool,
@@ -94,11 +100,12 @@ impl Isolation {
         &self,
         workdir: &Path,
         limits: &Limits,
+        identity: Identity,
         cgroup_procs: Vec<PathBuf>,
     ) -> SpawnRequest {
         match self {
             Isolation::Sandbox(policy) => SpawnRequest {
-                spec: Some(policy.spec(workdir, limits, cgroup_procs)),
+                spec: Some(policy.spec(workdir, limits, identity, cgroup_procs)),
                 cwd: PathBuf::from(SANDBOX_WORKDIR),
                 env: BTreeMap::new(),
             },
@@ -118,6 +125,19 @@ impl SandboxPolicy {
         warnings: &mut Vec<String>,
     ) -> Self {
         let identity = Identity::for_current_process();
+        let session_ids = match identity {
+            Identity::DropFromRoot { .. } => match sandcell_sandbox::subids::root_range() {
+                Ok(range) => Some(UidPool::new(range)),
+                Err(why) => {
+                    warnings.push(format!(
+                        "{why}; until then every session runs as uid {}, so sessions share per-user kernel limits (see `sandcell doctor`)",
+                        Identity::NOBODY
+                    ));
+                    None
+                }
+            },
+            Identity::UserNamespace { .. } => None,
+        };
         let cgroup = match CgroupParent::detect() {
             Ok(parent) => Some(parent),
             Err(why) => {
@@ -144,20 +164,48 @@ impl SandboxPolicy {
         read_only_paths.push(files.dir.clone());
         Self {
             identity,
+            session_ids,
             cgroup,
             landlock,
             read_only_paths,
         }
     }
 
-    fn spec(&self, workdir: &Path, limits: &Limits, cgroup_procs: Vec<PathBuf>) -> SandboxSpec {
+    /// The range sessions take their own ids from, if they do.
+    pub fn session_id_range(&self) -> Option<&sandcell_sandbox::subids::IdRange> {
+        self.session_ids.as_ref().map(UidPool::range)
+    }
+
+    /// Who a new session runs as: ids of its own (held by the lease, for as long as the
+    /// session lives) or the shared identity.
+    pub(crate) fn session_identity(&self) -> Result<(Identity, Option<UidLease>), SessionError> {
+        match &self.session_ids {
+            Some(pool) => {
+                let lease = pool.lease()?;
+                let identity = Identity::DropFromRoot {
+                    uid: lease.uid,
+                    gid: lease.gid,
+                };
+                Ok((identity, Some(lease)))
+            }
+            None => Ok((self.identity, None)),
+        }
+    }
+
+    fn spec(
+        &self,
+        workdir: &Path,
+        limits: &Limits,
+        identity: Identity,
+        cgroup_procs: Vec<PathBuf>,
+    ) -> SandboxSpec {
         let cgroup_enforces = !cgroup_procs.is_empty();
         SandboxSpec {
             workdir: workdir.to_path_buf(),
             mount_point: PathBuf::from(SANDBOX_WORKDIR),
             read_only_paths: self.read_only_paths.clone(),
             etc_files: ETC_FILES.iter().map(PathBuf::from).collect(),
-            identity: self.identity,
+            identity,
             cgroup_procs,
             limits: RlimitSpec {
                 file_size_bytes: limits.file_size_bytes(),

@@ -19,12 +19,14 @@ mod launcher;
 mod lifecycle_tests;
 mod limits;
 mod outputs;
+mod ownership;
 mod pool;
 mod protocol;
 mod runtime;
 mod runtime_files;
 mod session;
 mod template;
+mod uids;
 mod workdir;
 
 pub use error::SessionError;

@@ -8,9 +8,11 @@ use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::outputs::Outputs;
+use crate::ownership::give_to;
 use crate::protocol::{
     write_frame, DoneStatus, Frame, FrameReader, HostMessage, KeeperEvent, Received, SessionMessage,
 };
+use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
@@ -144,6 +146,10 @@ pub struct Session {
     /// The session's own directory, when it was not given one; removed on drop.
     _owned_workdir: Option<tempfile::TempDir>,
     limits: Limits,
+    /// Who the session's processes run as (in a sandbox); kept across restarts.
+    identity: Identity,
+    /// The session's own ids, given back when it goes.
+    _uid_lease: Option<UidLease>,
     cgroup: Option<SessionCgroup>,
     process: Option<Process>,
     interrupter: Interrupter,
@@ -250,16 +256,23 @@ impl Session {
             }
         };
         let workdir = given.canonicalize().map_err(io_error(&given))?;
+        let mut uid_lease = None;
+        let mut identity = Identity::for_current_process();
         let cgroup = match &factory.isolation {
             Isolation::Sandbox(policy) => {
-                if let Identity::DropFromRoot { uid, gid } = policy.identity {
+                (identity, uid_lease) = policy.session_identity()?;
+                if let Identity::DropFromRoot { uid, gid } = identity {
                     // The session runs as an unprivileged user: its directory must be its own.
-                    nix::unistd::chown(
-                        &workdir,
-                        Some(nix::unistd::Uid::from_raw(uid)),
-                        Some(nix::unistd::Gid::from_raw(gid)),
-                    )
-                    .map_err(|e| io_error(&workdir)(e.into()))?;
+                    // A directory that was a session's (under other ids) is given over
+                    // whole; anyone else's keeps its files' owners.
+                    let was_sessions = |owner: u32| {
+                        owner == Identity::NOBODY
+                            || policy.session_id_range().is_some_and(|range| {
+                                owner.wrapping_sub(range.first_uid) < range.count
+                            })
+                    };
+                    give_to(&workdir, uid, gid, was_sessions)
+                        .map_err(|e| io_error(&workdir)(e.into()))?;
                 }
                 match &policy.cgroup {
                     Some(parent) => Some(
@@ -285,6 +298,8 @@ impl Session {
             workdir,
             _owned_workdir: owned_workdir,
             limits: config.limits,
+            identity,
+            _uid_lease: uid_lease,
             cgroup,
             process: None,
             interrupter,
@@ -316,7 +331,8 @@ impl Session {
         self.state.send_replace(state);
     }
 
-    /// The host pid of the session's Python process, while it is live.
+    /// The host pid of the session's process while it is live: in a sandbox, its init
+    /// (PID 1 of its namespace), whose one child runs Python.
     pub fn pid(&self) -> Option<i32> {
         self.process.as_ref().map(|p| p.pid)
     }
@@ -605,10 +621,12 @@ impl Session {
             .as_ref()
             .map(SessionCgroup::procs_files)
             .unwrap_or_default();
-        let request =
-            self.factory
-                .isolation
-                .spawn_request(&self.workdir, &self.limits, cgroup_procs);
+        let request = self.factory.isolation.spawn_request(
+            &self.workdir,
+            &self.limits,
+            self.identity,
+            cgroup_procs,
+        );
         let spawned = self.factory.launcher.launch(&request).await?;
 
         let (started_tx, started_rx) = oneshot::channel();
@@ -851,7 +869,8 @@ async fn measure(workdir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the keeper's status pipe: the session's pid once it started, then how it ended.
+/// Reads the keeper's status pipe: the session's pid once it started, then how it ended
+/// (the first `exited` line: the session init's, or the keeper's if the init was killed).
 async fn follow_keeper(
     status: tokio::net::unix::pipe::Receiver,
     started: oneshot::Sender<Result<i32, String>>,
@@ -872,6 +891,9 @@ async fn follow_keeper(
                     let _ = started.send(Err(message));
                 }
             }
+            // The first report is the session's own, from its init; the keeper's, after
+            // the init's end, says only how the init ended (unless it was killed first).
+            Ok(KeeperEvent::Exited { .. }) if ended != ProcessExit::Unknown => {}
             Ok(KeeperEvent::Exited { code, signal }) => {
                 ended = match (signal, code) {
                     (Some(signal), _) => ProcessExit::Signal(signal),

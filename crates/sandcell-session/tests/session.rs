@@ -621,6 +621,253 @@ async fn rapid_restarts_under_a_small_process_limit_do_not_run_out_of_processes(
     }
 }
 
+#[tokio::test]
+async fn orphans_are_reaped_and_give_their_process_slots_back() {
+    // 30 grandchildren whose parent exits first are re-parented to the session's PID 1;
+    // an init that did not reap them would keep 30 zombies, each holding a slot of the
+    // pids limit, and the 40 children started next would not all fit.
+    let limits = Limits {
+        processes: 50,
+        ..Limits::default()
+    };
+    let (mut s, _dir, runtime) = session_with(limits).await;
+    let cgroup_enforces =
+        matches!(runtime.isolation(), Isolation::Sandbox(policy) if policy.cgroup.is_some());
+    let code = r#"
+import os, time
+def orphan():
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            time.sleep(0.2)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(child, 0)
+def others():
+    """The namespace's processes besides its init and this one: alive or zombie."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) not in (1, os.getpid()):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    found[int(pid)] = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                pass  # it ended meanwhile
+    return found
+for _ in range(30):
+    orphan()
+deadline = time.monotonic() + 10
+while others() and time.monotonic() < deadline:
+    time.sleep(0.05)
+left = others()
+children = []
+try:
+    for _ in range(40):
+        child = os.fork()
+        if child == 0:
+            time.sleep(1)
+            os._exit(0)
+        children.append(child)
+    started = len(children)
+except OSError as e:
+    started = f"{len(children)}, then {e}"
+for child in children:
+    os.waitpid(child, 0)
+(os.getpid(), os.getppid(), left, started)
+"#;
+    let e = run(&mut s, code).await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    let seen = text(&e, 0);
+    assert!(
+        seen.starts_with("(2, 1, {}, "),
+        "the session is PID 2, child of the init, and no orphan is left: {seen}"
+    );
+    if cgroup_enforces {
+        assert_eq!(seen, "(2, 1, {}, 40)", "the freed slots can be used again");
+    } else {
+        eprintln!("not checked: no cgroup enforces the process limit here (RLIMIT_NPROC counts every process of the sandbox user)");
+    }
+}
+
+/// Two live sessions of one runtime, with their working directories.
+async fn two_sessions() -> (Session, Session, TempDir, TempDir, Runtime) {
+    let runtime = runtime().await;
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::Builder::new()
+            .prefix("sandcell-test-")
+            .tempdir()
+            .unwrap();
+        let session = runtime
+            .create_session(SessionConfig {
+                workdir: Some(dir.path().to_path_buf()),
+                limits: Limits::default(),
+            })
+            .await
+            .expect("a session starts");
+        made.push((session, dir));
+    }
+    let (b, dir_b) = made.pop().unwrap();
+    let (a, dir_a) = made.pop().unwrap();
+    (a, b, dir_a, dir_b, runtime)
+}
+
+/// The ids a session runs as, as it sees them.
+async fn ids_of(session: &mut Session) -> (u32, u32) {
+    let e = run(
+        session,
+        "(os.getuid(), os.getgid()) if (os := __import__('os')) else 0",
+    )
+    .await;
+    let text = text(&e, 0)
+        .trim_matches(|c| c == '(' || c == ')')
+        .to_owned();
+    let (uid, gid) = text.split_once(", ").expect("a pair");
+    (uid.parse().unwrap(), gid.parse().unwrap())
+}
+
+/// Whether the session runtime gives each session ids of its own here; says why not.
+fn sessions_have_own_ids(runtime: &Runtime) -> bool {
+    match runtime.isolation() {
+        Isolation::Sandbox(policy) if policy.session_id_range().is_some() => true,
+        _ => {
+            eprintln!("skipped: sessions share one uid here (not root, or no id range: see `sandcell doctor`)");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_session_has_ids_of_its_own_kept_across_restarts() {
+    let (mut a, mut b, dir_a, _dir_b, runtime) = two_sessions().await;
+    if !sessions_have_own_ids(&runtime) {
+        return;
+    }
+    let Isolation::Sandbox(policy) = runtime.isolation() else {
+        unreachable!()
+    };
+    let range = *policy.session_id_range().unwrap();
+    let ids_a = ids_of(&mut a).await;
+    let ids_b = ids_of(&mut b).await;
+    assert_ne!(ids_a.0, ids_b.0, "two live sessions have different uids");
+    assert_ne!(ids_a.1, ids_b.1, "and different gids");
+    for (uid, gid) in [ids_a, ids_b] {
+        assert!(
+            (range.first_uid..range.first_uid + range.count).contains(&uid),
+            "{uid} in {range:?}"
+        );
+        assert_eq!(gid - range.first_gid, uid - range.first_uid);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir_a.path()).unwrap();
+    assert_eq!(
+        (owner.uid(), owner.gid()),
+        ids_a,
+        "the directory is the session's"
+    );
+    a.restart().await.unwrap();
+    assert_eq!(
+        ids_of(&mut a).await,
+        ids_a,
+        "a restart keeps the session's ids"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_a_session_had_is_given_whole_to_the_next_session_in_it() {
+    // As after a server restart: another session, with other ids, in the same directory.
+    let (mut first, dir, runtime) = session().await;
+    if !sessions_have_own_ids(&runtime) {
+        return;
+    }
+    run(&mut first, "import os\nos.makedirs('/mnt/data/sub/deeper')\nopen('/mnt/data/sub/deeper/f.txt', 'w').write('1')").await;
+    let first_ids = ids_of(&mut first).await;
+    first.shutdown().await.unwrap();
+    let mut next = runtime
+        .create_session(SessionConfig {
+            workdir: Some(dir.path().to_path_buf()),
+            limits: Limits::default(),
+        })
+        .await
+        .expect("a session starts");
+    assert_ne!(ids_of(&mut next).await, first_ids);
+    let e = run(&mut next, "open('/mnt/data/sub/deeper/f.txt', 'a').write('2')\nos.mkdir('/mnt/data/sub/deeper/new')\nopen('/mnt/data/sub/deeper/f.txt').read()").await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert_eq!(text(&e, 0), "'12'");
+}
+
+#[tokio::test]
+async fn one_sessions_uid_limits_files_and_processes_are_out_of_anothers_reach() {
+    let (mut a, mut b, dir_a, _dir_b, runtime) = two_sessions().await;
+    if !sessions_have_own_ids(&runtime) {
+        return;
+    }
+    // Session A takes every inotify instance its uid may have (EMFILE, the per-user
+    // limit: far below its 4096 open files)...
+    let exhaust = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nheld = []\nwhile len(held) < 10000 and (fd := libc.inotify_init1(0)) >= 0:\n    held.append(fd)\nlimit = int(open('/proc/sys/fs/inotify/max_user_instances').read())\n(len(held) == limit, ctypes.get_errno())";
+    let e = run(&mut a, exhaust).await;
+    assert_eq!(text(&e, 0), "(True, 24)", "{e:?}");
+    // ...and session B still gets one.
+    let e = run(
+        &mut b,
+        "import ctypes\nctypes.CDLL(None).inotify_init1(0) >= 0",
+    )
+    .await;
+    assert_eq!(text(&e, 0), "True", "{e:?}");
+
+    // B's uid can neither signal A's processes nor read A's files; A's own can (so the
+    // probe itself works).
+    run(
+        &mut a,
+        "open('/mnt/data/secret.txt', 'w').write('a secret')",
+    )
+    .await;
+    let (ids_a, ids_b) = (ids_of(&mut a).await, ids_of(&mut b).await);
+    let python_a = a.pid().map(children_of).unwrap_or_default();
+    assert_eq!(python_a.len(), 1, "the init runs one session process");
+    let secret = dir_a.path().join("secret.txt");
+    let probe = |(uid, gid): (u32, u32)| {
+        let output = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                r#"
+import os
+os.setgroups([]); os.setgid({gid}); os.setuid({uid})
+try:
+    os.kill({pid}, 0); signal = "sent"
+except PermissionError:
+    signal = "EPERM"
+try:
+    open({secret:?}).read(); read = "read"
+except PermissionError:
+    read = "EACCES"
+print(signal, read)
+"#,
+                pid = python_a[0],
+                secret = secret.display().to_string(),
+            ))
+            .output()
+            .expect("python3 runs on the host");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(
+        probe(ids_b),
+        "EPERM EACCES",
+        "B's uid reaches nothing of A's"
+    );
+    assert_eq!(probe(ids_a), "sent read", "A's own uid does");
+}
+
+/// The children of a host process.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|child| child.parse().unwrap())
+        .collect()
+}
+
 /// Set for the child process that [`what_a_killed_sandcell_left_is_removed_at_the_next_start`]
 /// starts to play a sandcell that gets killed.
 const HOLDER_ENV: &str = "SANDCELL_TEST_HOLD_A_SESSION";

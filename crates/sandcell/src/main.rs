@@ -94,6 +94,11 @@ fn setup() -> anyhow::Result<()> {
         env.info().packages.len(),
         started.elapsed().as_secs_f64()
     );
+    let uids = sandcell_sandbox::probe::session_uids();
+    eprintln!("sandcell: {}: {}", uids.title, uids.detail);
+    if let Some(fix) = uids.fix {
+        eprintln!("sandcell: {fix}");
+    }
     let earlier = home.earlier_environment();
     if !earlier.is_empty() {
         let shown: Vec<String> = earlier.iter().map(|p| p.display().to_string()).collect();

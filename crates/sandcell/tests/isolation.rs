@@ -243,7 +243,11 @@ print(json.dumps({{
     let _ = a.wait();
     assert!(output.status.success(), "{output:?}");
     let seen = printed_json(&cells[0]);
-    assert_eq!(seen["pids"], serde_json::json!([1]), "only itself: {seen}");
+    assert_eq!(
+        seen["pids"],
+        serde_json::json!([1, 2]),
+        "only its init and itself: {seen}"
+    );
     assert_eq!(seen["sees_a_marker"], false, "{seen}");
     assert_eq!(seen["sleeping_processes"], serde_json::json!([]), "{seen}");
 }
@@ -499,5 +503,65 @@ print(json.dumps({
     let seen = printed_json(&cells[0]);
     for (call, outcome) in seen.as_object().unwrap() {
         assert_eq!(outcome, "EPERM", "{call}: {seen}");
+    }
+}
+
+#[test]
+fn mountinfo_names_no_host_path_but_those_the_session_has_anyway() {
+    // What is true (see ARCHITECTURE.md, "The sandbox, step by step"): a bind mount's
+    // root field is the bound directory's path in its own filesystem, and no way of
+    // binding changes it. So the read-only paths show their own path (they are mounted
+    // at that path inside: nothing new is learnt), device nodes their name in the host's
+    // devtmpfs, and `/mnt/data` the host path of the working directory, unless it is a
+    // filesystem of its own (then `/`). Sources are devices or pseudo file systems,
+    // never a path. Nothing else of the host shows.
+    let workdir = tempfile::tempdir().unwrap();
+    let workdir_path = workdir.path().canonicalize().unwrap();
+    let code = r#"
+import json
+mounts = []
+for line in open("/proc/self/mountinfo"):
+    fields = line.split()
+    after = fields.index("-")
+    mounts.append({"root": fields[3], "mount_point": fields[4], "source": fields[after + 2]})
+print(json.dumps(mounts))
+"#;
+    let (cells, output) = run_json(&["--workdir", workdir_path.to_str().unwrap(), "-c", code]);
+    assert!(output.status.success(), "{output:?}");
+    let mounts = printed_json(&cells[0]);
+    let mounts = mounts.as_array().expect("a list of mounts");
+    assert!(mounts.len() > 5, "{mounts:?}");
+    // The host's mount of the working directory's filesystem: the root field of
+    // `/mnt/data` is the directory's path within it.
+    let workdir_in_its_filesystem =
+        |root: &str| workdir_path.ends_with(root.trim_start_matches('/')) && root.len() > 1;
+    for mount in mounts {
+        let (root, mount_point, source) = (
+            mount["root"].as_str().unwrap(),
+            mount["mount_point"].as_str().unwrap(),
+            mount["source"].as_str().unwrap(),
+        );
+        let device_node = mount_point
+            .strip_prefix("/dev/")
+            .map(|name| format!("/{name}"));
+        let shown = root == "/"
+            || root == mount_point
+            || device_node.as_deref() == Some(root)
+            || (mount_point == "/mnt/data" && workdir_in_its_filesystem(root));
+        assert!(shown, "a host path beyond the session's own view: {mount}");
+        assert!(
+            !source.starts_with('/') || source.starts_with("/dev/"),
+            "a mount source names a path: {mount}"
+        );
+    }
+    let mount_points: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| m["mount_point"].as_str())
+        .collect();
+    for expected in ["/", "/tmp", "/mnt/data", "/proc", "/etc", "/dev"] {
+        assert!(
+            mount_points.contains(&expected),
+            "{expected}: {mount_points:?}"
+        );
     }
 }
