@@ -3,7 +3,8 @@
 //! For: the isolation steps, one module per mechanism, each small enough to audit alone
 //! (`cgroup`, `namespaces`, `idmap`, `mounts`, `network`, `rlimits`, `capabilities`,
 //! `landlock`, `seccomp`), the [`SandboxSpec`] they follow, the host-side session
-//! cgroups ([`CgroupParent`], [`SessionCgroup`]), and [`probe`] (what this machine
+//! cgroups ([`CgroupParent`], [`SessionCgroup`]), working directories on filesystems of
+//! their own ([`disk`]: the kernel enforces their size and inode count), and [`probe`] (what this machine
 //! supports). [`isolate`] and [`confine`] run the steps in order; they are called from
 //! the forked session processes through `sandcell-enter`.
 //!
@@ -16,6 +17,7 @@
 
 mod capabilities;
 mod cgroup;
+pub mod disk;
 mod error;
 mod idmap;
 mod landlock;

@@ -9,6 +9,7 @@
 //! (`sandcell-pyenv`), or presenting results (the `sandcell` binary and later front ends).
 
 mod cgroup_drain;
+mod disks;
 mod error;
 mod execution;
 #[cfg(any(test, feature = "fake"))]
@@ -27,6 +28,7 @@ mod session;
 mod template;
 mod workdir;
 
+pub use disks::{DiskQuota, Disks};
 pub use error::SessionError;
 pub use execution::{
     ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
