@@ -6,12 +6,15 @@
 //!
 //! Host side, as root: creating and mounting needs `CAP_SYS_ADMIN` and the loop driver.
 //! The loop device is configured with `LO_FLAGS_AUTOCLEAR`, so it is released by the
-//! kernel when the filesystem is unmounted; nothing else needs to be undone.
+//! kernel when the filesystem is unmounted; nothing else needs to be undone. Its name
+//! (`lo_file_name`, which nothing else reads) says which process mounted it
+//! (`sandcell-PID`), so that the mounts of a sandcell process that was killed can be
+//! found and undone by the next one ([`leftover_mounts`]).
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -26,10 +29,13 @@ pub const MIN_SIZE_BYTES: u64 = 4 << 20;
 const LOOP_CONTROL: &str = "/dev/loop-control";
 const LOOP_MAJOR: u64 = 7;
 // linux/loop.h
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
+/// The start of a loop device's name when a sandcell process mounted it; its pid follows.
+const OWNER_TAG: &str = "sandcell-";
 /// How often a free loop device taken by another process in the meantime is retried.
 const LOOP_ATTEMPTS: usize = 16;
 /// Where `mkfs.ext4` is looked for when it is not on `PATH` (root's tools in `sbin`).
@@ -165,28 +171,47 @@ pub fn unmount(mount_point: &Path) -> Result<(), DiskError> {
     }
 }
 
-/// Whether a filesystem is mounted on `dir` (its device differs from its parent's).
-pub fn is_mounted(dir: &Path) -> bool {
-    let (Ok(own), Ok(parent)) = (
-        std::fs::symlink_metadata(dir),
-        std::fs::symlink_metadata(dir.join("..")),
-    ) else {
-        return false;
-    };
-    own.is_dir() && own.dev() != parent.dev()
-}
-
-/// The mount points, at any depth beneath `dir`, of this mount namespace's table.
-pub fn mount_points_beneath(dir: &Path) -> Vec<PathBuf> {
+/// The mount points of disks mounted by sandcell processes that are gone (`is_gone`
+/// says which pids are): their loop devices carry the owner's pid.
+pub fn leftover_mounts(is_gone: impl Fn(u32) -> bool) -> Vec<PathBuf> {
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
     table
         .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(crate::mounts::unescape)
-        .filter(|mount_point| mount_point.starts_with(dir) && mount_point != dir)
+        .filter_map(|line| {
+            let mount_point = line.split(' ').nth(4)?;
+            // After the optional fields: " - FSTYPE SOURCE OPTIONS".
+            let (_, tail) = line.split_once(" - ")?;
+            let mut tail = tail.split(' ');
+            let (fstype, source) = (tail.next()?, tail.next()?);
+            if fstype != "ext4" || !source.starts_with("/dev/loop") {
+                return None;
+            }
+            let owner = loop_owner(Path::new(source))?;
+            is_gone(owner).then(|| crate::mounts::unescape(mount_point))
+        })
         .collect()
+}
+
+/// The pid in the name of a loop device that a sandcell process attached.
+fn loop_owner(device: &Path) -> Option<u32> {
+    let file = File::open(device).ok()?;
+    let mut info = std::mem::MaybeUninit::<LoopInfo64>::zeroed();
+    // SAFETY: LOOP_GET_STATUS64 fills one `struct loop_info64`, laid out as `LoopInfo64`
+    // (every bit pattern of which is valid).
+    let read = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64, info.as_mut_ptr()) };
+    if read != 0 {
+        return None;
+    }
+    // SAFETY: zeroed, then filled by the kernel; plain integers and byte arrays.
+    let info = unsafe { info.assume_init() };
+    let name = info.lo_file_name.split(|&b| b == 0).next()?;
+    std::str::from_utf8(name)
+        .ok()?
+        .strip_prefix(OWNER_TAG)?
+        .parse()
+        .ok()
 }
 
 /// Size, free bytes and free inodes of the filesystem holding `dir`, as the session sees
@@ -240,9 +265,8 @@ struct LoopConfig {
 fn attach_loop(backing: &File, image: &Path) -> Result<(PathBuf, File), DiskError> {
     let control = File::open(LOOP_CONTROL).map_err(DiskError::NoLoopDevices)?;
     let mut name = [0u8; LO_NAME_SIZE];
-    let shown = image.as_os_str().as_encoded_bytes();
-    let kept = shown.len().min(LO_NAME_SIZE - 1);
-    name[..kept].copy_from_slice(&shown[..kept]);
+    let tag = format!("{OWNER_TAG}{}", std::process::id());
+    name[..tag.len()].copy_from_slice(tag.as_bytes());
     let fd = u32::try_from(backing.as_raw_fd())
         .map_err(|_| io("attach", image)(std::io::Error::from_raw_os_error(libc::EBADF)))?;
     let mut last = None;

@@ -84,17 +84,20 @@ impl Disks {
         Ok(true)
     }
 
-    /// Mounts again the filesystem `dir` had in `image` (after sandcell restarted), or
-    /// finds it still mounted (after sandcell was killed). Returns whether the kernel
+    /// Mounts again the filesystem `dir` had in `image` (after sandcell restarted or was
+    /// killed), unless this process has it mounted already. Returns whether the kernel
     /// enforces the quota; `false` for a directory without an image, whose quota is
     /// measured.
     pub fn attach(&self, image: &Path, dir: &Path) -> Result<bool, SessionError> {
         if self.quota != DiskQuota::Kernel || !image.is_file() {
             return Ok(false);
         }
-        if !disk::is_mounted(dir) {
-            disk::mount_image(image, dir).map_err(disk_error)?;
+        if dir.canonicalize().is_ok_and(|dir| self.enforces(&dir)) {
+            return Ok(true);
         }
+        // Still mounted by a sandcell that was killed: mounted again, as ours.
+        disk::unmount(dir).map_err(disk_error)?;
+        disk::mount_image(image, dir).map_err(disk_error)?;
         self.remember(dir);
         Ok(true)
     }
@@ -160,35 +163,36 @@ impl Disks {
         })
     }
 
-    /// Unmounts and removes the temporary directories of sandcell processes that are
-    /// gone (killed before they could). Returns how many. Blocking.
-    pub(crate) fn remove_leftover_temporary(&self) -> usize {
+    /// Unmounts the disks of sandcell processes that are gone (killed before they could),
+    /// and removes those that were temporary directories. Their images stay elsewhere: a
+    /// service mounts its sessions' disks again when it starts ([`Disks::attach`]).
+    /// Returns how many were unmounted. Blocking.
+    pub(crate) fn remove_leftovers(&self) -> usize {
         if self.quota != DiskQuota::Kernel {
             return 0;
         }
-        let temp = std::env::temp_dir();
+        let gone = |pid: u32| pid != std::process::id() && !crate::isolation::process_exists(pid);
         let mut removed = 0;
-        for mount_point in disk::mount_points_beneath(&temp) {
+        for mount_point in disk::leftover_mounts(gone) {
+            if let Err(e) = disk::unmount(&mount_point) {
+                tracing::warn!("{e}");
+                continue;
+            }
+            removed += 1;
             let Some(dir) = mount_point.parent() else {
                 continue;
             };
-            let owner = dir
-                .strip_prefix(&temp)
-                .ok()
-                .and_then(|name| name.to_str())
-                .and_then(temporary_owner);
-            let Some(owner) = owner else { continue };
-            if mount_point.file_name() != Some(TEMP_MOUNT.as_ref())
-                || owner == std::process::id()
-                || crate::isolation::process_exists(owner)
-            {
-                continue;
-            }
-            match remove_disk(&dir.join(TEMP_IMAGE), &mount_point)
-                .and_then(|()| std::fs::remove_dir_all(dir).map_err(io_at(dir)))
-            {
-                Ok(()) => removed += 1,
-                Err(e) => tracing::warn!("cannot remove the leftover {}: {e}", dir.display()),
+            let temporary = dir.parent() == Some(std::env::temp_dir().as_path())
+                && mount_point.file_name() == Some(TEMP_MOUNT.as_ref())
+                && dir
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .and_then(temporary_owner)
+                    .is_some();
+            if temporary {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    tracing::warn!("cannot remove the leftover {}: {e}", dir.display());
+                }
             }
         }
         removed

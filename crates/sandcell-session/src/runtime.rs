@@ -108,13 +108,12 @@ impl Runtime {
             warnings,
         );
         let factory = runtime.factory.clone();
-        let removed =
-            tokio::task::spawn_blocking(move || factory.disks.remove_leftover_temporary())
-                .await
-                .unwrap_or(0);
+        let removed = tokio::task::spawn_blocking(move || factory.disks.remove_leftovers())
+            .await
+            .unwrap_or(0);
         if removed > 0 {
             tracing::info!(
-                "removed {removed} session working directories (and their filesystems) left by sandcell processes that are gone"
+                "unmounted {removed} session disks left mounted by sandcell processes that are gone"
             );
         }
         Ok(runtime)

@@ -255,3 +255,69 @@ fn mounted(dir: &Path) -> bool {
         .lines()
         .any(|line| line.split(' ').nth(4) == Some(dir))
 }
+
+const HOLDER_ENV: &str = "SANDCELL_TEST_DISK_HOLDER";
+
+/// Not a test on its own: the child process of the test below, which kills it. Holds a
+/// session with a disk of its own.
+#[tokio::test]
+#[ignore = "run by a_killed_sandcells_disks_are_unmounted_at_the_next_start"]
+async fn holds_a_session_disk_until_killed() {
+    assert!(
+        std::env::var_os(HOLDER_ENV).is_some(),
+        "started by another test, which kills it"
+    );
+    let runtime = runtime().await;
+    let session = session(&runtime).await;
+    println!("workdir {}", session.workdir().display());
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn a_killed_sandcells_disks_are_unmounted_at_the_next_start() {
+    use std::io::BufRead;
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "holds_a_session_disk_until_killed",
+            "--nocapture",
+        ])
+        .env(HOLDER_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let workdir = std::io::BufReader::new(holder.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| Some(PathBuf::from(line.strip_prefix("workdir ")?)))
+        .expect("the holder prints its working directory");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let runtime = runtime().await;
+    if kernel_image_quota(&runtime) {
+        assert!(
+            !mounted(&workdir),
+            "{} is still mounted after a new runtime started",
+            workdir.display()
+        );
+        assert!(
+            !workdir.parent().unwrap().exists(),
+            "the killed process's temporary directory is removed"
+        );
+    } else {
+        // Nothing was mounted; the directory stays in the temporary directory, as a
+        // killed process's files do.
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
+}
+
+fn kernel_image_quota(runtime: &Runtime) -> bool {
+    match runtime.disks().quota() {
+        DiskQuota::Kernel => true,
+        DiskQuota::Measured { why } => {
+            eprintln!("NOT CHECKED HERE: no disks are mounted ({why})");
+            false
+        }
+    }
+}
