@@ -193,6 +193,7 @@ async fn a_sparse_file_larger_than_the_quota_fails_when_written() {
     let ended = run(
         &mut session,
         r#"
+import time
 size = 64 << 20
 with open("sparse.bin", "wb") as f:
     f.truncate(size)
@@ -200,6 +201,7 @@ with open("sparse.bin", "r+b", buffering=0) as f:
     for offset in range(0, size, 1 << 20):
         f.seek(offset)
         f.write(b"\3" * (1 << 20))
+        time.sleep(0.02)  # slow enough for the measured fallback to look
 "#,
     )
     .await;
