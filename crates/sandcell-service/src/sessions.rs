@@ -1094,7 +1094,11 @@ fn sweep(
                         source: std::io::Error::other(e.to_string()),
                     })?;
             } else {
-                std::fs::remove_file(&path).map_err(data_dir_error(&path))?;
+                match std::fs::remove_file(&path) {
+                    // An image removed just before, with its directory.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    removed => removed.map_err(data_dir_error(&path))?,
+                }
             }
         }
     }
