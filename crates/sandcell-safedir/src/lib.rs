@@ -310,9 +310,8 @@ impl SafeDir {
             })
             .and_then(|()| fill(&mut file));
         let placed = match written {
-            Err(source) if matches!(source.raw_os_error(), Some(code) if code == Errno::ENOSPC as i32 || code == Errno::EDQUOT as i32) => {
-                Err(SafeDirError::NoSpace(self.shown(path)))
-            }
+            // The directory's filesystem is full (a session's disk quota).
+            Err(source) if is_no_space(&source) => Err(SafeDirError::NoSpace(self.shown(path))),
             Err(source) => Err(SafeDirError::Io {
                 path: self.shown(path),
                 source,
@@ -508,12 +507,19 @@ impl SafeDir {
             Errno::EEXIST => SafeDirError::AlreadyExists(shown),
             Errno::EISDIR => SafeDirError::IsDirectory(shown),
             Errno::EACCES | Errno::EPERM => SafeDirError::PermissionDenied(shown),
+            Errno::ENOSPC | Errno::EDQUOT => SafeDirError::NoSpace(shown),
             other => SafeDirError::Io {
                 path: shown,
                 source: other.into(),
             },
         }
     }
+}
+
+fn is_no_space(error: &std::io::Error) -> bool {
+    error
+        .raw_os_error()
+        .is_some_and(|code| code == Errno::ENOSPC as i32 || code == Errno::EDQUOT as i32)
 }
 
 /// `openat(2)` of one name relative to `dir`; a link as `name` is refused, never followed.
