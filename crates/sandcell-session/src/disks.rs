@@ -109,7 +109,17 @@ impl Disks {
         if let Ok(canonical) = dir.canonicalize() {
             self.lock().remove(&canonical);
         }
-        remove_disk(image, dir)
+        if self.quota == DiskQuota::Kernel {
+            disk::unmount(dir).map_err(disk_error)?;
+        }
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_at(dir)(e)),
+            _ => {}
+        }
+        match std::fs::remove_file(image) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at(image)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Unmounts every filesystem made or attached by [`Disks::create`] or
@@ -229,19 +239,6 @@ impl Drop for TempWorkDir {
             }
         }
         // `_dir` (the image with it) is removed next, by its own drop.
-    }
-}
-
-/// Unmounts `dir` if a filesystem is mounted on it, then removes it and `image`.
-fn remove_disk(image: &Path, dir: &Path) -> Result<(), SessionError> {
-    disk::unmount(dir).map_err(disk_error)?;
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_at(dir)(e)),
-        _ => {}
-    }
-    match std::fs::remove_file(image) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at(image)(e)),
-        _ => Ok(()),
     }
 }
 
