@@ -256,9 +256,9 @@ impl Sessions {
         self.refuse_when_shutting_down()?;
         let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
         let record = new_record(id, user, limits);
-        let live = self.start(&record, &dir).await?;
-        self.register(record, WorkDirPlace::Given(dir), None, live)
-            .await
+        let place = WorkDirPlace::Given(dir);
+        let live = self.start(&record, &place).await?;
+        self.register(record, place, None, live).await
     }
 
     /// Creates a session for conversation `conversation_id`, which it then belongs to.
@@ -297,7 +297,7 @@ impl Sessions {
         let record = new_record(id, user, limits);
         let live = match warm_live {
             Some(live) => live,
-            None => match self.start(&record, &dir).await {
+            None => match self.start(&record, &WorkDirPlace::Own(dir.clone())).await {
                 Ok(live) => live,
                 Err(error) => {
                     self.remove_dir(dir).await;
@@ -430,7 +430,7 @@ impl Sessions {
         let live = match slot.live.take() {
             Some(live) => live,
             None => {
-                let mut live = self.start(&entry.record, entry.dir.path()).await?;
+                let mut live = self.start(&entry.record, &entry.dir).await?;
                 live.session.mark_state_lost();
                 live
             }
@@ -475,7 +475,7 @@ impl Sessions {
                     ));
                 }
             }
-            None => slot.live = Some(self.start(&entry.record, entry.dir.path()).await?),
+            None => slot.live = Some(self.start(&entry.record, &entry.dir).await?),
         }
         entry.touch();
         drop(slot);
@@ -585,11 +585,15 @@ impl Sessions {
     }
 
     /// Takes a place among the live sessions and starts a Python process in `dir`.
-    async fn start(&self, record: &SessionRecord, dir: &Path) -> Result<Live, ServiceError> {
+    async fn start(
+        &self,
+        record: &SessionRecord,
+        workdir: &WorkDirPlace,
+    ) -> Result<Live, ServiceError> {
         let place = self.take_place(record.user_id).await?;
         // A directory of our own has its files on its disk: mounted at load, or again now.
-        if dir.starts_with(&self.sessions_dir) {
-            let (runtime, dir) = (self.runtime.clone(), dir.to_path_buf());
+        if let WorkDirPlace::Own(dir) = workdir {
+            let (runtime, dir) = (self.runtime.clone(), dir.clone());
             tokio::task::spawn_blocking(move || runtime.disks().attach(&disk_image(&dir), &dir))
                 .await
                 .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?
@@ -598,7 +602,7 @@ impl Sessions {
         let session = self
             .runtime
             .create_session(SessionConfig {
-                workdir: Some(dir.to_path_buf()),
+                workdir: Some(workdir.path().to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
             })
             .await
