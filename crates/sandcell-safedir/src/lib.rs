@@ -59,6 +59,8 @@ pub enum SafeDirError {
     NotRegular(String),
     #[error("{0} cannot be used: permission denied.")]
     PermissionDenied(String),
+    #[error("{0} does not fit: the working directory is full (it reached its disk quota); delete files there or use a session with a larger disk quota.")]
+    NoSpace(String),
     #[error("{path} cannot be used: {source}")]
     Io {
         path: String,
@@ -207,9 +209,11 @@ impl SafeDir {
         self.write_with(path, create, |file| std::io::copy(source, file).map(|_| ()))
     }
 
-    /// Moves the fully written host file `staged` (the caller's own, on the same
-    /// filesystem) to `path`, creating missing directories and replacing a regular file
-    /// there; a link or a directory there is refused.
+    /// Moves the fully written host file `staged` (the caller's own) to `path`, creating
+    /// missing directories and replacing a regular file there; a link or a directory
+    /// there is refused. When the directory is another filesystem (a session's disk of
+    /// its own), the file is copied in, within that filesystem's space, and `staged`
+    /// removed.
     pub fn move_in(&self, staged: &Path, path: &SafePath) -> Result<Entry, SafeDirError> {
         let host_error = |source| SafeDirError::Io {
             path: staged.display().to_string(),
@@ -223,9 +227,16 @@ impl SafeDir {
         let stat = nix::sys::stat::lstat(staged).map_err(|errno| host_error(errno.into()))?;
         let parent = self.parent(path, true)?;
         self.refuse_link_or_directory(&parent, path)?;
-        renameat(None, staged, Some(parent.as_raw_fd()), path.file_name())
-            .map_err(|errno| self.classify(&parent, path, errno))?;
-        Ok(entry(path_buf(path), &stat))
+        match renameat(None, staged, Some(parent.as_raw_fd()), path.file_name()) {
+            Ok(()) => Ok(entry(path_buf(path), &stat)),
+            Err(Errno::EXDEV) => {
+                let mut input = File::open(staged).map_err(host_error)?;
+                let copied = self.write_from(&mut input, path, Create::Replace);
+                std::fs::remove_file(staged).map_err(host_error)?;
+                copied
+            }
+            Err(errno) => Err(self.classify(&parent, path, errno)),
+        }
     }
 
     /// Removes a file, or a link (which is not followed); never a directory.
@@ -299,6 +310,8 @@ impl SafeDir {
             })
             .and_then(|()| fill(&mut file));
         let placed = match written {
+            // The directory's filesystem is full (a session's disk quota).
+            Err(source) if is_no_space(&source) => Err(SafeDirError::NoSpace(self.shown(path))),
             Err(source) => Err(SafeDirError::Io {
                 path: self.shown(path),
                 source,
@@ -494,12 +507,19 @@ impl SafeDir {
             Errno::EEXIST => SafeDirError::AlreadyExists(shown),
             Errno::EISDIR => SafeDirError::IsDirectory(shown),
             Errno::EACCES | Errno::EPERM => SafeDirError::PermissionDenied(shown),
+            Errno::ENOSPC | Errno::EDQUOT => SafeDirError::NoSpace(shown),
             other => SafeDirError::Io {
                 path: shown,
                 source: other.into(),
             },
         }
     }
+}
+
+fn is_no_space(error: &std::io::Error) -> bool {
+    error
+        .raw_os_error()
+        .is_some_and(|code| code == Errno::ENOSPC as i32 || code == Errno::EDQUOT as i32)
 }
 
 /// `openat(2)` of one name relative to `dir`; a link as `name` is refused, never followed.

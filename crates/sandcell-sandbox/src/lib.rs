@@ -3,11 +3,12 @@
 //! For: the isolation steps, one module per mechanism, each small enough to audit alone
 //! (`cgroup`, `namespaces`, `idmap`, `mounts`, `network`, `rlimits`, `capabilities`,
 //! `landlock`, `seccomp`), the [`SandboxSpec`] they follow, the host-side session
-//! cgroups ([`CgroupParent`], [`SessionCgroup`]), [`init`] (PID 1 of a session's
-//! namespace), [`subids`] (the host ids sessions take one of each) and [`probe`] (what
-//! this machine supports). [`isolate`] and [`confine`]
-//! run the steps in order; they and [`init::serve`] are called from the forked session
-//! processes through `sandcell-enter`.
+//! cgroups ([`CgroupParent`], [`SessionCgroup`]), working directories on filesystems of
+//! their own ([`disk`]: the kernel enforces their size and inode count), [`init`] (PID 1
+//! of a session's namespace), [`subids`] (the host ids sessions take one of each) and
+//! [`probe`] (what this machine supports). [`isolate`] and [`confine`] run the steps in
+//! order; they and [`init::serve`] are called from the forked session processes through
+//! `sandcell-enter`.
 //!
 //! Not for: starting processes, talking to Python, or deciding policy: the host decides
 //! and writes its decision into the spec, and the steps follow it. A step that cannot do
@@ -18,6 +19,7 @@
 
 mod capabilities;
 mod cgroup;
+pub mod disk;
 mod error;
 mod idmap;
 pub mod init;

@@ -102,9 +102,38 @@ pub fn probe() -> Vec<LayerReport> {
     layers.push(report(
         "workdir_quota",
         "working-directory quota",
-        Ok("enforced by sandcell: the directory is measured while a cell runs, and the cell is stopped past the quota".into()),
+        disk_quota_outcome(),
     ));
     layers
+}
+
+/// Makes, mounts and removes a small disk, as a session's own directory gets one.
+fn disk_quota_outcome() -> Outcome {
+    let tried = crate::disk::check_available().and_then(|()| {
+        let dir = std::env::temp_dir().join(format!("sandcell-probe-{}", std::process::id()));
+        let image = dir.with_extension("disk");
+        std::fs::create_dir(&dir).map_err(|cause| crate::disk::DiskError::Io {
+            step: "create",
+            path: dir.clone(),
+            cause,
+        })?;
+        let made = crate::disk::create_image(&image, crate::disk::MIN_SIZE_BYTES)
+            .and_then(|()| crate::disk::mount_image(&image, &dir))
+            .and_then(|()| crate::disk::unmount(&dir));
+        let _ = std::fs::remove_file(&image);
+        let _ = std::fs::remove_dir(&dir);
+        made
+    });
+    match tried {
+        Ok(()) => Ok(format!(
+            "enforced by the kernel: a session's own working directory is a filesystem of its own (an ext4 image on a loop device) of the quota's size, with one file or directory per {} KiB; a write past either fails with ENOSPC, between cells too, and the host pays at most the quota. A directory given with --workdir is measured instead",
+            crate::disk::BYTES_PER_INODE / 1024
+        )),
+        Err(why) => Err((
+            format!("{why}; the quota is measured by sandcell while a cell runs instead, which does not see writes between cells (a background thread or process), stops counting after 50,000 entries, and counts no inodes (empty files and directories take the host's inodes without limit)"),
+            "Run sandcell as root on a kernel with loop devices (`modprobe loop`), with e2fsprogs (mkfs.ext4) installed.".into(),
+        )),
+    }
 }
 
 fn namespace_fix(root: bool) -> &'static str {

@@ -44,7 +44,8 @@ impl From<FileError> for ServiceError {
             FileError::AlreadyExists(_)
             | FileError::IsDirectory(_)
             | FileError::NotRegular(_)
-            | FileError::PermissionDenied(_) => ServiceError::Conflict(error.to_string()),
+            | FileError::PermissionDenied(_)
+            | FileError::NoSpace(_) => ServiceError::Conflict(error.to_string()),
             FileError::Io { .. } => ServiceError::internal("A file operation failed", &error),
         }
     }

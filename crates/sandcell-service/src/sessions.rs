@@ -26,7 +26,8 @@ use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
 use sandcell_session::{
-    Completion, ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session, SessionConfig,
+    Completion, Disks, ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session,
+    SessionConfig,
 };
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -190,7 +191,8 @@ impl Sessions {
         let sessions_dir = config.sessions_dir();
         let known: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
         let dirs = (sessions_dir.clone(), config.staging_dir());
-        tokio::task::spawn_blocking(move || sweep(&dirs.0, &known, &dirs.1))
+        let sweeping = runtime.clone();
+        tokio::task::spawn_blocking(move || sweep(sweeping.disks(), &dirs.0, &known, &dirs.1))
             .await
             .map_err(|e| StartError::DataDir {
                 path: config.data_dir.clone(),
@@ -259,9 +261,9 @@ impl Sessions {
         self.refuse_when_shutting_down()?;
         let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
         let record = new_record(id, user, limits);
-        let live = self.start(&record, &dir).await?;
-        self.register(record, WorkDirPlace::Given(dir), None, live)
-            .await
+        let place = WorkDirPlace::Given(dir);
+        let live = self.start(&record, &place).await?;
+        self.register(record, place, None, live).await
     }
 
     /// Creates a session for conversation `conversation_id`, which it then belongs to.
@@ -282,11 +284,17 @@ impl Sessions {
             None => {
                 let id = random_hex(16)
                     .map_err(|e| ServiceError::internal("No random session id", &e))?;
-                tokio::fs::create_dir(self.sessions_dir.join(&id))
-                    .await
-                    .map_err(|e| {
-                        ServiceError::internal("The session's directory cannot be made", &e)
-                    })?;
+                let dir = self.sessions_dir.join(&id);
+                tokio::fs::create_dir(&dir).await.map_err(|e| {
+                    ServiceError::internal("The session's directory cannot be made", &e)
+                })?;
+                if let Err(error) = self.make_disk(&dir, &limits).await {
+                    self.remove_dir(dir).await;
+                    return Err(ServiceError::internal(
+                        "The session's disk cannot be made",
+                        &error,
+                    ));
+                }
                 (id, None)
             }
         };
@@ -294,10 +302,10 @@ impl Sessions {
         let record = new_record(id, user, limits);
         let live = match warm_live {
             Some(live) => live,
-            None => match self.start(&record, &dir).await {
+            None => match self.start(&record, &WorkDirPlace::Own(dir.clone())).await {
                 Ok(live) => live,
                 Err(error) => {
-                    remove_dir(dir).await;
+                    self.remove_dir(dir).await;
                     return Err(error);
                 }
             },
@@ -323,7 +331,7 @@ impl Sessions {
         if let Err(error) = self.store.insert_session(record.clone()).await {
             live.shutdown().await;
             if let WorkDirPlace::Own(dir) = place {
-                remove_dir(dir).await;
+                self.remove_dir(dir).await;
             }
             return Err(ServiceError::internal(
                 "The session cannot be recorded",
@@ -460,7 +468,7 @@ impl Sessions {
         let live = match slot.live.take() {
             Some(live) => live,
             None => {
-                let mut live = self.start(&entry.record, entry.dir.path()).await?;
+                let mut live = self.start(&entry.record, &entry.dir).await?;
                 live.session.mark_state_lost();
                 live
             }
@@ -505,7 +513,7 @@ impl Sessions {
                     ));
                 }
             }
-            None => slot.live = Some(self.start(&entry.record, entry.dir.path()).await?),
+            None => slot.live = Some(self.start(&entry.record, &entry.dir).await?),
         }
         entry.touch();
         drop(slot);
@@ -541,7 +549,8 @@ impl Sessions {
         let WorkDirPlace::Own(dir) = entry.dir.clone() else {
             return Ok(()); // a directory the session was given is not the session's to delete
         };
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.disks().remove(&disk_image(&dir), &dir))
             .await
             .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?
             .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))
@@ -598,7 +607,7 @@ impl Sessions {
     pub async fn stop_all(&self) {
         let warm: Vec<WarmSession> = lock(&self.warm).drain(..).collect();
         for session in warm {
-            session.discard(&self.sessions_dir).await;
+            session.discard(self).await;
         }
         let entries: Vec<Arc<Entry>> = self.read_entries().values().cloned().collect();
         let stops = entries.into_iter().map(|entry| async move {
@@ -608,15 +617,30 @@ impl Sessions {
             }
         });
         futures_util::future::join_all(stops).await;
+        // The files stay in the disk images, mounted again at the next start.
+        let runtime = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.disks().unmount_all()).await;
     }
 
     /// Takes a place among the live sessions and starts a Python process in `dir`.
-    async fn start(&self, record: &SessionRecord, dir: &Path) -> Result<Live, ServiceError> {
+    async fn start(
+        &self,
+        record: &SessionRecord,
+        workdir: &WorkDirPlace,
+    ) -> Result<Live, ServiceError> {
         let place = self.take_place(record.user_id).await?;
+        // A directory of our own has its files on its disk: mounted at load, or again now.
+        if let WorkDirPlace::Own(dir) = workdir {
+            let (runtime, dir) = (self.runtime.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || runtime.disks().attach(&disk_image(&dir), &dir))
+                .await
+                .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?
+                .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?;
+        }
         let session = self
             .runtime
             .create_session(SessionConfig {
-                workdir: Some(dir.to_path_buf()),
+                workdir: Some(workdir.path().to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
             })
             .await
@@ -647,7 +671,7 @@ impl Sessions {
         if full == Full::Server {
             let warm = self.pop_warm().await;
             if let Some(warm) = warm {
-                warm.discard(&self.sessions_dir).await;
+                warm.discard(self).await;
                 return true;
             }
         }
@@ -746,6 +770,11 @@ impl Sessions {
             tracing::warn!("cannot make a warm session's directory: {error}");
             return false;
         }
+        if let Err(error) = self.make_disk(&dir, &self.warm_limits).await {
+            tracing::warn!("cannot make a warm session's disk: {error}");
+            self.remove_dir(dir).await;
+            return false;
+        }
         let started = self
             .runtime
             .create_session(SessionConfig {
@@ -764,9 +793,36 @@ impl Sessions {
             Err(error) => {
                 tracing::warn!("a warm session could not start: {error}");
                 drop(place);
-                remove_dir(dir).await;
+                self.remove_dir(dir).await;
                 false
             }
+        }
+    }
+
+    /// Gives a new session directory its filesystem (when the kernel enforces quotas).
+    async fn make_disk(
+        &self,
+        dir: &Path,
+        limits: &SessionLimits,
+    ) -> Result<bool, sandcell_session::SessionError> {
+        let quota = self.runtime_limits(limits).workdir_quota_bytes();
+        let (runtime, dir) = (self.runtime.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || runtime.disks().create(&disk_image(&dir), &dir, quota))
+            .await
+            .map_err(|e| sandcell_session::SessionError::Disk(e.to_string()))?
+    }
+
+    /// Removes a session's own directory, with its disk; failures are logged.
+    async fn remove_dir(&self, dir: PathBuf) {
+        let shown = dir.display().to_string();
+        let runtime = self.runtime.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || runtime.disks().remove(&disk_image(&dir), &dir))
+                .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("cannot remove {shown}: {error}"),
+            Err(error) => tracing::warn!("cannot remove {shown}: {error}"),
         }
     }
 
@@ -942,9 +998,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl WarmSession {
     /// Stops the process and removes the directory: it was never anyone's.
-    async fn discard(self, sessions_dir: &Path) {
+    async fn discard(self, sessions: &Sessions) {
         self.live.shutdown().await;
-        remove_dir(sessions_dir.join(&self.id)).await;
+        sessions
+            .remove_dir(sessions.sessions_dir.join(&self.id))
+            .await;
     }
 }
 
@@ -1043,9 +1101,20 @@ impl Live {
     }
 }
 
-/// Removes what belongs to no session: directories of sessions not in the database,
-/// and every staged upload (none is in progress before the server starts).
-fn sweep(sessions_dir: &Path, known: &[String], staging_dir: &Path) -> Result<(), StartError> {
+/// The disk image of a session's own directory `sessions/ID`: `sessions/ID.disk`.
+fn disk_image(dir: &Path) -> PathBuf {
+    dir.with_extension("disk")
+}
+
+/// Removes what belongs to no session: directories of sessions not in the database (and
+/// their disks), and every staged upload (none is in progress before the server
+/// starts). The disks of the sessions that are kept are mounted again.
+fn sweep(
+    disks: &Disks,
+    sessions_dir: &Path,
+    known: &[String],
+    staging_dir: &Path,
+) -> Result<(), StartError> {
     let data_dir_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StartError::DataDir { path, source }
@@ -1053,19 +1122,35 @@ fn sweep(sessions_dir: &Path, known: &[String], staging_dir: &Path) -> Result<()
     std::fs::create_dir_all(sessions_dir).map_err(data_dir_error(sessions_dir))?;
     for entry in std::fs::read_dir(sessions_dir).map_err(data_dir_error(sessions_dir))? {
         let entry = entry.map_err(data_dir_error(sessions_dir))?;
-        let name = entry.file_name();
-        if !known.iter().any(|id| name.as_os_str() == id.as_str()) {
-            tracing::info!(
-                "removing {}, which belongs to no session",
-                entry.path().display()
-            );
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        // `ID`, or `ID.disk` beside it.
+        let id = if is_dir {
+            path.file_name()
+        } else {
+            path.file_stem()
+        };
+        let known_id = id.is_some_and(|id| known.iter().any(|k| id == k.as_str()));
+        if known_id && is_dir {
+            if let Err(error) = disks.attach(&disk_image(&path), &path) {
+                tracing::warn!("{error}; it is mounted again when the session starts");
+            }
+        } else if !known_id {
+            tracing::info!("removing {}, which belongs to no session", path.display());
+            if is_dir {
+                disks
+                    .remove(&disk_image(&path), &path)
+                    .map_err(|e| StartError::DataDir {
+                        path: path.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
             } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(data_dir_error(&path))?;
+                match std::fs::remove_file(&path) {
+                    // An image removed just before, with its directory.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    removed => removed.map_err(data_dir_error(&path))?,
+                }
+            }
         }
     }
     if staging_dir.exists() {
@@ -1083,14 +1168,5 @@ fn new_record(id: String, user: &User, limits: SessionLimits) -> SessionRecord {
         created_at: now.clone(),
         last_used_at: now,
         limits,
-    }
-}
-
-async fn remove_dir(dir: PathBuf) {
-    let shown = dir.display().to_string();
-    match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!("cannot remove {shown}: {error}"),
-        Err(error) => tracing::warn!("cannot remove {shown}: {error}"),
     }
 }

@@ -18,6 +18,8 @@ pub enum SessionError {
     Spawn(String),
     #[error("could not build the sandbox: {0}. Run `sandcell doctor` to see which isolation layers this machine supports, or pass --no-sandbox to run without isolation")]
     Sandbox(String),
+    #[error("could not give the working directory a filesystem of its own (its disk quota): {0}")]
+    Disk(String),
     #[error("lost contact with the Python session: {0}")]
     Protocol(String),
     #[error("the session has been shut down")]

@@ -61,7 +61,7 @@ pub(crate) fn remove_leftover_sessions(parent: &CgroupParent) -> usize {
     removed
 }
 
-fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

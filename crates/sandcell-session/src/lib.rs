@@ -2,13 +2,16 @@
 //!
 //! For: starting the template process that has the data stack imported, forking
 //! sessions from it into their sandboxes, executing code with streamed outputs and a
-//! typed [`Execution`] result, interrupts, timeouts, restarts and crash recovery, and
-//! reporting the files each execution created or changed.
+//! typed [`Execution`] result, interrupts, timeouts, restarts and crash recovery,
+//! reporting the files each execution created or changed, and the working-directory
+//! quota ([`Disks`]: a filesystem of its own per directory where the kernel can enforce
+//! it, else measured).
 //!
 //! Not for: how a sandbox is built (`sandcell-sandbox`), installing Python
 //! (`sandcell-pyenv`), or presenting results (the `sandcell` binary and later front ends).
 
 mod cgroup_drain;
+mod disks;
 mod error;
 mod execution;
 #[cfg(any(test, feature = "fake"))]
@@ -29,6 +32,7 @@ mod template;
 mod uids;
 mod workdir;
 
+pub use disks::{DiskQuota, Disks};
 pub use error::SessionError;
 pub use execution::{
     Completion, ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,

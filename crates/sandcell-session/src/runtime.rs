@@ -5,6 +5,7 @@
 //! and its implementations `template` and `fake`, `protocol`, `outputs`); no module
 //! imports one above it.
 
+use crate::disks::Disks;
 use crate::error::SessionError;
 use crate::isolation::{remove_leftover_sessions, Isolation, SandboxPolicy};
 use crate::launcher::Launcher;
@@ -99,13 +100,23 @@ impl Runtime {
                 failed.join(", ")
             ));
         }
-        Ok(Self::assemble(
+        let runtime = Self::assemble(
             Arc::new(launcher),
             Some(env.clone()),
             isolation,
             options.pool_size,
             warnings,
-        ))
+        );
+        let factory = runtime.factory.clone();
+        let removed = tokio::task::spawn_blocking(move || factory.disks.remove_leftovers())
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                "unmounted {removed} session disks left mounted by sandcell processes that are gone"
+            );
+        }
+        Ok(runtime)
     }
 
     /// A runtime whose session processes come from `launcher`, without a sandbox (such as
@@ -122,10 +133,15 @@ impl Runtime {
         pool_size: usize,
         warnings: Vec<String>,
     ) -> Self {
+        let disks = match isolation {
+            Isolation::Sandbox(_) => Disks::detect(),
+            Isolation::None => Disks::measured("sessions run without a sandbox"),
+        };
         let factory = Arc::new(SessionFactory {
             launcher,
             environment,
             isolation,
+            disks,
         });
         let pool = (pool_size > 0)
             .then(|| Arc::new(Pool::start(factory.clone(), pool_size, Limits::default())));
@@ -144,6 +160,12 @@ impl Runtime {
 
     pub fn isolation(&self) -> &Isolation {
         &self.factory.isolation
+    }
+
+    /// How the working-directory quota is enforced, and the filesystems of the
+    /// directories that sessions own.
+    pub fn disks(&self) -> &Disks {
+        &self.factory.disks
     }
 
     /// The Python environment this runtime's sessions run, whatever setups happen later

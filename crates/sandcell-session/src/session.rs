@@ -2,12 +2,13 @@
 //! state persists across executions, and everything needed to drive and recover it.
 
 use crate::cgroup_drain::wait_until_empty;
+use crate::disks::{Disks, TempWorkDir};
 use crate::error::{io_error, SessionError};
 use crate::execution::{Completion, ExecEvent, ExecOptions, Execution, ExecutionError, Status};
 use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
-use crate::outputs::Outputs;
+use crate::outputs::{thousands, Outputs};
 use crate::ownership::give_to;
 use crate::protocol::{
     write_frame, DoneStatus, Frame, FrameReader, HostMessage, KeeperEvent, Received, SessionMessage,
@@ -15,6 +16,7 @@ use crate::protocol::{
 use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
+use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -30,7 +32,6 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a keeper to report how its session ended.
 const EXIT_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a running execution's working directory is measured against the quota.
 /// How long the kernel may take to answer a completion request (Jedi's first use, which
 /// imports it, takes a second or two) before the session counts as broken.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,7 +39,11 @@ const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_MATCHES: usize = 1000;
 /// At most this many bytes of one match are kept.
 const MAX_MATCH_BYTES: usize = 1000;
+/// How often a running execution's working directory is measured against the quota
+/// (when the kernel does not enforce it).
 const QUOTA_CHECK: Duration = Duration::from_millis(500);
+/// What Python (and the C library) say for ENOSPC.
+const NO_SPACE: &str = "No space left on device";
 /// How long a killed session's keeper has to reap it and exit before the rest of the
 /// cgroup is killed too.
 const KEEPER_REAP_GRACE: Duration = Duration::from_secs(2);
@@ -107,7 +112,9 @@ pub enum StopReason {
 pub struct SessionConfig {
     /// Host directory mounted at `/mnt/data`; it must exist. `None`: a fresh directory
     /// that belongs to the session and is removed when the session goes (such sessions
-    /// can come ready-made from the runtime's pool).
+    /// can come ready-made from the runtime's pool); it is a filesystem of its own when
+    /// the runtime's [`Disks`] say so. A directory given here has the kernel's quota
+    /// when it was made by [`Disks::create`] or [`Disks::attach`], else a measured one.
     pub workdir: Option<PathBuf>,
     pub limits: Limits,
 }
@@ -120,6 +127,7 @@ pub(crate) struct SessionFactory {
     /// removes the environment under them.
     pub(crate) environment: Option<sandcell_pyenv::Environment>,
     pub(crate) isolation: Isolation,
+    pub(crate) disks: Disks,
 }
 
 /// Numbers sessions across all runtimes of this process: their cgroups share a parent.
@@ -144,7 +152,10 @@ pub struct Session {
     factory: Arc<SessionFactory>,
     workdir: PathBuf,
     /// The session's own directory, when it was not given one; removed on drop.
-    _owned_workdir: Option<tempfile::TempDir>,
+    _owned_workdir: Option<TempWorkDir>,
+    /// The kernel enforces the working directory's quota (a filesystem of its own);
+    /// otherwise the host measures it while a cell runs.
+    kernel_quota: bool,
     limits: Limits,
     /// Who the session's processes run as (in a sandbox); kept across restarts.
     identity: Identity,
@@ -248,16 +259,22 @@ impl Session {
         let (given, owned_workdir) = match config.workdir.clone() {
             Some(dir) => (dir, None),
             None => {
-                let owned = tempfile::Builder::new()
-                    .prefix("sandcell-session-")
-                    .tempdir()
-                    .map_err(io_error(std::env::temp_dir()))?;
-                (owned.path().to_path_buf(), Some(owned))
+                // mkfs and mount block: off the async threads.
+                let quota = config.limits.workdir_quota_bytes();
+                let disks = factory.clone();
+                let owned = tokio::task::spawn_blocking(move || disks.disks.temporary(quota))
+                    .await
+                    .map_err(|e| SessionError::Disk(e.to_string()))??;
+                (owned.workdir.clone(), Some(owned))
             }
         };
         let workdir = given.canonicalize().map_err(io_error(&given))?;
         let mut uid_lease = None;
         let mut identity = Identity::for_current_process();
+        let kernel_quota = match &owned_workdir {
+            Some(owned) => owned.kernel_quota,
+            None => factory.disks.enforces(&workdir),
+        };
         let cgroup = match &factory.isolation {
             Isolation::Sandbox(policy) => {
                 (identity, uid_lease) = policy.session_identity()?;
@@ -297,6 +314,7 @@ impl Session {
             factory,
             workdir,
             _owned_workdir: owned_workdir,
+            kernel_quota,
             limits: config.limits,
             identity,
             _uid_lease: uid_lease,
@@ -377,8 +395,9 @@ impl Session {
         self.interrupter.take_request();
 
         let mut outputs = Outputs::new(&self.limits);
+        let usage_before = (!self.kernel_quota).then(|| before.disk_usage());
         let (ending, stop) = self
-            .run(code, timeout, before.disk_usage(), &mut outputs, on_event)
+            .run(code, timeout, usage_before, &mut outputs, on_event)
             .await;
         let user_interrupted = self.interrupter.take_request();
 
@@ -459,7 +478,13 @@ impl Session {
             }
         };
 
-        let kept = outputs.finish(on_event);
+        let mut kept = outputs.finish(on_event);
+        if error.as_ref().is_some_and(|e| e.evalue.contains(NO_SPACE)) {
+            if let Some(note) = self.full_disk_note() {
+                on_event(&ExecEvent::Stderr(note.clone()));
+                kept.stderr.push_str(&note);
+            }
+        }
         let after = Snapshot::take(&self.workdir);
         Ok(Execution {
             status,
@@ -475,13 +500,39 @@ impl Session {
         })
     }
 
+    /// One sentence for a cell that failed with "No space left on device" on a full
+    /// working directory of its own (not on a full `/tmp`): which limit it reached. Full
+    /// means less room than a write of a few MiB needs (a twentieth of the quota, at
+    /// least 1 MiB), or no inode left.
+    fn full_disk_note(&self) -> Option<String> {
+        if !self.kernel_quota {
+            return None;
+        }
+        let usage = disk::usage(&self.workdir).ok()?;
+        let quota = self.limits.workdir_quota_bytes();
+        let limit = if usage.free_inodes == 0 {
+            format!(
+                "its limit of {} files and directories",
+                thousands(disk::inode_count(quota))
+            )
+        } else if usage.free_bytes < (quota / 20).max(1 << 20) {
+            format!("its {} MiB quota", self.limits.workdir_quota_mib)
+        } else {
+            return None;
+        };
+        Some(format!(
+            "[sandcell: /mnt/data is full: it reached {limit}. Delete files there to make room.]\n"
+        ))
+    }
+
     /// Sends the code and collects outputs until `done`, the process's death, or a kill
     /// after an interrupt that did not work. Also says whether sandcell interrupted it.
+    /// `usage_before`: the directory's measured usage, when the host enforces its quota.
     async fn run(
         &mut self,
         code: &str,
         timeout: Duration,
-        usage_before: u64,
+        usage_before: Option<u64>,
         outputs: &mut Outputs,
         on_event: &mut (dyn FnMut(&ExecEvent) + Send),
     ) -> (Ending, Option<Stop>) {
@@ -526,9 +577,9 @@ impl Session {
                     }
                     Some(reason) => return (Ending::Killed(reason), stop),
                 },
-                _ = quota_check.tick(), if stop.is_none() => {
+                _ = quota_check.tick(), if stop.is_none() && usage_before.is_some() => {
                     let usage = measure(&workdir).await;
-                    if usage > quota && usage > usage_before {
+                    if usage > quota && Some(usage) > usage_before {
                         stop = Some(Stop::Quota);
                         process.signal(Signal::SIGINT);
                         deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;

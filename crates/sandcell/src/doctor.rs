@@ -36,6 +36,7 @@ struct PythonReport {
 /// Run inside a session: what the sandbox looks like from within.
 const SELF_CHECK: &str = r#"
 import json, os, socket
+disk = os.statvfs("/mnt/data")
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 def readable(path):
     try:
@@ -63,6 +64,8 @@ print(json.dumps({
     "root_writable": writable("/"),
     "usr_writable": writable("/usr"),
     "workdir_writable": writable("/mnt/data"),
+    "workdir_filesystem_mib": disk.f_blocks * disk.f_frsize >> 20,
+    "workdir_filesystem_inodes": disk.f_files,
     "etc_shadow_readable": readable("/etc/shadow"),
 }))
 "#;
@@ -107,12 +110,11 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
     if matches!(runtime.isolation(), Isolation::None) {
         anyhow::bail!("the sandbox is off");
     }
-    let workdir = tempfile::Builder::new()
-        .prefix("sandcell-doctor-")
-        .tempdir()?;
+    // A directory of the session's own, on its own filesystem where the kernel enforces
+    // the quota: the filesystem's size and inodes are then the quota's.
     let mut session = runtime
         .create_session(SessionConfig {
-            workdir: Some(workdir.path().to_path_buf()),
+            workdir: None,
             limits: Default::default(),
         })
         .await?;

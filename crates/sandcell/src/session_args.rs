@@ -105,10 +105,9 @@ pub struct StartedSession {
     pub keep_alive: KeepAlive,
 }
 
-/// The template the session came from, and its temporary working directory (if any).
+/// The template the session came from.
 pub struct KeepAlive {
     _runtime: Runtime,
-    _temporary: Option<tempfile::TempDir>,
 }
 
 impl SessionArgs {
@@ -120,21 +119,10 @@ impl SessionArgs {
     /// Prepares the working directory (input files copied in) and starts the session.
     pub async fn start(&self) -> anyhow::Result<StartedSession> {
         let limits = self.limits()?;
-        let mut temporary = None;
-        let workdir = match &self.workdir {
-            Some(dir) => {
-                prepare_workdir(dir)?;
-                dir.clone()
-            }
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("sandcell-")
-                    .tempdir()
-                    .context("cannot create a temporary working directory")?;
-                temporary.insert(dir).path().to_path_buf()
-            }
-        };
-        copy_inputs(&self.input_files, &workdir)?;
+        if let Some(dir) = &self.workdir {
+            prepare_workdir(dir)?;
+            copy_inputs(&self.input_files, dir)?;
+        }
         let env = crate::environment()?;
         let mut options = RuntimeOptions {
             sandbox: !self.no_sandbox,
@@ -147,20 +135,23 @@ impl SessionArgs {
         for warning in runtime.warnings() {
             eprintln!("sandcell: warning: {warning}");
         }
+        // Without --workdir the session makes a temporary directory of its own (on a
+        // filesystem of its own, when the kernel enforces the disk quota), removed with it.
         let session = runtime
             .create_session(SessionConfig {
-                workdir: Some(workdir.clone()),
+                workdir: self.workdir.clone(),
                 limits,
             })
             .await?;
+        let workdir = session.workdir().to_path_buf();
+        if self.workdir.is_none() {
+            copy_inputs(&self.input_files, &workdir)?;
+        }
         Ok(StartedSession {
             session,
             env,
             workdir,
-            keep_alive: KeepAlive {
-                _runtime: runtime,
-                _temporary: temporary,
-            },
+            keep_alive: KeepAlive { _runtime: runtime },
         })
     }
 }
