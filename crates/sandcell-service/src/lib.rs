@@ -3,7 +3,8 @@
 //! For: sessions (created, listed, locked for one use at a time, interrupted, restarted,
 //! stopped when idle, deleted), executions (with ids, their events kept for a while so a
 //! client can re-attach), the files of a session's `/mnt/data`, conversations with a
-//! model (the agent loop of `sandcell-agent`, recorded as it happens), users and their
+//! model (the agent loop of `sandcell-agent`, recorded as it happens), the files and
+//! containers of the OpenAI door (a container is a session with a name and an expiry), users and their
 //! API keys, the rules for limits (defaults, the operator's ceilings, per-user and
 //! per-server session quotas), the SQLite store and the metrics. Errors are one plain
 //! enum, [`ServiceError`], each with its sentence for the person.
@@ -14,6 +15,7 @@
 //! Running Python is `sandcell-session`'s, the agent loop `sandcell-agent`'s.
 
 mod config;
+mod containers;
 mod conversations;
 mod error;
 mod executions;
@@ -26,9 +28,14 @@ mod places;
 mod sessions;
 mod start_error;
 mod store;
+mod user_files;
 mod users;
 
 pub use config::ServiceConfig;
+pub use containers::{
+    ContainerFile, ContainerInfo, Containers, FileSource, NewContainer, DEFAULT_EXPIRY_MINUTES,
+    MAX_EXPIRY_MINUTES,
+};
 pub use conversations::{
     ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnOutcome,
 };
@@ -42,6 +49,7 @@ pub use page::{Page, PageRequest};
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
 pub use store::{ConversationRecord, SessionRecord, Store, StoreError, User, LOCAL_USER};
+pub use user_files::{StoredFile, UserFiles};
 pub use users::{create_key, hash_key, random_hex, Auth, KeyError};
 
 use sandcell_pyenv::EnvInfo;
@@ -55,6 +63,9 @@ pub struct Service {
     pub auth: Auth,
     pub sessions: Arc<Sessions>,
     pub conversations: Arc<Conversations>,
+    /// The OpenAI door's files and containers.
+    pub files: Arc<UserFiles>,
+    pub containers: Arc<Containers>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -78,12 +89,22 @@ impl Service {
             python,
             config.max_limits.clone(),
         ));
+        let files = Arc::new(UserFiles::new(store.clone(), config.files_dir()));
+        let containers = Arc::new(Containers::new(
+            store.clone(),
+            sessions.clone(),
+            files.clone(),
+            config.max_limits.clone(),
+            config.staging_dir(),
+        ));
         Ok(Arc::new(Self {
             config,
             store,
             auth,
             sessions,
             conversations,
+            files,
+            containers,
             metrics,
         }))
     }
