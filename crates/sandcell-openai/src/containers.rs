@@ -154,26 +154,29 @@ struct CopyFile {
     file_id: String,
 }
 
+/// The session memory, in MiB, of OpenAI's `memory_limit`.
+pub(crate) fn memory_mib(memory_limit: Option<&str>) -> Result<Option<u64>, OpenAiError> {
+    let Some(asked) = memory_limit else {
+        return Ok(None);
+    };
+    MEMORY_LIMITS
+        .iter()
+        .find(|(name, _)| *name == asked)
+        .map(|(_, mib)| Some(*mib))
+        .ok_or_else(|| {
+            OpenAiError::bad_request(format!(
+                "memory_limit must be one of 1g, 4g, 16g or 64g, not {asked:?}."
+            ))
+            .param("memory_limit")
+        })
+}
+
 async fn create(
     State(state): State<DoorState>,
     Caller(user): Caller,
     Json(body): Json<CreateContainer>,
 ) -> Result<axum::Json<ContainerObject>, OpenAiError> {
-    let memory_mib = match body.memory_limit.as_deref() {
-        None => None,
-        Some(asked) => Some(
-            MEMORY_LIMITS
-                .iter()
-                .find(|(name, _)| *name == asked)
-                .map(|(_, mib)| *mib)
-                .ok_or_else(|| {
-                    OpenAiError::bad_request(format!(
-                        "memory_limit must be one of 1g, 4g, 16g or 64g, not {asked:?}."
-                    ))
-                    .param("memory_limit")
-                })?,
-        ),
-    };
+    let memory_mib = memory_mib(body.memory_limit.as_deref())?;
     let container = state
         .service
         .containers

@@ -18,6 +18,7 @@ mod extract;
 mod files;
 mod list;
 mod models;
+mod responses;
 mod upload;
 
 pub use error::OpenAiError;
@@ -58,6 +59,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .merge(models::routes())
         .merge(files::routes())
         .merge(containers::routes())
+        .merge(responses::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

@@ -15,6 +15,7 @@ use crate::sessions::Sessions;
 use crate::store::{Store, StoreError, User};
 use crate::user_files::{file_name, random_id, unix_now, UserFiles};
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,7 +57,8 @@ pub struct NewContainer {
 }
 
 /// Who put a file in a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FileSource {
     /// Uploaded or copied in by the client.
     User,
@@ -74,7 +76,7 @@ impl FileSource {
 }
 
 /// A file in a container's `/mnt/data`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerFile {
     /// `cfile_…`.
     pub id: String,
@@ -320,6 +322,16 @@ impl Containers {
             files.reverse();
         }
         page.page(files, |file| &file.id)
+    }
+
+    /// Every file of the container, in no particular order.
+    pub async fn all_files(
+        &self,
+        user: &User,
+        id: &str,
+    ) -> Result<Vec<ContainerFile>, ServiceError> {
+        let container = self.get(user, id).await?;
+        self.sync_files(user, &container).await
     }
 
     /// The container's file `file_id`.

@@ -25,6 +25,7 @@ mod metrics;
 mod models;
 mod page;
 mod places;
+mod responses;
 mod sessions;
 mod start_error;
 mod store;
@@ -46,6 +47,9 @@ pub use limits::{LimitNames, LimitsRequest, SessionLimits};
 pub use metrics::Metrics;
 pub use models::{Models, ModelsInfo, MODEL_HINT};
 pub use page::{Page, PageRequest};
+pub use responses::{
+    ContainerChoice, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, Responses,
+};
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
 pub use store::{ConversationRecord, SessionRecord, Store, StoreError, User, LOCAL_USER};
@@ -66,6 +70,7 @@ pub struct Service {
     /// The OpenAI door's files and containers.
     pub files: Arc<UserFiles>,
     pub containers: Arc<Containers>,
+    pub responses: Arc<Responses>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -86,7 +91,7 @@ impl Service {
             store.clone(),
             sessions.clone(),
             config.models.clone(),
-            python,
+            python.clone(),
             config.max_limits.clone(),
         ));
         let files = Arc::new(UserFiles::new(store.clone(), config.files_dir()));
@@ -97,6 +102,13 @@ impl Service {
             config.max_limits.clone(),
             config.staging_dir(),
         ));
+        let responses = Arc::new(Responses::new(
+            store.clone(),
+            sessions.clone(),
+            containers.clone(),
+            config.models.clone(),
+            python,
+        ));
         Ok(Arc::new(Self {
             config,
             store,
@@ -105,6 +117,7 @@ impl Service {
             conversations,
             files,
             containers,
+            responses,
             metrics,
         }))
     }

@@ -93,6 +93,14 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         UNIQUE (container_id, path)
     );
+    -- A response: one turn of the interpreter loop in a container (JSON, the core's
+    -- `ResponseRecord`), chained to earlier ones by its previous response's id.
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
 ",
 ];
 
