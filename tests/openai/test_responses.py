@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from conftest import MODEL
-from harness import validated
+from harness import validate, validated
 
 SCRIPT = [
     # test_a_response_runs_code_and_cites_the_file_it_made
@@ -25,6 +25,25 @@ SCRIPT = [
     # test_a_plot_comes_back_as_an_image_output
     {"reply": {"tool_calls": [{"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"}]}},
     {"reply": {"text": "Here is the line."}},
+    # test_a_streamed_response_follows_openais_events
+    {"reply": {"text": "Let me write it.", "tool_calls": [
+        {"code": "print('writing')\nopen('streamed.txt', 'w').write('streamed')"}]}},
+    {"reply": {"text": "Done: streamed.txt has it."}},
+]
+
+# The events of a response that says something, runs code, then answers citing a file.
+STREAMED_ORDER = [
+    "response.created", "response.in_progress",
+    "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+    "response.output_text.done", "response.content_part.done", "response.output_item.done",
+    "response.output_item.added", "response.code_interpreter_call.in_progress",
+    "response.code_interpreter_call_code.delta", "response.code_interpreter_call_code.done",
+    "response.code_interpreter_call.interpreting", "response.code_interpreter_call.completed",
+    "response.output_item.done",
+    "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+    "response.output_text.annotation.added", "response.output_text.done",
+    "response.content_part.done", "response.output_item.done",
+    "response.completed",
 ]
 
 state: dict = {}
@@ -95,6 +114,35 @@ def test_a_plot_comes_back_as_an_image_output(client):
     [image] = [o for o in call.outputs if o.type == "image"]
     assert image.url.startswith("data:image/png;base64,")
     assert base64.b64decode(image.url.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_a_streamed_response_follows_openais_events(client):
+    events = list(client.responses.create(
+        model=MODEL,
+        input="Write it to a file.",
+        tools=[{"type": "code_interpreter", "container": state["container"]}],
+        include=["code_interpreter_call.outputs"],
+        stream=True,
+    ))
+    for event in events:
+        validate("ResponseStreamEvent", event.to_dict())
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    kinds = [event.type for event in events]
+    collapsed = [kind for n, kind in enumerate(kinds) if n == 0 or kind != kinds[n - 1]]
+    assert collapsed == STREAMED_ORDER, collapsed
+    assert kinds.count("response.code_interpreter_call_code.delta") > 1
+    completed = events[-1].response
+    code = "".join(e.delta for e in events if e.type == "response.code_interpreter_call_code.delta")
+    assert code == completed.output[1].code
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta" and e.output_index == 2)
+    assert text == completed.output[2].content[0].text == "Done: streamed.txt has it."
+    # The ids and indices the events gave are those of the finished response.
+    added = [e for e in events if e.type == "response.output_item.added"]
+    assert [(e.output_index, e.item.id) for e in added] == [(n, item.id) for n, item in enumerate(completed.output)]
+    [annotation] = [e.annotation for e in events if e.type == "response.output_text.annotation.added"]
+    assert annotation.filename == "streamed.txt"
+    assert completed.output[1].outputs[0].logs == "writing\n"
+    assert client.responses.retrieve(completed.id).output_text == completed.output_text
 
 
 def test_responses_are_the_callers_own(server):

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 mod items;
+mod stream;
 
 pub(crate) fn routes() -> Router<DoorState> {
     Router::new()
@@ -117,12 +118,6 @@ async fn create(
     Caller(user): Caller,
     Json(body): Json<CreateResponse>,
 ) -> Result<axum::response::Response, OpenAiError> {
-    if body.stream {
-        return Err(OpenAiError::bad_request(
-            "This server does not stream responses yet; leave stream false.",
-        )
-        .param("stream"));
-    }
     let container = container_choice(&body.tools)?;
     let (text, file_ids) = input_text(&body.input)?;
     if let Some(unknown) = body.include.iter().find(|item| *item != INCLUDE_OUTPUTS) {
@@ -131,6 +126,7 @@ async fn create(
         ))
         .param("include"));
     }
+    let kept_outputs = !body.include.is_empty();
     let kept = Kept {
         instructions: body.instructions.clone(),
         tools: body.tools.clone(),
@@ -162,7 +158,9 @@ async fn create(
             },
         )
         .await?;
-    drop(started);
+    if body.stream {
+        return Ok(stream::response_stream(started, events, kept_outputs));
+    }
     while let Some(event) = events.recv().await {
         if let ResponseEvent::Done(done) = event {
             return Ok(axum::Json(response_object(&done)).into_response());
