@@ -17,7 +17,25 @@ from pathlib import Path
 import httpx2
 import jsonschema
 
-DOCUMENT = json.loads(Path(__file__).with_name("openai-schemas.json").read_text())
+
+
+def nullable_as_json_schema(value):
+    """OpenAI's document keeps OpenAPI 3.0's `nullable: true` in places, which JSON
+    Schema does not read: such a schema is made to accept null, as OpenAPI means."""
+    if isinstance(value, dict):
+        value = {key: nullable_as_json_schema(item) for key, item in value.items()}
+        if value.pop("nullable", False) is True:
+            if isinstance(value.get("type"), str):
+                value["type"] = [value["type"], "null"]
+            if isinstance(value.get("enum"), list) and None not in value["enum"]:
+                value["enum"] = [*value["enum"], None]
+        return value
+    if isinstance(value, list):
+        return [nullable_as_json_schema(item) for item in value]
+    return value
+
+
+DOCUMENT = nullable_as_json_schema(json.loads(Path(__file__).with_name("openai-schemas.json").read_text()))
 
 # (method, path under /v1) -> the schema of a successful JSON answer; None: not JSON.
 ROUTES: list[tuple[str, str, str | None]] = [

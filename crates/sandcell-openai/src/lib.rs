@@ -2,7 +2,8 @@
 //! reference, so that a program written for OpenAI's SDK runs against `sandcell serve`
 //! with only its `base_url`, key and model changed.
 //!
-//! For: parsing OpenAI's requests (typed, with serde), calling `sandcell-service`, and
+//! For: Responses with the `code_interpreter` tool and Chat Completions (each a turn of
+//! sandcell's interpreter loop through the core's `Responses`), parsing OpenAI's requests (typed, with serde), calling `sandcell-service`, and
 //! answering OpenAI's objects (`file`, `container`, `container.file`, `model`, lists with
 //! `first_id`/`last_id`/`has_more`) and errors (`{"error": {"message", "type", "param",
 //! "code"}}` with OpenAI's statuses, made from the core's `ServiceError` in one place,
@@ -12,6 +13,7 @@
 //! Not for: rules of the core (limits, ownership, paths, expiry: `sandcell-service`'s
 //! `Containers` and `UserFiles`), checking keys, running Python.
 
+mod chat;
 mod containers;
 mod error;
 mod extract;
@@ -60,6 +62,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .merge(files::routes())
         .merge(containers::routes())
         .merge(responses::routes())
+        .merge(chat::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

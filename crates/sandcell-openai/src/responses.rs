@@ -18,7 +18,7 @@ use sandcell_service::{ContainerFile, User};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-mod items;
+pub(crate) mod items;
 mod stream;
 
 pub(crate) fn routes() -> Router<DoorState> {
@@ -290,7 +290,7 @@ fn input_text(input: &Input) -> Result<(String, Vec<String>), OpenAiError> {
 
 /// The container choice with the input's files added: to a new container's files, or
 /// copied into the existing one now.
-async fn with_files(
+pub(crate) async fn with_files(
     state: &DoorState,
     user: &User,
     choice: ContainerChoice,

@@ -281,6 +281,60 @@ impl Responses {
     }
 }
 
+/// Chats that repeat their history with each request (Chat Completions) find the
+/// response that ended it by a key the door makes of that history.
+impl Responses {
+    /// The response that ended the user's chat `key`, if it is still there.
+    pub async fn thread(
+        &self,
+        user: &User,
+        key: &str,
+    ) -> Result<Option<ResponseRecord>, ServiceError> {
+        let (user_id, key) = (user.id, key.to_owned());
+        let id: Option<String> = self
+            .store
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT response_id FROM chat_threads WHERE user_id = ?1 AND key = ?2",
+                    params![user_id, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The chat cannot be read", &e))?;
+        match id {
+            None => Ok(None),
+            Some(id) => match self.get(user, &id).await {
+                Ok(response) => Ok(Some(response)),
+                Err(ServiceError::NotFound(_)) => Ok(None),
+                Err(error) => Err(error),
+            },
+        }
+    }
+
+    /// Remembers that response `response_id` ended the user's chat `key`.
+    pub async fn remember_thread(
+        &self,
+        user: &User,
+        key: &str,
+        response_id: &str,
+    ) -> Result<(), ServiceError> {
+        let (user_id, key, id) = (user.id, key.to_owned(), response_id.to_owned());
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO chat_threads (user_id, key, response_id)
+                     VALUES (?1, ?2, ?3)",
+                    params![user_id, key, id],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The chat cannot be written", &e))
+    }
+}
+
 /// The container's files the response's code created or changed, with their ids.
 async fn touched_files(
     containers: &Containers,

@@ -101,6 +101,14 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         body TEXT NOT NULL
     );
+    -- A chat's history (a hash the door makes of its messages) -> the response that ended
+    -- it, so that a request repeating that history goes on in the same container.
+    CREATE TABLE chat_threads (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        key TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    ) WITHOUT ROWID;
 ",
 ];
 
