@@ -1,6 +1,6 @@
 """Checks every answer of sandcell's /v1 against OpenAI's own schemas.
 
-The schemas are openai-schemas.json beside this file: the component schemas of OpenAI's
+The schemas are openai-v1.openapi.json beside this file: the component schemas of OpenAI's
 published OpenAPI document that /v1 answers with, and all they refer to
 (extract_schemas.py writes it; MIT licence, LICENSE beside it). Each JSON answer the SDK
 receives passes through `check_response` (an httpx event hook), which validates it
@@ -35,7 +35,7 @@ def nullable_as_json_schema(value):
     return value
 
 
-DOCUMENT = nullable_as_json_schema(json.loads(Path(__file__).with_name("openai-schemas.json").read_text()))
+DOCUMENT = nullable_as_json_schema(json.loads(Path(__file__).with_name("openai-v1.openapi.json").read_text()))
 
 # (method, path under /v1) -> the schema of a successful JSON answer; None: not JSON.
 ROUTES: list[tuple[str, str, str | None]] = [
