@@ -50,7 +50,7 @@ class Server:
     """A `sandcell serve` on a free loopback port with the keys of alice and bob, whose
     model answers with the steps of `script` (a replay server's script)."""
 
-    def __init__(self, data_dir: Path, script: list):
+    def __init__(self, data_dir: Path, script: list, serve_args: list[str]):
         script_file = data_dir / "script.json"
         script_file.write_text(json.dumps(script))
         self.replay, replay_address = started([REPLAY, "--script", str(script_file)], "replay")
@@ -68,7 +68,7 @@ class Server:
         )
         self.process, address = started(
             [SANDCELL, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir / "data"),
-             "--max-sessions-per-user", "50"],
+             *serve_args],
             "serve",
             env=environment,
         )
@@ -97,10 +97,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(request):
-    """A server for one test module, its model playing the module's SCRIPT."""
+    """A server for one test module, its model playing the module's SCRIPT, started with
+    the module's SERVE_ARGS."""
     script = getattr(request.module, "SCRIPT", [])
+    serve_args = getattr(request.module, "SERVE_ARGS", ["--max-sessions-per-user", "50"])
     with tempfile.TemporaryDirectory() as data_dir:
-        running = Server(Path(data_dir), script)
+        running = Server(Path(data_dir), script, serve_args)
         try:
             yield running
         finally:
