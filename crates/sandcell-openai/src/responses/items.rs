@@ -127,3 +127,54 @@ pub(crate) fn outputs(execution: &sandcell_session::Execution) -> Vec<Value> {
     }
     outputs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(records: Value, files: Value) -> ResponseRecord {
+        serde_json::from_value(json!({
+            "id": "resp_abc", "container_id": "cntr_x", "model": "m:x",
+            "previous_response_id": null, "created_at": 0, "status": "completed",
+            "error": null, "input": "hi", "records": records,
+            "usage": {"input_tokens": 1, "output_tokens": 2}, "files": files, "door": null,
+        }))
+        .unwrap()
+    }
+
+    fn file(id: &str, path: &str) -> Value {
+        json!({"id": id, "container_id": "cntr_x", "path": path, "bytes": 1,
+            "source": "assistant", "created_at": 0})
+    }
+
+    #[test]
+    fn the_last_message_cites_each_file_at_its_name_or_at_the_end() {
+        let records = json!([
+            {"type": "user", "text": "hi"},
+            {"type": "assistant", "text": "Wait.", "tool_calls": [
+                {"id": "c1", "name": "python", "arguments": "{\"code\": \"1\"}"}]},
+            {"type": "assistant", "text": "Über: see plot.png.", "tool_calls": []},
+        ]);
+        let files = json!([file("cfile_1", "plot.png"), file("cfile_2", "out/data.csv")]);
+        let items = output_items(&response(records, files), false);
+        let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["message", "code_interpreter_call", "message"]);
+        assert_eq!(items[1]["id"], "ci_abc_1");
+        // The call never ran: its code comes from the model's arguments.
+        assert_eq!(items[1]["code"], "1");
+        assert_eq!(items[1]["status"], "incomplete");
+        assert_eq!(items[1]["outputs"], Value::Null);
+        assert_eq!(items[0]["content"][0]["annotations"], json!([]));
+        let cited = &items[2]["content"][0]["annotations"];
+        // Indices count characters, not bytes ("Ü" is two bytes).
+        assert_eq!(
+            (&cited[0]["start_index"], &cited[0]["end_index"]),
+            (&json!(10), &json!(18))
+        );
+        assert_eq!(cited[1]["filename"], "data.csv");
+        assert_eq!(
+            (&cited[1]["start_index"], &cited[1]["end_index"]),
+            (&json!(19), &json!(19))
+        );
+    }
+}
