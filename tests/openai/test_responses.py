@@ -29,6 +29,8 @@ SCRIPT = [
     {"reply": {"text": "Let me write it.", "tool_calls": [
         {"code": "print('writing')\nopen('streamed.txt', 'w').write('streamed')"}]}},
     {"reply": {"text": "Done: streamed.txt has it."}},
+    # test_a_response_not_stored_cannot_be_read_again
+    {"reply": {"text": "Not kept."}},
 ]
 
 # The events of a response that says something, runs code, then answers citing a file.
@@ -172,6 +174,17 @@ def test_requests_the_server_cannot_serve_are_bad_requests(client):
         client.responses.create(model="nowhere:model", input="hi",
                                 tools=[{"type": "code_interpreter", "container": {"type": "auto"}}])
     assert bad_model.value.message.endswith(".")
+
+
+def test_a_response_not_stored_cannot_be_read_again(client):
+    response = client.responses.create(
+        model=MODEL, input="Say something.", store=False, metadata={"run": "7"},
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+    )
+    assert response.output_text == "Not kept."
+    assert (response.store, response.metadata) == (False, {"run": "7"})
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
 
 
 def test_every_kind_of_answer_was_validated():

@@ -145,6 +145,8 @@ async fn create(
                 input,
                 container,
                 previous_response_id: previous.map(|response| response.id),
+                // The next request of the chat goes on from it.
+                store: true,
                 door: Value::Null,
             },
         )

@@ -17,6 +17,7 @@ use sandcell_service::{
 use sandcell_service::{ContainerFile, User};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 pub(crate) mod items;
 mod stream;
@@ -45,10 +46,12 @@ struct CreateResponse {
     previous_response_id: Option<String>,
     #[serde(default)]
     stream: bool,
+    /// Whether to keep the response (default true).
+    store: Option<bool>,
     max_output_tokens: Option<u64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
-    metadata: Option<serde_json::Map<String, Value>>,
+    metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A string, or a list of messages.
@@ -110,7 +113,8 @@ struct Kept {
     max_output_tokens: Option<u64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
-    metadata: serde_json::Map<String, Value>,
+    metadata: BTreeMap<String, String>,
+    store: bool,
 }
 
 async fn create(
@@ -135,6 +139,7 @@ async fn create(
         temperature: body.temperature,
         top_p: body.top_p,
         metadata: body.metadata.unwrap_or_default(),
+        store: body.store.unwrap_or(true),
     };
     let input = match &body.instructions {
         Some(instructions) if !instructions.trim().is_empty() => {
@@ -153,6 +158,7 @@ async fn create(
                 input,
                 container,
                 previous_response_id: body.previous_response_id,
+                store: kept.store,
                 door: serde_json::to_value(&kept)
                     .map_err(|e| OpenAiError::internal("The request cannot be kept", &e))?,
             },
@@ -328,7 +334,8 @@ pub(crate) fn response_object(response: &ResponseRecord) -> Value {
         max_output_tokens: None,
         temperature: None,
         top_p: None,
-        metadata: serde_json::Map::new(),
+        metadata: BTreeMap::new(),
+        store: true,
     });
     let output = items::output_items(response, kept.include_outputs);
     let status = match response.status {
@@ -361,7 +368,7 @@ pub(crate) fn response_object(response: &ResponseRecord) -> Value {
         "output": output,
         "parallel_tool_calls": true,
         "previous_response_id": response.previous_response_id,
-        "store": true,
+        "store": kept.store,
         "temperature": kept.temperature.unwrap_or(1.0),
         "top_p": kept.top_p.unwrap_or(1.0),
         "tool_choice": "auto",

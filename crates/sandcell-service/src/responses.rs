@@ -44,6 +44,8 @@ pub struct NewResponse {
     pub container: ContainerChoice,
     /// The response whose conversation this one goes on with.
     pub previous_response_id: Option<String>,
+    /// Whether the response is kept (to be read again and chained to) once done.
+    pub store: bool,
     /// What the door keeps with the response to answer it again (kept as given; the
     /// core does not read it).
     pub door: serde_json::Value,
@@ -175,6 +177,7 @@ impl Responses {
             door: new.door,
         };
         let started = response.clone();
+        let store_it = new.store;
         let (sender, receiver) = mpsc::unbounded_channel();
         let store = self.store.clone();
         let containers = self.containers.clone();
@@ -232,8 +235,10 @@ impl Responses {
                 }
             };
             let _ = containers.touch(&response.container_id).await;
-            if let Err(error) = save(&store, &user, &response).await {
-                tracing::warn!("a response cannot be recorded: {error}");
+            if store_it {
+                if let Err(error) = save(&store, &user, &response).await {
+                    tracing::warn!("a response cannot be recorded: {error}");
+                }
             }
             let _ = sender.send(ResponseEvent::Done(response));
         });
