@@ -130,7 +130,6 @@ async fn create(
         ))
         .param("include"));
     }
-    let kept_outputs = !body.include.is_empty();
     let kept = Kept {
         instructions: body.instructions.clone(),
         tools: body.tools.clone(),
@@ -165,7 +164,11 @@ async fn create(
         )
         .await?;
     if body.stream {
-        return Ok(stream::response_stream(started, events, kept_outputs));
+        return Ok(stream::response_stream(
+            started,
+            events,
+            kept.include_outputs,
+        ));
     }
     while let Some(event) = events.recv().await {
         if let ResponseEvent::Done(done) = event {
