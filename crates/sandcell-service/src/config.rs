@@ -8,7 +8,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Holds the database (`sandcell.db`), the sessions' working directories
-    /// (`sessions/ID`) and uploads being received (`uploads/`).
+    /// (`sessions/ID`), uploads being received (`uploads/`) and the OpenAI door's
+    /// files (`files/ID`).
     pub data_dir: PathBuf,
     /// A session with no execution for this long has its Python process stopped.
     pub idle_timeout: Duration,
@@ -53,6 +54,11 @@ impl ServiceConfig {
 
     pub fn sessions_dir(&self) -> PathBuf {
         self.data_dir.join("sessions")
+    }
+
+    /// The OpenAI door's files (`files/ID`), kept outside any session.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data_dir.join("files")
     }
 
     /// Uploads are written here, then renamed into place: on the same filesystem as the

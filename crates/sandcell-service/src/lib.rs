@@ -4,7 +4,8 @@
 //! stopped when idle, deleted), executions (with ids, their events kept for a while so a
 //! client can re-attach), the files of a session's `/mnt/data`, conversations with a
 //! model (the agent loop of `sandcell-agent`, recorded as it happens, its turns
-//! followed by any number of clients), notebooks saved as a person works, users and their
+//! followed by any number of clients), notebooks saved as a person works, the files and
+//! containers of the OpenAI door (a container is a session with a name and an expiry), users and their
 //! API keys, the rules for limits (defaults, the operator's ceilings, per-user and
 //! per-server session quotas), the SQLite store and the metrics. Errors are one plain
 //! enum, [`ServiceError`], each with its sentence for the person.
@@ -15,6 +16,7 @@
 //! Running Python is `sandcell-session`'s, the agent loop `sandcell-agent`'s.
 
 mod config;
+mod containers;
 mod conversations;
 mod error;
 mod event_log;
@@ -26,12 +28,18 @@ mod models;
 mod notebooks;
 mod page;
 mod places;
+mod responses;
 mod sessions;
 mod start_error;
 mod store;
+mod user_files;
 mod users;
 
 pub use config::ServiceConfig;
+pub use containers::{
+    ContainerFile, ContainerInfo, Containers, FileSource, NewContainer, DEFAULT_EXPIRY_MINUTES,
+    MAX_EXPIRY_MINUTES,
+};
 pub use conversations::{
     ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnInfo, TurnLog, TurnOutcome,
 };
@@ -46,11 +54,15 @@ pub use notebooks::{
     CellType, NotebookCell, NotebookChange, NotebookDetail, NotebookInfo, Notebooks,
 };
 pub use page::{Page, PageRequest};
+pub use responses::{
+    ContainerChoice, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, Responses,
+};
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
 pub use store::{
     ConversationRecord, NotebookRecord, SessionRecord, Store, StoreError, User, LOCAL_USER,
 };
+pub use user_files::{StoredFile, UserFiles};
 pub use users::{create_key, hash_key, random_hex, Auth, KeyError};
 
 use sandcell_pyenv::EnvInfo;
@@ -65,6 +77,10 @@ pub struct Service {
     pub sessions: Arc<Sessions>,
     pub conversations: Arc<Conversations>,
     pub notebooks: Arc<Notebooks>,
+    /// The OpenAI door's files and containers.
+    pub files: Arc<UserFiles>,
+    pub containers: Arc<Containers>,
+    pub responses: Arc<Responses>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -85,10 +101,25 @@ impl Service {
             store.clone(),
             sessions.clone(),
             config.models.clone(),
-            python,
+            python.clone(),
             config.max_limits.clone(),
         ));
         let notebooks = Arc::new(Notebooks::new(store.clone(), sessions.clone()));
+        let files = Arc::new(UserFiles::new(store.clone(), config.files_dir()));
+        let containers = Arc::new(Containers::new(
+            store.clone(),
+            sessions.clone(),
+            files.clone(),
+            config.max_limits.clone(),
+            config.staging_dir(),
+        ));
+        let responses = Arc::new(Responses::new(
+            store.clone(),
+            sessions.clone(),
+            containers.clone(),
+            config.models.clone(),
+            python,
+        ));
         Ok(Arc::new(Self {
             config,
             notebooks,
@@ -96,6 +127,9 @@ impl Service {
             auth,
             sessions,
             conversations,
+            files,
+            containers,
+            responses,
             metrics,
         }))
     }

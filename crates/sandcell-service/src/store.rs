@@ -74,6 +74,56 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX notebooks_by_user ON notebooks(user_id, updated_at);
 ",
+    "
+    -- The OpenAI door's files: a user's uploads kept outside any session (`files/ID`).
+    -- Times are Unix seconds, as that door shows them.
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX files_by_user ON files(user_id, created_at);
+    -- A container is a session with a name and an idle expiry; it goes with its session.
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        expires_minutes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_active_at INTEGER NOT NULL
+    );
+    CREATE INDEX containers_by_user ON containers(user_id, created_at);
+    CREATE INDEX containers_by_session ON containers(session_id);
+    -- The ids of a container's files (paths in its /mnt/data), `source` user or assistant.
+    CREATE TABLE container_files (
+        id TEXT PRIMARY KEY,
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (container_id, path)
+    );
+    -- A response: one turn of the interpreter loop in a container (JSON, the core's
+    -- `ResponseRecord`), chained to earlier ones by its previous response's id.
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    -- A chat's history (a hash the door makes of its messages) -> the response that ended
+    -- it, so that a request repeating that history goes on in the same container.
+    CREATE TABLE chat_threads (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        key TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The name of the single user of a loopback server that has no API keys.

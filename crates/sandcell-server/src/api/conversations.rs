@@ -18,7 +18,9 @@ use sandcell_service::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::convert::Infallible;
-use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, Type,
+};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -228,6 +230,68 @@ async fn delete_conversation(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One event of a turn's stream, as the document describes it: named by its `type`, its
+/// data that event as JSON; `end` (a [`TurnOutcome`]) last.
+struct TurnStream;
+
+/// The names of the events before `end` (`AgentEvent`'s, in snake case).
+const TURN_EVENTS: [&str; 11] = [
+    "text_delta",
+    "code_delta",
+    "code",
+    "stdout",
+    "stderr",
+    "result",
+    "error",
+    "execution",
+    "retrying",
+    "usage",
+    "final",
+];
+
+impl PartialSchema for TurnStream {
+    fn schema() -> RefOr<Schema> {
+        let event = |names: &[&str], data: RefOr<Schema>| {
+            ObjectBuilder::new()
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(names.to_vec())),
+                )
+                .property(
+                    "data",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .content_media_type("application/json")
+                        .content_schema(Some(data)),
+                )
+                .required("event")
+                .required("data")
+        };
+        OneOfBuilder::new()
+            .item(event(
+                &TURN_EVENTS,
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("type", ObjectBuilder::new().schema_type(Type::String))
+                    .required("type")
+                    .into(),
+            ))
+            .item(event(
+                &["end"],
+                Ref::from_schema_name(TurnOutcome::name()).into(),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TurnStream {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((TurnOutcome::name().into_owned(), TurnOutcome::schema()));
+    }
+}
+
 /// Send a message; the model answers, running code as it needs.
 ///
 /// The answer is a stream of Server-Sent Events, each named by its `type` and carrying
@@ -248,7 +312,7 @@ async fn delete_conversation(
     params(ConversationRoute),
     request_body(content = MessageRequest),
     responses(
-        (status = 200, description = "The turn's events", content((TurnOutcome = "text/event-stream"))),
+        (status = 200, description = "The turn's events", content((TurnStream = "text/event-stream"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such conversation", body = ErrorBody),
@@ -287,7 +351,7 @@ async fn send_message(
     tag = "conversations",
     params(ConversationRoute),
     responses(
-        (status = 200, description = "The turn's events", content((TurnOutcome = "text/event-stream"))),
+        (status = 200, description = "The turn's events", content((TurnStream = "text/event-stream"))),
         (status = 400, description = "A Last-Event-ID that is not a number", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such conversation, or no turn under way", body = ErrorBody),

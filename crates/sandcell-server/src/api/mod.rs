@@ -9,6 +9,7 @@ mod extract;
 mod files;
 mod mcp;
 mod notebooks;
+mod openai;
 mod service;
 mod sessions;
 mod stream;
@@ -92,12 +93,12 @@ pub fn openapi() -> Document {
     document
 }
 
-/// The whole HTTP service.
-/// The whole server: the API, `/mcp` and the web app. `stop` ends the MCP connections.
+/// The whole server: the API, `/mcp`, `/v1` (OpenAI's API) and the web app. `stop` ends the MCP connections.
 pub fn router(state: AppState, stop: CancellationToken) -> Router {
     let (router, _) = routes().split_for_parts();
     router
         .merge(mcp::routes(&state, stop))
+        .merge(openai::routes(&state))
         .merge(sandcell_web::router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

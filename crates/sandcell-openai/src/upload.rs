@@ -1,0 +1,119 @@
+//! Multipart uploads (one `file` part, a few text fields) staged on disk against the
+//! upload limit, and file contents streamed back.
+
+use crate::error::OpenAiError;
+use crate::DoorState;
+use axum::body::Body;
+use axum::extract::multipart::MultipartError;
+use axum::extract::Multipart;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use tempfile::NamedTempFile;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Longest text field.
+const TEXT_LIMIT: usize = 64 * 1024;
+
+/// A multipart body received.
+pub struct Upload {
+    /// The `file` part: its filename and its bytes, on disk.
+    pub file: Option<(String, NamedTempFile)>,
+    /// The text parts, by name.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Upload {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The `file` part, which the request must have.
+    pub fn take_file(&mut self) -> Result<(String, NamedTempFile), OpenAiError> {
+        self.file.take().ok_or_else(|| {
+            OpenAiError::bad_request("The upload has no `file` part with a filename.").param("file")
+        })
+    }
+}
+
+/// Receives every part: the `file` part is staged (at most the upload limit), the others
+/// kept as text.
+pub async fn receive(state: &DoorState, mut multipart: Multipart) -> Result<Upload, OpenAiError> {
+    let limit = state.config.max_upload_bytes;
+    let mut upload = Upload {
+        file: None,
+        fields: Vec::new(),
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            let filename = field.file_name().unwrap_or_default().to_owned();
+            let staged = NamedTempFile::new_in(state.service.config.staging_dir())
+                .map_err(|e| OpenAiError::internal("The upload cannot be stored", &e))?;
+            let writer = staged
+                .as_file()
+                .try_clone()
+                .map_err(|e| OpenAiError::internal("The upload cannot be stored", &e))?;
+            let mut writer = tokio::fs::File::from_std(writer);
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(OpenAiError::too_large(format!(
+                        "The file is larger than this server accepts ({} MiB).",
+                        limit / (1024 * 1024)
+                    )));
+                }
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| OpenAiError::internal("The upload cannot be stored", &e))?;
+            }
+            writer
+                .flush()
+                .await
+                .map_err(|e| OpenAiError::internal("The upload cannot be stored", &e))?;
+            upload.file = Some((filename, staged));
+            continue;
+        }
+        let value = field.text().await.map_err(multipart_error)?;
+        if value.len() > TEXT_LIMIT {
+            return Err(OpenAiError::too_large(format!(
+                "The field {name} is longer than 64 KiB."
+            )));
+        }
+        upload.fields.push((name, value));
+    }
+    Ok(upload)
+}
+
+fn multipart_error(error: MultipartError) -> OpenAiError {
+    OpenAiError::bad_request(format!(
+        "The multipart body could not be read: {}.",
+        error.body_text().trim_end_matches('.')
+    ))
+}
+
+/// A file's bytes (only the `size` counted, even if it grows meanwhile), typed by its name.
+pub fn content(file: std::fs::File, size: u64, name: &str) -> Response {
+    let reader = tokio::fs::File::from_std(file).take(size);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let mime = mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            // A browser must not guess a type (and run an uploaded page, say).
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,594 @@
+//! Containers (the OpenAI door's): a session with a name and an idle expiry, whose files
+//! in `/mnt/data` have ids.
+//!
+//! A container is a sandcell session like any other (its limits, quotas and files are
+//! the session's); its row says whose it is, what it is called and after how many idle
+//! minutes it goes, with its files. A file has an id from the moment the container is
+//! seen to hold it: uploaded or copied in (source `user`), or made by the code (source
+//! `assistant`), found when the files are listed, so the directory stays the truth.
+
+use crate::error::ServiceError;
+use crate::files::{FileInfo, FilePath};
+use crate::limits::{LimitsRequest, SessionLimits};
+use crate::page::{Page, PageRequest};
+use crate::sessions::Sessions;
+use crate::store::{Store, StoreError, User};
+use crate::user_files::{file_name, random_id, unix_now, UserFiles};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tempfile::NamedTempFile;
+
+/// Idle minutes before a container expires, unless asked otherwise (OpenAI's default).
+pub const DEFAULT_EXPIRY_MINUTES: u32 = 20;
+/// The longest idle expiry a container may ask for.
+pub const MAX_EXPIRY_MINUTES: u32 = 24 * 60;
+
+/// A container as the core knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    /// `cntr_…`.
+    pub id: String,
+    pub name: String,
+    /// The session its code runs in.
+    pub session_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_active_at: i64,
+    /// Idle minutes after `last_active_at` before it expires.
+    pub expires_after_minutes: u32,
+    /// Its session's limits.
+    pub limits: SessionLimits,
+}
+
+/// What a new container asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewContainer {
+    pub name: String,
+    /// The user's files to copy into `/mnt/data`.
+    pub file_ids: Vec<String>,
+    /// Idle minutes before it expires: 1 to a day (20 when `None`).
+    pub expires_after_minutes: Option<u32>,
+    /// Its session's limits (the server's defaults for each left out).
+    pub limits: LimitsRequest,
+}
+
+/// Who put a file in a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSource {
+    /// Uploaded or copied in by the client.
+    User,
+    /// Made by the code.
+    Assistant,
+}
+
+impl FileSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// A file in a container's `/mnt/data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerFile {
+    /// `cfile_…`.
+    pub id: String,
+    pub container_id: String,
+    /// Relative to `/mnt/data`.
+    pub path: String,
+    pub bytes: u64,
+    pub source: FileSource,
+    /// Unix seconds: when the container was first seen to hold it.
+    pub created_at: i64,
+}
+
+/// Every user's containers.
+pub struct Containers {
+    store: Store,
+    sessions: Arc<Sessions>,
+    files: Arc<UserFiles>,
+    max_limits: SessionLimits,
+    /// Where copies are written before they are put in place.
+    staging_dir: PathBuf,
+}
+
+impl Containers {
+    pub(crate) fn new(
+        store: Store,
+        sessions: Arc<Sessions>,
+        files: Arc<UserFiles>,
+        max_limits: SessionLimits,
+        staging_dir: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            files,
+            max_limits,
+            staging_dir,
+        }
+    }
+
+    /// A new container: a session with the limits asked for, the files copied in.
+    pub async fn create(
+        &self,
+        user: &User,
+        new: NewContainer,
+    ) -> Result<ContainerInfo, ServiceError> {
+        let minutes = new.expires_after_minutes.unwrap_or(DEFAULT_EXPIRY_MINUTES);
+        if !(1..=MAX_EXPIRY_MINUTES).contains(&minutes) {
+            return Err(ServiceError::invalid(format!(
+                "expires_after.minutes must be between 1 and {MAX_EXPIRY_MINUTES}, not {minutes}."
+            )));
+        }
+        let limits = new.limits.resolve(&self.max_limits)?;
+        // Every file must be the user's before anything is made.
+        let mut sources = Vec::with_capacity(new.file_ids.len());
+        for file_id in &new.file_ids {
+            sources.push(self.files.get(user, file_id).await?);
+        }
+        let session = self.sessions.create_owned(user, limits, None).await?;
+        let now = unix_now();
+        let container = ContainerInfo {
+            id: format!("cntr_{}", random_id()?),
+            name: new.name,
+            session_id: session.id.clone(),
+            created_at: now,
+            last_active_at: now,
+            expires_after_minutes: minutes,
+            limits: session.limits.clone(),
+        };
+        let row = container.clone();
+        let user_id = user.id;
+        let inserted = self
+            .store
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO containers (id, user_id, session_id, name, expires_minutes,
+                         created_at, last_active_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        row.id,
+                        user_id,
+                        row.session_id,
+                        row.name,
+                        row.expires_after_minutes,
+                        row.created_at,
+                        row.last_active_at
+                    ],
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(error) = inserted {
+            let _ = self.sessions.remove(user, &session.id).await;
+            return Err(ServiceError::internal(
+                "The container cannot be recorded",
+                &error,
+            ));
+        }
+        for source in sources {
+            if let Err(error) = self.copy_file(user, &container.id, &source.id).await {
+                let _ = self.sessions.remove(user, &session.id).await;
+                return Err(error);
+            }
+        }
+        Ok(container)
+    }
+
+    /// A page of the user's containers (of one name, if given; those expired are
+    /// deleted first).
+    pub async fn list(
+        &self,
+        user: &User,
+        name: Option<&str>,
+        newest_first: bool,
+        page: &PageRequest,
+    ) -> Result<Page<ContainerInfo>, ServiceError> {
+        let user_id = user.id;
+        let rows = self
+            .store
+            .call(move |c| {
+                let mut statement = c.prepare(&format!(
+                    "{SELECT_CONTAINER} WHERE user_id = ?1 ORDER BY created_at, rowid"
+                ))?;
+                let rows = statement.query_map([user_id], container_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .map_err(read_error)?;
+        let mut containers = Vec::with_capacity(rows.len());
+        for row in rows {
+            if name.is_some_and(|name| name != row.name) {
+                continue;
+            }
+            if let Some(container) = self.unexpired(user, row).await? {
+                containers.push(container);
+            }
+        }
+        if newest_first {
+            containers.reverse();
+        }
+        page.page(containers, |container| &container.id)
+    }
+
+    /// The user's container `id`; another user's, or one expired, is "not found".
+    pub async fn get(&self, user: &User, id: &str) -> Result<ContainerInfo, ServiceError> {
+        let user_id = user.id;
+        let key = id.to_owned();
+        let row = self
+            .store
+            .call(move |c| {
+                Ok(c.query_row(
+                    &format!("{SELECT_CONTAINER} WHERE user_id = ?1 AND id = ?2"),
+                    params![user_id, key],
+                    container_row,
+                )
+                .optional()?)
+            })
+            .await
+            .map_err(read_error)?;
+        match row {
+            Some(row) => self.unexpired(user, row).await?,
+            None => None,
+        }
+        .ok_or_else(|| ServiceError::not_found(format!("container {id}")))
+    }
+
+    /// Deletes the container with its session and files.
+    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
+        let container = self.get(user, id).await?;
+        // The container's rows go with its session's.
+        self.sessions.remove(user, &container.session_id).await
+    }
+
+    /// Marks the container used now: its expiry starts again.
+    pub async fn touch(&self, id: &str) -> Result<(), ServiceError> {
+        let key = id.to_owned();
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "UPDATE containers SET last_active_at = ?2 WHERE id = ?1",
+                    params![key, unix_now()],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The container cannot be written", &e))
+    }
+
+    /// Puts `staged` in the container's `/mnt/data` under `filename`, numbered if that
+    /// name is taken.
+    pub async fn add_file(
+        &self,
+        user: &User,
+        id: &str,
+        filename: &str,
+        staged: NamedTempFile,
+    ) -> Result<ContainerFile, ServiceError> {
+        let filename = file_name(filename)?;
+        let container = self.get(user, id).await?;
+        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let placed = blocking(move || {
+            let taken: Vec<String> = workdir.list()?.into_iter().map(|f| f.path).collect();
+            let path = FilePath::parse(&free_name(&filename, &taken))?;
+            workdir.place(&path, staged)
+        })
+        .await??;
+        self.touch(id).await?;
+        self.record(&container.id, &placed, FileSource::User).await
+    }
+
+    /// Copies the user's file `file_id` into the container.
+    pub async fn copy_file(
+        &self,
+        user: &User,
+        id: &str,
+        file_id: &str,
+    ) -> Result<ContainerFile, ServiceError> {
+        let (mut source, file) = self.files.open(user, file_id).await?;
+        let staging_dir = self.staging_dir.clone();
+        let staged = blocking(move || {
+            let mut staged = NamedTempFile::new_in(staging_dir)?;
+            std::io::copy(&mut source, &mut staged)?;
+            staged.flush()?;
+            Ok::<_, std::io::Error>(staged)
+        })
+        .await?
+        .map_err(|e| ServiceError::internal("The file cannot be copied", &e))?;
+        self.add_file(user, id, &file.filename, staged).await
+    }
+
+    /// A page of the container's files, each regular file of its `/mnt/data` (those the
+    /// code made get their id now).
+    pub async fn files(
+        &self,
+        user: &User,
+        id: &str,
+        newest_first: bool,
+        page: &PageRequest,
+    ) -> Result<Page<ContainerFile>, ServiceError> {
+        let container = self.get(user, id).await?;
+        let mut files = self.sync_files(user, &container).await?;
+        files.sort_by(|a, b| (a.created_at, &a.path).cmp(&(b.created_at, &b.path)));
+        if newest_first {
+            files.reverse();
+        }
+        page.page(files, |file| &file.id)
+    }
+
+    /// Every file of the container, in no particular order.
+    pub async fn all_files(
+        &self,
+        user: &User,
+        id: &str,
+    ) -> Result<Vec<ContainerFile>, ServiceError> {
+        let container = self.get(user, id).await?;
+        self.sync_files(user, &container).await
+    }
+
+    /// The container's file `file_id`.
+    pub async fn file(
+        &self,
+        user: &User,
+        id: &str,
+        file_id: &str,
+    ) -> Result<ContainerFile, ServiceError> {
+        let container = self.get(user, id).await?;
+        self.sync_files(user, &container)
+            .await?
+            .into_iter()
+            .find(|file| file.id == file_id)
+            .ok_or_else(|| ServiceError::not_found(format!("file {file_id} in container {id}")))
+    }
+
+    /// The file's content, opened for reading, with what it is.
+    pub async fn open_file(
+        &self,
+        user: &User,
+        id: &str,
+        file_id: &str,
+    ) -> Result<(std::fs::File, ContainerFile), ServiceError> {
+        let file = self.file(user, id, file_id).await?;
+        let container = self.get(user, id).await?;
+        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let path = FilePath::parse(&file.path)?;
+        let (opened, info) = blocking(move || workdir.open(&path)).await??;
+        Ok((
+            opened,
+            ContainerFile {
+                bytes: info.size,
+                ..file
+            },
+        ))
+    }
+
+    pub async fn delete_file(
+        &self,
+        user: &User,
+        id: &str,
+        file_id: &str,
+    ) -> Result<(), ServiceError> {
+        let file = self.file(user, id, file_id).await?;
+        let container = self.get(user, id).await?;
+        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let path = FilePath::parse(&file.path)?;
+        blocking(move || workdir.remove(&path)).await??;
+        let key = file.id;
+        self.store
+            .call(move |c| {
+                c.execute("DELETE FROM container_files WHERE id = ?1", [key])?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The container cannot be written", &e))?;
+        self.touch(id).await
+    }
+
+    /// The container's files as its directory holds them now: rows for new files (made
+    /// by the code), none for files gone.
+    async fn sync_files(
+        &self,
+        user: &User,
+        container: &ContainerInfo,
+    ) -> Result<Vec<ContainerFile>, ServiceError> {
+        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let listed = blocking(move || workdir.list()).await??;
+        let mut new_ids = Vec::new();
+        for _ in &listed {
+            new_ids.push(format!("cfile_{}", random_id()?));
+        }
+        let container_id = container.id.clone();
+        self.store
+            .call(move |c| {
+                let transaction = c.transaction()?;
+                let mut known: HashMap<String, (String, String, i64)> = {
+                    let mut statement = transaction.prepare(
+                        "SELECT path, id, source, created_at FROM container_files
+                         WHERE container_id = ?1",
+                    )?;
+                    let rows = statement.query_map([&container_id], |r| {
+                        Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+                    })?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let now = unix_now();
+                let mut files = Vec::with_capacity(listed.len());
+                for (info, new_id) in listed.into_iter().zip(new_ids) {
+                    let (id, source, created_at) = match known.remove(&info.path) {
+                        Some(row) => row,
+                        None => {
+                            transaction.execute(
+                                "INSERT INTO container_files (id, container_id, path, source,
+                                     created_at)
+                                 VALUES (?1, ?2, ?3, 'assistant', ?4)",
+                                params![new_id, container_id, info.path, now],
+                            )?;
+                            (new_id, "assistant".to_owned(), now)
+                        }
+                    };
+                    files.push(ContainerFile {
+                        id,
+                        container_id: container_id.clone(),
+                        path: info.path,
+                        bytes: info.size,
+                        source: if source == "user" {
+                            FileSource::User
+                        } else {
+                            FileSource::Assistant
+                        },
+                        created_at,
+                    });
+                }
+                for (_, (gone, _, _)) in known {
+                    transaction.execute("DELETE FROM container_files WHERE id = ?1", [gone])?;
+                }
+                transaction.commit()?;
+                Ok(files)
+            })
+            .await
+            .map_err(read_error)
+    }
+
+    /// Records a file the client put in the container (its path's old row replaced).
+    async fn record(
+        &self,
+        container_id: &str,
+        placed: &FileInfo,
+        source: FileSource,
+    ) -> Result<ContainerFile, ServiceError> {
+        let file = ContainerFile {
+            id: format!("cfile_{}", random_id()?),
+            container_id: container_id.to_owned(),
+            path: placed.path.clone(),
+            bytes: placed.size,
+            source,
+            created_at: unix_now(),
+        };
+        let row = file.clone();
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO container_files (id, container_id, path, source,
+                         created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        row.id,
+                        row.container_id,
+                        row.path,
+                        row.source.as_str(),
+                        row.created_at
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The container cannot be written", &e))?;
+        Ok(file)
+    }
+
+    /// The container as stored if it has not expired; one that has is deleted now.
+    async fn unexpired(
+        &self,
+        user: &User,
+        row: ContainerRow,
+    ) -> Result<Option<ContainerInfo>, ServiceError> {
+        let deadline = row.last_active_at + i64::from(row.expires_after_minutes) * 60;
+        let session = match self.sessions.get(user, &row.session_id) {
+            Ok(session) if unix_now() <= deadline => session,
+            _ => {
+                // Its session's rows (and the container's) go, with its files.
+                match self.sessions.remove(user, &row.session_id).await {
+                    Ok(()) | Err(ServiceError::NotFound(_)) => {}
+                    Err(error) => return Err(error),
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(ContainerInfo {
+            id: row.id,
+            name: row.name,
+            session_id: row.session_id,
+            created_at: row.created_at,
+            last_active_at: row.last_active_at,
+            expires_after_minutes: row.expires_after_minutes,
+            limits: session.limits,
+        }))
+    }
+}
+
+/// A container's row.
+struct ContainerRow {
+    id: String,
+    name: String,
+    session_id: String,
+    created_at: i64,
+    last_active_at: i64,
+    expires_after_minutes: u32,
+}
+
+const SELECT_CONTAINER: &str = "SELECT id, name, session_id, created_at, last_active_at,
+    expires_minutes FROM containers";
+
+fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRow> {
+    Ok(ContainerRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        session_id: r.get(2)?,
+        created_at: r.get(3)?,
+        last_active_at: r.get(4)?,
+        expires_after_minutes: r.get(5)?,
+    })
+}
+
+fn read_error(error: StoreError) -> ServiceError {
+    ServiceError::internal("The containers cannot be read", &error)
+}
+
+/// `name`, or `stem_1.ext`, `stem_2.ext`, … : the first not in `taken`.
+fn free_name(name: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|path| path == name) {
+        return name.to_owned();
+    }
+    let (stem, extension) = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, format!(".{extension}")),
+        _ => (name, String::new()),
+    };
+    (1..)
+        .map(|n| format!("{stem}_{n}{extension}"))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| name.to_owned())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::internal("A file operation stopped", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_name_gets_the_first_free_number() {
+        let taken = [
+            "data.csv".to_owned(),
+            "data_1.csv".to_owned(),
+            "README".to_owned(),
+        ];
+        assert_eq!(free_name("plot.png", &taken), "plot.png");
+        assert_eq!(free_name("data.csv", &taken), "data_2.csv");
+        assert_eq!(free_name("README", &taken), "README_1");
+        assert_eq!(free_name(".env", &[".env".to_owned()]), ".env_1");
+    }
+}

@@ -1,0 +1,403 @@
+//! Responses (the OpenAI door's): one turn of `sandcell-agent`'s interpreter loop in a
+//! container's session, chained to earlier ones by `previous_response_id`.
+//!
+//! A response keeps the records of its turn (the person's message, the model's replies,
+//! each tool call with its code and execution: `sandcell_agent::Record`, the same as a
+//! conversation's); a chained response's history is the records of the responses before
+//! it, oldest first. The turn borrows the container's session for its whole length and
+//! runs in a task of its own, so a client that goes away does not cut it short; its row
+//! is written when it ends.
+
+use crate::containers::{ContainerFile, Containers, NewContainer};
+use crate::error::{sentence, ServiceError};
+use crate::models::Models;
+use crate::sessions::Sessions;
+use crate::store::{Store, User};
+use crate::user_files::{random_id, unix_now};
+use rusqlite::{params, OptionalExtension};
+use sandcell_agent::{
+    Agent, AgentError, AgentEvent, AgentOptions, Record, RecordSink, TokenUsage, Transcript,
+    TurnEnd,
+};
+use sandcell_pyenv::EnvInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Which container a response's code runs in.
+#[derive(Debug, Clone)]
+pub enum ContainerChoice {
+    /// One of the user's containers, by id.
+    Existing(String),
+    /// A new one, made for this response.
+    New(NewContainer),
+}
+
+/// What a new response asks for.
+#[derive(Debug, Clone)]
+pub struct NewResponse {
+    /// `provider:model`; the server's default when `None`.
+    pub model: Option<String>,
+    /// What the person says.
+    pub input: String,
+    pub container: ContainerChoice,
+    /// The response whose conversation this one goes on with.
+    pub previous_response_id: Option<String>,
+    /// Whether the response is kept (to be read again and chained to) once done.
+    pub store: bool,
+    /// What the door keeps with the response to answer it again (kept as given; the
+    /// core does not read it).
+    pub door: serde_json::Value,
+}
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    InProgress,
+    /// The model answered.
+    Completed,
+    /// The model was still working at the step limit, or the turn was cancelled.
+    Incomplete,
+    Failed,
+}
+
+/// A response as the core keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseRecord {
+    /// `resp_…`.
+    pub id: String,
+    pub container_id: String,
+    pub model: String,
+    pub previous_response_id: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub status: ResponseStatus,
+    /// Why it failed or is incomplete, a sentence.
+    pub error: Option<String>,
+    pub input: String,
+    /// The records of this response's turn, in order.
+    pub records: Vec<Record>,
+    /// Tokens of this response's model requests.
+    pub usage: TokenUsage,
+    /// The container's files its code created or changed, in the order first touched.
+    pub files: Vec<ContainerFile>,
+    /// What the door asked to keep.
+    pub door: serde_json::Value,
+}
+
+/// One event of a response under way.
+#[derive(Debug, Clone)]
+pub enum ResponseEvent {
+    Agent(AgentEvent),
+    /// The response as kept: always the last event.
+    Done(ResponseRecord),
+}
+
+/// Every user's responses.
+pub struct Responses {
+    store: Store,
+    sessions: Arc<Sessions>,
+    containers: Arc<Containers>,
+    models: Models,
+    python: EnvInfo,
+}
+
+impl Responses {
+    pub(crate) fn new(
+        store: Store,
+        sessions: Arc<Sessions>,
+        containers: Arc<Containers>,
+        models: Models,
+        python: EnvInfo,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            containers,
+            models,
+            python,
+        }
+    }
+
+    /// Starts a response; returns it as it begins (in progress) and its events, ending
+    /// with [`ResponseEvent::Done`]. Refused before anything runs when the model, the
+    /// container or the previous response cannot be had, or the session is busy.
+    pub async fn create(
+        &self,
+        user: &User,
+        new: NewResponse,
+    ) -> Result<(ResponseRecord, mpsc::UnboundedReceiver<ResponseEvent>), ServiceError> {
+        if new.input.trim().is_empty() {
+            return Err(ServiceError::invalid(
+                "The input is empty; say what the model should do.",
+            ));
+        }
+        let model = self.models.pick(new.model.as_deref())?;
+        let client = self.models.client(&model)?;
+        let mut history = Vec::new();
+        let mut previous = new.previous_response_id.clone();
+        while let Some(id) = previous {
+            let earlier = self.get(user, &id).await?;
+            previous = earlier.previous_response_id;
+            history.splice(0..0, earlier.records);
+        }
+        let container = match new.container {
+            ContainerChoice::Existing(id) => self.containers.get(user, &id).await?,
+            ContainerChoice::New(asked) => self.containers.create(user, asked).await?,
+        };
+        let mut checkout = self.sessions.checkout(user, &container.session_id).await?;
+        self.containers.touch(&container.id).await?;
+
+        let transcript = if history.is_empty() {
+            Transcript::in_memory(&model)
+        } else {
+            Transcript::resume(history, Box::new(Discard))
+        };
+        let earlier = transcript.records().len();
+        let options = AgentOptions {
+            max_steps: self.models.max_steps(),
+            ..AgentOptions::default()
+        };
+        let max_steps = options.max_steps;
+        let mut agent = Agent::new(client, self.python.clone(), transcript, options);
+        let mut response = ResponseRecord {
+            id: format!("resp_{}", random_id()?),
+            container_id: container.id.clone(),
+            model,
+            previous_response_id: new.previous_response_id,
+            created_at: unix_now(),
+            status: ResponseStatus::InProgress,
+            error: None,
+            input: new.input,
+            records: Vec::new(),
+            usage: TokenUsage::default(),
+            files: Vec::new(),
+            door: new.door,
+        };
+        let started = response.clone();
+        let store_it = new.store;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let store = self.store.clone();
+        let containers = self.containers.clone();
+        let user = user.clone();
+        let cancel = checkout.cancellation();
+        tokio::spawn(async move {
+            let mut usage = TokenUsage::default();
+            let result = match checkout.session() {
+                Ok(session) => {
+                    agent
+                        .send(
+                            session,
+                            &response.input,
+                            &mut |event| {
+                                if let AgentEvent::Usage { request, .. } = &event {
+                                    usage = add(usage, *request);
+                                }
+                                // A client that went away no longer reads; the turn goes on.
+                                let _ = sender.send(ResponseEvent::Agent(event));
+                            },
+                            &cancel,
+                        )
+                        .await
+                }
+                Err(error) => Err(AgentError::Config(error.to_string())),
+            };
+            let broken = matches!(result, Err(AgentError::Session(_)));
+            checkout.finish(broken).await;
+            let (status, error) = match result {
+                Ok(TurnEnd::Answered { .. }) => (ResponseStatus::Completed, None),
+                Ok(TurnEnd::StepLimit) => (
+                    ResponseStatus::Incomplete,
+                    Some(format!(
+                        "The model was still working after {max_steps} requests (the step limit); ask it to go on."
+                    )),
+                ),
+                Ok(TurnEnd::Cancelled) => (
+                    ResponseStatus::Incomplete,
+                    Some("The response was cancelled; the server is shutting down.".to_owned()),
+                ),
+                Err(error) => {
+                    tracing::warn!("a response failed: {error}");
+                    (ResponseStatus::Failed, Some(sentence(&error.to_string())))
+                }
+            };
+            response.status = status;
+            response.error = error;
+            response.usage = usage;
+            response.records = agent.transcript().records()[earlier..].to_vec();
+            response.files = match touched_files(&containers, &user, &response).await {
+                Ok(files) => files,
+                Err(error) => {
+                    tracing::warn!("a response's files cannot be listed: {error}");
+                    Vec::new()
+                }
+            };
+            let _ = containers.touch(&response.container_id).await;
+            if store_it {
+                if let Err(error) = save(&store, &user, &response).await {
+                    tracing::warn!("a response cannot be recorded: {error}");
+                }
+            }
+            let _ = sender.send(ResponseEvent::Done(response));
+        });
+        Ok((started, receiver))
+    }
+
+    /// The user's response `id`; another user's is "not found".
+    pub async fn get(&self, user: &User, id: &str) -> Result<ResponseRecord, ServiceError> {
+        let user_id = user.id;
+        let key = id.to_owned();
+        let body: Option<String> = self
+            .store
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT body FROM responses WHERE user_id = ?1 AND id = ?2",
+                    params![user_id, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The response cannot be read", &e))?;
+        let body = body.ok_or_else(|| ServiceError::not_found(format!("response {id}")))?;
+        serde_json::from_str(&body)
+            .map_err(|e| ServiceError::internal("The response cannot be read", &e))
+    }
+
+    pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
+        let user_id = user.id;
+        let key = id.to_owned();
+        let deleted = self
+            .store
+            .call(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM responses WHERE user_id = ?1 AND id = ?2",
+                    params![user_id, key],
+                )?)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The response cannot be deleted", &e))?;
+        if deleted == 0 {
+            return Err(ServiceError::not_found(format!("response {id}")));
+        }
+        Ok(())
+    }
+}
+
+/// Chats that repeat their history with each request (Chat Completions) find the
+/// response that ended it by a key the door makes of that history.
+impl Responses {
+    /// The response that ended the user's chat `key`, if it is still there.
+    pub async fn thread(
+        &self,
+        user: &User,
+        key: &str,
+    ) -> Result<Option<ResponseRecord>, ServiceError> {
+        let (user_id, key) = (user.id, key.to_owned());
+        let id: Option<String> = self
+            .store
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT response_id FROM chat_threads WHERE user_id = ?1 AND key = ?2",
+                    params![user_id, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The chat cannot be read", &e))?;
+        match id {
+            None => Ok(None),
+            Some(id) => match self.get(user, &id).await {
+                Ok(response) => Ok(Some(response)),
+                Err(ServiceError::NotFound(_)) => Ok(None),
+                Err(error) => Err(error),
+            },
+        }
+    }
+
+    /// Remembers that response `response_id` ended the user's chat `key`.
+    pub async fn remember_thread(
+        &self,
+        user: &User,
+        key: &str,
+        response_id: &str,
+    ) -> Result<(), ServiceError> {
+        let (user_id, key, id) = (user.id, key.to_owned(), response_id.to_owned());
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO chat_threads (user_id, key, response_id)
+                     VALUES (?1, ?2, ?3)",
+                    params![user_id, key, id],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The chat cannot be written", &e))
+    }
+}
+
+/// The container's files the response's code created or changed, with their ids.
+async fn touched_files(
+    containers: &Containers,
+    user: &User,
+    response: &ResponseRecord,
+) -> Result<Vec<ContainerFile>, ServiceError> {
+    let mut seen = BTreeSet::new();
+    let touched: Vec<&str> = response
+        .records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Tool {
+                execution: Some(execution),
+                ..
+            } => Some(execution.files.iter().map(|change| change.path.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .filter(|path| seen.insert(*path))
+        .collect();
+    if touched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let files = containers.all_files(user, &response.container_id).await?;
+    Ok(touched
+        .iter()
+        .filter_map(|path| files.iter().find(|file| file.path == *path).cloned())
+        .collect())
+}
+
+async fn save(store: &Store, user: &User, response: &ResponseRecord) -> Result<(), ServiceError> {
+    let body = serde_json::to_string(response)
+        .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))?;
+    let (id, user_id, created_at) = (response.id.clone(), user.id, response.created_at);
+    store
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO responses (id, user_id, created_at, body) VALUES (?1, ?2, ?3, ?4)",
+                params![id, user_id, created_at, body],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))
+}
+
+fn add(total: TokenUsage, request: TokenUsage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: total.input_tokens + request.input_tokens,
+        output_tokens: total.output_tokens + request.output_tokens,
+    }
+}
+
+/// A transcript's records are kept with the response when it ends, not as they come.
+struct Discard;
+
+impl RecordSink for Discard {
+    fn append(&mut self, _: &Record) -> Result<(), AgentError> {
+        Ok(())
+    }
+}
