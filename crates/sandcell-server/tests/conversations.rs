@@ -406,7 +406,7 @@ async fn a_second_client_follows_a_turn_under_way_and_cancels_it() {
     let before = conversation(&api, id).await;
     assert!(before["turn"].is_null(), "{before}");
     let response = api.get(&format!("/api/v1/conversations/{id}/events")).await;
-    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(response, StatusCode::CONFLICT, "conflict").await;
 
     let mut first = message(&api, id, "count").await;
     let mut seen = Vec::new();

@@ -259,7 +259,8 @@ impl Conversations {
             .get(id)
             .map(|turn| turn.log.clone())
             .ok_or_else(|| {
-                ServiceError::NotFound(format!(
+                // The conversation is there; only its state has nothing to follow.
+                ServiceError::Conflict(format!(
                     "Conversation {id} has no turn under way; read the conversation for what was said."
                 ))
             })

@@ -399,8 +399,8 @@ export class ChatView {
       try {
         lost = !(await api.followTurn(this.conversation.id, this.#handlers()));
       } catch (error) {
-        // 404: it ended before it could be followed, and is all in the records now.
-        if (error instanceof ApiError && error.status !== 404 && error.status !== 0) throw error;
+        // 409: it ended before it could be followed, and is all in the records now.
+        if (error instanceof ApiError && error.status !== 409 && error.status !== 0) throw error;
         lost = true;
       }
       if (lost) await this.#redraw();

@@ -354,7 +354,8 @@ async fn send_message(
         (status = 200, description = "The turn's events", content((TurnStream = "text/event-stream"))),
         (status = 400, description = "A Last-Event-ID that is not a number", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 404, description = "No such conversation, or no turn under way", body = ErrorBody),
+        (status = 404, description = "No such conversation", body = ErrorBody),
+        (status = 409, description = "No turn is under way (what was said is in the conversation)", body = ErrorBody),
     )
 )]
 async fn turn_events(

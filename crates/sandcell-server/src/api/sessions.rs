@@ -406,9 +406,12 @@ pub struct CompleteRequest {
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "The completions", body = Completion),
+        (status = 400, description = "Malformed JSON, or no body", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 409, description = "The session is running something", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The cursor is past the end of the code", body = ErrorBody),
     )
 )]
