@@ -55,6 +55,11 @@ pub fn to_notebook(records: &[Record]) -> Value {
     for (index, cell) in cells.iter_mut().enumerate() {
         cell["id"] = json!(format!("cell-{}", index + 1));
     }
+    notebook_document(cells)
+}
+
+/// An nbformat 4.5 notebook of a Python 3 kernel holding `cells`.
+pub fn notebook_document(cells: Vec<Value>) -> Value {
     json!({
         "nbformat": 4,
         "nbformat_minor": 5,

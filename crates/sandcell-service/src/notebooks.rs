@@ -332,15 +332,7 @@ fn ipynb(cells: &[NotebookCell]) -> Value {
             }
         })
         .collect();
-    json!({
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-        "cells": cells,
-    })
+    sandcell_agent::notebook::notebook_document(cells)
 }
 
 /// An output with exactly the keys nbformat's schema has for its type.

@@ -3,7 +3,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{binary, ApiJson, ApiPath, ApiQuery, JsonOrParts};
 use super::files::{self, attachment, unlimited};
-use super::stream::{log_stream, resume_from};
+use super::stream::{log_stream, resume_from, sse_event_schema};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -251,26 +251,8 @@ const TURN_EVENTS: [&str; 11] = [
 
 impl PartialSchema for TurnStream {
     fn schema() -> RefOr<Schema> {
-        let event = |names: &[&str], data: RefOr<Schema>| {
-            ObjectBuilder::new()
-                .property(
-                    "event",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some(names.to_vec())),
-                )
-                .property(
-                    "data",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .content_media_type("application/json")
-                        .content_schema(Some(data)),
-                )
-                .required("event")
-                .required("data")
-        };
         OneOfBuilder::new()
-            .item(event(
+            .item(sse_event_schema(
                 &TURN_EVENTS,
                 ObjectBuilder::new()
                     .schema_type(Type::Object)
@@ -278,7 +260,7 @@ impl PartialSchema for TurnStream {
                     .required("type")
                     .into(),
             ))
-            .item(event(
+            .item(sse_event_schema(
                 &["end"],
                 Ref::from_schema_name(TurnOutcome::name()).into(),
             ))

@@ -216,28 +216,31 @@ impl PartialSchema for StreamEvent {
         ];
         let mut one_of = OneOfBuilder::new();
         for (name, description, data) in kinds {
-            one_of = one_of.item(
-                ObjectBuilder::new()
-                    .description(Some(description))
-                    .property(
-                        "event",
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .enum_values(Some([name])),
-                    )
-                    .property(
-                        "data",
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .content_media_type("application/json")
-                            .content_schema(Some(data)),
-                    )
-                    .required("event")
-                    .required("data"),
-            );
+            one_of = one_of.item(sse_event_schema(&[name], data).description(Some(description)));
         }
         one_of.into()
     }
+}
+
+/// One Server-Sent Event as the OpenAPI document describes it: an `event` among `names`
+/// whose `data` is JSON of the schema `data`.
+pub(crate) fn sse_event_schema(names: &[&str], data: RefOr<Schema>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .property(
+            "event",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names.to_vec())),
+        )
+        .property(
+            "data",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/json")
+                .content_schema(Some(data)),
+        )
+        .required("event")
+        .required("data")
 }
 
 impl ToSchema for StreamEvent {
