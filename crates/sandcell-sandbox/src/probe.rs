@@ -184,20 +184,10 @@ pub fn session_uids() -> LayerReport {
             )),
         }
     } else {
-        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten();
-        let range = user
-            .as_ref()
-            .and_then(|user| crate::subids::subordinate_uids_of(&user.name, user.uid.as_raw()));
-        let have = match range {
-            Some((first, count)) => format!(
-                "your subordinate range ({first}+{count} in /etc/subuid) is not used: mapping a per-session id from it through newuidmap is not supported yet"
-            ),
-            None => "you have no subordinate range in /etc/subuid".into(),
-        };
         Err((
-            format!("sessions all run as your own uid, mapped in a user namespace, so {SHARED_UID_COST}; {have}"),
+            // Ids from the operator's subordinate range (newuidmap) would not help: the kernel
+            // charges each user namespace's per-user counts to the user who created it too.
+            format!("sessions all run as your own uid, mapped in a user namespace, so {SHARED_UID_COST}; without root this cannot change, as the kernel counts every user namespace you create against your own uid whatever ids it maps"),
             "Run sandcell as root for a uid per session.".into(),
         ))
     };

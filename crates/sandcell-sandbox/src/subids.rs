@@ -54,15 +54,6 @@ pub fn root_range() -> Result<IdRange, String> {
     range_in(&files)
 }
 
-/// A user's own subordinate uid range (for `doctor`), if `/etc/subuid` gives one.
-pub fn subordinate_uids_of(user: &str, uid: u32) -> Option<(u32, u32)> {
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
-    let found = entries(&subuid)
-        .find(|entry| entry.owner == user || entry.owner == uid.to_string())
-        .map(|entry| (entry.ids.start, entry.ids.end - entry.ids.start));
-    found
-}
-
 /// What the range is decided from: the contents of `/etc`'s id files.
 struct IdFiles {
     subuid: String,
