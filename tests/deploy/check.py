@@ -102,6 +102,10 @@ def wiring_problems(documents):
             problems.append(f"StatefulSet {name}: its Service {governing['metadata']['name']} is not headless")
         volumes = {v["name"] for v in pod["spec"].get("volumes", [])}
         volumes |= {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+        for container in pod["spec"].get("initContainers", []):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    problems.append(f"StatefulSet {name}, init container {container['name']}: volume {mount['name']!r} is not defined")
         for container in pod["spec"]["containers"]:
             where = f"StatefulSet {name}, container {container['name']}"
             ports = {p.get("name") for p in container.get("ports", [])}
