@@ -4,7 +4,8 @@ The Kubernetes manifests of deploy/kubernetes/ are validated against the Kuberne
 JSON Schemas (kubernetes-validate, strict: an unknown field is an error) for the oldest
 and the newest version they are meant for, and checked to fit together (the names one
 resource gives another). The Containerfile is parsed with BuildKit's own parser and
-checked for what a build would trip on. Every check prints one line; a check that cannot
+checked for what a build would trip on. Given a sandcell binary, it then starts sandcell
+as a pod of the StatefulSet does (pod_start.py). Every check prints one line; a check that cannot
 run says so loudly and counts as skipped. The last line is the count.
 """
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import dockerfile
+from pod_start import check_pod_start
 import kubernetes_validate
 import yaml
 
@@ -236,9 +238,14 @@ def check_containerfile(checks, root):
 
 def main():
     root = Path(sys.argv[1]).resolve()
+    binary = str(Path(sys.argv[2]).resolve()) if len(sys.argv) > 2 else None
     checks = Checks()
     check_manifests(checks, root / "deploy/kubernetes")
     check_containerfile(checks, root)
+    if binary is None:
+        checks.skip("starting sandcell as the pod does", "no sandcell binary was given")
+    else:
+        check_pod_start(checks, root, binary)
     summary = f"{checks.passed} passed, {checks.failed} failed"
     if checks.skipped:
         summary += f", {checks.skipped} skipped"
