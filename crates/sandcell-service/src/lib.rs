@@ -37,8 +37,8 @@ mod users;
 
 pub use config::ServiceConfig;
 pub use containers::{
-    ContainerFile, ContainerInfo, Containers, FileSource, NewContainer, DEFAULT_EXPIRY_MINUTES,
-    MAX_EXPIRY_MINUTES,
+    ContainerFile, ContainerInfo, ContainerStatus, Containers, FileSource, NewContainer,
+    DEFAULT_EXPIRY_MINUTES, MAX_EXPIRY_MINUTES,
 };
 pub use conversations::{
     ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnInfo, TurnLog, TurnOutcome,
@@ -112,6 +112,7 @@ impl Service {
             files.clone(),
             config.max_limits.clone(),
             config.staging_dir(),
+            config.container_minute,
         ));
         let responses = Arc::new(Responses::new(
             store.clone(),

@@ -1,11 +1,11 @@
 //! The core's session lifecycle on fake session processes (the runtime's `Launcher`
 //! seam): idle stop, crashes, per-execution timeouts, re-attaching to executions, warm
-//! sessions and the quotas, in milliseconds and without Python.
+//! sessions, the quotas and containers' idle expiry, in milliseconds and without Python.
 
 use sandcell_pyenv::EnvInfo;
 use sandcell_service::{
-    Auth, ExecutionState, LoggedEvent, PageRequest, Service, ServiceConfig, ServiceError,
-    SessionLimits, Store, User,
+    Auth, ContainerStatus, ExecutionState, LoggedEvent, NewContainer, PageRequest, Service,
+    ServiceConfig, ServiceError, SessionLimits, Store, User, MAX_EXPIRY_MINUTES,
 };
 use sandcell_session::fake::FakeLauncher;
 use sandcell_session::{ExecEvent, Runtime, Status};
@@ -272,6 +272,91 @@ async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_d
     );
     assert!(matches!(
         sessions.get(&core.user, &id),
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_idle_container_expires_with_its_session_and_files_though_nobody_touches_it() {
+    // A container's "minute" lasts 200 ms here, so one of a minute expires within seconds.
+    let core = core(|config| config.container_minute = Duration::from_millis(200)).await;
+    let containers = &core.service.containers;
+    let short = containers
+        .create(
+            &core.user,
+            NewContainer {
+                name: "short".into(),
+                expires_after_minutes: Some(1),
+                ..NewContainer::default()
+            },
+        )
+        .await
+        .unwrap();
+    let long = containers
+        .create(
+            &core.user,
+            NewContainer {
+                name: "long".into(),
+                expires_after_minutes: Some(MAX_EXPIRY_MINUTES),
+                ..NewContainer::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        core.run(&short.session_id, "set x 1", None).await.status,
+        Status::Ok
+    );
+    assert_eq!(core.fake.live().len(), 2);
+    let short_dir = core.service.config.sessions_dir().join(&short.session_id);
+    assert!(short_dir.is_dir());
+
+    let reaper = containers.spawn_expiry_reaper();
+    let mut waited = Duration::ZERO;
+    while core
+        .service
+        .sessions
+        .get(&core.user, &short.session_id)
+        .is_ok()
+    {
+        assert!(
+            waited < Duration::from_secs(10),
+            "the idle container did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    reaper.abort();
+
+    assert_eq!(
+        core.fake.live().len(),
+        1,
+        "its Python process is gone, the other's not"
+    );
+    assert!(!short_dir.exists(), "its files are gone");
+    let expired = containers.retrieve(&core.user, &short.id).await.unwrap();
+    assert_eq!(expired.status, ContainerStatus::Expired);
+    assert_eq!(expired.name, "short");
+    match containers.get(&core.user, &short.id).await {
+        Err(ServiceError::Invalid(message)) => assert!(message.contains("expired"), "{message}"),
+        other => panic!("using an expired container: {other:?}"),
+    }
+    let listed = containers
+        .list(&core.user, None, false, &PageRequest::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.data.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["long"],
+        "only the container still running is listed"
+    );
+    let running = containers.get(&core.user, &long.id).await.unwrap();
+    assert_eq!(running.status, ContainerStatus::Running);
+
+    containers.delete(&core.user, &short.id).await.unwrap();
+    assert!(matches!(
+        containers.retrieve(&core.user, &short.id).await,
         Err(ServiceError::NotFound(_))
     ));
 }
