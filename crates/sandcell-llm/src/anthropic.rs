@@ -77,6 +77,7 @@ pub(crate) fn request_body(
         "tools": tools,
         "stream": true,
     });
+    options.sampling.insert_into(&mut body);
     if let Some(system) = &conversation.system {
         body["system"] = json!(system);
     }

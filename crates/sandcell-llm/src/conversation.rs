@@ -106,9 +106,30 @@ impl Tool {
 }
 
 /// What a request needs besides the conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestOptions {
     pub model: String,
     /// The output token limit; Anthropic requires one, so every protocol gets it.
     pub max_output_tokens: u32,
+    pub sampling: Sampling,
+}
+
+/// How the model picks its words; the provider's default for each left out (and then
+/// not sent at all, since some models refuse settings they do not take).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+}
+
+impl Sampling {
+    /// Sets each setting given as `object[name]`, under the names every protocol uses.
+    pub(crate) fn insert_into(&self, object: &mut Value) {
+        if let Some(temperature) = self.temperature {
+            object["temperature"] = json!(temperature);
+        }
+        if let Some(top_p) = self.top_p {
+            object["top_p"] = json!(top_p);
+        }
+    }
 }

@@ -46,11 +46,13 @@ pub(crate) fn request_body(
             }
         });
     }
+    let mut model_options = json!({"num_predict": options.max_output_tokens});
+    options.sampling.insert_into(&mut model_options);
     Ok(json!({
         "model": options.model,
         "messages": messages,
         "tools": tools.iter().map(function_tool).collect::<Vec<_>>(),
-        "options": {"num_predict": options.max_output_tokens},
+        "options": model_options,
         "stream": true,
     }))
 }

@@ -10,25 +10,24 @@
 
 use crate::error::OpenAiError;
 use crate::extract::{Caller, Json};
-use crate::responses::{items::outputs, with_files};
+use crate::responses::{items::outputs, sampling, with_files};
+use crate::upload::{decode, keep_as_file};
 use crate::DoorState;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::Engine;
 use futures_util::stream::{self, StreamExt};
 use sandcell_agent::AgentEvent;
 use sandcell_service::{
-    ContainerChoice, NewContainer, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, User,
+    ContainerChoice, ContainerStatus, NewContainer, NewResponse, ResponseEvent, ResponseEvents,
+    ResponseRecord, ResponseStatus, ServiceError, User,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
-use std::io::Write;
-use tokio::sync::mpsc;
 
 pub(crate) fn routes() -> Router<DoorState> {
     Router::new().route("/chat/completions", post(create))
@@ -40,6 +39,12 @@ struct CreateChat {
     messages: Vec<ChatMessage>,
     #[serde(default)]
     stream: bool,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    /// The tokens the model may write in the whole answer (`max_tokens` is its older
+    /// name, read when this is absent).
+    max_completion_tokens: Option<u64>,
+    max_tokens: Option<u64>,
     /// sandcell's own: the container to run the code in.
     sandcell: Option<Extension>,
 }
@@ -120,15 +125,39 @@ async fn create(
         .param("messages"));
     }
     let text = last.text();
+    let limit_name = match body.max_completion_tokens {
+        Some(_) => "max_completion_tokens",
+        None => "max_tokens",
+    };
+    let (sampling, max_output_tokens) = sampling(
+        body.temperature,
+        body.top_p,
+        body.max_completion_tokens.or(body.max_tokens),
+        limit_name,
+    )?;
     let responses = &state.service.responses;
     let previous = responses.thread(&user, &history_key(earlier)).await?;
-    let container = match (&previous, body.sandcell.and_then(|e| e.container_id)) {
-        (Some(previous), _) => ContainerChoice::Existing(previous.container_id.clone()),
-        (None, Some(id)) => ContainerChoice::Existing(id),
-        (None, None) => ContainerChoice::New(NewContainer {
+    let new_container = || {
+        ContainerChoice::New(NewContainer {
             name: "chat".into(),
             ..NewContainer::default()
-        }),
+        })
+    };
+    let container = match (&previous, body.sandcell.and_then(|e| e.container_id)) {
+        (Some(previous), _) => {
+            let containers = &state.service.containers;
+            match containers.retrieve(&user, &previous.container_id).await {
+                Ok(container) if container.status == ContainerStatus::Running => {
+                    ContainerChoice::Existing(container.id)
+                }
+                // The chat's container expired or was deleted: the chat goes on (its
+                // history kept) in a new one.
+                Ok(_) | Err(ServiceError::NotFound(_)) => new_container(),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        (None, Some(id)) => ContainerChoice::Existing(id),
+        (None, None) => new_container(),
     };
     let file_ids = attached_files(&state, &user, last).await?;
     let container = with_files(&state, &user, container, &file_ids).await?;
@@ -147,6 +176,8 @@ async fn create(
                 previous_response_id: previous.map(|response| response.id),
                 // The next request of the chat goes on from it.
                 store: true,
+                sampling,
+                max_output_tokens,
                 door: Value::Null,
             },
         )
@@ -238,51 +269,10 @@ async fn attached_files(
                 )
             }
         };
-        let bytes = decode(data)?;
-        let staging = state.service.config.staging_dir();
-        let staged = tokio::task::spawn_blocking(move || {
-            let mut staged = tempfile::NamedTempFile::new_in(staging)?;
-            staged.write_all(&bytes)?;
-            Ok::<_, std::io::Error>(staged)
-        })
-        .await
-        .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?
-        .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?;
-        let file = state
-            .service
-            .files
-            .create(user, &name, "user_data", staged)
-            .await?;
-        ids.push(file.id);
+        let bytes = decode(data, "messages")?;
+        ids.push(keep_as_file(state, user, &name, bytes).await?);
     }
     Ok(ids)
-}
-
-/// The bytes of a `data:` URL (or plain base64).
-fn decode(data: &str) -> Result<Vec<u8>, OpenAiError> {
-    let encoded = match data.strip_prefix("data:") {
-        Some(url) => url
-            .split_once(";base64,")
-            .map(|(_, data)| data)
-            .ok_or_else(|| {
-                OpenAiError::bad_request(
-                    "An attached file's data: URL must be base64 (data:TYPE;base64,…).",
-                )
-                .param("messages")
-            })?,
-        None if data.starts_with("http://") || data.starts_with("https://") => {
-            return Err(OpenAiError::bad_request(
-                "This server does not fetch URLs; send the image as a data: URL.",
-            )
-            .param("messages"))
-        }
-        None => data,
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| {
-            OpenAiError::bad_request("An attached file is not valid base64.").param("messages")
-        })
 }
 
 /// The key of a chat's history.
@@ -371,9 +361,7 @@ impl Markdown {
 }
 
 /// The whole answer, once the response is done.
-async fn collect(
-    mut events: mpsc::UnboundedReceiver<ResponseEvent>,
-) -> Result<(String, ResponseRecord), OpenAiError> {
+async fn collect(mut events: ResponseEvents) -> Result<(String, ResponseRecord), OpenAiError> {
     let mut markdown = Markdown::default();
     let mut answer = String::new();
     while let Some(event) = events.recv().await {
@@ -444,14 +432,10 @@ fn chunk(response: &ResponseRecord, delta: Value, finish_reason: Option<&str>) -
 }
 
 /// The answer as chunks: the role, each piece of Markdown, the finish; then `[DONE]`.
-fn stream_chat(
-    started: ResponseRecord,
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
-    thread: Thread,
-) -> Response {
+fn stream_chat(started: ResponseRecord, events: ResponseEvents, thread: Thread) -> Response {
     let first = chunk(&started, json!({"role": "assistant", "content": ""}), None);
     struct Progress {
-        events: mpsc::UnboundedReceiver<ResponseEvent>,
+        events: ResponseEvents,
         markdown: Markdown,
         answer: String,
         started: ResponseRecord,

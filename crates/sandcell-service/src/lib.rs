@@ -55,7 +55,8 @@ pub use notebooks::{
 };
 pub use page::{Page, PageRequest};
 pub use responses::{
-    ContainerChoice, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, Responses,
+    ContainerChoice, NewResponse, ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus,
+    Responses,
 };
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
@@ -121,6 +122,7 @@ impl Service {
             config.models.clone(),
             python,
         ));
+        responses.fail_unfinished().await?;
         Ok(Arc::new(Self {
             config,
             notebooks,
