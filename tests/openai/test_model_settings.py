@@ -118,6 +118,7 @@ def test_a_response_cut_at_max_output_tokens_is_incomplete(client, server):
 
 
 def test_a_model_that_cannot_call_tools_is_a_bad_request(client):
+    containers_before = [c.id for c in client.containers.list(limit=100)]
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model=MODEL, input="Compute.", tools=TOOLS)
     message = refused.value.body["message"]
@@ -129,6 +130,8 @@ def test_a_model_that_cannot_call_tools_is_a_bad_request(client):
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Compute."}])
     assert "cannot call tools" in refused.value.body["message"]
+    # The containers made for the refused requests are gone with them.
+    assert [c.id for c in client.containers.list(limit=100)] == containers_before
 
 
 def test_a_streamed_response_can_be_read_while_under_way(client, server):

@@ -184,9 +184,9 @@ impl Responses {
             previous = earlier.previous_response_id;
             history.splice(0..0, earlier.records);
         }
-        let container = match new.container {
-            ContainerChoice::Existing(id) => self.containers.get(user, &id).await?,
-            ContainerChoice::New(asked) => self.containers.create(user, asked).await?,
+        let (container, made_for_it) = match new.container {
+            ContainerChoice::Existing(id) => (self.containers.get(user, &id).await?, false),
+            ContainerChoice::New(asked) => (self.containers.create(user, asked).await?, true),
         };
         let mut checkout = self.sessions.checkout(user, &container.session_id).await?;
         self.containers.touch(&container.id).await?;
@@ -228,7 +228,7 @@ impl Responses {
         let (sender, receiver) = mpsc::unbounded_channel();
         let store = self.store.clone();
         let containers = self.containers.clone();
-        let user = user.clone();
+        let owner = user.clone();
         let cancel = checkout.cancellation();
         tokio::spawn(async move {
             let mut usage = TokenUsage::default();
@@ -291,7 +291,7 @@ impl Responses {
             response.error = error;
             response.usage = usage;
             response.records = agent.transcript().records()[earlier..].to_vec();
-            response.files = match touched_files(&containers, &user, &response).await {
+            response.files = match touched_files(&containers, &owner, &response).await {
                 Ok(files) => files,
                 Err(error) => {
                     tracing::warn!("a response's files cannot be listed: {error}");
@@ -311,7 +311,15 @@ impl Responses {
             rest: receiver,
         };
         match events.rest.recv().await {
-            Some(Err(refusal)) => Err(refusal),
+            Some(Err(refusal)) => {
+                if made_for_it {
+                    // Nobody was given its id: it would only wait for its expiry.
+                    if let Err(error) = self.containers.delete(user, &started.container_id).await {
+                        tracing::warn!("a refused response's container cannot be deleted: {error}");
+                    }
+                }
+                Err(refusal)
+            }
             Some(Ok(first)) => {
                 events.first = Some(first);
                 Ok((started, events))
