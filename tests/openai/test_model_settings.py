@@ -55,6 +55,9 @@ SCRIPT = [
     NO_TOOLS, NO_TOOLS, NO_TOOLS,
     # test_a_streamed_response_can_be_read_while_under_way
     {"reply": {"text": "Slowly, word by word, to the end.", "chunk_size": 4}, "chunk_delay_ms": 150},
+    # test_the_output_token_limit_is_for_the_whole_response
+    {"reply": {"tool_calls": [{"code": "print(1)"}]}},
+    {"reply": {"text": "Done."}},
     # test_an_image_sent_as_a_data_url_lands_in_mnt_data
     {"reply": {"tool_calls": [{"code": "import os\nprint(sorted(os.listdir('/mnt/data')))"}]}},
     {"reply": {"text": "I see it."}},
@@ -153,6 +156,19 @@ def test_a_streamed_response_can_be_read_while_under_way(client, server):
     # Another key cannot read it, under way or not.
     with pytest.raises(openai.NotFoundError):
         server.client(1).responses.retrieve(response_id)
+
+
+def test_the_output_token_limit_is_for_the_whole_response(client, server):
+    response = client.responses.create(
+        model=MODEL, input="Print one.", tools=TOOLS, max_output_tokens=100,
+    )
+    assert response.status == "completed"
+    requests = json.load(urllib.request.urlopen(f"{server.replay_url}/_requests"))
+    first, second = requests[-2]["body"], requests[-1]["body"]
+    # The replay server counts a reply's output tokens as its characters / 4 + 1: the
+    # call's arguments, {"code":"print(1)"}, are 5.
+    first_output = len(json.dumps({"code": "print(1)"}, separators=(",", ":"))) // 4 + 1
+    assert (first["max_tokens"], second["max_tokens"]) == (100, 100 - first_output)
 
 
 def test_an_image_sent_as_a_data_url_lands_in_mnt_data(client):
