@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.request
 
 import openai
@@ -55,6 +56,9 @@ SCRIPT = [
     NO_TOOLS, NO_TOOLS, NO_TOOLS,
     # test_a_streamed_response_can_be_read_while_under_way
     {"reply": {"text": "Slowly, word by word, to the end.", "chunk_size": 4}, "chunk_delay_ms": 150},
+    # test_a_stream_the_client_cuts_still_finishes_and_is_kept
+    {"reply": {"tool_calls": [{"code": "kept = 'yes'\nprint(kept)"}]}, "chunk_delay_ms": 100},
+    {"reply": {"text": "Finished without you."}},
     # test_the_output_token_limit_is_for_the_whole_response
     {"reply": {"tool_calls": [{"code": "print(1)"}]}},
     {"reply": {"text": "Done."}},
@@ -156,6 +160,22 @@ def test_a_streamed_response_can_be_read_while_under_way(client, server):
     # Another key cannot read it, under way or not.
     with pytest.raises(openai.NotFoundError):
         server.client(1).responses.retrieve(response_id)
+
+
+def test_a_stream_the_client_cuts_still_finishes_and_is_kept(client):
+    stream = client.responses.create(model=MODEL, input="Go on without me.", tools=TOOLS, stream=True)
+    created = next(iter(stream))
+    assert created.type == "response.created"
+    stream.close()  # the client goes away
+    response_id = created.response.id
+    for _ in range(100):
+        response = client.responses.retrieve(response_id)
+        if response.status != "in_progress":
+            break
+        time.sleep(0.1)
+    assert response.status == "completed", response.status
+    assert response.output_text == "Finished without you."
+    assert response.output[0].type == "code_interpreter_call"
 
 
 def test_the_output_token_limit_is_for_the_whole_response(client, server):
