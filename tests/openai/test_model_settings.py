@@ -1,7 +1,8 @@
 """What a request asks of the model reaches it (temperature, top_p, the output token
 limit), and what the model answers is told as OpenAI tells it: a response cut at
 max_output_tokens is incomplete, a model that cannot call tools is a bad request. Also: a
-response can be read while under way, and an image sent inline lands in /mnt/data.
+response can be read while under way, and an image sent inline goes to the model and
+lands in /mnt/data.
 
 The tests of this module run in order, each taking the next steps of SCRIPT."""
 
@@ -62,7 +63,7 @@ SCRIPT = [
     # test_the_output_token_limit_is_for_the_whole_response
     {"reply": {"tool_calls": [{"code": "print(1)"}]}},
     {"reply": {"text": "Done."}},
-    # test_an_image_sent_as_a_data_url_lands_in_mnt_data
+    # test_an_image_sent_as_a_data_url_goes_to_the_model_and_lands_in_mnt_data
     {"reply": {"tool_calls": [{"code": "import os\nprint(sorted(os.listdir('/mnt/data')))"}]}},
     {"reply": {"text": "I see it."}},
 ]
@@ -191,7 +192,7 @@ def test_the_output_token_limit_is_for_the_whole_response(client, server):
     assert (first["max_tokens"], second["max_tokens"]) == (100, 100 - first_output)
 
 
-def test_an_image_sent_as_a_data_url_lands_in_mnt_data(client):
+def test_an_image_sent_as_a_data_url_goes_to_the_model_and_lands_in_mnt_data(client, server):
     url = "data:image/png;base64," + base64.b64encode(PIXEL).decode()
     response = client.responses.create(
         model=MODEL,
@@ -203,6 +204,12 @@ def test_an_image_sent_as_a_data_url_lands_in_mnt_data(client):
         include=["code_interpreter_call.outputs"],
     )
     assert response.status == "completed"
+    requests = json.load(urllib.request.urlopen(f"{server.replay_url}/_requests"))
+    first = requests[-2]["body"]
+    [user] = [m for m in first["messages"] if m["role"] == "user"]
+    assert user["content"][0] == {"type": "text", "text": "What is in the picture?"}
+    assert user["content"][1] == {"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": base64.b64encode(PIXEL).decode()}}
     call = response.output[0]
     assert call.outputs[0].logs == "['image_1.png']\n"
     files = client.containers.files.list(call.container_id)
@@ -223,3 +230,12 @@ def test_an_image_by_http_url_is_refused_and_nothing_is_fetched(client):
     assert "does not fetch URLs" in refused.value.body["message"]
     assert refused.value.body["param"] == "input"
     validate("ErrorResponse", {"error": refused.value.body})
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model=MODEL,
+            input=[{"role": "user", "content": [
+                {"type": "input_image", "image_url": "data:image/svg+xml;base64,PHN2Zy8+", "detail": "auto"},
+            ]}],
+            tools=TOOLS,
+        )
+    assert "PNG, JPEG, GIF or WebP" in refused.value.body["message"]

@@ -1,7 +1,7 @@
 //! The loop: send the conversation to the model, run the code it asks for in the
 //! session, give it the results, and again, until it answers without calling the tool.
 
-use sandcell_llm::{ChatEvent, FinishReason, Tool};
+use sandcell_llm::{ChatEvent, FinishReason, ImageBase64, Tool};
 use sandcell_pyenv::EnvInfo;
 use sandcell_session::{ExecEvent, ExecOptions, Session};
 use std::collections::HashMap;
@@ -125,8 +125,23 @@ impl Agent {
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
         cancel: &CancellationToken,
     ) -> Result<TurnEnd, AgentError> {
+        self.send_with_images(session, text, Vec::new(), on_event, cancel)
+            .await
+    }
+
+    /// [`Agent::send`], the person giving `images` with their words (shown to a model
+    /// with vision, not to others).
+    pub async fn send_with_images(
+        &mut self,
+        session: &mut Session,
+        text: &str,
+        images: Vec<ImageBase64>,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<TurnEnd, AgentError> {
         self.transcript.push(Record::User {
             text: text.to_owned(),
+            images,
         })?;
         // Built once per turn: the same prompt (the files as they were when the person
         // spoke) for every request of the turn keeps the providers' prompt caches warm.

@@ -19,7 +19,7 @@ pub(crate) fn request_body(
                 let images = images.iter().map(|image| {
                     json!({
                         "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": image.0},
+                        "source": {"type": "base64", "media_type": image.media_type, "data": image.data},
                     })
                 });
                 let blocks = std::iter::once(json!({"type": "text", "text": text}))

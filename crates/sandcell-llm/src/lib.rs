@@ -24,7 +24,7 @@ mod sse;
 
 pub use assemble::{AssembleError, Assembler, AssistantTurn};
 pub use conversation::{
-    Conversation, InvalidToolArguments, Message, PngBase64, RequestOptions, Sampling, Tool,
+    Conversation, ImageBase64, InvalidToolArguments, Message, RequestOptions, Sampling, Tool,
     ToolCall,
 };
 pub use decode::{DecodeError, Decoder};

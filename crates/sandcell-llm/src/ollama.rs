@@ -24,7 +24,7 @@ pub(crate) fn request_body(
                 json!({"role": "user", "content": text})
             }
             Message::User { text, images } => {
-                let images: Vec<&str> = images.iter().map(|image| image.0.as_str()).collect();
+                let images: Vec<&str> = images.iter().map(|image| image.data.as_str()).collect();
                 json!({"role": "user", "content": text, "images": images})
             }
             Message::Assistant { text, tool_calls } => {

@@ -1,7 +1,7 @@
 //! Request bodies for one conversation with an image, a tool call and its result.
 
 use sandcell_llm::{
-    Conversation, Message, PngBase64, Protocol, RequestOptions, Sampling, Tool, ToolCall,
+    Conversation, ImageBase64, Message, Protocol, RequestOptions, Sampling, Tool, ToolCall,
 };
 use serde_json::{json, Value};
 
@@ -13,7 +13,7 @@ fn conversation() -> Conversation {
         messages: vec![
             Message::User {
                 text: "Plot this.".to_owned(),
-                images: vec![PngBase64(PNG.to_owned())],
+                images: vec![ImageBase64::png(PNG)],
             },
             Message::Assistant {
                 text: "Running it.".to_owned(),

@@ -174,6 +174,7 @@ async fn create(
                 input,
                 container,
                 previous_response_id: previous.map(|response| response.id),
+                images: Vec::new(),
                 // The next request of the chat goes on from it.
                 store: true,
                 sampling,

@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use sandcell_agent::Sampling;
+use base64::Engine;
+use sandcell_agent::{ImageBase64, Sampling};
 use sandcell_service::{
     ContainerChoice, LimitsRequest, NewContainer, NewResponse, ResponseEvent, ResponseRecord,
     ResponseStatus, ServiceError,
@@ -168,9 +169,15 @@ async fn create(
         body.max_output_tokens,
         "max_output_tokens",
     )?;
-    // Inline images land in /mnt/data like attached files, read by the code.
-    for (name, bytes) in images {
-        file_ids.push(keep_as_file(&state, &user, &name, bytes).await?);
+    // Inline images go to the model, and land in /mnt/data like attached files, for the
+    // code.
+    let mut model_images = Vec::with_capacity(images.len());
+    for image in images {
+        model_images.push(ImageBase64 {
+            media_type: image.media_type.to_owned(),
+            data: base64::engine::general_purpose::STANDARD.encode(&image.bytes),
+        });
+        file_ids.push(keep_as_file(&state, &user, &image.name, image.bytes).await?);
     }
     let container = with_files(&state, &user, container, &file_ids).await?;
     let (started, mut events) = state
@@ -183,6 +190,7 @@ async fn create(
                 input,
                 container,
                 previous_response_id: body.previous_response_id,
+                images: model_images,
                 store: kept.store,
                 sampling,
                 max_output_tokens,
@@ -330,8 +338,15 @@ struct InputParts {
     text: String,
     /// The user's Files attached by id.
     file_ids: Vec<String>,
-    /// Images sent inline: a name for each and its bytes.
-    images: Vec<(String, Vec<u8>)>,
+    images: Vec<InlineImage>,
+}
+
+/// An image sent inline, as a `data:` URL.
+struct InlineImage {
+    /// `image_N.EXT`.
+    name: String,
+    media_type: &'static str,
+    bytes: Vec<u8>,
 }
 
 /// The person's words and what they attached.
@@ -367,10 +382,14 @@ fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
                         Part::InputImage {
                             file_id: None,
                             image_url: Some(url),
-                        } => images.push((
-                            format!("image_{}.{}", images.len() + 1, image_extension(url)),
-                            decode(url, "input")?,
-                        )),
+                        } => {
+                            let (media_type, extension) = image_type(url)?;
+                            images.push(InlineImage {
+                                name: format!("image_{}.{extension}", images.len() + 1),
+                                media_type,
+                                bytes: decode(url, "input")?,
+                            });
+                        }
                         Part::InputFile { file_id: None }
                         | Part::InputImage {
                             file_id: None,
@@ -393,17 +412,22 @@ fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
     })
 }
 
-/// The file extension of an image's `data:` URL by its media type (`png` when unknown).
-fn image_extension(url: &str) -> &'static str {
-    let media_type = url
-        .strip_prefix("data:")
-        .and_then(|rest| rest.split([';', ',']).next())
-        .unwrap_or_default();
+/// The media type of an image's `data:` URL and the extension of its file; one the
+/// models cannot read is refused (an http(s) URL is refused by [`decode`]).
+fn image_type(url: &str) -> Result<(&'static str, &'static str), OpenAiError> {
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Ok(("image/png", "png"));
+    };
+    let media_type = rest.split([';', ',']).next().unwrap_or_default();
     match media_type {
-        "image/jpeg" | "image/jpg" => "jpg",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        _ => "png",
+        "image/png" => Ok(("image/png", "png")),
+        "image/jpeg" | "image/jpg" => Ok(("image/jpeg", "jpg")),
+        "image/gif" => Ok(("image/gif", "gif")),
+        "image/webp" => Ok(("image/webp", "webp")),
+        other => Err(OpenAiError::bad_request(format!(
+            "An input image must be PNG, JPEG, GIF or WebP, not {other:?}."
+        ))
+        .param("input")),
     }
 }
 

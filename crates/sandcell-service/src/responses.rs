@@ -19,8 +19,8 @@ use crate::store::{Store, StoreError, User};
 use crate::user_files::{random_id, unix_now};
 use rusqlite::{params, OptionalExtension};
 use sandcell_agent::{
-    Agent, AgentError, AgentEvent, AgentOptions, ModelError, Record, RecordSink, Sampling,
-    TokenUsage, Transcript, TurnEnd,
+    Agent, AgentError, AgentEvent, AgentOptions, ImageBase64, ModelError, Record, RecordSink,
+    Sampling, TokenUsage, Transcript, TurnEnd,
 };
 use sandcell_pyenv::EnvInfo;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub struct NewResponse {
     pub model: Option<String>,
     /// What the person says.
     pub input: String,
+    /// The images they give with it (shown to a model with vision).
+    pub images: Vec<ImageBase64>,
     pub container: ContainerChoice,
     /// The response whose conversation this one goes on with.
     pub previous_response_id: Option<String>,
@@ -225,6 +227,7 @@ impl Responses {
             save(&self.store, user, &response).await?;
         }
         let max_output_tokens = new.max_output_tokens;
+        let images = new.images;
         let (sender, receiver) = mpsc::unbounded_channel();
         let store = self.store.clone();
         let containers = self.containers.clone();
@@ -235,9 +238,10 @@ impl Responses {
             let result = match checkout.session() {
                 Ok(session) => {
                     agent
-                        .send(
+                        .send_with_images(
                             session,
                             &response.input,
+                            images,
                             &mut |event| {
                                 if let AgentEvent::Usage { request, .. } = &event {
                                     usage = add(usage, *request);
