@@ -167,11 +167,6 @@ impl Responses {
                 "The input is empty; say what the model should do.",
             ));
         }
-        if new.max_output_tokens == Some(0) {
-            return Err(ServiceError::invalid(
-                "max_output_tokens is 0; allow the model at least one token.",
-            ));
-        }
         let model = self.models.pick(new.model.as_deref())?;
         let client = self.models.client(&model)?.with_sampling(new.sampling);
         let mut history = Vec::new();
