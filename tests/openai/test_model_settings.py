@@ -66,6 +66,9 @@ SCRIPT = [
     # test_an_image_sent_as_a_data_url_goes_to_the_model_and_lands_in_mnt_data
     {"reply": {"tool_calls": [{"code": "import os\nprint(sorted(os.listdir('/mnt/data')))"}]}},
     {"reply": {"text": "I see it."}},
+    # test_a_chat_image_goes_to_the_model_and_lands_in_mnt_data
+    {"reply": {"tool_calls": [{"code": "import os\nprint(sorted(os.listdir('/mnt/data')))"}]}},
+    {"reply": {"text": "A pixel."}},
 ]
 
 TOOLS = [{"type": "code_interpreter", "container": {"type": "auto"}}]
@@ -239,3 +242,17 @@ def test_an_image_by_http_url_is_refused_and_nothing_is_fetched(client):
             tools=TOOLS,
         )
     assert "PNG, JPEG, GIF or WebP" in refused.value.body["message"]
+
+
+def test_a_chat_image_goes_to_the_model_and_lands_in_mnt_data(client, server):
+    data = base64.b64encode(PIXEL).decode()
+    completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "And this one?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+    ]}])
+    answer = completion.choices[0].message.content
+    assert "['image_2.png']" in answer and answer.endswith("A pixel.")
+    requests = json.load(urllib.request.urlopen(f"{server.replay_url}/_requests"))
+    [user] = [m for m in requests[-2]["body"]["messages"] if m["role"] == "user"]
+    assert user["content"][1] == {"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": data}}

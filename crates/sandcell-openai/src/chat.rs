@@ -11,7 +11,7 @@
 use crate::error::OpenAiError;
 use crate::extract::{Caller, Json};
 use crate::responses::{items::outputs, sampling, with_files};
-use crate::upload::{decode, keep_as_file};
+use crate::upload::{decode, inline_image, keep_as_file};
 use crate::DoorState;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use futures_util::stream::{self, StreamExt};
-use sandcell_agent::AgentEvent;
+use sandcell_agent::{AgentEvent, ImageBase64};
 use sandcell_service::{
     ContainerChoice, ContainerStatus, NewContainer, NewResponse, ResponseEvent, ResponseEvents,
     ResponseRecord, ResponseStatus, ServiceError, User,
@@ -159,7 +159,7 @@ async fn create(
         (None, Some(id)) => ContainerChoice::Existing(id),
         (None, None) => new_container(),
     };
-    let file_ids = attached_files(&state, &user, last).await?;
+    let (file_ids, images) = attached_files(&state, &user, last).await?;
     let container = with_files(&state, &user, container, &file_ids).await?;
     // A new chat whose client sends earlier turns the model has not seen: they are told.
     let input = match (&previous, earlier.is_empty()) {
@@ -174,7 +174,7 @@ async fn create(
                 input,
                 container,
                 previous_response_id: previous.map(|response| response.id),
-                images: Vec::new(),
+                images,
                 // The next request of the chat goes on from it.
                 store: true,
                 sampling,
@@ -226,16 +226,17 @@ impl Thread {
 }
 
 /// The files attached to the message, as the user's Files (those sent inline are kept
-/// as Files first).
+/// as Files first), and its images for the model.
 async fn attached_files(
     state: &DoorState,
     user: &User,
     message: &ChatMessage,
-) -> Result<Vec<String>, OpenAiError> {
+) -> Result<(Vec<String>, Vec<ImageBase64>), OpenAiError> {
     let Some(ChatContent::Parts(parts)) = &message.content else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let mut ids = Vec::new();
+    let mut images = Vec::new();
     for (n, part) in parts.iter().enumerate() {
         let (data, name) = match part {
             ChatPart::Text { .. } => continue,
@@ -261,7 +262,11 @@ async fn attached_files(
                     .unwrap_or_else(|| format!("file_{}", n + 1)),
             ),
             ChatPart::ImageUrl { image_url } => {
-                (image_url.url.as_str(), format!("image_{}.png", n + 1))
+                let image = inline_image(&image_url.url, "messages")?;
+                let name = format!("image_{}.{}", n + 1, image.extension);
+                images.push(image.for_model);
+                ids.push(keep_as_file(state, user, &name, image.bytes).await?);
+                continue;
             }
             ChatPart::File { .. } => {
                 return Err(
@@ -273,7 +278,7 @@ async fn attached_files(
         let bytes = decode(data, "messages")?;
         ids.push(keep_as_file(state, user, &name, bytes).await?);
     }
-    Ok(ids)
+    Ok((ids, images))
 }
 
 /// The key of a chat's history.

@@ -5,14 +5,13 @@
 use crate::error::OpenAiError;
 use crate::extract::{Caller, Json, Path};
 use crate::list::Deleted;
-use crate::upload::{decode, keep_as_file};
+use crate::upload::{inline_image, keep_as_file, InlineImage};
 use crate::DoorState;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use base64::Engine;
-use sandcell_agent::{ImageBase64, Sampling};
+use sandcell_agent::Sampling;
 use sandcell_service::{
     ContainerChoice, LimitsRequest, NewContainer, NewResponse, ResponseEvent, ResponseRecord,
     ResponseStatus, ServiceError,
@@ -172,12 +171,10 @@ async fn create(
     // Inline images go to the model, and land in /mnt/data like attached files, for the
     // code.
     let mut model_images = Vec::with_capacity(images.len());
-    for image in images {
-        model_images.push(ImageBase64 {
-            media_type: image.media_type.to_owned(),
-            data: base64::engine::general_purpose::STANDARD.encode(&image.bytes),
-        });
-        file_ids.push(keep_as_file(&state, &user, &image.name, image.bytes).await?);
+    for (n, image) in images.into_iter().enumerate() {
+        let name = format!("image_{}.{}", n + 1, image.extension);
+        model_images.push(image.for_model);
+        file_ids.push(keep_as_file(&state, &user, &name, image.bytes).await?);
     }
     let container = with_files(&state, &user, container, &file_ids).await?;
     let (started, mut events) = state
@@ -341,14 +338,6 @@ struct InputParts {
     images: Vec<InlineImage>,
 }
 
-/// An image sent inline, as a `data:` URL.
-struct InlineImage {
-    /// `image_N.EXT`.
-    name: String,
-    media_type: &'static str,
-    bytes: Vec<u8>,
-}
-
 /// The person's words and what they attached.
 fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
     let messages = match input {
@@ -382,14 +371,7 @@ fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
                         Part::InputImage {
                             file_id: None,
                             image_url: Some(url),
-                        } => {
-                            let (media_type, extension) = image_type(url)?;
-                            images.push(InlineImage {
-                                name: format!("image_{}.{extension}", images.len() + 1),
-                                media_type,
-                                bytes: decode(url, "input")?,
-                            });
-                        }
+                        } => images.push(inline_image(url, "input")?),
                         Part::InputFile { file_id: None }
                         | Part::InputImage {
                             file_id: None,
@@ -410,25 +392,6 @@ fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
         file_ids: files,
         images,
     })
-}
-
-/// The media type of an image's `data:` URL and the extension of its file; one the
-/// models cannot read is refused (an http(s) URL is refused by [`decode`]).
-fn image_type(url: &str) -> Result<(&'static str, &'static str), OpenAiError> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Ok(("image/png", "png"));
-    };
-    let media_type = rest.split([';', ',']).next().unwrap_or_default();
-    match media_type {
-        "image/png" => Ok(("image/png", "png")),
-        "image/jpeg" | "image/jpg" => Ok(("image/jpeg", "jpg")),
-        "image/gif" => Ok(("image/gif", "gif")),
-        "image/webp" => Ok(("image/webp", "webp")),
-        other => Err(OpenAiError::bad_request(format!(
-            "An input image must be PNG, JPEG, GIF or WebP, not {other:?}."
-        ))
-        .param("input")),
-    }
 }
 
 /// The container choice with the input's files added: to a new container's files, or

@@ -10,6 +10,7 @@ use axum::extract::Multipart;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use sandcell_agent::ImageBase64;
 use sandcell_service::User;
 use std::io::Write;
 use tempfile::NamedTempFile;
@@ -146,6 +147,44 @@ pub(crate) fn decode(data: &str, param: &str) -> Result<Vec<u8>, OpenAiError> {
     base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| OpenAiError::bad_request("An attached file is not valid base64.").param(param))
+}
+
+/// An image sent inline: its bytes, for `/mnt/data`, and the image the model is given.
+pub(crate) struct InlineImage {
+    /// Of its file, by its media type.
+    pub extension: &'static str,
+    pub bytes: Vec<u8>,
+    pub for_model: ImageBase64,
+}
+
+/// The image of a `data:` URL (or plain base64, taken as PNG) in the request's field
+/// `param`; one the models cannot read is refused, as is an http(s) URL.
+pub(crate) fn inline_image(url: &str, param: &str) -> Result<InlineImage, OpenAiError> {
+    let media_type = url.strip_prefix("data:").map_or("image/png", |rest| {
+        rest.split([';', ',']).next().unwrap_or_default()
+    });
+    let (media_type, extension) = match media_type {
+        "image/png" => ("image/png", "png"),
+        "image/jpeg" | "image/jpg" => ("image/jpeg", "jpg"),
+        "image/gif" => ("image/gif", "gif"),
+        "image/webp" => ("image/webp", "webp"),
+        other => {
+            return Err(OpenAiError::bad_request(format!(
+                "An image must be PNG, JPEG, GIF or WebP, not {other:?}."
+            ))
+            .param(param))
+        }
+    };
+    let bytes = decode(url, param)?;
+    let for_model = ImageBase64 {
+        media_type: media_type.to_owned(),
+        data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+    };
+    Ok(InlineImage {
+        extension,
+        bytes,
+        for_model,
+    })
 }
 
 /// Keeps `bytes` as one of the user's Files named `name`; returns its id.
