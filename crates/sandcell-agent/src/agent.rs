@@ -1,7 +1,7 @@
 //! The loop: send the conversation to the model, run the code it asks for in the
 //! session, give it the results, and again, until it answers without calling the tool.
 
-use sandcell_llm::{ChatEvent, Tool};
+use sandcell_llm::{ChatEvent, FinishReason, ImageBase64, Tool};
 use sandcell_pyenv::EnvInfo;
 use sandcell_session::{ExecEvent, ExecOptions, Session};
 use std::collections::HashMap;
@@ -22,6 +22,9 @@ pub struct AgentOptions {
     pub max_steps: usize,
     /// Characters of one tool result the model reads at most.
     pub output_limit: usize,
+    /// Tokens the model may write in one turn, its requests together (each request's
+    /// own cap only when `None`).
+    pub max_output_tokens: Option<u32>,
 }
 
 impl Default for AgentOptions {
@@ -29,6 +32,7 @@ impl Default for AgentOptions {
         AgentOptions {
             max_steps: 20,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            max_output_tokens: None,
         }
     }
 }
@@ -40,6 +44,8 @@ pub enum TurnEnd {
     Answered { text: String },
     /// The model was still calling the tool after `max_steps` requests.
     StepLimit,
+    /// The model wrote the turn's `max_output_tokens` before it answered.
+    OutputLimit,
     /// The turn was cancelled; the conversation keeps what happened before.
     Cancelled,
 }
@@ -119,14 +125,37 @@ impl Agent {
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
         cancel: &CancellationToken,
     ) -> Result<TurnEnd, AgentError> {
+        self.send_with_images(session, text, Vec::new(), on_event, cancel)
+            .await
+    }
+
+    /// [`Agent::send`], the person giving `images` with their words (shown to a model
+    /// with vision, not to others).
+    pub async fn send_with_images(
+        &mut self,
+        session: &mut Session,
+        text: &str,
+        images: Vec<ImageBase64>,
+        on_event: &mut (dyn FnMut(AgentEvent) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<TurnEnd, AgentError> {
         self.transcript.push(Record::User {
             text: text.to_owned(),
+            images,
         })?;
         // Built once per turn: the same prompt (the files as they were when the person
         // spoke) for every request of the turn keeps the providers' prompt caches warm.
         let system = system_prompt(&self.env, session.limits(), session.workdir());
         let tools = [Tool::python()];
+        let mut written: u32 = 0;
         for _ in 0..self.options.max_steps {
+            let allowed = self
+                .options
+                .max_output_tokens
+                .map(|max| max.saturating_sub(written));
+            if allowed == Some(0) {
+                return self.output_limit_reached();
+            }
             let conversation = self
                 .transcript
                 .conversation(system.clone(), self.client.choice().vision);
@@ -163,7 +192,7 @@ impl Agent {
                 }),
             };
             let turn = tokio::select! {
-                turn = self.client.turn(&conversation, &tools, &mut forward) => Some(turn),
+                turn = self.client.turn(&conversation, &tools, allowed, &mut forward) => Some(turn),
                 () = cancel.cancelled() => None,
             };
             let Some(turn) = turn else {
@@ -183,6 +212,8 @@ impl Agent {
             let turn = turn?;
             let usage = turn.usage.map(TokenUsage::from).unwrap_or_default();
             self.usage += usage;
+            written =
+                written.saturating_add(u32::try_from(usage.output_tokens).unwrap_or(u32::MAX));
             on_event(AgentEvent::Usage {
                 request: usage,
                 conversation: self.usage,
@@ -200,6 +231,15 @@ impl Agent {
                     .collect(),
                 usage: turn.usage.map(TokenUsage::from),
             })?;
+            // Cut at the turn's limit, the words are not a whole answer and the calls
+            // not whole code.
+            if allowed.is_some() && turn.finish_reason == FinishReason::Length {
+                // Every call needs a result, or the providers refuse the history.
+                for call in &turn.tool_calls {
+                    self.push_not_run(&call.id, "[Not run: the output token limit cut it short.]")?;
+                }
+                return self.output_limit_reached();
+            }
             if turn.tool_calls.is_empty() {
                 on_event(AgentEvent::Final {
                     text: turn.text.clone(),
@@ -236,6 +276,13 @@ impl Agent {
             ),
         })?;
         Ok(TurnEnd::StepLimit)
+    }
+
+    fn output_limit_reached(&mut self) -> Result<TurnEnd, AgentError> {
+        self.transcript.push(Record::Note {
+            text: "the turn stopped at its output token limit".into(),
+        })?;
+        Ok(TurnEnd::OutputLimit)
     }
 
     /// Runs one call's code, streaming its output, and records its result.

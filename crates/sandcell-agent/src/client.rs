@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use sandcell_llm::{
     AssembleError, Assembler, AssistantTurn, ChatEvent, Conversation, Decoder, Protocol,
-    ProviderError, RequestOptions, Tool,
+    ProviderError, RequestOptions, Sampling, Tool,
 };
 use std::time::Duration;
 
@@ -61,6 +61,7 @@ pub struct ModelClient {
     http: reqwest::Client,
     choice: ModelChoice,
     retry: RetryPolicy,
+    sampling: Sampling,
 }
 
 impl ModelClient {
@@ -75,11 +76,18 @@ impl ModelClient {
             http,
             choice,
             retry: RetryPolicy::default(),
+            sampling: Sampling::default(),
         })
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> ModelClient {
         self.retry = retry;
+        self
+    }
+
+    /// Every request asks the model to sample so (the provider's defaults otherwise).
+    pub fn with_sampling(mut self, sampling: Sampling) -> ModelClient {
+        self.sampling = sampling;
         self
     }
 
@@ -101,16 +109,20 @@ impl ModelClient {
         self.choice.provider.name.clone()
     }
 
-    /// The model's next turn in `conversation`, streamed through `on_event`.
+    /// The model's next turn in `conversation`, streamed through `on_event`, writing at
+    /// most `max_output_tokens` (the client's own cap when `None` or higher).
     pub async fn turn(
         &self,
         conversation: &Conversation,
         tools: &[Tool],
+        max_output_tokens: Option<u32>,
         on_event: &mut (dyn FnMut(ClientEvent) + Send),
     ) -> Result<AssistantTurn, ModelError> {
         let options = RequestOptions {
             model: self.choice.model.clone(),
-            max_output_tokens: MAX_OUTPUT_TOKENS,
+            max_output_tokens: max_output_tokens
+                .map_or(MAX_OUTPUT_TOKENS, |asked| asked.min(MAX_OUTPUT_TOKENS)),
+            sampling: self.sampling,
         };
         let body = self
             .choice
@@ -288,6 +300,11 @@ impl ModelClient {
         }
         match classify_message(&message) {
             Some(Kind::ContextTooLong) => ModelError::ContextTooLong { message },
+            Some(Kind::ToolsUnsupported) => ModelError::ToolsUnsupported {
+                provider,
+                model: self.choice.model.clone(),
+                message,
+            },
             Some(Kind::UnknownModel) => ModelError::UnknownModel {
                 provider,
                 model: self.choice.model.clone(),
@@ -315,6 +332,7 @@ struct Failure {
 enum Kind {
     ContextTooLong,
     UnknownModel,
+    ToolsUnsupported,
 }
 
 /// What an error message is about; providers say it in words, not in status codes.
@@ -331,6 +349,19 @@ fn classify_message(message: &str) -> Option<Kind> {
     ];
     if CONTEXT.iter().any(|m| lower.contains(m)) {
         return Some(Kind::ContextTooLong);
+    }
+    // Ollama: "registry.ollama.ai/library/gemma:2b does not support tools"; others say
+    // it of tools, tool use or function calling.
+    const NO_TOOLS: &[&str] = &[
+        "does not support tools",
+        "does not support tool",
+        "tools are not supported",
+        "tool use is not supported",
+        "does not support function calling",
+        "function calling is not supported",
+    ];
+    if NO_TOOLS.iter().any(|m| lower.contains(m)) {
+        return Some(Kind::ToolsUnsupported);
     }
     let about_model = lower.contains("model");
     let missing = ["not found", "does not exist", "not_found", "unknown model"]
@@ -415,6 +446,10 @@ mod tests {
         assert!(matches!(
             classify_message("model \"qwen9\" not found, try pulling it first"),
             Some(Kind::UnknownModel)
+        ));
+        assert!(matches!(
+            classify_message("registry.ollama.ai/library/gemma:2b does not support tools"),
+            Some(Kind::ToolsUnsupported)
         ));
         assert!(classify_message("Invalid schema for function 'python'").is_none());
     }

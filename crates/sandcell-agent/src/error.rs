@@ -18,6 +18,12 @@ pub enum ModelError {
         model: String,
         message: String,
     },
+    #[error("the model `{model}` of {provider} cannot call tools ({message}), and sandcell runs code through a tool; choose a model that supports tool calling")]
+    ToolsUnsupported {
+        provider: String,
+        model: String,
+        message: String,
+    },
     #[error("the conversation is too long for the model's context window ({message}); start a new conversation or choose a model with a larger context")]
     ContextTooLong { message: String },
     #[error("{provider} rejected the request (HTTP {status}: {message})")]

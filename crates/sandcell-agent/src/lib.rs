@@ -27,4 +27,5 @@ pub use client::{ClientEvent, ModelClient, RetryPolicy};
 pub use config::{Config, ModelChoice, Provider, ProviderConfig, CONFIG_HINT};
 pub use error::{AgentError, ModelError};
 pub use event::{AgentEvent, TokenUsage};
+pub use sandcell_llm::{ImageBase64, Sampling};
 pub use transcript::{Record, RecordSink, RecordedCall, Transcript};

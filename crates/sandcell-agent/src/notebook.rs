@@ -14,7 +14,7 @@ pub fn to_notebook(records: &[Record]) -> Value {
     let mut execution_count = 0;
     for record in records {
         let cell = match record {
-            Record::User { text } => markdown(format!("**User:**\n\n{text}")),
+            Record::User { text, .. } => markdown(format!("**User:**\n\n{text}")),
             Record::Assistant { text, .. } if !text.trim().is_empty() => {
                 markdown(format!("**Assistant:**\n\n{text}"))
             }

@@ -1,7 +1,7 @@
 //! The record of a conversation, one JSON object per line, appended as it happens (so a
 //! crash loses nothing already said), and rebuilt into what the model is sent.
 
-use sandcell_llm::{Conversation, Message, PngBase64, ToolCall};
+use sandcell_llm::{Conversation, ImageBase64, Message, ToolCall};
 use sandcell_session::Execution;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -19,8 +19,12 @@ const FORMAT_VERSION: u32 = 1;
 pub enum Record {
     /// The first line.
     Start { version: u32, model: String },
-    /// The person's message.
-    User { text: String },
+    /// The person's message, with the images they gave (shown to models with vision).
+    User {
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ImageBase64>,
+    },
     /// One assistant turn: its words and the code it asked to run.
     Assistant {
         text: String,
@@ -225,16 +229,16 @@ impl Transcript {
             .rposition(|r| matches!(r, Record::User { .. }))
             .unwrap_or(0);
         let mut messages = Vec::new();
-        let mut pending_images: Vec<PngBase64> = Vec::new();
+        let mut pending_images: Vec<ImageBase64> = Vec::new();
         for (index, record) in self.records.iter().enumerate() {
             if !matches!(record, Record::Tool { .. }) {
                 flush_images(&mut messages, &mut pending_images);
             }
             match record {
                 Record::Start { .. } | Record::Note { .. } => {}
-                Record::User { text } => messages.push(Message::User {
+                Record::User { text, images } => messages.push(Message::User {
                     text: text.clone(),
-                    images: Vec::new(),
+                    images: if vision { images.clone() } else { Vec::new() },
                 }),
                 Record::Assistant {
                     text, tool_calls, ..
@@ -265,7 +269,7 @@ impl Transcript {
                     {
                         pending_images.extend(execution.results.iter().filter_map(|bundle| {
                             let png = bundle.get("image/png")?.as_str()?;
-                            Some(PngBase64(png.trim().to_owned()))
+                            Some(ImageBase64::png(png.trim()))
                         }));
                     }
                 }
@@ -281,7 +285,7 @@ impl Transcript {
 
 /// Images go in a user message after all the results of a turn's calls: every protocol
 /// accepts images from the user, not all of them in tool results.
-fn flush_images(messages: &mut Vec<Message>, images: &mut Vec<PngBase64>) {
+fn flush_images(messages: &mut Vec<Message>, images: &mut Vec<ImageBase64>) {
     if images.is_empty() {
         return;
     }
@@ -335,6 +339,7 @@ mod tests {
         for record in [
             Record::User {
                 text: "plot".into(),
+                images: Vec::new(),
             },
             Record::Assistant {
                 text: String::new(),
@@ -349,6 +354,7 @@ mod tests {
             },
             Record::User {
                 text: "again".into(),
+                images: Vec::new(),
             },
             Record::Assistant {
                 text: String::new(),
@@ -370,7 +376,7 @@ mod tests {
         assert!(matches!(
             with.messages.last(),
             Some(Message::User { images, .. })
-                if images == &vec![PngBase64("NEW1".into()), PngBase64("NEW2".into())]
+                if images == &vec![ImageBase64::png("NEW1"), ImageBase64::png("NEW2")]
         ));
         assert!(matches!(
             &with.messages[with.messages.len() - 2],
@@ -381,11 +387,43 @@ mod tests {
     }
 
     #[test]
+    fn the_persons_images_go_to_a_model_with_vision_and_older_records_still_read() {
+        let older: Record = serde_json::from_str(r#"{"type":"user","text":"hi"}"#).unwrap();
+        assert_eq!(
+            older,
+            Record::User {
+                text: "hi".into(),
+                images: Vec::new()
+            }
+        );
+        let mut t = Transcript::in_memory("m");
+        let photo = ImageBase64 {
+            media_type: "image/jpeg".into(),
+            data: "JPEG".into(),
+        };
+        t.push(Record::User {
+            text: "look".into(),
+            images: vec![photo.clone()],
+        })
+        .unwrap();
+        let user_images = |vision| match &t.conversation("sys".into(), vision).messages[0] {
+            Message::User { images, .. } => images.clone(),
+            other => panic!("not the person's message: {other:?}"),
+        };
+        assert_eq!(user_images(true), vec![photo]);
+        assert!(user_images(false).is_empty());
+    }
+
+    #[test]
     fn a_saved_transcript_reads_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c/conversation.jsonl");
         let mut t = Transcript::create(&path, "openai:gpt-4.1").unwrap();
-        t.push(Record::User { text: "hi".into() }).unwrap();
+        t.push(Record::User {
+            text: "hi".into(),
+            images: Vec::new(),
+        })
+        .unwrap();
         t.push(tool("a", None)).unwrap();
         let mut back = Transcript::open(&path).unwrap();
         assert_eq!(back.records(), t.records());

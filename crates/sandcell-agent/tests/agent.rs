@@ -508,7 +508,7 @@ mod client_errors {
         let client = client(provider, &server);
         let mut retries = Vec::new();
         let result = client
-            .turn(&hello(), &[Tool::python()], &mut |e| {
+            .turn(&hello(), &[Tool::python()], None, &mut |e| {
                 if let ClientEvent::Retrying { reason, .. } = e {
                     retries.push(reason);
                 }
@@ -638,7 +638,7 @@ mod client_errors {
         ] {
             let server = replay(json!([{"fixture": fixture}])).await;
             let turn = client(provider, &server)
-                .turn(&hello(), &[Tool::python()], &mut |_| {})
+                .turn(&hello(), &[Tool::python()], None, &mut |_| {})
                 .await
                 .unwrap_or_else(|e| panic!("{fixture}: {e}"));
             assert_eq!(turn.tool_calls[0].name, expected_call, "{fixture}");

@@ -19,7 +19,7 @@ pub(crate) fn request_body(
                 let images = images.iter().map(|image| {
                     json!({
                         "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": image.0},
+                        "source": {"type": "base64", "media_type": image.media_type, "data": image.data},
                     })
                 });
                 let blocks = std::iter::once(json!({"type": "text", "text": text}))
@@ -77,6 +77,7 @@ pub(crate) fn request_body(
         "tools": tools,
         "stream": true,
     });
+    options.sampling.insert_into(&mut body);
     if let Some(system) = &conversation.system {
         body["system"] = json!(system);
     }

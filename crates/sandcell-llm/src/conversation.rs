@@ -1,5 +1,6 @@
 //! The neutral conversation every request body is built from.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// What the model has seen so far: a system prompt and the messages after it.
@@ -15,7 +16,7 @@ pub enum Message {
     /// The person's words, with images for vision models.
     User {
         text: String,
-        images: Vec<PngBase64>,
+        images: Vec<ImageBase64>,
     },
     /// A previous assistant turn: its text (may be empty) and the tool calls it made.
     Assistant {
@@ -31,14 +32,30 @@ pub enum Message {
     },
 }
 
-/// A PNG image, base64 encoded (as Jupyter and the session protocol carry images).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PngBase64(pub String);
+/// An image, base64 encoded, with its media type: `image/png` (as Jupyter and the
+/// session protocol carry plots), `image/jpeg`, `image/gif` or `image/webp` (what every
+/// provider takes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageBase64 {
+    pub media_type: String,
+    pub data: String,
+}
 
-impl PngBase64 {
+impl ImageBase64 {
+    /// The media types every protocol takes.
+    pub const MEDIA_TYPES: [&'static str; 4] =
+        ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+    pub fn png(data: impl Into<String>) -> Self {
+        ImageBase64 {
+            media_type: "image/png".to_owned(),
+            data: data.into(),
+        }
+    }
+
     /// The `data:` URL the OpenAI protocols take images as.
     pub(crate) fn data_url(&self) -> String {
-        format!("data:image/png;base64,{}", self.0)
+        format!("data:{};base64,{}", self.media_type, self.data)
     }
 }
 
@@ -106,9 +123,30 @@ impl Tool {
 }
 
 /// What a request needs besides the conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestOptions {
     pub model: String,
     /// The output token limit; Anthropic requires one, so every protocol gets it.
     pub max_output_tokens: u32,
+    pub sampling: Sampling,
+}
+
+/// How the model picks its words; the provider's default for each left out (and then
+/// not sent at all, since some models refuse settings they do not take).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+}
+
+impl Sampling {
+    /// Sets each setting given as `object[name]`, under the names every protocol uses.
+    pub(crate) fn insert_into(&self, object: &mut Value) {
+        if let Some(temperature) = self.temperature {
+            object["temperature"] = json!(temperature);
+        }
+        if let Some(top_p) = self.top_p {
+            object["top_p"] = json!(top_p);
+        }
+    }
 }

@@ -24,7 +24,8 @@ mod sse;
 
 pub use assemble::{AssembleError, Assembler, AssistantTurn};
 pub use conversation::{
-    Conversation, InvalidToolArguments, Message, PngBase64, RequestOptions, Tool, ToolCall,
+    Conversation, ImageBase64, InvalidToolArguments, Message, RequestOptions, Sampling, Tool,
+    ToolCall,
 };
 pub use decode::{DecodeError, Decoder};
 pub use error::ProviderError;

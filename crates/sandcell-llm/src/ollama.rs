@@ -24,7 +24,7 @@ pub(crate) fn request_body(
                 json!({"role": "user", "content": text})
             }
             Message::User { text, images } => {
-                let images: Vec<&str> = images.iter().map(|image| image.0.as_str()).collect();
+                let images: Vec<&str> = images.iter().map(|image| image.data.as_str()).collect();
                 json!({"role": "user", "content": text, "images": images})
             }
             Message::Assistant { text, tool_calls } => {
@@ -46,11 +46,13 @@ pub(crate) fn request_body(
             }
         });
     }
+    let mut model_options = json!({"num_predict": options.max_output_tokens});
+    options.sampling.insert_into(&mut model_options);
     Ok(json!({
         "model": options.model,
         "messages": messages,
         "tools": tools.iter().map(function_tool).collect::<Vec<_>>(),
-        "options": {"num_predict": options.max_output_tokens},
+        "options": model_options,
         "stream": true,
     }))
 }

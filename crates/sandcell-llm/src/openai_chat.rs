@@ -51,7 +51,7 @@ pub(crate) fn request_body(
             call_id, content, ..
         } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
     });
-    json!({
+    let mut body = json!({
         "model": options.model,
         "messages": system.chain(messages).collect::<Vec<_>>(),
         "tools": tools.iter().map(function_tool).collect::<Vec<_>>(),
@@ -59,7 +59,9 @@ pub(crate) fn request_body(
         "stream": true,
         // Without it the stream carries no token counts at all.
         "stream_options": {"include_usage": true},
-    })
+    });
+    options.sampling.insert_into(&mut body);
+    body
 }
 
 /// A tool in the Chat Completions shape, which Ollama's `/api/chat` copied.

@@ -66,6 +66,7 @@ pub(crate) fn request_body(
         "max_output_tokens": options.max_output_tokens,
         "stream": true,
     });
+    options.sampling.insert_into(&mut body);
     if let Some(system) = &conversation.system {
         body["instructions"] = json!(system);
     }

@@ -1,6 +1,8 @@
 //! Request bodies for one conversation with an image, a tool call and its result.
 
-use sandcell_llm::{Conversation, Message, PngBase64, Protocol, RequestOptions, Tool, ToolCall};
+use sandcell_llm::{
+    Conversation, ImageBase64, Message, Protocol, RequestOptions, Sampling, Tool, ToolCall,
+};
 use serde_json::{json, Value};
 
 const PNG: &str = "iVBORw0KGgo=";
@@ -11,7 +13,7 @@ fn conversation() -> Conversation {
         messages: vec![
             Message::User {
                 text: "Plot this.".to_owned(),
-                images: vec![PngBase64(PNG.to_owned())],
+                images: vec![ImageBase64::png(PNG)],
             },
             Message::Assistant {
                 text: "Running it.".to_owned(),
@@ -34,6 +36,7 @@ fn body(protocol: Protocol) -> Value {
     let options = RequestOptions {
         model: "m".to_owned(),
         max_output_tokens: 1024,
+        sampling: Sampling::default(),
     };
     protocol
         .request_body(&options, &conversation(), &[Tool::python()])
@@ -87,6 +90,7 @@ fn openai_chat_tool_only_turn_has_null_content() {
     let options = RequestOptions {
         model: "m".to_owned(),
         max_output_tokens: 1,
+        sampling: Sampling::default(),
     };
     let body = Protocol::OpenAiChat
         .request_body(&options, &conversation, &[])
@@ -159,6 +163,7 @@ fn anthropic_merges_consecutive_user_turns() {
     let options = RequestOptions {
         model: "m".to_owned(),
         max_output_tokens: 1,
+        sampling: Sampling::default(),
     };
     let body = Protocol::Anthropic
         .request_body(&options, &conversation, &[])
@@ -210,6 +215,7 @@ fn arguments_that_are_not_json_cannot_become_an_object() {
     let options = RequestOptions {
         model: "m".to_owned(),
         max_output_tokens: 1,
+        sampling: Sampling::default(),
     };
     for protocol in [Protocol::Anthropic, Protocol::Ollama] {
         let error = protocol
@@ -221,4 +227,67 @@ fn arguments_that_are_not_json_cannot_become_an_object() {
     assert!(Protocol::OpenAiChat
         .request_body(&options, &conversation, &[])
         .is_ok());
+}
+
+#[test]
+fn sampling_settings_go_where_each_protocol_reads_them_and_only_when_given() {
+    let options = RequestOptions {
+        model: "m".to_owned(),
+        max_output_tokens: 300,
+        sampling: Sampling {
+            temperature: Some(0.25),
+            top_p: Some(0.5),
+        },
+    };
+    let body = |protocol: Protocol| {
+        protocol
+            .request_body(&options, &conversation(), &[Tool::python()])
+            .unwrap()
+    };
+    let chat = body(Protocol::OpenAiChat);
+    assert_eq!(
+        (
+            &chat["temperature"],
+            &chat["top_p"],
+            &chat["max_completion_tokens"]
+        ),
+        (&json!(0.25), &json!(0.5), &json!(300))
+    );
+    let responses = body(Protocol::OpenAiResponses);
+    assert_eq!(
+        (
+            &responses["temperature"],
+            &responses["top_p"],
+            &responses["max_output_tokens"]
+        ),
+        (&json!(0.25), &json!(0.5), &json!(300))
+    );
+    let anthropic = body(Protocol::Anthropic);
+    assert_eq!(
+        (
+            &anthropic["temperature"],
+            &anthropic["top_p"],
+            &anthropic["max_tokens"]
+        ),
+        (&json!(0.25), &json!(0.5), &json!(300))
+    );
+    let ollama = body(Protocol::Ollama);
+    assert_eq!(
+        ollama["options"],
+        json!({"num_predict": 300, "temperature": 0.25, "top_p": 0.5})
+    );
+    assert!(ollama.get("temperature").is_none());
+    // Left out, they are not sent (the exact bodies above have neither).
+    let only_top_p = RequestOptions {
+        sampling: Sampling {
+            temperature: None,
+            top_p: Some(0.9),
+        },
+        ..options.clone()
+    };
+    let anthropic = Protocol::Anthropic
+        .request_body(&only_top_p, &conversation(), &[])
+        .unwrap();
+    assert!(anthropic.get("temperature").is_none());
+    assert_eq!(anthropic["top_p"], json!(0.9));
 }

@@ -10,25 +10,24 @@
 
 use crate::error::OpenAiError;
 use crate::extract::{Caller, Json};
-use crate::responses::{items::outputs, with_files};
+use crate::responses::{items::outputs, sampling, with_files};
+use crate::upload::{decode, inline_image, keep_as_file};
 use crate::DoorState;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::Engine;
 use futures_util::stream::{self, StreamExt};
-use sandcell_agent::AgentEvent;
+use sandcell_agent::{AgentEvent, ImageBase64};
 use sandcell_service::{
-    ContainerChoice, NewContainer, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, User,
+    ContainerChoice, ContainerStatus, NewContainer, NewResponse, ResponseEvent, ResponseEvents,
+    ResponseRecord, ResponseStatus, ServiceError, User,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
-use std::io::Write;
-use tokio::sync::mpsc;
 
 pub(crate) fn routes() -> Router<DoorState> {
     Router::new().route("/chat/completions", post(create))
@@ -40,6 +39,12 @@ struct CreateChat {
     messages: Vec<ChatMessage>,
     #[serde(default)]
     stream: bool,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    /// The tokens the model may write in the whole answer (`max_tokens` is its older
+    /// name, read when this is absent).
+    max_completion_tokens: Option<u64>,
+    max_tokens: Option<u64>,
     /// sandcell's own: the container to run the code in.
     sandcell: Option<Extension>,
 }
@@ -120,17 +125,41 @@ async fn create(
         .param("messages"));
     }
     let text = last.text();
+    let limit_name = match body.max_completion_tokens {
+        Some(_) => "max_completion_tokens",
+        None => "max_tokens",
+    };
+    let (sampling, max_output_tokens) = sampling(
+        body.temperature,
+        body.top_p,
+        body.max_completion_tokens.or(body.max_tokens),
+        limit_name,
+    )?;
     let responses = &state.service.responses;
     let previous = responses.thread(&user, &history_key(earlier)).await?;
-    let container = match (&previous, body.sandcell.and_then(|e| e.container_id)) {
-        (Some(previous), _) => ContainerChoice::Existing(previous.container_id.clone()),
-        (None, Some(id)) => ContainerChoice::Existing(id),
-        (None, None) => ContainerChoice::New(NewContainer {
+    let new_container = || {
+        ContainerChoice::New(NewContainer {
             name: "chat".into(),
             ..NewContainer::default()
-        }),
+        })
     };
-    let file_ids = attached_files(&state, &user, last).await?;
+    let container = match (&previous, body.sandcell.and_then(|e| e.container_id)) {
+        (Some(previous), _) => {
+            let containers = &state.service.containers;
+            match containers.retrieve(&user, &previous.container_id).await {
+                Ok(container) if container.status == ContainerStatus::Running => {
+                    ContainerChoice::Existing(container.id)
+                }
+                // The chat's container expired or was deleted: the chat goes on (its
+                // history kept) in a new one.
+                Ok(_) | Err(ServiceError::NotFound(_)) => new_container(),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        (None, Some(id)) => ContainerChoice::Existing(id),
+        (None, None) => new_container(),
+    };
+    let (file_ids, images) = attached_files(&state, &user, last).await?;
     let container = with_files(&state, &user, container, &file_ids).await?;
     // A new chat whose client sends earlier turns the model has not seen: they are told.
     let input = match (&previous, earlier.is_empty()) {
@@ -145,8 +174,11 @@ async fn create(
                 input,
                 container,
                 previous_response_id: previous.map(|response| response.id),
+                images,
                 // The next request of the chat goes on from it.
                 store: true,
+                sampling,
+                max_output_tokens,
                 door: Value::Null,
             },
         )
@@ -194,16 +226,17 @@ impl Thread {
 }
 
 /// The files attached to the message, as the user's Files (those sent inline are kept
-/// as Files first).
+/// as Files first), and its images for the model.
 async fn attached_files(
     state: &DoorState,
     user: &User,
     message: &ChatMessage,
-) -> Result<Vec<String>, OpenAiError> {
+) -> Result<(Vec<String>, Vec<ImageBase64>), OpenAiError> {
     let Some(ChatContent::Parts(parts)) = &message.content else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let mut ids = Vec::new();
+    let mut images = Vec::new();
     for (n, part) in parts.iter().enumerate() {
         let (data, name) = match part {
             ChatPart::Text { .. } => continue,
@@ -229,7 +262,11 @@ async fn attached_files(
                     .unwrap_or_else(|| format!("file_{}", n + 1)),
             ),
             ChatPart::ImageUrl { image_url } => {
-                (image_url.url.as_str(), format!("image_{}.png", n + 1))
+                let image = inline_image(&image_url.url, "messages")?;
+                let name = format!("image_{}.{}", n + 1, image.extension);
+                images.push(image.for_model);
+                ids.push(keep_as_file(state, user, &name, image.bytes).await?);
+                continue;
             }
             ChatPart::File { .. } => {
                 return Err(
@@ -238,51 +275,10 @@ async fn attached_files(
                 )
             }
         };
-        let bytes = decode(data)?;
-        let staging = state.service.config.staging_dir();
-        let staged = tokio::task::spawn_blocking(move || {
-            let mut staged = tempfile::NamedTempFile::new_in(staging)?;
-            staged.write_all(&bytes)?;
-            Ok::<_, std::io::Error>(staged)
-        })
-        .await
-        .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?
-        .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?;
-        let file = state
-            .service
-            .files
-            .create(user, &name, "user_data", staged)
-            .await?;
-        ids.push(file.id);
+        let bytes = decode(data, "messages")?;
+        ids.push(keep_as_file(state, user, &name, bytes).await?);
     }
-    Ok(ids)
-}
-
-/// The bytes of a `data:` URL (or plain base64).
-fn decode(data: &str) -> Result<Vec<u8>, OpenAiError> {
-    let encoded = match data.strip_prefix("data:") {
-        Some(url) => url
-            .split_once(";base64,")
-            .map(|(_, data)| data)
-            .ok_or_else(|| {
-                OpenAiError::bad_request(
-                    "An attached file's data: URL must be base64 (data:TYPE;base64,…).",
-                )
-                .param("messages")
-            })?,
-        None if data.starts_with("http://") || data.starts_with("https://") => {
-            return Err(OpenAiError::bad_request(
-                "This server does not fetch URLs; send the image as a data: URL.",
-            )
-            .param("messages"))
-        }
-        None => data,
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| {
-            OpenAiError::bad_request("An attached file is not valid base64.").param("messages")
-        })
+    Ok((ids, images))
 }
 
 /// The key of a chat's history.
@@ -371,9 +367,7 @@ impl Markdown {
 }
 
 /// The whole answer, once the response is done.
-async fn collect(
-    mut events: mpsc::UnboundedReceiver<ResponseEvent>,
-) -> Result<(String, ResponseRecord), OpenAiError> {
+async fn collect(mut events: ResponseEvents) -> Result<(String, ResponseRecord), OpenAiError> {
     let mut markdown = Markdown::default();
     let mut answer = String::new();
     while let Some(event) = events.recv().await {
@@ -444,14 +438,10 @@ fn chunk(response: &ResponseRecord, delta: Value, finish_reason: Option<&str>) -
 }
 
 /// The answer as chunks: the role, each piece of Markdown, the finish; then `[DONE]`.
-fn stream_chat(
-    started: ResponseRecord,
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
-    thread: Thread,
-) -> Response {
+fn stream_chat(started: ResponseRecord, events: ResponseEvents, thread: Thread) -> Response {
     let first = chunk(&started, json!({"role": "assistant", "content": ""}), None);
     struct Progress {
-        events: mpsc::UnboundedReceiver<ResponseEvent>,
+        events: ResponseEvents,
         markdown: Markdown,
         answer: String,
         started: ResponseRecord,

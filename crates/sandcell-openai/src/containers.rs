@@ -90,7 +90,7 @@ impl From<ContainerInfo> for ContainerObject {
             object: "container",
             name: container.name,
             created_at: container.created_at,
-            status: "running",
+            status: container.status.as_str(),
             last_active_at: container.last_active_at,
             expires_after: ExpiresAfter {
                 anchor: Anchor::LastActiveAt,
@@ -229,7 +229,7 @@ async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<axum::Json<ContainerObject>, OpenAiError> {
     Ok(axum::Json(
-        state.service.containers.get(&user, &id).await?.into(),
+        state.service.containers.retrieve(&user, &id).await?.into(),
     ))
 }
 

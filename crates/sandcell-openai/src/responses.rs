@@ -5,11 +5,13 @@
 use crate::error::OpenAiError;
 use crate::extract::{Caller, Json, Path};
 use crate::list::Deleted;
+use crate::upload::{inline_image, keep_as_file, InlineImage};
 use crate::DoorState;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use sandcell_agent::Sampling;
 use sandcell_service::{
     ContainerChoice, LimitsRequest, NewContainer, NewResponse, ResponseEvent, ResponseRecord,
     ResponseStatus, ServiceError,
@@ -32,8 +34,8 @@ pub(crate) fn routes() -> Router<DoorState> {
 /// What `include` may ask for.
 const INCLUDE_OUTPUTS: &str = "code_interpreter_call.outputs";
 
-/// The body of `POST /v1/responses`. Fields of OpenAI's that change nothing here
-/// (`temperature`, `max_output_tokens`, …) are accepted and shown back.
+/// The body of `POST /v1/responses`. `temperature`, `top_p` and `max_output_tokens` go
+/// to the model; OpenAI's other fields are not read.
 #[derive(Debug, Deserialize)]
 struct CreateResponse {
     model: Option<String>,
@@ -78,10 +80,20 @@ enum Content {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Part {
-    InputText { text: String },
-    InputFile { file_id: Option<String> },
-    InputImage { file_id: Option<String> },
-    OutputText { text: String },
+    InputText {
+        text: String,
+    },
+    InputFile {
+        file_id: Option<String>,
+    },
+    /// An uploaded file, or a `data:` URL (an http(s) URL is refused).
+    InputImage {
+        file_id: Option<String>,
+        image_url: Option<String>,
+    },
+    OutputText {
+        text: String,
+    },
 }
 
 /// The `code_interpreter` tool as a request gives it.
@@ -123,7 +135,11 @@ async fn create(
     Json(body): Json<CreateResponse>,
 ) -> Result<axum::response::Response, OpenAiError> {
     let container = container_choice(&body.tools)?;
-    let (text, file_ids) = input_text(&body.input)?;
+    let InputParts {
+        text,
+        mut file_ids,
+        images,
+    } = input_parts(&body.input)?;
     if let Some(unknown) = body.include.iter().find(|item| *item != INCLUDE_OUTPUTS) {
         return Err(OpenAiError::bad_request(format!(
             "include may hold only {INCLUDE_OUTPUTS}, not {unknown:?}."
@@ -146,6 +162,20 @@ async fn create(
         }
         _ => text,
     };
+    let (sampling, max_output_tokens) = sampling(
+        body.temperature,
+        body.top_p,
+        body.max_output_tokens,
+        "max_output_tokens",
+    )?;
+    // Inline images go to the model, and land in /mnt/data like attached files, for the
+    // code.
+    let mut model_images = Vec::with_capacity(images.len());
+    for (n, image) in images.into_iter().enumerate() {
+        let name = format!("image_{}.{}", n + 1, image.extension);
+        model_images.push(image.for_model);
+        file_ids.push(keep_as_file(&state, &user, &name, image.bytes).await?);
+    }
     let container = with_files(&state, &user, container, &file_ids).await?;
     let (started, mut events) = state
         .service
@@ -157,7 +187,10 @@ async fn create(
                 input,
                 container,
                 previous_response_id: body.previous_response_id,
+                images: model_images,
                 store: kept.store,
+                sampling,
+                max_output_tokens,
                 door: serde_json::to_value(&kept)
                     .map_err(|e| OpenAiError::internal("The request cannot be kept", &e))?,
             },
@@ -225,6 +258,40 @@ async fn input_items(
     })))
 }
 
+/// The sampling settings and output token limit a request asks for, in OpenAI's ranges
+/// (the limit named `limit_name` in the request).
+pub(crate) fn sampling(
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u64>,
+    limit_name: &str,
+) -> Result<(Sampling, Option<u32>), OpenAiError> {
+    if let Some(temperature) = temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        return Err(OpenAiError::bad_request(format!(
+            "temperature must be between 0 and 2, not {temperature}."
+        ))
+        .param("temperature"));
+    }
+    if let Some(top_p) = top_p.filter(|p| !(0.0..=1.0).contains(p)) {
+        return Err(OpenAiError::bad_request(format!(
+            "top_p must be between 0 and 1, not {top_p}."
+        ))
+        .param("top_p"));
+    }
+    let max_tokens = match max_tokens {
+        Some(0) => {
+            return Err(
+                OpenAiError::bad_request(format!("{limit_name} must be at least 1."))
+                    .param(limit_name),
+            )
+        }
+        // More than any model writes: no limit of the request's own.
+        Some(asked) => Some(u32::try_from(asked).unwrap_or(u32::MAX)),
+        None => None,
+    };
+    Ok((Sampling { temperature, top_p }, max_tokens))
+}
+
 /// The container the `code_interpreter` tool names; any other tool is refused.
 fn container_choice(tools: &[Value]) -> Result<ContainerChoice, OpenAiError> {
     let mut choice = None;
@@ -261,14 +328,30 @@ fn container_choice(tools: &[Value]) -> Result<ContainerChoice, OpenAiError> {
     })
 }
 
-/// The person's words (every input text, in order) and the files they attached.
-fn input_text(input: &Input) -> Result<(String, Vec<String>), OpenAiError> {
+/// What the input says and attaches.
+#[derive(Default)]
+struct InputParts {
+    /// Every input text, in order.
+    text: String,
+    /// The user's Files attached by id.
+    file_ids: Vec<String>,
+    images: Vec<InlineImage>,
+}
+
+/// The person's words and what they attached.
+fn input_parts(input: &Input) -> Result<InputParts, OpenAiError> {
     let messages = match input {
-        Input::Text(text) => return Ok((text.clone(), Vec::new())),
+        Input::Text(text) => {
+            return Ok(InputParts {
+                text: text.clone(),
+                ..InputParts::default()
+            })
+        }
         Input::Messages(messages) => messages,
     };
     let mut texts = Vec::new();
     let mut files = Vec::new();
+    let mut images = Vec::new();
     for message in messages {
         if message.role != "user" && message.role != "system" && message.role != "developer" {
             continue;
@@ -282,10 +365,20 @@ fn input_text(input: &Input) -> Result<(String, Vec<String>), OpenAiError> {
                             texts.push(text.clone())
                         }
                         Part::InputFile { file_id: Some(id) }
-                        | Part::InputImage { file_id: Some(id) } => files.push(id.clone()),
-                        Part::InputFile { file_id: None } | Part::InputImage { file_id: None } => {
+                        | Part::InputImage {
+                            file_id: Some(id), ..
+                        } => files.push(id.clone()),
+                        Part::InputImage {
+                            file_id: None,
+                            image_url: Some(url),
+                        } => images.push(inline_image(url, "input")?),
+                        Part::InputFile { file_id: None }
+                        | Part::InputImage {
+                            file_id: None,
+                            image_url: None,
+                        } => {
                             return Err(OpenAiError::bad_request(
-                                "A file or image in the input must name an uploaded file by file_id.",
+                                "A file in the input must name an uploaded file by file_id, an image by file_id or a data: URL in image_url.",
                             )
                             .param("input"))
                         }
@@ -294,7 +387,11 @@ fn input_text(input: &Input) -> Result<(String, Vec<String>), OpenAiError> {
             }
         }
     }
-    Ok((texts.join("\n\n"), files))
+    Ok(InputParts {
+        text: texts.join("\n\n"),
+        file_ids: files,
+        images,
+    })
 }
 
 /// The container choice with the input's files added: to a new container's files, or

@@ -1,5 +1,6 @@
 //! Multipart uploads (one `file` part, a few text fields) staged on disk against the
-//! upload limit, and file contents streamed back.
+//! upload limit, files sent inline (`data:` URLs) kept as Files, and file contents
+//! streamed back.
 
 use crate::error::OpenAiError;
 use crate::DoorState;
@@ -8,6 +9,10 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::Multipart;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sandcell_agent::ImageBase64;
+use sandcell_service::User;
+use std::io::Write;
 use tempfile::NamedTempFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -116,4 +121,92 @@ pub fn content(file: std::fs::File, size: u64, name: &str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The bytes of a `data:` URL (or plain base64) in the request's field `param`. An
+/// http(s) URL is refused: the server fetches nothing a request points at.
+pub(crate) fn decode(data: &str, param: &str) -> Result<Vec<u8>, OpenAiError> {
+    let encoded = match data.strip_prefix("data:") {
+        Some(url) => url
+            .split_once(";base64,")
+            .map(|(_, data)| data)
+            .ok_or_else(|| {
+                OpenAiError::bad_request(
+                    "An attached file's data: URL must be base64 (data:TYPE;base64,…).",
+                )
+                .param(param)
+            })?,
+        None if data.starts_with("http://") || data.starts_with("https://") => {
+            return Err(OpenAiError::bad_request(
+                "This server does not fetch URLs; send the image as a data: URL.",
+            )
+            .param(param))
+        }
+        None => data,
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| OpenAiError::bad_request("An attached file is not valid base64.").param(param))
+}
+
+/// An image sent inline: its bytes, for `/mnt/data`, and the image the model is given.
+pub(crate) struct InlineImage {
+    /// Of its file, by its media type.
+    pub extension: &'static str,
+    pub bytes: Vec<u8>,
+    pub for_model: ImageBase64,
+}
+
+/// The image of a `data:` URL (or plain base64, taken as PNG) in the request's field
+/// `param`; one the models cannot read is refused, as is an http(s) URL.
+pub(crate) fn inline_image(url: &str, param: &str) -> Result<InlineImage, OpenAiError> {
+    let media_type = url.strip_prefix("data:").map_or("image/png", |rest| {
+        rest.split([';', ',']).next().unwrap_or_default()
+    });
+    let (media_type, extension) = match media_type {
+        "image/png" => ("image/png", "png"),
+        "image/jpeg" | "image/jpg" => ("image/jpeg", "jpg"),
+        "image/gif" => ("image/gif", "gif"),
+        "image/webp" => ("image/webp", "webp"),
+        other => {
+            return Err(OpenAiError::bad_request(format!(
+                "An image must be PNG, JPEG, GIF or WebP, not {other:?}."
+            ))
+            .param(param))
+        }
+    };
+    let bytes = decode(url, param)?;
+    let for_model = ImageBase64 {
+        media_type: media_type.to_owned(),
+        data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+    };
+    Ok(InlineImage {
+        extension,
+        bytes,
+        for_model,
+    })
+}
+
+/// Keeps `bytes` as one of the user's Files named `name`; returns its id.
+pub(crate) async fn keep_as_file(
+    state: &DoorState,
+    user: &User,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<String, OpenAiError> {
+    let staging = state.service.config.staging_dir();
+    let staged = tokio::task::spawn_blocking(move || {
+        let mut staged = NamedTempFile::new_in(staging)?;
+        staged.write_all(&bytes)?;
+        Ok::<_, std::io::Error>(staged)
+    })
+    .await
+    .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?
+    .map_err(|e| OpenAiError::internal("The attached file cannot be stored", &e))?;
+    let file = state
+        .service
+        .files
+        .create(user, name, "user_data", staged)
+        .await?;
+    Ok(file.id)
 }

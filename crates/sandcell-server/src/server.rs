@@ -98,12 +98,17 @@ impl Server {
         )
         .await?;
         let sessions = service.sessions.clone();
+        let containers = service.containers.clone();
         let conversations = service.conversations.clone();
         let state = AppState {
             config: Arc::new(self.config),
             service,
         };
-        let background = [sessions.spawn_idle_reaper(), sessions.spawn_warm_refill()];
+        let background = [
+            sessions.spawn_idle_reaper(),
+            sessions.spawn_warm_refill(),
+            containers.spawn_expiry_reaper(),
+        ];
         let stop = CancellationToken::new();
         let app = crate::api::router(state, stop.clone());
         // Streamed answers (Server-Sent Events, on /api/v1 and /mcp) are written in small

@@ -29,6 +29,9 @@ pub struct ServiceConfig {
     pub execution_retention: Duration,
     /// What conversations talk to.
     pub models: Models,
+    /// How long one minute of a container's idle expiry lasts: a minute (a test may
+    /// make it shorter; the API counts expiry in minutes).
+    pub container_minute: Duration,
 }
 
 impl ServiceConfig {
@@ -45,6 +48,7 @@ impl ServiceConfig {
             output_mib: sandcell_session::Limits::default().output_mib,
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),
+            container_minute: Duration::from_secs(60),
         }
     }
 

@@ -6,12 +6,17 @@
 //! minutes it goes, with its files. A file has an id from the moment the container is
 //! seen to hold it: uploaded or copied in (source `user`), or made by the code (source
 //! `assistant`), found when the files are listed, so the directory stays the truth.
+//!
+//! A container idle past its expiry goes with its session and files, whether or not
+//! anyone touches it again: a reaper in the background expires them (and one found
+//! expired when touched goes then). What is left is a record that it expired, kept a
+//! day, so that retrieving it says so.
 
 use crate::error::ServiceError;
 use crate::files::{FileInfo, FilePath};
 use crate::limits::{LimitsRequest, SessionLimits};
 use crate::page::{Page, PageRequest};
-use crate::sessions::Sessions;
+use crate::sessions::{SessionState, Sessions};
 use crate::store::{Store, StoreError, User};
 use crate::user_files::{file_name, random_id, unix_now, UserFiles};
 use rusqlite::{params, OptionalExtension};
@@ -20,15 +25,37 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tempfile::NamedTempFile;
+use tokio::task::JoinHandle;
 
 /// Idle minutes before a container expires, unless asked otherwise (OpenAI's default).
 pub const DEFAULT_EXPIRY_MINUTES: u32 = 20;
 /// The longest idle expiry a container may ask for.
 pub const MAX_EXPIRY_MINUTES: u32 = 24 * 60;
+/// How long the record of an expired container is kept, in seconds.
+const EXPIRED_KEPT_SECS: i64 = 24 * 60 * 60;
+
+/// Whether a container can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    Running,
+    /// Idle past its expiry: its session and files are gone.
+    Expired,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Expired => "expired",
+        }
+    }
+}
 
 /// A container as the core knows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {
     /// `cntr_…`.
     pub id: String,
@@ -42,6 +69,7 @@ pub struct ContainerInfo {
     pub expires_after_minutes: u32,
     /// Its session's limits.
     pub limits: SessionLimits,
+    pub status: ContainerStatus,
 }
 
 /// What a new container asks for.
@@ -97,6 +125,8 @@ pub struct Containers {
     max_limits: SessionLimits,
     /// Where copies are written before they are put in place.
     staging_dir: PathBuf,
+    /// How long one minute of an expiry lasts (a minute, but for tests).
+    minute: Duration,
 }
 
 impl Containers {
@@ -106,6 +136,7 @@ impl Containers {
         files: Arc<UserFiles>,
         max_limits: SessionLimits,
         staging_dir: PathBuf,
+        minute: Duration,
     ) -> Self {
         Self {
             store,
@@ -113,6 +144,7 @@ impl Containers {
             files,
             max_limits,
             staging_dir,
+            minute,
         }
     }
 
@@ -144,6 +176,7 @@ impl Containers {
             last_active_at: now,
             expires_after_minutes: minutes,
             limits: session.limits.clone(),
+            status: ContainerStatus::Running,
         };
         let row = container.clone();
         let user_id = user.id;
@@ -197,7 +230,7 @@ impl Containers {
             .store
             .call(move |c| {
                 let mut statement = c.prepare(&format!(
-                    "{SELECT_CONTAINER} WHERE user_id = ?1 ORDER BY created_at, rowid"
+                    "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 ORDER BY created_at, rowid"
                 ))?;
                 let rows = statement.query_map([user_id], container_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -219,15 +252,54 @@ impl Containers {
         page.page(containers, |container| &container.id)
     }
 
-    /// The user's container `id`; another user's, or one expired, is "not found".
+    /// The user's container `id`, to use; another user's is "not found", one expired is
+    /// refused with a sentence saying so.
     pub async fn get(&self, user: &User, id: &str) -> Result<ContainerInfo, ServiceError> {
+        let container = self.retrieve(user, id).await?;
+        match container.status {
+            ContainerStatus::Running => Ok(container),
+            ContainerStatus::Expired => Err(ServiceError::invalid(format!(
+                "Container {id} expired after {} idle minutes, with its files; create a new one.",
+                container.expires_after_minutes
+            ))),
+        }
+    }
+
+    /// The user's container `id`, running or expired; another user's is "not found".
+    pub async fn retrieve(&self, user: &User, id: &str) -> Result<ContainerInfo, ServiceError> {
+        if let Some(container) = self.live(user, id).await? {
+            return Ok(container);
+        }
+        let user_id = user.id;
+        let key = id.to_owned();
+        let body: Option<String> = self
+            .store
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT body FROM expired_containers WHERE user_id = ?1 AND id = ?2",
+                    params![user_id, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+            .map_err(read_error)?;
+        let body = body.ok_or_else(|| ServiceError::not_found(format!("container {id}")))?;
+        serde_json::from_str(&body)
+            .map_err(|e| ServiceError::internal("The containers cannot be read", &e))
+    }
+
+    /// The user's container `id` if it is there and has not expired.
+    async fn live(&self, user: &User, id: &str) -> Result<Option<ContainerInfo>, ServiceError> {
         let user_id = user.id;
         let key = id.to_owned();
         let row = self
             .store
             .call(move |c| {
                 Ok(c.query_row(
-                    &format!("{SELECT_CONTAINER} WHERE user_id = ?1 AND id = ?2"),
+                    &format!(
+                        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 AND id = ?2"
+                    ),
                     params![user_id, key],
                     container_row,
                 )
@@ -236,17 +308,91 @@ impl Containers {
             .await
             .map_err(read_error)?;
         match row {
-            Some(row) => self.unexpired(user, row).await?,
-            None => None,
+            Some(row) => self.unexpired(user, row).await,
+            None => Ok(None),
         }
-        .ok_or_else(|| ServiceError::not_found(format!("container {id}")))
     }
 
-    /// Deletes the container with its session and files.
+    /// Deletes the container with its session and files (or the record of one expired).
     pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
-        let container = self.get(user, id).await?;
-        // The container's rows go with its session's.
-        self.sessions.remove(user, &container.session_id).await
+        if let Some(container) = self.live(user, id).await? {
+            // The container's rows go with its session's.
+            return self.sessions.remove(user, &container.session_id).await;
+        }
+        let (user_id, key) = (user.id, id.to_owned());
+        let deleted = self
+            .store
+            .call(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM expired_containers WHERE user_id = ?1 AND id = ?2",
+                    params![user_id, key],
+                )?)
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The container cannot be deleted", &e))?;
+        if deleted == 0 {
+            return Err(ServiceError::not_found(format!("container {id}")));
+        }
+        Ok(())
+    }
+
+    /// Expires every container idle past its expiry (and not running code), and forgets
+    /// those expired more than a day ago.
+    pub async fn expire_idle(&self) -> Result<(), ServiceError> {
+        let rows = self
+            .store
+            .call(|c| {
+                let mut statement = c.prepare(&format!(
+                    "SELECT {CONTAINER_COLUMNS}, users.id, users.name FROM containers
+                     JOIN users ON users.id = containers.user_id"
+                ))?;
+                let rows = statement.query_map([], |r| {
+                    Ok((
+                        container_row(r)?,
+                        User {
+                            id: r.get(6)?,
+                            name: r.get(7)?,
+                        },
+                    ))
+                })?;
+                let rows = rows.collect::<Result<Vec<_>, _>>()?;
+                c.execute(
+                    "DELETE FROM expired_containers WHERE expired_at < ?1",
+                    [unix_now() - EXPIRED_KEPT_SECS],
+                )?;
+                Ok(rows)
+            })
+            .await
+            .map_err(read_error)?;
+        for (row, user) in rows {
+            if self.past_expiry(row.last_active_at, row.expires_after_minutes) {
+                let id = row.id.clone();
+                match self.unexpired(&user, row).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::info!(container = %id, "an idle container expired"),
+                    Err(error) => {
+                        tracing::warn!(container = %id, "an idle container cannot be expired: {error}")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Expires idle containers, often enough for their minute, until aborted.
+    pub fn spawn_expiry_reaper(self: &Arc<Self>) -> JoinHandle<()> {
+        let containers = self.clone();
+        let every = (self.minute / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = containers.expire_idle().await {
+                    tracing::warn!("the containers cannot be checked for expiry: {error}");
+                }
+            }
+        })
     }
 
     /// Marks the container used now: its expiry starts again.
@@ -494,25 +640,27 @@ impl Containers {
         Ok(file)
     }
 
-    /// The container as stored if it has not expired; one that has is deleted now.
+    /// Whether a container last active at `last_active_at` has been idle past its
+    /// expiry of `minutes`.
+    fn past_expiry(&self, last_active_at: i64, minutes: u32) -> bool {
+        let idle_secs = u128::try_from(unix_now() - last_active_at).unwrap_or(0);
+        idle_secs * 1000 > self.minute.as_millis() * u128::from(minutes)
+    }
+
+    /// The container as stored if it has not expired; one that has (idle past its
+    /// expiry and not running code) goes now, leaving the record that it expired.
     async fn unexpired(
         &self,
         user: &User,
         row: ContainerRow,
     ) -> Result<Option<ContainerInfo>, ServiceError> {
-        let deadline = row.last_active_at + i64::from(row.expires_after_minutes) * 60;
         let session = match self.sessions.get(user, &row.session_id) {
-            Ok(session) if unix_now() <= deadline => session,
-            _ => {
-                // Its session's rows (and the container's) go, with its files.
-                match self.sessions.remove(user, &row.session_id).await {
-                    Ok(()) | Err(ServiceError::NotFound(_)) => {}
-                    Err(error) => return Err(error),
-                }
-                return Ok(None);
-            }
+            Ok(session) => session,
+            // Its rows went with the session's: nothing is left to expire.
+            Err(ServiceError::NotFound(_)) => return Ok(None),
+            Err(error) => return Err(error),
         };
-        Ok(Some(ContainerInfo {
+        let container = ContainerInfo {
             id: row.id,
             name: row.name,
             session_id: row.session_id,
@@ -520,7 +668,36 @@ impl Containers {
             last_active_at: row.last_active_at,
             expires_after_minutes: row.expires_after_minutes,
             limits: session.limits,
-        }))
+            status: ContainerStatus::Running,
+        };
+        if !self.past_expiry(container.last_active_at, container.expires_after_minutes)
+            || session.state == SessionState::Busy
+        {
+            return Ok(Some(container));
+        }
+        let expired = ContainerInfo {
+            status: ContainerStatus::Expired,
+            ..container
+        };
+        let body = serde_json::to_string(&expired)
+            .map_err(|e| ServiceError::internal("The container cannot be expired", &e))?;
+        let (id, user_id) = (expired.id.clone(), user.id);
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO expired_containers (id, user_id, expired_at, body)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, user_id, unix_now(), body],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ServiceError::internal("The container cannot be expired", &e))?;
+        // Its session's rows (and the container's) go, with its files.
+        match self.sessions.remove(user, &expired.session_id).await {
+            Ok(()) | Err(ServiceError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -534,8 +711,8 @@ struct ContainerRow {
     expires_after_minutes: u32,
 }
 
-const SELECT_CONTAINER: &str = "SELECT id, name, session_id, created_at, last_active_at,
-    expires_minutes FROM containers";
+const CONTAINER_COLUMNS: &str = "containers.id, containers.name, containers.session_id,
+    containers.created_at, containers.last_active_at, containers.expires_minutes";
 
 fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRow> {
     Ok(ContainerRow {

@@ -367,6 +367,11 @@ impl Conversations {
                 Ok(TurnEnd::StepLimit) => ("step_limit", Some(format!(
                     "The model was still working after {max_steps} requests (the step limit); ask it to go on."
                 ))),
+                // A conversation sets no output token limit; a turn stopped at one is
+                // told like one stopped at the step limit.
+                Ok(TurnEnd::OutputLimit) => ("step_limit", Some(
+                    "The model reached its output token limit before it answered; ask it to go on.".to_owned(),
+                )),
                 Ok(TurnEnd::Cancelled) if shutting_down => ("cancelled", Some(
                     "The server is shutting down; the conversation so far is kept.".to_owned(),
                 )),

@@ -37,8 +37,8 @@ mod users;
 
 pub use config::ServiceConfig;
 pub use containers::{
-    ContainerFile, ContainerInfo, Containers, FileSource, NewContainer, DEFAULT_EXPIRY_MINUTES,
-    MAX_EXPIRY_MINUTES,
+    ContainerFile, ContainerInfo, ContainerStatus, Containers, FileSource, NewContainer,
+    DEFAULT_EXPIRY_MINUTES, MAX_EXPIRY_MINUTES,
 };
 pub use conversations::{
     ConversationDetail, ConversationInfo, Conversations, TurnEvent, TurnInfo, TurnLog, TurnOutcome,
@@ -55,7 +55,8 @@ pub use notebooks::{
 };
 pub use page::{Page, PageRequest};
 pub use responses::{
-    ContainerChoice, NewResponse, ResponseEvent, ResponseRecord, ResponseStatus, Responses,
+    ContainerChoice, NewResponse, ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus,
+    Responses,
 };
 pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
 pub use start_error::StartError;
@@ -112,6 +113,7 @@ impl Service {
             files.clone(),
             config.max_limits.clone(),
             config.staging_dir(),
+            config.container_minute,
         ));
         let responses = Arc::new(Responses::new(
             store.clone(),
@@ -120,6 +122,7 @@ impl Service {
             config.models.clone(),
             python,
         ));
+        responses.fail_unfinished().await?;
         Ok(Arc::new(Self {
             config,
             notebooks,

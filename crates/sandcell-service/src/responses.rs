@@ -6,18 +6,21 @@
 //! conversation's); a chained response's history is the records of the responses before
 //! it, oldest first. The turn borrows the container's session for its whole length and
 //! runs in a task of its own, so a client that goes away does not cut it short; its row
-//! is written when it ends.
+//! is written when it starts (in progress) and again when it ends. A model that cannot
+//! call tools is found out by its first request, so a response is answered only once the
+//! model has begun (or failed): that refusal is then an invalid request, not a failed
+//! response.
 
 use crate::containers::{ContainerFile, Containers, NewContainer};
 use crate::error::{sentence, ServiceError};
 use crate::models::Models;
 use crate::sessions::Sessions;
-use crate::store::{Store, User};
+use crate::store::{Store, StoreError, User};
 use crate::user_files::{random_id, unix_now};
 use rusqlite::{params, OptionalExtension};
 use sandcell_agent::{
-    Agent, AgentError, AgentEvent, AgentOptions, Record, RecordSink, TokenUsage, Transcript,
-    TurnEnd,
+    Agent, AgentError, AgentEvent, AgentOptions, ImageBase64, ModelError, Record, RecordSink,
+    Sampling, TokenUsage, Transcript, TurnEnd,
 };
 use sandcell_pyenv::EnvInfo;
 use serde::{Deserialize, Serialize};
@@ -41,11 +44,17 @@ pub struct NewResponse {
     pub model: Option<String>,
     /// What the person says.
     pub input: String,
+    /// The images they give with it (shown to a model with vision).
+    pub images: Vec<ImageBase64>,
     pub container: ContainerChoice,
     /// The response whose conversation this one goes on with.
     pub previous_response_id: Option<String>,
     /// Whether the response is kept (to be read again and chained to) once done.
     pub store: bool,
+    /// How the model samples (the provider's defaults for each left out).
+    pub sampling: Sampling,
+    /// Tokens the model may write in the whole response, its requests together.
+    pub max_output_tokens: Option<u32>,
     /// What the door keeps with the response to answer it again (kept as given; the
     /// core does not read it).
     pub door: serde_json::Value,
@@ -58,7 +67,8 @@ pub enum ResponseStatus {
     InProgress,
     /// The model answered.
     Completed,
-    /// The model was still working at the step limit, or the turn was cancelled.
+    /// The model was still working at the step limit or at `max_output_tokens`, or the
+    /// turn was cancelled.
     Incomplete,
     Failed,
 }
@@ -95,6 +105,28 @@ pub enum ResponseEvent {
     Done(ResponseRecord),
 }
 
+/// What the response's task sends: its events, or (first and alone) why the request
+/// cannot be served after all (the model cannot call tools; nothing is kept).
+type Sent = Result<ResponseEvent, ServiceError>;
+
+/// The events of a response under way, in order.
+pub struct ResponseEvents {
+    /// The first event, already read to see whether the response was refused.
+    first: Option<ResponseEvent>,
+    rest: mpsc::UnboundedReceiver<Sent>,
+}
+
+impl ResponseEvents {
+    /// The next event; `None` once [`ResponseEvent::Done`] has been read.
+    pub async fn recv(&mut self) -> Option<ResponseEvent> {
+        match self.first.take() {
+            Some(first) => Some(first),
+            // A refusal comes first or not at all.
+            None => self.rest.recv().await?.ok(),
+        }
+    }
+}
+
 /// Every user's responses.
 pub struct Responses {
     store: Store,
@@ -122,30 +154,36 @@ impl Responses {
     }
 
     /// Starts a response; returns it as it begins (in progress) and its events, ending
-    /// with [`ResponseEvent::Done`]. Refused before anything runs when the model, the
-    /// container or the previous response cannot be had, or the session is busy.
+    /// with [`ResponseEvent::Done`], once the model has begun. Refused before anything
+    /// runs when the model, the container or the previous response cannot be had, or the
+    /// session is busy; refused as invalid when the model cannot call tools.
     pub async fn create(
         &self,
         user: &User,
         new: NewResponse,
-    ) -> Result<(ResponseRecord, mpsc::UnboundedReceiver<ResponseEvent>), ServiceError> {
+    ) -> Result<(ResponseRecord, ResponseEvents), ServiceError> {
         if new.input.trim().is_empty() {
             return Err(ServiceError::invalid(
                 "The input is empty; say what the model should do.",
             ));
         }
         let model = self.models.pick(new.model.as_deref())?;
-        let client = self.models.client(&model)?;
+        let client = self.models.client(&model)?.with_sampling(new.sampling);
         let mut history = Vec::new();
         let mut previous = new.previous_response_id.clone();
         while let Some(id) = previous {
             let earlier = self.get(user, &id).await?;
+            if earlier.status == ResponseStatus::InProgress {
+                return Err(ServiceError::invalid(format!(
+                    "Response {id} is still in progress; chain to it once it has finished."
+                )));
+            }
             previous = earlier.previous_response_id;
             history.splice(0..0, earlier.records);
         }
-        let container = match new.container {
-            ContainerChoice::Existing(id) => self.containers.get(user, &id).await?,
-            ContainerChoice::New(asked) => self.containers.create(user, asked).await?,
+        let (container, made_for_it) = match new.container {
+            ContainerChoice::Existing(id) => (self.containers.get(user, &id).await?, false),
+            ContainerChoice::New(asked) => (self.containers.create(user, asked).await?, true),
         };
         let mut checkout = self.sessions.checkout(user, &container.session_id).await?;
         self.containers.touch(&container.id).await?;
@@ -158,6 +196,7 @@ impl Responses {
         let earlier = transcript.records().len();
         let options = AgentOptions {
             max_steps: self.models.max_steps(),
+            max_output_tokens: new.max_output_tokens,
             ..AgentOptions::default()
         };
         let max_steps = options.max_steps;
@@ -178,25 +217,32 @@ impl Responses {
         };
         let started = response.clone();
         let store_it = new.store;
+        if store_it {
+            // Read while under way; written again when it ends.
+            save(&self.store, user, &response).await?;
+        }
+        let max_output_tokens = new.max_output_tokens;
+        let images = new.images;
         let (sender, receiver) = mpsc::unbounded_channel();
         let store = self.store.clone();
         let containers = self.containers.clone();
-        let user = user.clone();
+        let owner = user.clone();
         let cancel = checkout.cancellation();
         tokio::spawn(async move {
             let mut usage = TokenUsage::default();
             let result = match checkout.session() {
                 Ok(session) => {
                     agent
-                        .send(
+                        .send_with_images(
                             session,
                             &response.input,
+                            images,
                             &mut |event| {
                                 if let AgentEvent::Usage { request, .. } = &event {
                                     usage = add(usage, *request);
                                 }
                                 // A client that went away no longer reads; the turn goes on.
-                                let _ = sender.send(ResponseEvent::Agent(event));
+                                let _ = sender.send(Ok(ResponseEvent::Agent(event)));
                             },
                             &cancel,
                         )
@@ -206,12 +252,29 @@ impl Responses {
             };
             let broken = matches!(result, Err(AgentError::Session(_)));
             checkout.finish(broken).await;
+            if let Err(refusal @ AgentError::Model(ModelError::ToolsUnsupported { .. })) = &result {
+                if store_it {
+                    if let Err(error) = forget(&store, &response.id).await {
+                        tracing::warn!("a refused response cannot be forgotten: {error}");
+                    }
+                }
+                let refusal = ServiceError::invalid(sentence(&refusal.to_string()));
+                let _ = sender.send(Err(refusal));
+                return;
+            }
             let (status, error) = match result {
                 Ok(TurnEnd::Answered { .. }) => (ResponseStatus::Completed, None),
                 Ok(TurnEnd::StepLimit) => (
                     ResponseStatus::Incomplete,
                     Some(format!(
                         "The model was still working after {max_steps} requests (the step limit); ask it to go on."
+                    )),
+                ),
+                Ok(TurnEnd::OutputLimit) => (
+                    ResponseStatus::Incomplete,
+                    Some(format!(
+                        "The model wrote max_output_tokens ({}) before it answered; allow more, or ask it to go on.",
+                        max_output_tokens.unwrap_or_default()
                     )),
                 ),
                 Ok(TurnEnd::Cancelled) => (
@@ -227,7 +290,7 @@ impl Responses {
             response.error = error;
             response.usage = usage;
             response.records = agent.transcript().records()[earlier..].to_vec();
-            response.files = match touched_files(&containers, &user, &response).await {
+            response.files = match touched_files(&containers, &owner, &response).await {
                 Ok(files) => files,
                 Err(error) => {
                     tracing::warn!("a response's files cannot be listed: {error}");
@@ -236,13 +299,64 @@ impl Responses {
             };
             let _ = containers.touch(&response.container_id).await;
             if store_it {
-                if let Err(error) = save(&store, &user, &response).await {
+                if let Err(error) = update(&store, &response).await {
                     tracing::warn!("a response cannot be recorded: {error}");
                 }
             }
-            let _ = sender.send(ResponseEvent::Done(response));
+            let _ = sender.send(Ok(ResponseEvent::Done(response)));
         });
-        Ok((started, receiver))
+        let mut events = ResponseEvents {
+            first: None,
+            rest: receiver,
+        };
+        match events.rest.recv().await {
+            Some(Err(refusal)) => {
+                if made_for_it {
+                    // Nobody was given its id: it would only wait for its expiry.
+                    if let Err(error) = self.containers.delete(user, &started.container_id).await {
+                        tracing::warn!("a refused response's container cannot be deleted: {error}");
+                    }
+                }
+                Err(refusal)
+            }
+            Some(Ok(first)) => {
+                events.first = Some(first);
+                Ok((started, events))
+            }
+            None => Err(ServiceError::internal(
+                "The response ended without a result",
+                &"its task stopped",
+            )),
+        }
+    }
+
+    /// Marks the responses left in progress by a server that stopped as failed: no task
+    /// will finish them.
+    pub(crate) async fn fail_unfinished(&self) -> Result<(), StoreError> {
+        let unfinished: Vec<(String, String)> = self
+            .store
+            .call(|c| {
+                let mut statement = c.prepare(
+                    "SELECT id, body FROM responses
+                     WHERE json_extract(body, '$.status') = 'in_progress'",
+                )?;
+                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        for (id, body) in unfinished {
+            let Ok(mut response) = serde_json::from_str::<ResponseRecord>(&body) else {
+                tracing::warn!(response = %id, "an unfinished response cannot be read");
+                continue;
+            };
+            response.status = ResponseStatus::Failed;
+            response.error =
+                Some("The server stopped while the response was under way; send it again.".into());
+            if let Err(error) = update(&self.store, &response).await {
+                tracing::warn!(response = %id, "an unfinished response cannot be marked failed: {error}");
+            }
+        }
+        Ok(())
     }
 
     /// The user's response `id`; another user's is "not found".
@@ -368,6 +482,33 @@ async fn touched_files(
         .iter()
         .filter_map(|path| files.iter().find(|file| file.path == *path).cloned())
         .collect())
+}
+
+/// Writes the response's row as it ends; a response deleted meanwhile stays deleted.
+async fn update(store: &Store, response: &ResponseRecord) -> Result<(), ServiceError> {
+    let body = serde_json::to_string(response)
+        .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))?;
+    let id = response.id.clone();
+    store
+        .call(move |c| {
+            c.execute(
+                "UPDATE responses SET body = ?2 WHERE id = ?1",
+                params![id, body],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))
+}
+
+async fn forget(store: &Store, id: &str) -> Result<(), StoreError> {
+    let id = id.to_owned();
+    store
+        .call(move |c| {
+            c.execute("DELETE FROM responses WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
 }
 
 async fn save(store: &Store, user: &User, response: &ResponseRecord) -> Result<(), ServiceError> {

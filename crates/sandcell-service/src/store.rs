@@ -124,6 +124,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, key)
     ) WITHOUT ROWID;
 ",
+    "
+    -- A container that expired (its session and files deleted), kept a while so that
+    -- retrieving it says `expired` (rather than that there is no such container): its last
+    -- state (JSON, the core's `ContainerInfo`) and when it expired (Unix seconds).
+    CREATE TABLE expired_containers (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        expired_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX expired_containers_by_time ON expired_containers(expired_at);
+",
 ];
 
 /// The name of the single user of a loopback server that has no API keys.

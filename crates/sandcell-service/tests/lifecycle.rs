@@ -1,11 +1,14 @@
 //! The core's session lifecycle on fake session processes (the runtime's `Launcher`
 //! seam): idle stop, crashes, per-execution timeouts, re-attaching to executions, warm
-//! sessions and the quotas, in milliseconds and without Python.
+//! sessions, the quotas, containers' idle expiry and responses a stopped server left
+//! unfinished, in milliseconds and without Python.
 
+use sandcell_agent::TokenUsage;
 use sandcell_pyenv::EnvInfo;
 use sandcell_service::{
-    Auth, ExecutionState, LoggedEvent, PageRequest, Service, ServiceConfig, ServiceError,
-    SessionLimits, Store, User,
+    Auth, ContainerStatus, ExecutionState, LoggedEvent, NewContainer, PageRequest, ResponseRecord,
+    ResponseStatus, Service, ServiceConfig, ServiceError, SessionLimits, Store, User,
+    MAX_EXPIRY_MINUTES,
 };
 use sandcell_session::fake::FakeLauncher;
 use sandcell_session::{ExecEvent, Runtime, Status};
@@ -28,6 +31,22 @@ async fn core(configure: impl FnOnce(&mut ServiceConfig)) -> Core {
     let store = Store::open(&config.database()).unwrap();
     let user = store.local_user().await.unwrap();
     let fake = FakeLauncher::new();
+    let service = start(config, store, &user, &fake).await;
+    Core {
+        service,
+        fake,
+        user,
+        _data: data,
+    }
+}
+
+/// The core on `store`, its sessions' processes faked by `fake`.
+async fn start(
+    config: ServiceConfig,
+    store: Store,
+    user: &User,
+    fake: &Arc<FakeLauncher>,
+) -> Arc<Service> {
     let runtime = Runtime::with_launcher(fake.clone(), 0);
     let python = EnvInfo {
         python_version: "3.0.0".into(),
@@ -37,15 +56,9 @@ async fn core(configure: impl FnOnce(&mut ServiceConfig)) -> Core {
         base_executable_dir: "/".into(),
         packages: Vec::new(),
     };
-    let service = Service::start(config, store, Auth::Local(user.clone()), runtime, python)
+    Service::start(config, store, Auth::Local(user.clone()), runtime, python)
         .await
-        .unwrap();
-    Core {
-        service,
-        fake,
-        user,
-        _data: data,
-    }
+        .unwrap()
 }
 
 impl Core {
@@ -274,4 +287,145 @@ async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_d
         sessions.get(&core.user, &id),
         Err(ServiceError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn an_idle_container_expires_with_its_session_and_files_though_nobody_touches_it() {
+    // A container's "minute" lasts 200 ms here, so one of a minute expires within seconds.
+    let core = core(|config| config.container_minute = Duration::from_millis(200)).await;
+    let containers = &core.service.containers;
+    let short = containers
+        .create(
+            &core.user,
+            NewContainer {
+                name: "short".into(),
+                expires_after_minutes: Some(1),
+                ..NewContainer::default()
+            },
+        )
+        .await
+        .unwrap();
+    let long = containers
+        .create(
+            &core.user,
+            NewContainer {
+                name: "long".into(),
+                expires_after_minutes: Some(MAX_EXPIRY_MINUTES),
+                ..NewContainer::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        core.run(&short.session_id, "set x 1", None).await.status,
+        Status::Ok
+    );
+    assert_eq!(core.fake.live().len(), 2);
+    let short_dir = core.service.config.sessions_dir().join(&short.session_id);
+    assert!(short_dir.is_dir());
+
+    let reaper = containers.spawn_expiry_reaper();
+    let mut waited = Duration::ZERO;
+    while core
+        .service
+        .sessions
+        .get(&core.user, &short.session_id)
+        .is_ok()
+    {
+        assert!(
+            waited < Duration::from_secs(10),
+            "the idle container did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    reaper.abort();
+
+    assert_eq!(
+        core.fake.live().len(),
+        1,
+        "its Python process is gone, the other's not"
+    );
+    assert!(!short_dir.exists(), "its files are gone");
+    let expired = containers.retrieve(&core.user, &short.id).await.unwrap();
+    assert_eq!(expired.status, ContainerStatus::Expired);
+    assert_eq!(expired.name, "short");
+    match containers.get(&core.user, &short.id).await {
+        Err(ServiceError::Invalid(message)) => assert!(message.contains("expired"), "{message}"),
+        other => panic!("using an expired container: {other:?}"),
+    }
+    let listed = containers
+        .list(&core.user, None, false, &PageRequest::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.data.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["long"],
+        "only the container still running is listed"
+    );
+    let running = containers.get(&core.user, &long.id).await.unwrap();
+    assert_eq!(running.status, ContainerStatus::Running);
+
+    containers.delete(&core.user, &short.id).await.unwrap();
+    assert!(matches!(
+        containers.retrieve(&core.user, &short.id).await,
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_response_left_in_progress_by_a_server_that_stopped_is_failed_when_the_core_starts() {
+    let core = core(|_| {}).await;
+    let unfinished = ResponseRecord {
+        id: "resp_unfinished".into(),
+        container_id: "cntr_gone".into(),
+        model: "anthropic:claude-replay".into(),
+        previous_response_id: None,
+        created_at: 1,
+        status: ResponseStatus::InProgress,
+        error: None,
+        input: "Go on.".into(),
+        records: Vec::new(),
+        usage: TokenUsage::default(),
+        files: Vec::new(),
+        door: serde_json::Value::Null,
+    };
+    let body = serde_json::to_string(&unfinished).unwrap();
+    let user_id = core.user.id;
+    core.service
+        .store
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO responses (id, user_id, created_at, body) VALUES (?1, ?2, 1, ?3)",
+                rusqlite::params!["resp_unfinished", user_id, body],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let before = core
+        .service
+        .responses
+        .get(&core.user, "resp_unfinished")
+        .await
+        .unwrap();
+    assert_eq!(before.status, ResponseStatus::InProgress);
+
+    // The server stops and starts again on the same data.
+    let restarted = start(
+        core.service.config.clone(),
+        core.service.store.clone(),
+        &core.user,
+        &core.fake,
+    )
+    .await;
+    let after = restarted
+        .responses
+        .get(&core.user, "resp_unfinished")
+        .await
+        .unwrap();
+    assert_eq!(after.status, ResponseStatus::Failed);
+    assert!(after.error.unwrap().contains("server stopped"));
+    assert_eq!(after.input, "Go on.");
 }

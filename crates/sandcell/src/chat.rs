@@ -180,6 +180,18 @@ async fn turn(
             );
             ExitCode::from(1)
         }
+        // `sandcell chat` sets no output token limit for a turn; were one reached, the
+        // turn stopped short like at the step limit.
+        Ok(TurnEnd::OutputLimit) => {
+            renderer.end(
+                "step_limit",
+                Some(
+                    "the model reached its output token limit before it answered; ask it to go on",
+                ),
+                usage,
+            );
+            ExitCode::from(1)
+        }
         Ok(TurnEnd::Cancelled) => {
             renderer.end(
                 "cancelled",

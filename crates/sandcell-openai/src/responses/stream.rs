@@ -14,15 +14,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use sandcell_agent::AgentEvent;
-use sandcell_service::{ResponseEvent, ResponseRecord, ResponseStatus};
+use sandcell_service::{ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus};
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use tokio::sync::mpsc;
 
 /// The response `started` and its `events` as an event stream.
 pub(crate) fn response_stream(
     started: ResponseRecord,
-    events: mpsc::UnboundedReceiver<ResponseEvent>,
+    events: ResponseEvents,
     include_outputs: bool,
 ) -> Response {
     let mut writer = Writer::new(&started, include_outputs);
