@@ -78,8 +78,12 @@ class _Session:
             if request["type"] != "execute":
                 raise ValueError(f"unexpected request from the host: {request['type']!r}")
             self._outbox.start_execution(request)
+            count = self._shell.execution_count
             succeeded = self._execute(request["code"])
-            self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
+            done = {"type": "done", "status": "ok" if succeeded else "error"}
+            if self._shell.execution_count > count:  # IPython counts every cell but an empty one
+                done["execution_count"] = count
+            self._outbox.send(done)
             if self._shell.exit_now:
                 return
 

@@ -607,3 +607,169 @@ async fn users_never_see_each_others_conversations() {
     assert!(!data.path().join("sessions").join(session).exists());
     server.stop().await;
 }
+
+async fn create_conversation_on(api: &Api, session: &str) -> Response {
+    api.request(Method::POST, "/api/v1/conversations")
+        .json(&json!({ "session_id": session }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_conversation_started_on_a_notebooks_session_shares_its_kernel_never_at_once() {
+    let model = replay(json!([
+        reply_code("Your x plus one:", "print(x + 1)"),
+        reply_text("It is 42."),
+    ]))
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(&data.path().join("sandcell.db")).unwrap();
+    let alice_key = create_key(&store, "alice").await.unwrap();
+    let bob_key = create_key(&store, "bob").await.unwrap();
+    drop(store);
+    let server = TestServer::start(with_model(data.path(), &model), python().await).await;
+    let (alice, bob) = (server.api_as(&alice_key), server.api_as(&bob_key));
+
+    // The person's notebook: a variable and a file in its session.
+    let session = alice.create_session().await;
+    alice
+        .execute(
+            &session,
+            "x = 41\nopen('/mnt/data/mine.txt', 'w').write('hi')",
+        )
+        .await;
+    let response = alice
+        .request(Method::POST, "/api/v1/notebooks")
+        .json(&json!({"title": "Mine", "session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    let (status, notebook) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{notebook}");
+
+    // Not Bob's to talk about, and not while a cell runs in it.
+    assert_error(
+        create_conversation_on(&bob, &session).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let mut running = alice
+        .execute_stream(
+            &session,
+            "import time\nprint('busy', flush=True)\ntime.sleep(60)",
+        )
+        .await;
+    while running.next().await.expect("the cell runs").name != "stdout" {}
+    let message = assert_error(
+        create_conversation_on(&alice, &session).await,
+        StatusCode::CONFLICT,
+        "session_busy",
+    )
+    .await;
+    assert!(message.contains("running code"), "{message}");
+    let response = alice
+        .request(
+            Method::POST,
+            &format!("/api/v1/sessions/{session}/interrupt"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    running.rest().await;
+
+    let response = create_conversation_on(&alice, &session).await;
+    let (status, created) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["session_id"], session.as_str());
+    let id = created["id"].as_str().unwrap();
+    // One conversation per session.
+    assert_error(
+        create_conversation_on(&alice, &session).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+
+    // The model's code sees the person's variable.
+    let events = send(&alice, id, "what is x + 1?").await;
+    assert_eq!(find(&events, "execution")["execution"]["stdout"], "42\n");
+    assert_eq!(find(&events, "end")["outcome"], "answered");
+    let (_, info) = json(alice.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["conversation_id"], id);
+
+    // Deleting the conversation leaves the notebook its session, variables and files.
+    let response = alice
+        .request(Method::DELETE, &format!("/api/v1/conversations/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = alice.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    let after = alice
+        .execute(&session, "x, open('/mnt/data/mine.txt').read()")
+        .await;
+    assert_eq!(after["results"][0]["text/plain"], "(41, 'hi')");
+    let (_, info) = json(alice.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["conversation_id"], Value::Null);
+    let (_, kept) = json(
+        alice
+            .get(&format!(
+                "/api/v1/notebooks/{}",
+                notebook["id"].as_str().unwrap()
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(kept["session_id"], session.as_str());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversations_session_refuses_a_cell_during_a_turn_and_counts_the_kernels_cells() {
+    let model = replay(json!([
+        reply_code(
+            "Sleeping.",
+            "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
+        ),
+        reply_text("Stopped."),
+    ]))
+    .await;
+    let (server, _data) = server_with(&model).await;
+    let api = server.api();
+    let session = api.create_session().await;
+    let first = api.execute(&session, "1 + 1").await;
+    assert_eq!(first["execution_count"], 1);
+    let response = create_conversation_on(&api, &session).await;
+    let (status, created) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+
+    let mut stream = message(&api, id, "sleep").await;
+    while stream.next().await.expect("the turn goes on").name != "stdout" {}
+    // The notebook's cell waits for the turn: refused, not run in the middle of it.
+    let response = api
+        .request(Method::POST, &format!("/api/v1/sessions/{session}/execute"))
+        .json(&json!({"code": "2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::CONFLICT, "session_busy").await;
+    let response = api
+        .request(Method::POST, &format!("/api/v1/conversations/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let rest = stream.rest().await;
+    // The model's cell was the kernel's second; the next is its third.
+    assert_eq!(find(&rest, "execution")["execution"]["execution_count"], 2);
+    let after = api.execute(&session, "1 / 0").await;
+    assert_eq!(after["execution_count"], 3);
+    let traceback = after["error"]["traceback"].to_string();
+    assert!(traceback.contains("In[3]"), "{traceback}");
+    server.stop().await;
+}
