@@ -11,14 +11,17 @@
 //   --chat (default)  a new chat: upload a CSV by drag and drop, send a message, see the
 //                     answer stream with its code, output, plot and a file to download;
 //                     reload and find it all again; run a cell in the notebook view; the
-//                     layout on a narrow window. Saves the conversation's id and how it
+//                     layout on a phone (375 px wide). Saves the conversation's id and how it
 //                     looked to $SANDCELL_TEST_STATE, when set.
 //   --live            (after --chat) a turn under way survives a reload and a broken
 //                     connection, and shows in a second tab, where Stop ends it for both;
 //                     a conversation shown again shows what the other tab did; a running
 //                     notebook cell survives a reload.
 //   --notebooks       a notebook saved as it is worked on: reloaded, renamed, exported,
-//                     opened again from the exported file and run, deleted.
+//                     opened again from the exported file and run, deleted; the model
+//                     asked about a notebook sees its variables, and the notebook counts
+//                     its cells as the kernel does (In [N] as the tracebacks say); two
+//                     tabs on one notebook, where the stale one shows what the other saved.
 //   --after-restart   (after the server restarted on the same data directory) finds that
 //                     conversation again, looking the same, and runs a cell in its session.
 //   --no-model        (a server with no model configured) the banner says how to configure
@@ -204,8 +207,8 @@ async function chat() {
     await runCell('print(6*7)', '42');
   });
 
-  await check('the layout works on a narrow window', async () => {
-    await page.setViewportSize({ width: 390, height: 800 });
+  await check('the layout works on a phone (375 px wide)', async () => {
+    await page.setViewportSize({ width: 375, height: 740 });
     await page.getByRole('link', { name: 'Chat' }).click();
     await page.getByRole('textbox', { name: 'Message' }).waitFor();
     assert.ok(await page.locator('#sidebar').isHidden(), 'the sidebar is folded away');
@@ -216,6 +219,12 @@ async function chat() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `nothing sticks out sideways (${overflow}px)`);
     await expectPlot();
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    await page.locator('.cell').first().waitFor();
+    const notebookOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(notebookOverflow <= 0, `the notebook does not stick out sideways either (${notebookOverflow}px)`);
+    await page.getByRole('link', { name: 'Chat' }).click();
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   if (STATE) await writeFile(STATE, JSON.stringify({ conversationId, live }));
@@ -374,8 +383,8 @@ async function notebooks() {
     await expectNotes(page.locator('.cell').last());
     await page.locator('.cell').first().getByRole('button', { name: 'Run cell' }).click();
     await page.locator('.cell[data-status="ok"]').first().waitFor();
-    // Counting goes on from the counts the notebook was saved with.
-    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[2]');
+    // The kernel's count, as Jupyter shows it: the first cell run in this new session.
+    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[1]');
   });
 
   await check('a notebook is deleted', async () => {
@@ -384,6 +393,60 @@ async function notebooks() {
     await page.locator('#notebook-list').getByRole('button', { name: 'Delete “copy”' }).click();
     await page.locator('#notebook-list a', { hasText: 'copy' }).waitFor({ state: 'detached' });
     assert.equal((await apiGet('/api/v1/notebooks')).data.length, before - 1);
+  });
+
+  await check('the model is asked about a notebook and sees its variables; the two share the session', async () => {
+    await page.locator('#notebook-list a', { hasText: 'Answers' }).click();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    const notebookUrl = page.url();
+    await page.getByRole('button', { name: 'Ask the model about this notebook' }).click();
+    await page.waitForURL(/#\/c\/.+/);
+    const message = page.getByRole('textbox', { name: 'Message' });
+    await message.fill('What is x in my notebook?');
+    await message.press('Enter');
+    await page.locator('.tool-call .output-stdout').getByText('42').waitFor();
+    await page.locator('.message.assistant .markdown').getByText('x is 42').waitFor();
+    await page.getByRole('button', { name: 'Send' }).waitFor();
+    // The conversation's notebook is the saved notebook itself.
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    assert.equal(page.url(), notebookUrl);
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await runCell('print(x + 1)', '43');
+    // Its In [N] is the kernel's: the notebook's cell was 1, the model's 2, this one 3,
+    // as its traceback says.
+    assert.equal(await page.locator('.cell-prompt').last().textContent(), '[3]');
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    const editor = page.locator('.cell-editor .cm-content').last();
+    await editor.fill('1 / 0');
+    await editor.press('Control+Enter');
+    const failed = page.locator('.cell[data-status="error"]').last();
+    await failed.locator('.output-error').getByText('In[4]').first().waitFor();
+    assert.equal(await failed.locator('.cell-prompt').textContent(), '[4]');
+    await page.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+  });
+
+  await check('two tabs on one notebook: a stale save is refused, and the page shows what the other tab saved', async () => {
+    const second = await page.context().newPage();
+    const errors = watchForErrors(second);
+    await second.goto(page.url());
+    await second.locator('.cell .output-stdout').getByText('43').waitFor();
+    await second.getByRole('button', { name: 'Code cell' }).click();
+    await second.locator('.cell-editor .cm-content').last().fill('# from the second tab');
+    await second.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+    const cells = await second.locator('.cell').count();
+    expectedErrors.push(/status of 409 \(Conflict\)/);
+    // The first tab still has the notebook as it read it: its next save (a new cell) is
+    // refused, and it shows what the second tab saved instead.
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await page.locator('.toast').getByText('changed in another tab').waitFor();
+    await page.locator('.cell .cm-line').getByText('# from the second tab').waitFor();
+    assert.equal(await page.locator('.cell').count(), cells);
+    const id = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
+    const saved = await apiGet(`/api/v1/notebooks/${encodeURIComponent(id)}`);
+    assert.equal(saved.cells.length, cells);
+    assert.equal(saved.cells.at(-1).source, '# from the second tab');
+    await second.close();
+    assert.deepEqual(errors, []);
   });
 }
 
