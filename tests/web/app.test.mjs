@@ -8,7 +8,8 @@
 //   --units           the Markdown renderer (with a sample of the CommonMark spec's examples,
 //                     commonmark/spec-sample.json) and the event-stream parser, in the page
 //                     (needs only the page, not the API).
-//   --chat (default)  a new chat: upload a CSV by drag and drop, send a message, see the
+//   --chat (default)  a new chat (the config file's providers offered in the model picker):
+//                     upload a CSV by drag and drop, send a message, see the
 //                     answer stream with its code, output, plot and a file to download;
 //                     reload and find it all again; run a cell in the notebook view; the
 //                     layout on a phone (375 px wide). Saves the conversation's id and how it
@@ -24,6 +25,8 @@
 //                     tabs on one notebook, where the stale one shows what the other saved.
 //   --after-restart   (after the server restarted on the same data directory) finds that
 //                     conversation again, looking the same, and runs a cell in its session.
+//   --screenshot      (after --chat) the conversation of --chat as the README shows it,
+//                     written to $SANDCELL_SCREENSHOT.
 //   --no-model        (a server with no model configured) the banner says how to configure
 //                     one; a notebook still works.
 //   --notebook        the notebook's editor: highlighting, Shift+Enter, completion from the
@@ -145,6 +148,8 @@ async function chat() {
     await page.getByRole('textbox', { name: 'Message' }).waitFor();
     assert.notEqual(await page.locator('#model').inputValue(), '', 'the default model is filled in');
     assert.ok(await page.locator('#banner').isHidden(), 'no "configure a model" banner');
+    // scripts/test-web's config file has a provider named local-vllm.
+    await page.locator('#model-suggestions option[value="local-vllm:"]').waitFor({ state: 'attached' });
   });
 
   await check('a CSV dropped on the chat is uploaded', async () => {
@@ -465,6 +470,21 @@ async function afterRestart() {
   });
 }
 
+async function screenshot() {
+  const { conversationId } = JSON.parse(await readFile(STATE, 'utf8'));
+  const path = process.env.SANDCELL_SCREENSHOT;
+  assert.ok(path, 'SANDCELL_SCREENSHOT must say where the screenshot goes');
+  await check('a screenshot of a conversation with its code, output and plot', async () => {
+    await open(`${BASE_URL}#/c/${encodeURIComponent(conversationId)}`);
+    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
+    await expectPlot();
+    await page.screenshot({ path });
+    const png = await readFile(path);
+    assert.equal(png.subarray(1, 4).toString(), 'PNG', 'a PNG was written');
+  });
+}
+
 async function noModel() {
   await check('without a model, the banner says how to configure one', async () => {
     await open();
@@ -707,7 +727,7 @@ async function notebook() {
 
 async function main() {
   assert.ok(BASE_URL, 'SANDCELL_URL must say where sandcell serve listens');
-  const modes = { '--units': units, '--chat': chat, '--live': liveTurn, '--notebooks': notebooks, '--notebook': notebook, '--after-restart': afterRestart, '--no-model': noModel };
+  const modes = { '--units': units, '--chat': chat, '--live': liveTurn, '--notebooks': notebooks, '--notebook': notebook, '--after-restart': afterRestart, '--screenshot': screenshot, '--no-model': noModel };
   assert.ok(modes[MODE], `unknown mode ${MODE}; one of ${Object.keys(modes).join(', ')}`);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
