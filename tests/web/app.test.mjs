@@ -9,8 +9,10 @@
 //                     commonmark/spec-sample.json) and the event-stream parser, in the page
 //                     (needs only the page, not the API).
 //   --chat (default)  a new chat (the config file's providers offered in the model picker):
-//                     upload a CSV by drag and drop, send a message, see the
-//                     answer stream with its code, output, plot and a file to download;
+//                     upload a CSV by drag and drop (a chip with its size; another one
+//                     removed before sending), send a message, see the answer stream with
+//                     its code, output, plot (enlarged) and a file to download (its first
+//                     rows previewed);
 //                     reload and find it all again; run a cell in the notebook view; the
 //                     layout on a phone (375 px wide). Saves the conversation's id and how it
 //                     looked to $SANDCELL_TEST_STATE, when set.
@@ -32,7 +34,8 @@
 //   --notebook        the notebook's editor: highlighting, Shift+Enter, completion from the
 //                     kernel (after a dot, a DataFrame's columns, Ctrl+Space), command mode
 //                     (A, B, DD, M, Y), a Markdown cell that renders and whose raw HTML does
-//                     nothing, a running cell's time and its Stop button.
+//                     nothing, a running cell's time and its Stop button, a plot's title as
+//                     its alt text and download name.
 //
 // Environment: SANDCELL_URL (required), SANDCELL_TEST_STATE, SANDCELL_TEST_ARTIFACTS (a
 // directory for a screenshot of the page when a step fails), CHROMIUM (default
@@ -107,8 +110,13 @@ async function dropFile(selector, name, content, type) {
 function transcriptSignature() {
   return page.evaluate(() => {
     const messages = document.querySelector('.messages');
+    // A CSV's preview arrives on its own time; the rest is compared.
+    const previews = [...messages.querySelectorAll('.csv-preview')];
+    previews.forEach((preview) => (preview.hidden = true));
+    const text = messages.innerText.replace(/\s+/g, ' ').trim();
+    previews.forEach((preview) => (preview.hidden = false));
     return {
-      text: messages.innerText.replace(/\s+/g, ' ').trim(),
+      text,
       calls: [...messages.querySelectorAll('.tool-call')].map((call) => call.dataset.status),
       images: messages.querySelectorAll('.output-image img').length,
     };
@@ -152,10 +160,23 @@ async function chat() {
     await page.locator('#model-suggestions option[value="local-vllm:"]').waitFor({ state: 'attached' });
   });
 
-  await check('a CSV dropped on the chat is uploaded', async () => {
+  await check('a CSV dropped on the chat is uploaded, shown as a chip with its size', async () => {
     await dropFile('.chat-view', 'data.csv', CSV, 'text/csv');
-    await page.locator('.attachment[data-state="done"]').getByText('data.csv').waitFor();
+    const chip = page.locator('.attachment[data-state="done"]', { hasText: 'data.csv' });
+    await chip.waitFor();
+    assert.equal(await chip.locator('.attachment-state').textContent(), `${CSV.length} B`);
     assert.match(location(), /#\/c\/.+/, 'the upload created the conversation');
+  });
+
+  await check('an attached file is removed before sending: off the message and out of the session', async () => {
+    await dropFile('.chat-view', 'wrong.csv', 'a\n1\n', 'text/csv');
+    await page.locator('.attachment[data-state="done"]', { hasText: 'wrong.csv' }).waitFor();
+    await page.getByRole('button', { name: 'Remove wrong.csv' }).click();
+    await page.locator('.attachment', { hasText: 'wrong.csv' }).waitFor({ state: 'detached' });
+    const conversationId = decodeURIComponent(location().match(/#\/c\/([^/]+)/)[1]);
+    const { session_id: session } = await apiGet(`/api/v1/conversations/${encodeURIComponent(conversationId)}`);
+    const files = (await apiGet(`/api/v1/sessions/${encodeURIComponent(session)}/files`)).data.map((file) => file.path);
+    assert.deepEqual(files, ['data.csv']);
   });
 
   await check('the answer streams in: text, code, output, plot', async () => {
@@ -183,6 +204,20 @@ async function chat() {
     assert.match(await call.locator('code').textContent(), /read_csv/);
     assert.match(await call.locator('.output-stdout').textContent(), /60/);
     await expectPlot();
+  });
+
+  await check('the CSV the code wrote is previewed by its first rows; the plot enlarges and downloads', async () => {
+    const preview = page.locator('.tool-call .csv-preview');
+    await preview.locator('td').getByText('60').waitFor();
+    assert.equal(await preview.locator('th').textContent(), 'total');
+    const plot = page.locator('.messages .output-image').first();
+    assert.equal(await plot.locator('.figure-download').getAttribute('download'), 'figure.png', 'an untitled figure downloads as figure.png');
+    await plot.locator('img').click();
+    const enlarged = page.locator('dialog.image-dialog[open] img');
+    await enlarged.waitFor();
+    assert.ok(await enlarged.evaluate((img) => img.decode().then(() => img.naturalWidth > 0)), 'the enlarged plot is an image');
+    await page.keyboard.press('Escape');
+    await page.locator('dialog.image-dialog').waitFor({ state: 'detached' });
   });
 
   await check('the file the code wrote downloads with its bytes', async () => {
@@ -722,6 +757,19 @@ async function notebook() {
     await running.locator('.output-error').getByText('KeyboardInterrupt').first().waitFor();
     assert.equal(await running.getAttribute('data-status'), 'interrupted');
     assert.ok(await running.locator('.output-error .tb-ename').count(), 'the traceback is coloured');
+  });
+
+  await check("notebook: a plot's alt text is its title, and it downloads as a PNG named by it", async () => {
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await page.keyboard.type("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('Monthly totals')\nplt.show()");
+    await page.keyboard.press('Control+Enter');
+    const figure = cells.last().locator('.output-image');
+    await figure.locator('img').waitFor();
+    assert.equal(await figure.locator('img').getAttribute('alt'), 'Figure: Monthly totals');
+    const [download] = await Promise.all([page.waitForEvent('download'), figure.getByText('Download PNG').click()]);
+    assert.equal(download.suggestedFilename(), 'Monthly-totals.png');
+    const png = await readFile(await download.path());
+    assert.equal(png.subarray(1, 4).toString(), 'PNG');
   });
 }
 

@@ -394,6 +394,14 @@ async fn a_save_on_a_stale_revision_is_refused_and_writes_nothing() {
         .unwrap();
     let message = assert_error(response, StatusCode::CONFLICT, "conflict").await;
     assert!(message.contains("saved elsewhere"), "{message}");
+    // A revision no notebook can have is stale too, not a failure of the server.
+    let response = api
+        .request(Method::PATCH, &format!("/api/v1/notebooks/{id}"))
+        .json(&json!({"cells": cell("c = 3"), "revision": u64::MAX}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::CONFLICT, "conflict").await;
     let kept = notebook(&api, id).await;
     assert_eq!(kept["cells"][0]["source"], "a = 1");
     assert_eq!(kept["revision"], 1);

@@ -637,6 +637,8 @@ impl Store {
         record: NotebookRecord,
         expected: Option<u64>,
     ) -> Result<NotebookSave, StoreError> {
+        // A revision past SQLite's integers is none a notebook ever had: -1 matches none.
+        let expected = expected.map(|revision| i64::try_from(revision).unwrap_or(-1));
         self.call(move |c| {
             let revision: Option<u64> = c
                 .query_row(

@@ -177,6 +177,11 @@ export async function download(url, name) {
   setTimeout(() => URL.revokeObjectURL(objectUrl), 60_000);
 }
 
+/** A session file's text (a preview of a small one). */
+export async function fileText(url) {
+  return (await request('GET', url)).text();
+}
+
 /** A session file as a `blob:` URL, for images (an `<img>` cannot send the API key). */
 export async function fileObjectUrl(url) {
   return URL.createObjectURL(await (await request('GET', url)).blob());
