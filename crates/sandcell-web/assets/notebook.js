@@ -247,6 +247,7 @@ export class NotebookView {
   #selected = null;
   #pendingDelete = false; // the first D of DD
   #hooks;
+  #filesRequest = 0; // the latest listing of the files asked for
   #stale = false; // saved elsewhere since this page read it: it saves no more
 
   constructor(sessionId, conversation, saved = null, hooks = {}) {
@@ -526,13 +527,16 @@ export class NotebookView {
   }
 
   async refreshFiles() {
+    // Lists can answer out of order: only the latest one asked for is shown.
+    const request = ++this.#filesRequest;
     let files;
     try {
       files = await api.files(this.sessionId);
     } catch (error) {
-      this.fileList.replaceChildren(h('li', { class: 'file-empty' }, error.message));
+      if (request === this.#filesRequest) this.fileList.replaceChildren(h('li', { class: 'file-empty' }, error.message));
       return;
     }
+    if (request !== this.#filesRequest) return;
     if (!files.length) {
       this.fileList.replaceChildren(h('li', { class: 'file-empty' }, 'No files yet. Drop some here.'));
       return;
