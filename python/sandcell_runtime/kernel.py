@@ -46,7 +46,17 @@ def prepare():
     config.HistoryManager.enabled = False  # its SQLite writer thread must not exist when the template forks
     _shell = _SessionShell.instance(config=config, colors="nocolor", autoawait=True)
     _shell.enable_matplotlib("inline")
+    # By name: matplotlib.figure is imported only when a cell (or the preload) imports pyplot.
+    _shell.display_formatter.formatters["text/plain"].for_type_by_name("matplotlib.figure", "Figure", _figure_text)
     _warm_up(_shell)
+
+
+def _figure_text(figure, printer, _cycle):
+    """A figure's plain text is its title when it has one ("Figure: Monthly totals"), for
+    whoever cannot see the image: the page's alt text, a model that reads no images.
+    Without a title it is matplotlib's own repr."""
+    title = figure.get_suptitle() or next((ax.get_title() for ax in figure.axes if ax.get_title()), "")
+    printer.text(f"Figure: {title}" if title else repr(figure))
 
 
 def serve(sock):
@@ -78,8 +88,12 @@ class _Session:
             if request["type"] != "execute":
                 raise ValueError(f"unexpected request from the host: {request['type']!r}")
             self._outbox.start_execution(request)
+            count = self._shell.execution_count
             succeeded = self._execute(request["code"])
-            self._outbox.send({"type": "done", "status": "ok" if succeeded else "error"})
+            done = {"type": "done", "status": "ok" if succeeded else "error"}
+            if self._shell.execution_count > count:  # IPython counts every cell but an empty one
+                done["execution_count"] = count
+            self._outbox.send(done)
             if self._shell.exit_now:
                 return
 

@@ -8,25 +8,34 @@
 //   --units           the Markdown renderer (with a sample of the CommonMark spec's examples,
 //                     commonmark/spec-sample.json) and the event-stream parser, in the page
 //                     (needs only the page, not the API).
-//   --chat (default)  a new chat: upload a CSV by drag and drop, send a message, see the
-//                     answer stream with its code, output, plot and a file to download;
+//   --chat (default)  a new chat (the config file's providers offered in the model picker):
+//                     upload a CSV by drag and drop (a chip with its size; another one
+//                     removed before sending), send a message, see the answer stream with
+//                     its code, output, plot (enlarged) and a file to download (its first
+//                     rows previewed);
 //                     reload and find it all again; run a cell in the notebook view; the
-//                     layout on a narrow window. Saves the conversation's id and how it
+//                     layout on a phone (375 px wide). Saves the conversation's id and how it
 //                     looked to $SANDCELL_TEST_STATE, when set.
 //   --live            (after --chat) a turn under way survives a reload and a broken
 //                     connection, and shows in a second tab, where Stop ends it for both;
 //                     a conversation shown again shows what the other tab did; a running
 //                     notebook cell survives a reload.
 //   --notebooks       a notebook saved as it is worked on: reloaded, renamed, exported,
-//                     opened again from the exported file and run, deleted.
+//                     opened again from the exported file and run, deleted; the model
+//                     asked about a notebook sees its variables, and the notebook counts
+//                     its cells as the kernel does (In [N] as the tracebacks say); two
+//                     tabs on one notebook, where the stale one shows what the other saved.
 //   --after-restart   (after the server restarted on the same data directory) finds that
 //                     conversation again, looking the same, and runs a cell in its session.
+//   --screenshot      (after --chat) the conversation of --chat as the README shows it,
+//                     written to $SANDCELL_SCREENSHOT.
 //   --no-model        (a server with no model configured) the banner says how to configure
 //                     one; a notebook still works.
 //   --notebook        the notebook's editor: highlighting, Shift+Enter, completion from the
 //                     kernel (after a dot, a DataFrame's columns, Ctrl+Space), command mode
 //                     (A, B, DD, M, Y), a Markdown cell that renders and whose raw HTML does
-//                     nothing, a running cell's time and its Stop button.
+//                     nothing, a running cell's time and its Stop button, a plot's title as
+//                     its alt text and download name.
 //
 // Environment: SANDCELL_URL (required), SANDCELL_TEST_STATE, SANDCELL_TEST_ARTIFACTS (a
 // directory for a screenshot of the page when a step fails), CHROMIUM (default
@@ -101,8 +110,13 @@ async function dropFile(selector, name, content, type) {
 function transcriptSignature() {
   return page.evaluate(() => {
     const messages = document.querySelector('.messages');
+    // A CSV's preview arrives on its own time; the rest is compared.
+    const previews = [...messages.querySelectorAll('.csv-preview')];
+    previews.forEach((preview) => (preview.hidden = true));
+    const text = messages.innerText.replace(/\s+/g, ' ').trim();
+    previews.forEach((preview) => (preview.hidden = false));
     return {
-      text: messages.innerText.replace(/\s+/g, ' ').trim(),
+      text,
       calls: [...messages.querySelectorAll('.tool-call')].map((call) => call.dataset.status),
       images: messages.querySelectorAll('.output-image img').length,
     };
@@ -142,12 +156,27 @@ async function chat() {
     await page.getByRole('textbox', { name: 'Message' }).waitFor();
     assert.notEqual(await page.locator('#model').inputValue(), '', 'the default model is filled in');
     assert.ok(await page.locator('#banner').isHidden(), 'no "configure a model" banner');
+    // scripts/test-web's config file has a provider named local-vllm.
+    await page.locator('#model-suggestions option[value="local-vllm:"]').waitFor({ state: 'attached' });
   });
 
-  await check('a CSV dropped on the chat is uploaded', async () => {
+  await check('a CSV dropped on the chat is uploaded, shown as a chip with its size', async () => {
     await dropFile('.chat-view', 'data.csv', CSV, 'text/csv');
-    await page.locator('.attachment[data-state="done"]').getByText('data.csv').waitFor();
+    const chip = page.locator('.attachment[data-state="done"]', { hasText: 'data.csv' });
+    await chip.waitFor();
+    assert.equal(await chip.locator('.attachment-state').textContent(), `${CSV.length} B`);
     assert.match(location(), /#\/c\/.+/, 'the upload created the conversation');
+  });
+
+  await check('an attached file is removed before sending: off the message and out of the session', async () => {
+    await dropFile('.chat-view', 'wrong.csv', 'a\n1\n', 'text/csv');
+    await page.locator('.attachment[data-state="done"]', { hasText: 'wrong.csv' }).waitFor();
+    await page.getByRole('button', { name: 'Remove wrong.csv' }).click();
+    await page.locator('.attachment', { hasText: 'wrong.csv' }).waitFor({ state: 'detached' });
+    const conversationId = decodeURIComponent(location().match(/#\/c\/([^/]+)/)[1]);
+    const { session_id: session } = await apiGet(`/api/v1/conversations/${encodeURIComponent(conversationId)}`);
+    const files = (await apiGet(`/api/v1/sessions/${encodeURIComponent(session)}/files`)).data.map((file) => file.path);
+    assert.deepEqual(files, ['data.csv']);
   });
 
   await check('the answer streams in: text, code, output, plot', async () => {
@@ -177,6 +206,20 @@ async function chat() {
     await expectPlot();
   });
 
+  await check('the CSV the code wrote is previewed by its first rows; the plot enlarges and downloads', async () => {
+    const preview = page.locator('.tool-call .csv-preview');
+    await preview.locator('td').getByText('60').waitFor();
+    assert.equal(await preview.locator('th').textContent(), 'total');
+    const plot = page.locator('.messages .output-image').first();
+    assert.equal(await plot.locator('.figure-download').getAttribute('download'), 'figure.png', 'an untitled figure downloads as figure.png');
+    await plot.locator('img').click();
+    const enlarged = page.locator('dialog.image-dialog[open] img');
+    await enlarged.waitFor();
+    assert.ok(await enlarged.evaluate((img) => img.decode().then(() => img.naturalWidth > 0)), 'the enlarged plot is an image');
+    await page.keyboard.press('Escape');
+    await page.locator('dialog.image-dialog').waitFor({ state: 'detached' });
+  });
+
   await check('the file the code wrote downloads with its bytes', async () => {
     const link = page.locator('.output-files a.file-link', { hasText: 'totals.csv' });
     const fetched = await link.evaluate((a) => fetch(a.href).then((response) => response.text()));
@@ -204,8 +247,8 @@ async function chat() {
     await runCell('print(6*7)', '42');
   });
 
-  await check('the layout works on a narrow window', async () => {
-    await page.setViewportSize({ width: 390, height: 800 });
+  await check('the layout works on a phone (375 px wide)', async () => {
+    await page.setViewportSize({ width: 375, height: 740 });
     await page.getByRole('link', { name: 'Chat' }).click();
     await page.getByRole('textbox', { name: 'Message' }).waitFor();
     assert.ok(await page.locator('#sidebar').isHidden(), 'the sidebar is folded away');
@@ -216,6 +259,12 @@ async function chat() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `nothing sticks out sideways (${overflow}px)`);
     await expectPlot();
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    await page.locator('.cell').first().waitFor();
+    const notebookOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(notebookOverflow <= 0, `the notebook does not stick out sideways either (${notebookOverflow}px)`);
+    await page.getByRole('link', { name: 'Chat' }).click();
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   if (STATE) await writeFile(STATE, JSON.stringify({ conversationId, live }));
@@ -374,8 +423,8 @@ async function notebooks() {
     await expectNotes(page.locator('.cell').last());
     await page.locator('.cell').first().getByRole('button', { name: 'Run cell' }).click();
     await page.locator('.cell[data-status="ok"]').first().waitFor();
-    // Counting goes on from the counts the notebook was saved with.
-    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[2]');
+    // The kernel's count, as Jupyter shows it: the first cell run in this new session.
+    assert.equal(await page.locator('.cell-prompt').first().textContent(), '[1]');
   });
 
   await check('a notebook is deleted', async () => {
@@ -384,6 +433,60 @@ async function notebooks() {
     await page.locator('#notebook-list').getByRole('button', { name: 'Delete “copy”' }).click();
     await page.locator('#notebook-list a', { hasText: 'copy' }).waitFor({ state: 'detached' });
     assert.equal((await apiGet('/api/v1/notebooks')).data.length, before - 1);
+  });
+
+  await check('the model is asked about a notebook and sees its variables; the two share the session', async () => {
+    await page.locator('#notebook-list a', { hasText: 'Answers' }).click();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    const notebookUrl = page.url();
+    await page.getByRole('button', { name: 'Ask the model about this notebook' }).click();
+    await page.waitForURL(/#\/c\/.+/);
+    const message = page.getByRole('textbox', { name: 'Message' });
+    await message.fill('What is x in my notebook?');
+    await message.press('Enter');
+    await page.locator('.tool-call .output-stdout').getByText('42').waitFor();
+    await page.locator('.message.assistant .markdown').getByText('x is 42').waitFor();
+    await page.getByRole('button', { name: 'Send' }).waitFor();
+    // The conversation's notebook is the saved notebook itself.
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    assert.equal(page.url(), notebookUrl);
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await runCell('print(x + 1)', '43');
+    // Its In [N] is the kernel's: the notebook's cell was 1, the model's 2, this one 3,
+    // as its traceback says.
+    assert.equal(await page.locator('.cell-prompt').last().textContent(), '[3]');
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    const editor = page.locator('.cell-editor .cm-content').last();
+    await editor.fill('1 / 0');
+    await editor.press('Control+Enter');
+    const failed = page.locator('.cell[data-status="error"]').last();
+    await failed.locator('.output-error').getByText('In[4]').first().waitFor();
+    assert.equal(await failed.locator('.cell-prompt').textContent(), '[4]');
+    await page.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+  });
+
+  await check('two tabs on one notebook: a stale save is refused, and the page shows what the other tab saved', async () => {
+    const second = await page.context().newPage();
+    const errors = watchForErrors(second);
+    await second.goto(page.url());
+    await second.locator('.cell .output-stdout').getByText('43').waitFor();
+    await second.getByRole('button', { name: 'Code cell' }).click();
+    await second.locator('.cell-editor .cm-content').last().fill('# from the second tab');
+    await second.waitForFunction(() => document.querySelector('.notebook-view')?.dataset.saved === 'true');
+    const cells = await second.locator('.cell').count();
+    expectedErrors.push(/status of 409 \(Conflict\)/);
+    // The first tab still has the notebook as it read it: its next save (a new cell) is
+    // refused, and it shows what the second tab saved instead.
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await page.locator('.toast').getByText('changed in another tab').waitFor();
+    await page.locator('.cell .cm-line').getByText('# from the second tab').waitFor();
+    assert.equal(await page.locator('.cell').count(), cells);
+    const id = decodeURIComponent(new URL(page.url()).hash.split('/')[2]);
+    const saved = await apiGet(`/api/v1/notebooks/${encodeURIComponent(id)}`);
+    assert.equal(saved.cells.length, cells);
+    assert.equal(saved.cells.at(-1).source, '# from the second tab');
+    await second.close();
+    assert.deepEqual(errors, []);
   });
 }
 
@@ -399,6 +502,21 @@ async function afterRestart() {
   await check('its session runs cells', async () => {
     await page.getByRole('link', { name: 'Notebook', exact: true }).click();
     await runCell('print(6*7)', '42');
+  });
+}
+
+async function screenshot() {
+  const { conversationId } = JSON.parse(await readFile(STATE, 'utf8'));
+  const path = process.env.SANDCELL_SCREENSHOT;
+  assert.ok(path, 'SANDCELL_SCREENSHOT must say where the screenshot goes');
+  await check('a screenshot of a conversation with its code, output and plot', async () => {
+    await open(`${BASE_URL}#/c/${encodeURIComponent(conversationId)}`);
+    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
+    await expectPlot();
+    await page.screenshot({ path });
+    const png = await readFile(path);
+    assert.equal(png.subarray(1, 4).toString(), 'PNG', 'a PNG was written');
   });
 }
 
@@ -640,11 +758,24 @@ async function notebook() {
     assert.equal(await running.getAttribute('data-status'), 'interrupted');
     assert.ok(await running.locator('.output-error .tb-ename').count(), 'the traceback is coloured');
   });
+
+  await check("notebook: a plot's alt text is its title, and it downloads as a PNG named by it", async () => {
+    await page.getByRole('button', { name: 'Code cell' }).click();
+    await page.keyboard.type("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('Monthly totals')\nplt.show()");
+    await page.keyboard.press('Control+Enter');
+    const figure = cells.last().locator('.output-image');
+    await figure.locator('img').waitFor();
+    assert.equal(await figure.locator('img').getAttribute('alt'), 'Figure: Monthly totals');
+    const [download] = await Promise.all([page.waitForEvent('download'), figure.getByText('Download PNG').click()]);
+    assert.equal(download.suggestedFilename(), 'Monthly-totals.png');
+    const png = await readFile(await download.path());
+    assert.equal(png.subarray(1, 4).toString(), 'PNG');
+  });
 }
 
 async function main() {
   assert.ok(BASE_URL, 'SANDCELL_URL must say where sandcell serve listens');
-  const modes = { '--units': units, '--chat': chat, '--live': liveTurn, '--notebooks': notebooks, '--notebook': notebook, '--after-restart': afterRestart, '--no-model': noModel };
+  const modes = { '--units': units, '--chat': chat, '--live': liveTurn, '--notebooks': notebooks, '--notebook': notebook, '--after-restart': afterRestart, '--screenshot': screenshot, '--no-model': noModel };
   assert.ok(modes[MODE], `unknown mode ${MODE}; one of ${Object.keys(modes).join(', ')}`);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',

@@ -11,7 +11,7 @@ use crate::transcript::Record;
 /// The notebook of a conversation.
 pub fn to_notebook(records: &[Record]) -> Value {
     let mut cells = Vec::new();
-    let mut execution_count = 0;
+    let mut execution_count: u64 = 0;
     for record in records {
         let cell = match record {
             Record::User { text, .. } => markdown(format!("**User:**\n\n{text}")),
@@ -27,6 +27,10 @@ pub fn to_notebook(records: &[Record]) -> Value {
                     cells.push(code_cell(code, execution_count, outputs));
                     continue;
                 };
+                // The kernel's own count, as the cell's tracebacks name it (`Cell In[N]`).
+                if let Some(count) = execution.execution_count {
+                    execution_count = count;
+                }
                 for (name, text) in [("stdout", &execution.stdout), ("stderr", &execution.stderr)] {
                     if !text.is_empty() {
                         outputs.push(json!({"output_type": "stream", "name": name, "text": text}));
@@ -71,7 +75,7 @@ pub fn notebook_document(cells: Vec<Value>) -> Value {
     })
 }
 
-fn code_cell(code: &str, execution_count: usize, outputs: Vec<Value>) -> Value {
+fn code_cell(code: &str, execution_count: u64, outputs: Vec<Value>) -> Value {
     json!({
         "cell_type": "code",
         "execution_count": execution_count,
@@ -83,7 +87,7 @@ fn code_cell(code: &str, execution_count: usize, outputs: Vec<Value>) -> Value {
 
 /// A result as Jupyter writes it: the last expression's value (with the cell's
 /// `execution_count`) as `execute_result`, any other as `display_data`.
-fn result_output(bundle: &MimeBundle, value_of_cell: Option<usize>) -> Value {
+fn result_output(bundle: &MimeBundle, value_of_cell: Option<u64>) -> Value {
     match value_of_cell {
         Some(execution_count) => json!({
             "output_type": "execute_result",
@@ -119,6 +123,7 @@ mod tests {
                 stderr: String::new(),
                 results,
                 execute_result,
+                execution_count: None,
                 error: None,
                 files: Vec::new(),
                 duration_ms: 1,

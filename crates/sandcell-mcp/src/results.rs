@@ -167,6 +167,7 @@ mod tests {
                 json!({"text/plain": "42"}).as_object().cloned().unwrap(),
             ],
             execute_result: Some(1),
+            execution_count: Some(3),
             error: None,
             files: vec![FileChange {
                 path: "out dir/a.csv".into(),

@@ -368,10 +368,18 @@ async fn a_turn_can_be_cancelled_and_one_runs_at_a_time() {
         "interrupted"
     );
     assert_eq!(find(&rest, "end")["outcome"], "cancelled");
+    // The model's cell was the kernel's first.
+    assert_eq!(find(&rest, "execution")["execution"]["execution_count"], 1);
 
-    // The variables survived the interrupt; the conversation goes on.
+    // The variables survived the interrupt; the conversation goes on, and the kernel
+    // counts on: its cells are numbered as their tracebacks name them.
     let after = api.execute(session, "x").await;
     assert_eq!(after["results"][0]["text/plain"], "7");
+    assert_eq!(after["execution_count"], 2);
+    let failed = api.execute(session, "1 / 0").await;
+    assert_eq!(failed["execution_count"], 3);
+    let traceback = failed["error"]["traceback"].to_string();
+    assert!(traceback.contains("In[3]"), "{traceback}");
     let stored = conversation(&api, id).await;
     let records = record_types(&stored);
     assert_eq!(records.last(), Some(&"note"), "{records:?}");
@@ -605,5 +613,125 @@ async fn users_never_see_each_others_conversations() {
     let response = alice.get(&format!("/api/v1/sessions/{session}")).await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     assert!(!data.path().join("sessions").join(session).exists());
+    server.stop().await;
+}
+
+async fn create_conversation_on(api: &Api, session: &str) -> Response {
+    api.request(Method::POST, "/api/v1/conversations")
+        .json(&json!({ "session_id": session }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_conversation_started_on_a_notebooks_session_shares_its_kernel_never_at_once() {
+    let model = replay(json!([
+        reply_code("Your x plus one:", "print(x + 1)"),
+        reply_text("It is 42."),
+    ]))
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(&data.path().join("sandcell.db")).unwrap();
+    let alice_key = create_key(&store, "alice").await.unwrap();
+    let bob_key = create_key(&store, "bob").await.unwrap();
+    drop(store);
+    let server = TestServer::start(with_model(data.path(), &model), python().await).await;
+    let (alice, bob) = (server.api_as(&alice_key), server.api_as(&bob_key));
+
+    // The person's notebook: a variable and a file in its session.
+    let session = alice.create_session().await;
+    alice
+        .execute(
+            &session,
+            "x = 41\nopen('/mnt/data/mine.txt', 'w').write('hi')",
+        )
+        .await;
+    let response = alice
+        .request(Method::POST, "/api/v1/notebooks")
+        .json(&json!({"title": "Mine", "session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    let (status, notebook) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{notebook}");
+
+    // Not Bob's to talk about, and not while a cell runs in it.
+    assert_error(
+        create_conversation_on(&bob, &session).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let mut running = alice
+        .execute_stream(
+            &session,
+            "import time\nprint('busy', flush=True)\ntime.sleep(60)",
+        )
+        .await;
+    while running.next().await.expect("the cell runs").name != "stdout" {}
+    let message = assert_error(
+        create_conversation_on(&alice, &session).await,
+        StatusCode::CONFLICT,
+        "session_busy",
+    )
+    .await;
+    assert!(message.contains("running code"), "{message}");
+    let response = alice
+        .request(
+            Method::POST,
+            &format!("/api/v1/sessions/{session}/interrupt"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    running.rest().await;
+
+    let response = create_conversation_on(&alice, &session).await;
+    let (status, created) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["session_id"], session.as_str());
+    let id = created["id"].as_str().unwrap();
+    // One conversation per session.
+    assert_error(
+        create_conversation_on(&alice, &session).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+
+    // The model's code sees the person's variable.
+    let events = send(&alice, id, "what is x + 1?").await;
+    assert_eq!(find(&events, "execution")["execution"]["stdout"], "42\n");
+    assert_eq!(find(&events, "end")["outcome"], "answered");
+    let (_, info) = json(alice.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["conversation_id"], id);
+
+    // Deleting the conversation leaves the notebook its session, variables and files.
+    let response = alice
+        .request(Method::DELETE, &format!("/api/v1/conversations/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = alice.get(&format!("/api/v1/conversations/{id}")).await;
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    let after = alice
+        .execute(&session, "x, open('/mnt/data/mine.txt').read()")
+        .await;
+    assert_eq!(after["results"][0]["text/plain"], "(41, 'hi')");
+    let (_, info) = json(alice.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["conversation_id"], Value::Null);
+    let (_, kept) = json(
+        alice
+            .get(&format!(
+                "/api/v1/notebooks/{}",
+                notebook["id"].as_str().unwrap()
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(kept["session_id"], session.as_str());
     server.stop().await;
 }

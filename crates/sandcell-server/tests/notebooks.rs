@@ -372,3 +372,46 @@ async fn a_session_names_its_running_execution_for_a_page_to_follow() {
     assert!(done["execution_id"].is_null(), "{done}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_save_on_a_stale_revision_is_refused_and_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(data.path()), python().await).await;
+    let api = server.api();
+    let created = create_notebook(&api, json!({"title": "Shared"})).await;
+    assert_eq!(created["revision"], 0);
+    let id = created["id"].as_str().unwrap();
+    let cell = |source: &str| json!([{"cell_type": "code", "source": source}]);
+
+    // Two tabs read revision 0; the first saves, then the second's save is stale.
+    let first = save(&api, id, json!({"cells": cell("a = 1"), "revision": 0})).await;
+    assert_eq!(first["revision"], 1);
+    let response = api
+        .request(Method::PATCH, &format!("/api/v1/notebooks/{id}"))
+        .json(&json!({"cells": cell("b = 2"), "revision": 0}))
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(response, StatusCode::CONFLICT, "conflict").await;
+    assert!(message.contains("saved elsewhere"), "{message}");
+    // A revision no notebook can have is stale too, not a failure of the server.
+    let response = api
+        .request(Method::PATCH, &format!("/api/v1/notebooks/{id}"))
+        .json(&json!({"cells": cell("c = 3"), "revision": u64::MAX}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::CONFLICT, "conflict").await;
+    let kept = notebook(&api, id).await;
+    assert_eq!(kept["cells"][0]["source"], "a = 1");
+    assert_eq!(kept["revision"], 1);
+
+    // On the revision it read again, the second tab's save goes through.
+    let second = save(&api, id, json!({"cells": cell("b = 2"), "revision": 1})).await;
+    assert_eq!(second["revision"], 2);
+    // A rename without a revision is written whatever came before.
+    let renamed = save(&api, id, json!({"title": "Renamed"})).await;
+    assert_eq!(renamed["revision"], 3);
+    assert_eq!(notebook(&api, id).await["cells"][0]["source"], "b = 2");
+    server.stop().await;
+}

@@ -113,6 +113,7 @@ async fn an_execution_streams_its_events_in_order() {
             "duration_ms",
             "error",
             "execute_result",
+            "execution_count",
             "files",
             "restarted",
             "results",

@@ -90,7 +90,8 @@ pub struct TurnOutcome {
 /// One event of a turn's stream.
 #[derive(Debug, Clone)]
 pub enum TurnEvent {
-    Agent(AgentEvent),
+    /// Boxed: an execution's event is many times the size of the end.
+    Agent(Box<AgentEvent>),
     End(TurnOutcome),
 }
 
@@ -146,19 +147,27 @@ impl Conversations {
         &self.models
     }
 
-    /// A new conversation, with a new session (the server's default limits) for its code.
-    /// Its model must be one the server can talk to.
+    /// A new conversation, its code running in the user's session `session_id` (a
+    /// notebook's: the model sees the variables and files the person made there), or in a
+    /// new session (the server's default limits). Its model must be one the server can
+    /// talk to.
     pub async fn create(
         &self,
         user: &User,
         model: Option<&str>,
+        session_id: Option<&str>,
     ) -> Result<ConversationInfo, ServiceError> {
         let model = self.models.pick(model)?;
         self.models.client(&model)?;
-        let limits = LimitsRequest::default().resolve(&self.max_limits)?;
         let id =
             random_hex(16).map_err(|e| ServiceError::internal("No random conversation id", &e))?;
-        let session = self.sessions.create_owned(user, limits, Some(&id)).await?;
+        let session = match session_id {
+            Some(session_id) => self.sessions.adopt(user, session_id, &id)?,
+            None => {
+                let limits = LimitsRequest::default().resolve(&self.max_limits)?;
+                self.sessions.create_owned(user, limits, Some(&id)).await?
+            }
+        };
         let now = store::now();
         let conversation = ConversationRecord {
             id,
@@ -182,8 +191,14 @@ impl Conversations {
             )),
         };
         if let Err(error) = recorded {
-            // Its rows go with the session's.
-            let _ = self.sessions.remove(user, &session.id).await;
+            if session_id.is_some() {
+                // The session was there before; only the conversation goes.
+                let _ = self.store.delete_conversation(&conversation.id).await;
+                self.sessions.release(&session.id, &conversation.id);
+            } else {
+                // Its rows go with the session's.
+                let _ = self.sessions.remove(user, &session.id).await;
+            }
             return Err(error);
         }
         Ok(info(conversation))
@@ -231,15 +246,30 @@ impl Conversations {
         Ok((conversation.title, notebook::to_notebook(&records)))
     }
 
-    /// Deletes the conversation with its session and the session's files; a turn under
-    /// way is cancelled first.
+    /// Deletes the conversation with its session and the session's files, unless a
+    /// notebook runs its cells in that session: the notebook keeps it. A turn under way
+    /// is cancelled first.
     pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let conversation = self.find(user, id).await?;
         if let Some(turn) = self.turns().get(id) {
             turn.cancel.cancel();
         }
-        // The conversation's rows go with its session's.
-        self.sessions.remove(user, &conversation.session_id).await
+        let session = &conversation.session_id;
+        let in_a_notebook = self
+            .store
+            .notebook_uses_session(user.id, session)
+            .await
+            .map_err(|e| ServiceError::internal("The notebooks cannot be read", &e))?;
+        if !in_a_notebook {
+            // The conversation's rows go with its session's.
+            return self.sessions.remove(user, session).await;
+        }
+        self.store
+            .delete_conversation(id)
+            .await
+            .map_err(|e| ServiceError::internal("The conversation cannot be deleted", &e))?;
+        self.sessions.release(session, id);
+        Ok(())
     }
 
     /// Cancels the conversation's turn; false when none is under way.
@@ -350,7 +380,7 @@ impl Conversations {
                         .send(
                             session,
                             &text,
-                            &mut |event| task_log.push(TurnEvent::Agent(event)),
+                            &mut |event| task_log.push(TurnEvent::Agent(Box::new(event))),
                             &cancel,
                         )
                         .await

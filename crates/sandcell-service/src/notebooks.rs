@@ -10,7 +10,7 @@
 use crate::error::ServiceError;
 use crate::page::{Page, PageRequest};
 use crate::sessions::Sessions;
-use crate::store::{self, NotebookRecord, Store, User};
+use crate::store::{self, NotebookRecord, NotebookSave, Store, User};
 use crate::users::random_hex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -35,6 +35,10 @@ pub struct NotebookInfo {
     pub created_at: String,
     /// When it was last saved, RFC 3339, UTC.
     pub updated_at: String,
+    /// How many times it was saved: a save that names the revision it changes is refused
+    /// when another save came first.
+    #[schema(minimum = 0)]
+    pub revision: u64,
 }
 
 /// A notebook with its cells.
@@ -84,6 +88,11 @@ pub struct NotebookChange {
     pub session_id: Option<String>,
     /// Every cell, in order (they replace the saved ones).
     pub cells: Option<Vec<NotebookCell>>,
+    /// The revision this save changes (the `revision` the client last read or saved):
+    /// when the notebook was saved since (in another tab, say), the save is refused
+    /// with 409 and nothing is written. Without it, the save is written whatever came before.
+    #[schema(minimum = 0)]
+    pub revision: Option<u64>,
 }
 
 /// All notebooks of the server.
@@ -113,6 +122,7 @@ impl Notebooks {
             cells: "[]".to_owned(),
             created_at: now.clone(),
             updated_at: now,
+            revision: 0,
         };
         self.apply(user, &mut record, change)?;
         self.store
@@ -155,15 +165,23 @@ impl Notebooks {
         change: NotebookChange,
     ) -> Result<NotebookInfo, ServiceError> {
         let mut record = self.find(user, id).await?;
+        let expected = change.revision;
         self.apply(user, &mut record, change)?;
         record.updated_at = store::now();
         let saved = self
             .store
-            .update_notebook(record.clone())
+            .update_notebook(record.clone(), expected)
             .await
             .map_err(|e| ServiceError::internal("The notebook cannot be saved", &e))?;
-        if !saved {
-            return Err(ServiceError::not_found(format!("notebook {id}")));
+        match saved {
+            NotebookSave::Saved(revision) => record.revision = revision,
+            NotebookSave::Stale => {
+                return Err(ServiceError::Conflict(format!(
+                    "Notebook {id} was saved elsewhere (another tab or client) after revision {}; read it again and make the change on what is there now.",
+                    expected.unwrap_or_default()
+                )))
+            }
+            NotebookSave::NotFound => return Err(ServiceError::not_found(format!("notebook {id}"))),
         }
         Ok(self.info(user, record))
     }
@@ -210,6 +228,7 @@ impl Notebooks {
                 title,
                 session_id: None,
                 cells: Some(cells),
+                revision: None,
             },
         )
         .await
@@ -267,6 +286,7 @@ impl Notebooks {
             title: record.title,
             created_at: record.created_at,
             updated_at: record.updated_at,
+            revision: record.revision,
         }
     }
 

@@ -110,7 +110,8 @@ struct Entry {
     record: SessionRecord,
     /// The session's working directory (its `/mnt/data`).
     dir: WorkDirPlace,
-    /// Set once when the session is created for a conversation (or read from the store).
+    /// The conversation whose code runs here: set when the session is created for one,
+    /// read from the store, or taken by one ([`Sessions::adopt`]).
     conversation_id: Mutex<Option<String>>,
     slot: Arc<tokio::sync::Mutex<Slot>>,
     /// The execution under way, for interrupts and shutdown.
@@ -317,6 +318,48 @@ impl Sessions {
             live,
         )
         .await
+    }
+
+    /// Makes the user's session `id` (a notebook's, say) the one conversation
+    /// `conversation_id` runs its code in, so that the model sees the variables and files
+    /// there. Refused while something runs in it, and when it already holds a conversation.
+    pub(crate) fn adopt(
+        &self,
+        user: &User,
+        id: &str,
+        conversation_id: &str,
+    ) -> Result<SessionInfo, ServiceError> {
+        self.refuse_when_shutting_down()?;
+        let entry = self.find(user, id)?;
+        // Held while the owner is set: no execution starts in between.
+        let slot = entry.lock().map_err(|error| match error {
+            ServiceError::Busy(_) => ServiceError::Busy(format!(
+                "Session {id} is running code; wait for it to end (or stop it), then start the conversation."
+            )),
+            other => other,
+        })?;
+        {
+            let mut owner = lock(&entry.conversation_id);
+            if let Some(existing) = owner.as_ref() {
+                return Err(ServiceError::Conflict(format!(
+                    "Session {id} already holds conversation {existing}; open that conversation to talk about it."
+                )));
+            }
+            *owner = Some(conversation_id.to_owned());
+        }
+        drop(slot);
+        Ok(entry.info())
+    }
+
+    /// Lets go of conversation `conversation_id`'s hold on session `id` (the conversation
+    /// went; the session stays, for a notebook).
+    pub(crate) fn release(&self, id: &str, conversation_id: &str) {
+        if let Some(entry) = self.read_entries().get(id) {
+            let mut owner = lock(&entry.conversation_id);
+            if owner.as_deref() == Some(conversation_id) {
+                *owner = None;
+            }
+        }
     }
 
     /// Records a new session whose process is `live` and makes it reachable; when it

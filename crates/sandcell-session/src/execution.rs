@@ -103,6 +103,11 @@ pub struct Execution {
     /// ended without a value, or the value was dropped for the execution's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execute_result: Option<usize>,
+    /// The cell's number in the session's IPython history: the `N` of Jupyter's
+    /// `In [N]`, as the cell's tracebacks name it (`Cell In[N]`). Absent when the cell
+    /// was not counted (an empty one) or did not run to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
     pub error: Option<ExecutionError>,
     pub files: Vec<FileChange>,
     pub duration_ms: u64,

@@ -70,6 +70,10 @@ pub enum SessionMessage {
     },
     Done {
         status: DoneStatus,
+        /// The cell's number in IPython's history (the `N` of `In [N]` and of its
+        /// tracebacks' `Cell In[N]`); absent when the cell was not counted (empty).
+        #[serde(default)]
+        execution_count: Option<u64>,
     },
     /// The answer to `complete`: Jupyter's complete_reply (positions in code points).
     CompleteReply {

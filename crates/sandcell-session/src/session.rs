@@ -241,7 +241,8 @@ enum Stop {
 
 /// How the wait for an execution's `done` ended.
 enum Ending {
-    Done(DoneStatus),
+    /// The cell ran to its end, with its execution count.
+    Done(DoneStatus, Option<u64>),
     /// The process died (crash, OOM, `os._exit`).
     Died,
     /// sandcell killed the process because an interrupt did not stop it.
@@ -404,13 +405,17 @@ impl Session {
         let stopped_by_interrupt = outputs
             .error()
             .is_some_and(|e| e.ename == "KeyboardInterrupt");
-        if let Ending::Done(_) = ending {
-            self.set_state(SessionState::Idle {
-                replaces_lost: false,
-            });
-        }
+        let execution_count = match ending {
+            Ending::Done(_, count) => {
+                self.set_state(SessionState::Idle {
+                    replaces_lost: false,
+                });
+                count
+            }
+            _ => None,
+        };
         let (status, error) = match (ending, stop) {
-            (Ending::Done(DoneStatus::Error), Some(stop)) if stopped_by_interrupt => {
+            (Ending::Done(DoneStatus::Error, _), Some(stop)) if stopped_by_interrupt => {
                 // Interrupted by sandcell in time: the state survives.
                 let what = self.stop_description(stop, timeout);
                 let evalue =
@@ -426,8 +431,8 @@ impl Session {
                 (stop_status(stop), Some(error))
             }
             // A cell that finished just as sandcell stopped it reports what it did.
-            (Ending::Done(DoneStatus::Ok), _) => (Status::Ok, outputs.take_error()),
-            (Ending::Done(DoneStatus::Error), _) => {
+            (Ending::Done(DoneStatus::Ok, _), _) => (Status::Ok, outputs.take_error()),
+            (Ending::Done(DoneStatus::Error, _), _) => {
                 let status = if stopped_by_interrupt && user_interrupted {
                     Status::Interrupted
                 } else {
@@ -492,6 +497,7 @@ impl Session {
             stderr: kept.stderr,
             results: kept.results,
             execute_result: kept.execute_result,
+            execution_count,
             error,
             files: before.changes(&after),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -561,8 +567,8 @@ impl Session {
             tokio::select! {
                 frame = process.frames.recv() => match frame {
                     Some(Ok(Some(received))) => match received.frame {
-                        Frame::Message { message: SessionMessage::Done { status }, .. } => {
-                            return (Ending::Done(status), stop)
+                        Frame::Message { message: SessionMessage::Done { status, execution_count }, .. } => {
+                            return (Ending::Done(status, execution_count), stop)
                         }
                         frame => outputs.apply(frame, on_event),
                     },

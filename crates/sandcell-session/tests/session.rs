@@ -141,6 +141,8 @@ async fn matplotlib_figures_are_captured_without_savefig() {
     assert_eq!(shown.status, Status::Ok, "{shown:?}");
     assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
     assert!(decode(&shown, 0, "image/png").starts_with(PNG_MAGIC));
+    // Its plain text is its title, for whoever cannot see it.
+    assert_eq!(shown.results[0]["text/plain"], "Figure: shown");
 
     let left_open = run(
         &mut s,
@@ -153,6 +155,17 @@ async fn matplotlib_figures_are_captured_without_savefig() {
         .filter(|r| r.contains_key("image/png"))
         .count();
     assert_eq!(pngs, 1, "an open figure is captured at the end of the cell");
+    let untitled = left_open
+        .results
+        .iter()
+        .find(|r| r.contains_key("image/png"));
+    let text = untitled
+        .and_then(|r| r["text/plain"].as_str())
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("<Figure size"),
+        "no title: matplotlib's repr, {text}"
+    );
 
     let nothing = run(&mut s, "1").await;
     assert!(

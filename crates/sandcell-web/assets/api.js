@@ -177,6 +177,11 @@ export async function download(url, name) {
   setTimeout(() => URL.revokeObjectURL(objectUrl), 60_000);
 }
 
+/** A session file's text (a preview of a small one). */
+export async function fileText(url) {
+  return (await request('GET', url)).text();
+}
+
 /** A session file as a `blob:` URL, for images (an `<img>` cannot send the API key). */
 export async function fileObjectUrl(url) {
   return URL.createObjectURL(await (await request('GET', url)).blob());
@@ -187,7 +192,8 @@ export const api = {
 
   conversations: () => all('/api/v1/conversations'),
   conversation: (conversationId) => json('GET', `/api/v1/conversations/${id(conversationId)}`),
-  createConversation: (model) => json('POST', '/api/v1/conversations', model ? { model } : {}),
+  /** A new conversation, in a new session or in `sessionId` (a notebook's, shared with it). */
+  createConversation: (model, sessionId) => json('POST', '/api/v1/conversations', { ...(model && { model }), ...(sessionId && { session_id: sessionId }) }),
   deleteConversation: (conversationId) => json('DELETE', `/api/v1/conversations/${id(conversationId)}`),
   /** Streams the turn's AgentEvents, then `end`. */
   sendMessage: (conversationId, text, model, handlers) =>
@@ -220,7 +226,10 @@ export const api = {
   notebooks: () => all('/api/v1/notebooks'),
   notebook: (notebookId) => json('GET', `/api/v1/notebooks/${id(notebookId)}`),
   createNotebook: (notebook) => json('POST', '/api/v1/notebooks', notebook),
-  /** Saves what `change` gives: `title`, `session_id`, `cells` (every cell). */
+  /**
+   * Saves what `change` gives: `title`, `session_id`, `cells` (every cell), and the
+   * `revision` it changes (409 when the notebook was saved since). Answers its info.
+   */
   saveNotebook: (notebookId, change) => json('PATCH', `/api/v1/notebooks/${id(notebookId)}`, change),
   deleteNotebook: (notebookId) => json('DELETE', `/api/v1/notebooks/${id(notebookId)}`),
   importNotebook: (name, notebook) => json('POST', '/api/v1/notebooks/import', { name, notebook }),

@@ -188,14 +188,37 @@ class App {
         const notebook = await api.notebook(id);
         if (!notebook.session_id) {
           const session = await api.createSession();
-          await api.saveNotebook(id, { session_id: session.id });
+          const saved = await api.saveNotebook(id, { session_id: session.id, revision: notebook.revision });
           notebook.session_id = session.id;
+          notebook.revision = saved.revision;
         }
-        return new NotebookView(notebook.session_id, null, notebook);
+        return new NotebookView(notebook.session_id, null, notebook, {
+          stale: () => this.#savedElsewhere(id),
+          ask: () => this.#askAbout(notebook.session_id),
+        });
       })();
       this.#saved.set(id, view);
     }
     return this.#saved.get(id);
+  }
+
+  /** The notebook was saved in another tab: what that tab saved is shown instead. */
+  #savedElsewhere(id) {
+    this.#saved.delete(id);
+    notify('This notebook was changed in another tab; it is shown as saved there.');
+    if (this.#view?.saved?.id === id) this.#navigate();
+  }
+
+  /** A conversation on a notebook's session (the model sees its variables and files), or the one it has. */
+  async #askAbout(sessionId) {
+    try {
+      const session = await api.session(sessionId);
+      const conversation = session.conversation_id ? { id: session.conversation_id } : await api.createConversation(this.defaultModel, sessionId);
+      await this.conversationsChanged();
+      location.hash = `#/c/${encodeURIComponent(conversation.id)}`;
+    } catch (error) {
+      notify(error.message);
+    }
   }
 
   #show(view) {
@@ -217,8 +240,10 @@ class App {
     $('view-switch').hidden = !conversation;
     if (conversation) {
       const base = `#/c/${encodeURIComponent(conversation.id)}`;
+      // A conversation started on a saved notebook's session opens as that notebook.
+      const notebook = this.#savedNotebooks.find((candidate) => candidate.session_id === conversation.session_id);
       $('chat-tab').href = base;
-      $('notebook-tab').href = `${base}/notebook`;
+      $('notebook-tab').href = notebook ? `#/n/${encodeURIComponent(notebook.id)}` : `${base}/notebook`;
       for (const [tab, active] of [[$('chat-tab'), isChat], [$('notebook-tab'), !isChat]]) {
         if (active) tab.setAttribute('aria-current', 'page');
         else tab.removeAttribute('aria-current');
@@ -292,14 +317,15 @@ class App {
   async #renameNotebook(notebook) {
     const title = prompt('Rename the notebook', notebook.title)?.trim();
     if (!title || title === notebook.title) return;
+    // An open notebook renames itself, in turn with its saves (each names its revision).
+    const view = await this.#saved.get(notebook.id)?.catch(() => null);
     try {
-      await api.saveNotebook(notebook.id, { title });
+      if (view) await view.rename(title);
+      else await api.saveNotebook(notebook.id, { title });
     } catch (error) {
       notify(error.message);
       return;
     }
-    const view = await this.#saved.get(notebook.id)?.catch(() => null);
-    if (view) view.saved.title = title;
     await this.notebooksChanged();
     this.#renderHeader();
   }
@@ -337,7 +363,9 @@ class App {
   }
 
   #renderModelSuggestions() {
-    const models = new Set([this.#models?.default, ...this.#conversations.map((conversation) => conversation.model)].filter(Boolean));
+    // The config file's providers come as `NAME:`, for the model's name to follow.
+    const providers = (this.#models?.providers ?? []).map((provider) => `${provider}:`);
+    const models = new Set([this.#models?.default, ...this.#conversations.map((conversation) => conversation.model), ...providers].filter(Boolean));
     $('model-suggestions').replaceChildren(...[...models].map((model) => h('option', { value: model })));
   }
 

@@ -202,6 +202,7 @@ export class ChatView {
     const links = {
       file: (...args) => this.#links.file(...args),
       image: (...args) => this.#links.image(...args),
+      text: (...args) => this.#links.text(...args),
     };
     this.transcript = new Transcript(links);
     this.working = h('div', { class: 'working', hidden: true }, h('span', { class: 'dots', 'aria-hidden': 'true' }, h('i'), h('i'), h('i')), h('span', { class: 'working-label' }, ''));
@@ -315,21 +316,38 @@ export class ChatView {
     }
     for (const file of files) {
       const state = h('span', { class: 'attachment-state' }, 'Uploading…');
-      const chip = h('li', { class: 'attachment', 'data-state': 'uploading' }, icon('file'), h('span', { class: 'attachment-name' }, file.name), state);
+      const remove = h('button', { type: 'button', class: 'icon-button', 'aria-label': `Remove ${file.name}`, title: 'Remove' }, icon('close'));
+      const chip = h('li', { class: 'attachment', 'data-state': 'uploading' }, icon('file'), h('span', { class: 'attachment-name' }, file.name), state, remove);
       this.attachments.append(chip);
-      this.#uploads.push(
-        api.upload(this.conversation.session_id, file).then(
-          () => {
-            chip.dataset.state = 'done';
-            state.textContent = formatBytes(file.size);
-          },
-          (error) => {
-            chip.dataset.state = 'failed';
-            state.textContent = 'Failed';
-            notify(`${file.name} was not uploaded: ${error.message}`);
-          },
-        ),
+      // Resolves with whether the file is in the session.
+      const upload = api.upload(this.conversation.session_id, file).then(
+        () => {
+          chip.dataset.state = 'done';
+          state.textContent = formatBytes(file.size);
+          return true;
+        },
+        (error) => {
+          chip.dataset.state = 'failed';
+          state.textContent = 'Failed';
+          notify(`${file.name} was not uploaded: ${error.message}`);
+          return false;
+        },
       );
+      this.#uploads.push(upload);
+      remove.addEventListener('click', () => this.#removeAttachment(chip, upload, file.name));
+    }
+  }
+
+  /** Takes an attached file back before the message is sent: out of the session, and off the message. */
+  async #removeAttachment(chip, upload, name) {
+    chip.dataset.state = 'removing';
+    this.#uploads = this.#uploads.filter((pending) => pending !== upload);
+    try {
+      if (await upload) await api.deleteFile(this.conversation.session_id, name);
+      chip.remove();
+    } catch (error) {
+      chip.dataset.state = 'done';
+      notify(`${name} was not removed: ${error.message}`);
     }
   }
 

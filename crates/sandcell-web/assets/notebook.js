@@ -87,7 +87,6 @@ class Cell {
     this.#state('queued', '[*]', 'Waiting…');
     await this.#notebook.enqueue(async () => {
       if (this.#cancelled) return;
-      this.count = this.#notebook.nextCount();
       await this.#stream((handlers) => api.execute(this.#notebook.sessionId, code, handlers));
     });
     this.#notebook.refreshFiles();
@@ -174,6 +173,8 @@ class Cell {
       return this.follow(attempt + 1);
     }
     if (execution) {
+      // The kernel's count: the N of the tracebacks' `Cell In[N]` (none for an empty cell).
+      this.count = execution.execution_count ?? null;
       this.output.complete(execution);
       this.outputs = jupyterOutputs(execution, this.count);
       this.#state(execution.status, this.#promptText(), statusLabel(execution));
@@ -232,23 +233,28 @@ function jupyterOutputs(execution, count) {
 /**
  * The notebook of one session; `conversation` when it is a conversation's session,
  * `saved` when it is a notebook kept on the server (`GET /api/v1/notebooks/{id}`), which
- * it then saves on every change.
+ * it then saves on every change, each save naming the revision it changes. `hooks`:
+ * `stale()` when a save was refused because the notebook was saved elsewhere (another
+ * tab) meanwhile; `ask()` to start a conversation on the session.
  */
 export class NotebookView {
   #links;
   #queue = Promise.resolve();
-  #count = 0;
   #cells = [];
   #saveTimer = null;
   #saving = Promise.resolve();
   #unsaved = 0; // saves asked for and not yet answered
   #selected = null;
   #pendingDelete = false; // the first D of DD
+  #hooks;
+  #filesRequest = 0; // the latest listing of the files asked for
+  #stale = false; // saved elsewhere since this page read it: it saves no more
 
-  constructor(sessionId, conversation, saved = null) {
+  constructor(sessionId, conversation, saved = null, hooks = {}) {
     this.sessionId = sessionId;
     this.conversation = conversation;
-    this.saved = saved && { id: saved.id, title: saved.title };
+    this.saved = saved && { id: saved.id, title: saved.title, revision: saved.revision };
+    this.#hooks = hooks;
     this.#links = sessionLinks(sessionId);
     this.cellList = h('div', { class: 'cells' });
     this.fileList = h('ul', { class: 'file-list' });
@@ -262,6 +268,7 @@ export class NotebookView {
       this.#button('stop', 'Interrupt', () => api.interrupt(sessionId).catch((error) => notify(error.message))),
       this.#button('restart', 'Restart', () => this.#restart()),
       this.#button('attach', 'Upload files', () => chooseFiles((files) => this.upload(files))),
+      ...(hooks.ask ? [this.#button('chat', 'Ask the model about this notebook', () => hooks.ask())] : []),
     );
     const files = h('aside', { class: 'files-panel', 'aria-label': 'Files in /mnt/data' }, h('h2', {}, 'Files in /mnt/data'), this.fileList);
     this.element = h(
@@ -290,7 +297,6 @@ export class NotebookView {
     acceptDroppedFiles(this.element, (files) => this.upload(files));
     this.cellList.addEventListener('keydown', (event) => this.#commandKey(event));
     for (const cell of saved?.cells ?? []) this.add(undefined, cell, { save: false });
-    this.#count = Math.max(0, ...this.#cells.map((cell) => cell.count ?? 0));
     if (!this.#cells.length) this.add(undefined, undefined, { save: false });
     this.refreshFiles();
     this.#followRuns();
@@ -306,7 +312,7 @@ export class NotebookView {
    * one at a time, each with every cell.
    */
   changed(now = false) {
-    if (!this.saved) return;
+    if (!this.saved || this.#stale) return;
     // `data-saved` says whether everything is on the server.
     this.element.dataset.saved = 'false';
     clearTimeout(this.#saveTimer);
@@ -318,18 +324,44 @@ export class NotebookView {
     this.#saveTimer = null;
     this.#unsaved += 1;
     const cells = this.#cells.map((cell) => cell.toJSON());
-    this.#saving = this.#saving.then(() =>
-      api.saveNotebook(this.saved.id, { cells }).then(
+    this.#write({ cells });
+  }
+
+  /** Renames the notebook, in turn with its other saves. */
+  rename(title) {
+    return this.#write({ title }).then(() => (this.saved.title = title));
+  }
+
+  /** Saves `change` on the revision the last save left (after the saves before it). */
+  #write(change) {
+    const written = this.#saving.then(async () => {
+      if (this.#stale) throw new Error('this notebook was saved in another tab');
+      try {
+        const info = await api.saveNotebook(this.saved.id, { ...change, revision: this.saved.revision });
+        this.saved.revision = info.revision;
+      } catch (error) {
+        if (error.status !== 409) throw error;
+        // Saved elsewhere meanwhile: what is on the server wins, and is shown instead.
+        this.#stale = true;
+        clearTimeout(this.#saveTimer);
+        this.#hooks.stale?.();
+        throw new Error('this notebook was saved in another tab');
+      }
+    });
+    if (change.cells) {
+      written.then(
         () => {
           this.#unsaved -= 1;
           if (!this.#unsaved && !this.#saveTimer) this.element.dataset.saved = 'true';
         },
         (error) => {
           this.#unsaved -= 1;
-          notify(`The notebook was not saved: ${error.message}`);
+          if (!this.#stale) notify(`The notebook was not saved: ${error.message}`);
         },
-      ),
-    );
+      );
+    }
+    this.#saving = written.catch(() => {});
+    return written;
   }
 
   /** Runs begun before the page was opened (a reload, another tab) are followed to their end. */
@@ -483,11 +515,6 @@ export class NotebookView {
     return run;
   }
 
-  nextCount() {
-    this.#count += 1;
-    return this.#count;
-  }
-
   async upload(files) {
     for (const file of files) {
       try {
@@ -500,13 +527,16 @@ export class NotebookView {
   }
 
   async refreshFiles() {
+    // Lists can answer out of order: only the latest one asked for is shown.
+    const request = ++this.#filesRequest;
     let files;
     try {
       files = await api.files(this.sessionId);
     } catch (error) {
-      this.fileList.replaceChildren(h('li', { class: 'file-empty' }, error.message));
+      if (request === this.#filesRequest) this.fileList.replaceChildren(h('li', { class: 'file-empty' }, error.message));
       return;
     }
+    if (request !== this.#filesRequest) return;
     if (!files.length) {
       this.fileList.replaceChildren(h('li', { class: 'file-empty' }, 'No files yet. Drop some here.'));
       return;

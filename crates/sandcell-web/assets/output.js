@@ -1,13 +1,20 @@
 // What running code produced, drawn the same way in the chat and in the notebook:
 // streamed output as it comes, then the finished Execution.
 
-import { download, fileObjectUrl, fileUrl } from './api.js';
+import { download, fileObjectUrl, fileText, fileUrl } from './api.js';
 import { formatBytes, formatDuration, h, icon, notify, onceAFrame } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 
+/** The largest image file shown as a preview beside its link. */
+const PREVIEW_IMAGE_BYTES = 8 * 1024 * 1024;
+/** The largest CSV file whose first rows are shown beside its link (the file is read whole). */
+const PREVIEW_CSV_BYTES = 256 * 1024;
+const PREVIEW_CSV_ROWS = 5;
+
 /**
  * Links to the files of one session: `file(path, label)` a download link, `image(path,
- * alt)` an image. Both fetch with the API key, which plain links and images cannot send.
+ * alt)` an image, `text(path)` the promise of its text. They fetch with the API key,
+ * which plain links and images cannot send.
  */
 export function sessionLinks(sessionId) {
   const images = new Map();
@@ -30,7 +37,8 @@ export function sessionLinks(sessionId) {
     );
     return element;
   };
-  return { file, image };
+  const text = (path) => fileText(fileUrl(sessionId, path));
+  return { file, image, text };
 }
 
 const STATUS = {
@@ -123,14 +131,15 @@ function renderBundle(bundle, links) {
     const value = bundle[mime];
     return Array.isArray(value) ? value.join('') : typeof value === 'string' ? value : null;
   };
+  // A figure's text is its title when it has one (the kernel writes "Figure: TITLE").
   const alt = text('text/plain') ?? 'Figure';
   for (const mime of ['image/png', 'image/jpeg', 'image/gif', 'image/webp']) {
     const data = text(mime);
-    if (data) return h('figure', { class: 'output output-image' }, h('img', { src: `data:${mime};base64,${data.replace(/\s/g, '')}`, alt }));
+    if (data) return imageFigure(`data:${mime};base64,${data.replace(/\s/g, '')}`, alt, mime);
   }
   const svg = text('image/svg+xml');
   // An SVG shown as an image runs no script.
-  if (svg) return h('figure', { class: 'output output-image' }, h('img', { src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`, alt }));
+  if (svg) return imageFigure(`data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`, alt, 'image/svg+xml');
   const html = text('text/html');
   if (html) return htmlFrame(html);
   const markdown = text('text/markdown');
@@ -193,14 +202,105 @@ function tracebackToNodes(traceback, ename) {
   return fragment;
 }
 
+const IMAGE_EXTENSIONS = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/gif': 'gif', 'image/webp': 'webp', 'image/svg+xml': 'svg' };
+
+/** An image output: a click (or Enter) enlarges it, and it downloads under a name from its title. */
+function imageFigure(src, alt, mime) {
+  const extension = IMAGE_EXTENSIONS[mime];
+  const title = alt.replace(/^Figure: /, '');
+  const name = `${title.startsWith('<') ? 'figure' : title.replace(/[^\p{L}\p{N}._-]+/gu, '-').slice(0, 80) || 'figure'}.${extension}`;
+  const image = h('img', { src, alt, tabindex: '0', title: 'Click to enlarge' });
+  const enlarge = () => showEnlarged(src, alt);
+  image.addEventListener('click', enlarge);
+  image.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' || event.key === ' ') {
+      event.preventDefault();
+      enlarge();
+    }
+  });
+  const save = h('a', { class: 'figure-download', href: src, download: name }, icon('download'), `Download ${extension.toUpperCase()}`);
+  return h('figure', { class: 'output output-image' }, image, h('figcaption', {}, save));
+}
+
+/** The image the size of the window, in a modal dialog that Escape, the button or a click beside it closes. */
+function showEnlarged(src, alt) {
+  const close = h('button', { type: 'button', class: 'icon-button image-dialog-close', 'aria-label': 'Close' }, icon('close'));
+  const dialog = h('dialog', { class: 'image-dialog', 'aria-label': alt }, h('img', { src, alt }), close);
+  close.addEventListener('click', () => dialog.close());
+  dialog.addEventListener('click', (event) => {
+    if (event.target === dialog) dialog.close();
+  });
+  dialog.addEventListener('close', () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
 function fileList(files, links) {
   return h(
     'ul',
     { class: 'output output-files', 'aria-label': 'Files written' },
     files.map((file) =>
-      h('li', {}, links.file(file.path, [icon('download'), h('span', { class: 'file-name' }, file.path), h('span', { class: 'file-size' }, formatBytes(file.size))])),
+      h(
+        'li',
+        {},
+        links.file(file.path, [icon('download'), h('span', { class: 'file-name' }, file.path), h('span', { class: 'file-size' }, formatBytes(file.size))]),
+        filePreview(file, links),
+      ),
     ),
   );
+}
+
+/** A small image file itself, or a small CSV file's first rows; nothing for other files. */
+function filePreview(file, links) {
+  if (file.mime?.startsWith('image/') && file.size <= PREVIEW_IMAGE_BYTES) {
+    const image = links.image(file.path, file.path);
+    image.classList.add('file-preview');
+    return image;
+  }
+  const csv = file.mime === 'text/csv' || file.path.toLowerCase().endsWith('.csv');
+  if (!csv || file.size > PREVIEW_CSV_BYTES) return null;
+  const table = h('table', { class: 'csv-preview', 'aria-label': `The first rows of ${file.path}` });
+  links.text(file.path).then(
+    (text) => {
+      const rows = csvRows(text, PREVIEW_CSV_ROWS + 1);
+      if (!rows.length) return table.remove();
+      const [head, ...body] = rows;
+      table.append(h('thead', {}, h('tr', {}, head.map((cell) => h('th', {}, cell)))), h('tbody', {}, body.map((row) => h('tr', {}, row.map((cell) => h('td', {}, cell))))));
+    },
+    // Gone since, or unreadable: the link stays and says so when followed.
+    () => table.remove(),
+  );
+  return table;
+}
+
+/** The first `count` records of CSV text (RFC 4180: quoted fields, doubled quotes, line breaks in quotes). */
+function csvRows(text, count) {
+  const rows = [];
+  let row = [];
+  let field = '';
+  let quoted = false;
+  for (let k = 0; k < text.length && rows.length < count; k += 1) {
+    const char = text[k];
+    if (quoted) {
+      if (char === '"' && text[k + 1] === '"') {
+        field += '"';
+        k += 1;
+      } else if (char === '"') quoted = false;
+      else field += char;
+    } else if (char === '"') quoted = true;
+    else if (char === ',') {
+      row.push(field);
+      field = '';
+    } else if (char === '\n' || char === '\r') {
+      if (char === '\r' && text[k + 1] === '\n') k += 1;
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else field += char;
+  }
+  if (rows.length < count && (field || row.length)) rows.push([...row, field]);
+  return rows;
 }
 
 /** What a terminal shows for output with carriage returns (progress bars): each line's last rewrite. */

@@ -33,4 +33,21 @@ impl ModelSettings {
             model,
         })
     }
+
+    /// Sends the default model's requests to `base_url` (`sandcell serve --base-url`):
+    /// its provider's address, ahead of the config file's and the environment's.
+    pub fn set_base_url(&mut self, base_url: &str) -> anyhow::Result<()> {
+        let Some(provider) = self
+            .model
+            .as_deref()
+            .and_then(|model| model.split_once(':'))
+            .map(|(provider, _)| provider.to_owned())
+        else {
+            anyhow::bail!(
+                "--base-url is the address of the default model's provider, and no model is configured: add --model PROVIDER:MODEL (for example openai-compatible:qwen2.5-coder)."
+            );
+        };
+        self.config.providers.entry(provider).or_default().base_url = Some(base_url.to_owned());
+        Ok(())
+    }
 }

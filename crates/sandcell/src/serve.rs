@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// `sandcell chat`. Default: $SANDCELL_MODEL, else `model` in the config file.
     #[arg(short, long, value_name = "PROVIDER:MODEL")]
     model: Option<String>,
+    /// The default model's provider's base URL (as its SDK takes it, e.g.
+    /// http://localhost:8000/v1), as for `sandcell chat`.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
     /// Create an API key for user NAME, print it (it is shown only once) and exit.
     #[arg(long, value_name = "NAME")]
     create_key: Option<String>,
@@ -84,7 +88,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => sandcell_pyenv::Home::from_env()?.root().to_path_buf(),
     };
-    let models = ModelSettings::load(args.model.as_deref())?;
+    let mut models = ModelSettings::load(args.model.as_deref())?;
+    if let Some(base_url) = &args.base_url {
+        models.set_base_url(base_url)?;
+    }
     let default_model = models.model.clone();
     let config = ServerConfig {
         listen: args.listen,

@@ -27,6 +27,8 @@ fn json_lines_carry_state_between_cells() {
         );
     }
     assert!(cells[1]["error"].is_null());
+    // IPython's count, as in `In [2]`.
+    assert_eq!(cells[1]["execution_count"], 2);
 }
 
 #[test]

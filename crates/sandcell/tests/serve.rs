@@ -39,6 +39,23 @@ fn create_key_prints_a_key_once_and_keeps_one_per_user() {
 }
 
 #[test]
+fn base_url_without_a_model_is_refused_with_how_to_name_one() {
+    let data = tempfile::tempdir().unwrap();
+    let output = sandcell()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--base-url", "http://localhost:8000/v1"])
+        .env_remove("SANDCELL_MODEL")
+        .env("SANDCELL_CONFIG", data.path().join("no-config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--model PROVIDER:MODEL"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+}
+
+#[test]
 fn listening_beyond_loopback_needs_a_key() {
     let data = tempfile::tempdir().unwrap();
     let output = sandcell()

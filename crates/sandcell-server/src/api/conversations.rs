@@ -42,6 +42,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct CreateConversation {
     /// `provider:model`; default: the server's model.
     pub model: Option<String>,
+    /// A session of yours for its code to run in (a notebook's: the model sees its
+    /// variables and files); default: a new session. Refused (409) while code runs in it
+    /// or when it already holds a conversation.
+    pub session_id: Option<String>,
 }
 
 /// A new conversation with files: the multipart form of [`CreateConversation`].
@@ -101,9 +105,11 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
 
 /// Start a conversation.
 ///
-/// Makes a new session for its code, with the server's default limits. Its files come
-/// with the request (multipart: a `model` field and `file` parts), or are uploaded to the
-/// session (`session_id`) later; the model sees what is there at each message.
+/// Makes a new session for its code, with the server's default limits, or takes one of
+/// yours (`session_id`, JSON only). Its files come with the request (multipart: a `model`
+/// field and `file` parts), or are uploaded to the session (`session_id`) later; the
+/// model sees what is there at each message. While a turn runs, the session runs nothing
+/// else (a notebook's cell is refused, 409), and the other way round.
 #[utoipa::path(
     post,
     path = "/conversations",
@@ -119,6 +125,8 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
         (status = 201, description = "The new conversation", body = ConversationInfo),
         (status = 400, description = "Malformed JSON or multipart body, or a file path that is absolute or has `..`", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session (`session_id`)", body = ErrorBody),
+        (status = 409, description = "The session (`session_id`) is running code, or already holds a conversation", body = ErrorBody),
         (status = 413, description = "The body is larger than the server accepts", body = ErrorBody),
         (status = 415, description = "The body is neither JSON nor multipart", body = ErrorBody),
         (status = 422, description = "No model configured, a model the server cannot reach, or an unknown field", body = ErrorBody),
@@ -131,8 +139,11 @@ async fn create_conversation(
     user: User,
     body: JsonOrParts<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationInfo>), ApiError> {
-    let (model, upload) = match body {
-        JsonOrParts::Json(request) => (request.unwrap_or_default().model, None),
+    let (model, session_id, upload) = match body {
+        JsonOrParts::Json(request) => {
+            let request = request.unwrap_or_default();
+            (request.model, request.session_id, None)
+        }
         JsonOrParts::Parts(mut parts) => {
             // Every file is received before anything is made.
             let upload = files::receive(&state, &mut parts, &["model"]).await?;
@@ -140,13 +151,13 @@ async fn create_conversation(
                 .fields
                 .iter()
                 .find_map(|(name, value)| (name == "model").then(|| value.clone()));
-            (model, Some(upload))
+            (model, None, Some(upload))
         }
     };
     let conversation = state
         .service
         .conversations
-        .create(&user, model.as_deref())
+        .create(&user, model.as_deref(), session_id.as_deref())
         .await?;
     if let Some(upload) = upload {
         let workdir = state

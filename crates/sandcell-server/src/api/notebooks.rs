@@ -112,7 +112,8 @@ async fn get_notebook(
 
 /// Save a notebook: rename it, set its session, or replace its cells.
 ///
-/// The fields left out stay as they are.
+/// The fields left out stay as they are. A save that names the `revision` it changes is
+/// refused (409, nothing written) when the notebook was saved since.
 #[utoipa::path(
     patch,
     path = "/notebooks/{id}",
@@ -124,6 +125,7 @@ async fn get_notebook(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such notebook or session", body = ErrorBody),
+        (status = 409, description = "The notebook was saved since the `revision` given", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "A title or cell that is not valid, or an unknown field", body = ErrorBody),
