@@ -190,13 +190,15 @@ async fn warm_sessions_become_new_sessions_without_a_launch() {
     // With the refill stopped, a new session that launches nothing must be a warm one.
     refill.abort();
     let launches = core.fake.launches();
+    // Whatever the refill had started by the time it stopped.
+    let live = core.fake.live().len();
     let id = core.create(&core.user).await;
     assert_eq!(
         core.fake.launches(),
         launches,
         "the new session was a warm one"
     );
-    assert_eq!(core.fake.live().len(), 2);
+    assert_eq!(core.fake.live().len(), live);
     assert_eq!(core.run(&id, "print hi", None).await.stdout, "hi\n");
     let refill = core.service.sessions.spawn_warm_refill();
     // Three places: the session, and two warm ones again at most.
