@@ -642,6 +642,7 @@ impl Sessions {
             .create_session(SessionConfig {
                 workdir: Some(workdir.path().to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
+                network: sandcell_session::NetPolicy::None,
             })
             .await
             .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
@@ -780,6 +781,7 @@ impl Sessions {
             .create_session(SessionConfig {
                 workdir: Some(dir.clone()),
                 limits: self.runtime_limits(&self.warm_limits),
+                network: sandcell_session::NetPolicy::None,
             })
             .await;
         match started {

@@ -14,6 +14,7 @@ use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
 use crate::session::{Session, SessionConfig, SessionFactory};
 use crate::template::{TemplateCommand, TemplateLauncher};
+use sandcell_netproxy::NetPolicy;
 use sandcell_pyenv::Environment;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -178,7 +179,11 @@ impl Runtime {
     /// pool's limits.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Session, SessionError> {
         match &self.pool {
-            Some(pool) if config.workdir.is_none() && config.limits == pool.limits => {
+            Some(pool)
+                if config.workdir.is_none()
+                    && config.limits == pool.limits
+                    && config.network == NetPolicy::None =>
+            {
                 pool.take().await
             }
             _ => self.factory.create(config).await,

@@ -8,6 +8,7 @@ use crate::execution::{Completion, ExecEvent, ExecOptions, Execution, ExecutionE
 use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
+use crate::network::SessionNetwork;
 use crate::outputs::{thousands, Outputs};
 use crate::ownership::give_to;
 use crate::protocol::{
@@ -16,6 +17,7 @@ use crate::protocol::{
 use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
+use sandcell_netproxy::NetPolicy;
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
@@ -117,6 +119,9 @@ pub struct SessionConfig {
     /// when it was made by [`Disks::create`] or [`Disks::attach`], else a measured one.
     pub workdir: Option<PathBuf>,
     pub limits: Limits,
+    /// What the session may reach on the network: nothing (the default), or an
+    /// allowlist enforced by the host's proxy (sandboxed sessions only).
+    pub network: NetPolicy,
 }
 
 /// What every session of a runtime is created with: where its processes come from and
@@ -162,6 +167,8 @@ pub struct Session {
     /// The session's own ids, given back when it goes.
     _uid_lease: Option<UidLease>,
     cgroup: Option<SessionCgroup>,
+    /// The proxy of a session whose policy has an allowlist.
+    network: Option<SessionNetwork>,
     process: Option<Process>,
     interrupter: Interrupter,
     /// Invariant: `process` is `Some` exactly in `Idle` and `Running`.
@@ -309,6 +316,15 @@ impl Session {
             }
             Isolation::None => None,
         };
+        let network = match (&config.network, &factory.isolation) {
+            (NetPolicy::None, _) => None,
+            (NetPolicy::Allowlist(_), Isolation::None) => {
+                return Err(SessionError::NetworkNeedsSandbox)
+            }
+            (NetPolicy::Allowlist(allowlist), Isolation::Sandbox(_)) => {
+                Some(SessionNetwork::start(&name, allowlist, identity)?)
+            }
+        };
         let interrupter = Interrupter::new(factory.launcher.clone());
         let mut session = Self {
             factory,
@@ -319,6 +335,7 @@ impl Session {
             identity,
             _uid_lease: uid_lease,
             cgroup,
+            network,
             process: None,
             interrupter,
             state: watch::Sender::new(SessionState::Starting),
@@ -334,6 +351,17 @@ impl Session {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The session's network policy.
+    pub fn network_policy(&self) -> &NetPolicy {
+        static NONE: NetPolicy = NetPolicy::None;
+        self.network.as_ref().map_or(&NONE, SessionNetwork::policy)
+    }
+
+    /// Bytes the session has moved through its proxy (both ways).
+    pub fn network_bytes(&self) -> u64 {
+        self.network.as_ref().map_or(0, SessionNetwork::bytes_used)
     }
 
     pub fn state(&self) -> SessionState {
@@ -677,6 +705,7 @@ impl Session {
             &self.limits,
             self.identity,
             cgroup_procs,
+            self.network.as_ref(),
         );
         let spawned = self.factory.launcher.launch(&request).await?;
 

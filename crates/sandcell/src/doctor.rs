@@ -116,6 +116,7 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
         .create_session(SessionConfig {
             workdir: None,
             limits: Default::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await?;
     let execution = session

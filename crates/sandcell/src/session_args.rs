@@ -141,6 +141,7 @@ impl SessionArgs {
             .create_session(SessionConfig {
                 workdir: self.workdir.clone(),
                 limits,
+                network: sandcell_session::NetPolicy::None,
             })
             .await?;
         let workdir = session.workdir().to_path_buf();
