@@ -2,6 +2,7 @@
 
 use crate::limits::SessionLimits;
 use crate::models::Models;
+use sandcell_session::Allowlist;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +30,12 @@ pub struct ServiceConfig {
     pub execution_retention: Duration,
     /// What conversations talk to.
     pub models: Models,
+    /// The most network a session may ask for (`--allow-net` of `serve`, `allow_net` in
+    /// the config file); empty: none at all.
+    pub network_ceiling: Allowlist,
+    /// What a session that asks for nothing gets, within the ceiling (`serve`: nothing;
+    /// `mcp` and `run`: the whole ceiling, since the operator is the one user).
+    pub network_default: Allowlist,
 }
 
 impl ServiceConfig {
@@ -45,6 +52,8 @@ impl ServiceConfig {
             output_mib: sandcell_session::Limits::default().output_mib,
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),
+            network_ceiling: Allowlist::default(),
+            network_default: Allowlist::default(),
         }
     }
 

@@ -134,7 +134,10 @@ impl Containers {
         for file_id in &new.file_ids {
             sources.push(self.files.get(user, file_id).await?);
         }
-        let session = self.sessions.create_owned(user, limits, None).await?;
+        let session = self
+            .sessions
+            .create_owned(user, limits, self.sessions.network_for(None)?, None)
+            .await?;
         let now = unix_now();
         let container = ContainerInfo {
             id: format!("cntr_{}", random_id()?),

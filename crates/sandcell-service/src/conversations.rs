@@ -158,7 +158,10 @@ impl Conversations {
         let limits = LimitsRequest::default().resolve(&self.max_limits)?;
         let id =
             random_hex(16).map_err(|e| ServiceError::internal("No random conversation id", &e))?;
-        let session = self.sessions.create_owned(user, limits, Some(&id)).await?;
+        let session = self
+            .sessions
+            .create_owned(user, limits, self.sessions.network_for(None)?, Some(&id))
+            .await?;
         let now = store::now();
         let conversation = ConversationRecord {
             id,
