@@ -1438,6 +1438,41 @@ async fn sessions_choose_their_network_within_the_operators_ceiling() {
     assert_eq!(closed["network"], json!({ "type": "none", "allow": [] }));
     let closed = closed["id"].as_str().unwrap().to_owned();
     assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+
+    // OpenAI's containers ask with `network_policy`, within the same ceiling.
+    let container = |policy: Value| {
+        api.request(Method::POST, "/v1/containers")
+            .json(&json!({ "name": "c", "network_policy": policy }))
+            .send()
+    };
+    let refused = container(json!({ "type": "allowlist", "allowed_domains": ["example.org"] }))
+        .await
+        .unwrap();
+    let (status, body) = json(refused).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("outside what the operator allows")),
+        "{body}"
+    );
+    for policy in [
+        json!({ "type": "disabled" }),
+        json!({ "type": "allowlist", "allowed_domains": [allowed] }),
+    ] {
+        let (status, body) = json(container(policy).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, listed) = json(api.get("/api/v1/sessions?limit=100").await).await;
+    let kinds: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {listed}"))
+        .iter()
+        .map(|session| session["network"]["type"].as_str().unwrap_or("?"))
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+    // The two sessions above and one container each.
+    assert_eq!((count("allowlist"), count("none")), (2, 2), "{listed}");
     server.stop().await;
 
     // The policy is the session's record: a restarted server gives it the same.
