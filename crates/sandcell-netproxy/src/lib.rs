@@ -19,5 +19,5 @@ mod policy;
 mod proxy;
 
 pub use address::special_kind;
-pub use policy::{Allowlist, NetEntry, NetPolicy, NetPolicyError};
+pub use policy::{Allowlist, NetEntry, NetPolicy, NetPolicyError, PackageIndex};
 pub use proxy::{serve, ProxyRules};

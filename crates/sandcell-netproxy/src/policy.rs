@@ -12,6 +12,8 @@ pub enum NetPolicyError {
     BadEntry { entry: String },
     #[error("The network entry {entry:?} has a port that is not a number from 1 to 65535; write it like example.org:443.")]
     BadPort { entry: String },
+    #[error("The package index {url:?} is not an http:// or https:// URL with a host; write it like https://pypi.example.org/simple/.")]
+    BadIndex { url: String },
     #[error("The network entry {entry:?} is outside what the operator allows; ask for an entry within {ceiling}.")]
     OutsideCeiling { entry: String, ceiling: String },
 }
@@ -216,6 +218,64 @@ impl fmt::Display for Allowlist {
     }
 }
 
+/// The package index `%pip install` uses: its URL, and the one host and port it may
+/// reach for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageIndex {
+    url: String,
+    host: NetEntry,
+}
+
+impl PackageIndex {
+    /// An `http://` or `https://` URL; its host (name or address) and port become the one
+    /// entry of the package proxy's allowlist.
+    pub fn parse(url: &str) -> Result<Self, NetPolicyError> {
+        let bad = || NetPolicyError::BadIndex {
+            url: url.to_string(),
+        };
+        let (rest, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, 80)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, 443)
+        } else {
+            return Err(bad());
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        let (host, port) = split_port(authority).ok_or_else(bad)?;
+        let port = match port {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(bad)?,
+            None => default_port,
+        };
+        let host = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        let host = host.parse().map_err(|_| bad())?;
+        Ok(Self {
+            url: url.to_string(),
+            host,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The index's host and port, as an allowlist of one.
+    pub fn allowlist(&self) -> Allowlist {
+        Allowlist {
+            entries: vec![self.host.clone()],
+        }
+    }
+}
+
 /// A session's network: none (the default), or an allowlist reached through the proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum NetPolicy {
@@ -405,6 +465,35 @@ mod tests {
         assert!(allowed.lists_address("10.200.0.1".parse().unwrap(), 22));
         assert!(!allowed.lists_address("11.0.0.1".parse().unwrap(), 22));
         assert!(!allowed.lists_address("::ffff:10.0.0.1".parse().unwrap(), 22));
+    }
+
+    #[test]
+    fn a_package_index_allows_its_host_and_port() {
+        for (url, entry) in [
+            ("https://pypi.example.org/simple/", "pypi.example.org:443"),
+            ("http://127.0.0.1:8080/simple/", "127.0.0.1:8080"),
+            ("http://[::1]:81/simple", "[::1]:81"),
+            ("http://Mirror.example.org", "mirror.example.org:80"),
+        ] {
+            let index = PackageIndex::parse(url).unwrap();
+            assert_eq!(index.allowlist().to_string(), entry, "{url}");
+            assert_eq!(index.url(), url);
+        }
+        for url in [
+            "ftp://x.org/",
+            "https:///simple",
+            "x.org/simple",
+            "http://u:p@x.org/",
+            "http://x.org:0/",
+        ] {
+            assert!(
+                matches!(
+                    PackageIndex::parse(url),
+                    Err(NetPolicyError::BadIndex { .. })
+                ),
+                "{url}"
+            );
+        }
     }
 
     #[test]

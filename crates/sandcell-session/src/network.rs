@@ -1,11 +1,13 @@
-//! A session's way out when its policy has an allowlist: the host's proxy
-//! (`sandcell-netproxy`) listening on a Unix socket in a directory of the session's own,
-//! which the sandbox shows read-only at the same path; inside, the kernel relays
-//! `127.0.0.1:PORT` of the session's own network namespace (no route out) to that socket,
-//! and `HTTP_PROXY`/`HTTPS_PROXY` name the port.
+//! A session's ways out: the host's proxies (`sandcell-netproxy`), one for the policy's
+//! allowlist and one for the package index, each listening on a Unix socket in a
+//! directory of the session's own, which the sandbox shows read-only at the same path;
+//! inside, the kernel relays a port of `127.0.0.1` in the session's own network
+//! namespace (no route out) to each socket. `HTTP_PROXY`/`HTTPS_PROXY` name the first,
+//! `PIP_PROXY` the second.
 
 use crate::error::{io_error, SessionError};
-use sandcell_netproxy::{Allowlist, NetPolicy, ProxyRules};
+use crate::isolation::SANDBOX_WORKDIR;
+use sandcell_netproxy::{NetPolicy, PackageIndex, ProxyRules};
 use sandcell_sandbox::Identity;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -13,64 +15,97 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The port of the session's loopback that relays to the proxy; the same in every
-/// session, since each has a network namespace of its own.
+/// The port of the session's loopback that relays to the proxy of its allowlist; the
+/// same in every session, since each has a network namespace of its own.
 pub const PROXY_PORT: u16 = 3128;
 
-/// Bytes a session may move through the proxy, both ways, over its whole life.
+/// The port that relays to the package proxy, which reaches the package index alone.
+pub const PACKAGE_PROXY_PORT: u16 = 3129;
+
+/// Where `%pip install` puts packages: the session's own layer, in its working directory
+/// (so it counts against the disk quota and goes with the session), at the end of
+/// `sys.path` (the shared environment's packages come first).
+pub const PACKAGES_DIR: &str = ".packages";
+
+/// Bytes a session may move through its proxies, both ways, over its whole life.
 pub const NET_ALLOWANCE_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// The proxy of one session, for as long as the session lives (across restarts of its
-/// process: the socket stays where the sandbox finds it).
-pub(crate) struct SessionNetwork {
-    policy: NetPolicy,
-    dir: tempfile::TempDir,
+/// One proxy: the port inside that relays to it, its socket, the task serving it.
+struct Listener {
+    port: u16,
     socket: PathBuf,
-    bytes_used: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The proxies of one session, for as long as the session lives (across restarts of
+/// its process: the sockets stay where the sandbox finds them).
+pub(crate) struct SessionNetwork {
+    policy: NetPolicy,
+    package_index: Option<String>,
+    dir: tempfile::TempDir,
+    listeners: Vec<Listener>,
+    bytes_used: Arc<AtomicU64>,
+}
+
 impl SessionNetwork {
-    /// Starts the proxy for `allowlist`, its socket usable by `identity` alone.
+    /// Starts a proxy for the policy's allowlist and one for the package index, those
+    /// that apply; `None` when neither does. Their sockets are usable by `identity` alone.
     pub(crate) fn start(
         name: &str,
-        allowlist: &Allowlist,
+        policy: &NetPolicy,
+        package_index: Option<&PackageIndex>,
         identity: Identity,
-    ) -> Result<Self, SessionError> {
+    ) -> Result<Option<Self>, SessionError> {
+        let mut wanted = Vec::new();
+        if let Some(allowlist) = policy.allowlist() {
+            wanted.push((PROXY_PORT, "proxy.sock", allowlist.clone()));
+        }
+        if let Some(index) = package_index {
+            wanted.push((PACKAGE_PROXY_PORT, "packages.sock", index.allowlist()));
+        }
+        if wanted.is_empty() {
+            return Ok(None);
+        }
         let dir = tempfile::Builder::new()
             .prefix("sandcell-net-")
             .tempdir()
             .map_err(io_error(std::env::temp_dir()))?;
-        let socket = dir.path().join("proxy.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(io_error(&socket))?;
-        // Only the session's own ids may connect (on a root host: its uid; otherwise the
-        // operator's, which the session's user namespace maps to itself).
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_error(&socket))?;
         if let Identity::DropFromRoot { uid, gid } = identity {
-            for path in [dir.path(), socket.as_path()] {
-                nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-                    .map_err(|e| io_error(path)(e.into()))?;
-            }
+            nix::unistd::chown(dir.path(), Some(uid.into()), Some(gid.into()))
+                .map_err(|e| io_error(dir.path())(e.into()))?;
         }
         let bytes_used = Arc::new(AtomicU64::new(0));
-        let rules = Arc::new(ProxyRules {
-            session: name.to_string(),
-            allowlist: allowlist.clone(),
-            byte_limit: NET_ALLOWANCE_BYTES,
-            bytes_used: bytes_used.clone(),
-        });
-        let task = sandcell_netproxy::serve(listener, rules);
-        Ok(Self {
-            policy: NetPolicy::Allowlist(allowlist.clone()),
+        let mut network = Self {
+            policy: policy.clone(),
+            package_index: package_index.map(|index| index.url().to_string()),
             dir,
-            socket,
+            listeners: Vec::new(),
             bytes_used,
-            task,
-        })
+        };
+        for (port, file, allowlist) in wanted {
+            let socket = network.dir.path().join(file);
+            let listener = tokio::net::UnixListener::bind(&socket).map_err(io_error(&socket))?;
+            // Only the session's own ids may connect (on a root host: its uid; otherwise
+            // the operator's, which the session's user namespace maps to itself).
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error(&socket))?;
+            if let Identity::DropFromRoot { uid, gid } = identity {
+                nix::unistd::chown(&socket, Some(uid.into()), Some(gid.into()))
+                    .map_err(|e| io_error(&socket)(e.into()))?;
+            }
+            let rules = Arc::new(ProxyRules {
+                session: name.to_string(),
+                allowlist,
+                byte_limit: NET_ALLOWANCE_BYTES,
+                bytes_used: network.bytes_used.clone(),
+            });
+            let task = sandcell_netproxy::serve(listener, rules);
+            network.listeners.push(Listener { port, socket, task });
+        }
+        Ok(Some(network))
     }
 
-    /// The host directory the sandbox shows read-only (the socket's).
+    /// The host directory the sandbox shows read-only (the sockets').
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -83,16 +118,34 @@ impl SessionNetwork {
         self.bytes_used.load(Ordering::Relaxed)
     }
 
-    /// The session process's environment: where the relay listens and where it relays
-    /// to, and the proxy variables every HTTP client reads.
+    /// The session process's environment: where the relays listen and where they relay
+    /// to, the proxy variables every HTTP client reads (for the allowlist), and pip's
+    /// settings (for the package index).
     pub(crate) fn env(&self) -> BTreeMap<String, String> {
-        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
-        let mut env = BTreeMap::from([(
-            "SANDCELL_PROXY_PORTS".to_string(),
-            format!("{PROXY_PORT}={}", self.socket.display()),
-        )]);
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            env.insert(name.to_string(), proxy.clone());
+        let relays: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("{}={}", l.port, l.socket.display()))
+            .collect();
+        let mut env = BTreeMap::from([("SANDCELL_PROXY_PORTS".to_string(), relays.join(","))]);
+        let mut set = |name: &str, value: &str| env.insert(name.to_string(), value.to_string());
+        if self.policy.allowlist().is_some() {
+            let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                set(name, &proxy);
+            }
+        }
+        if let Some(url) = &self.package_index {
+            let packages = format!("{SANDBOX_WORKDIR}/{PACKAGES_DIR}");
+            set("SANDCELL_PACKAGES", &packages);
+            set("PIP_TARGET", &packages);
+            set("PIP_INDEX_URL", url);
+            set(
+                "PIP_PROXY",
+                &format!("http://127.0.0.1:{PACKAGE_PROXY_PORT}"),
+            );
+            set("PIP_NO_CACHE_DIR", "1");
+            set("PIP_DISABLE_PIP_VERSION_CHECK", "1");
         }
         env
     }
@@ -100,6 +153,8 @@ impl SessionNetwork {
 
 impl Drop for SessionNetwork {
     fn drop(&mut self) {
-        self.task.abort();
+        for listener in &self.listeners {
+            listener.task.abort();
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::protocol::{
 use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
-use sandcell_netproxy::NetPolicy;
+use sandcell_netproxy::{NetPolicy, PackageIndex};
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,8 @@ pub(crate) struct SessionFactory {
     pub(crate) environment: Option<sandcell_pyenv::Environment>,
     pub(crate) isolation: Isolation,
     pub(crate) disks: Disks,
+    /// The index `%pip install` uses in sandboxed sessions, if the operator gave one.
+    pub(crate) package_index: Option<PackageIndex>,
 }
 
 /// Numbers sessions across all runtimes of this process: their cgroups share a parent.
@@ -316,14 +318,17 @@ impl Session {
             }
             Isolation::None => None,
         };
-        let network = match (&config.network, &factory.isolation) {
-            (NetPolicy::None, _) => None,
-            (NetPolicy::Allowlist(_), Isolation::None) => {
+        let network = match &factory.isolation {
+            Isolation::None if config.network != NetPolicy::None => {
                 return Err(SessionError::NetworkNeedsSandbox)
             }
-            (NetPolicy::Allowlist(allowlist), Isolation::Sandbox(_)) => {
-                Some(SessionNetwork::start(&name, allowlist, identity)?)
-            }
+            Isolation::None => None,
+            Isolation::Sandbox(_) => SessionNetwork::start(
+                &name,
+                &config.network,
+                factory.package_index.as_ref(),
+                identity,
+            )?,
         };
         let interrupter = Interrupter::new(factory.launcher.clone());
         let mut session = Self {

@@ -3,20 +3,30 @@
 
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{
-    Allowlist, ExecOptions, Execution, NetPolicy, Runtime, RuntimeOptions, Session, SessionConfig,
-    SessionError, Status,
+    Allowlist, ExecOptions, Execution, NetPolicy, PackageIndex, Runtime, RuntimeOptions, Session,
+    SessionConfig, SessionError, Status,
 };
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-async fn runtime(sandbox: bool) -> Runtime {
+fn environment() -> Environment {
     let home = Home::from_env().expect("a data directory");
-    let env = Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
-        .expect("the Python environment can be set up");
+    Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
+        .expect("the Python environment can be set up")
+}
+
+async fn runtime(sandbox: bool) -> Runtime {
+    runtime_with_index(sandbox, None).await
+}
+
+async fn runtime_with_index(sandbox: bool, package_index: Option<PackageIndex>) -> Runtime {
+    let env = environment();
     let options = RuntimeOptions {
         sandbox,
+        package_index,
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(&env, options)
@@ -28,7 +38,7 @@ async fn runtime(sandbox: bool) -> Runtime {
     runtime
 }
 
-async fn session(runtime: &Runtime, network: NetPolicy) -> Result<Session, SessionError> {
+async fn new_session(runtime: &Runtime, network: NetPolicy) -> Result<Session, SessionError> {
     runtime
         .create_session(SessionConfig {
             workdir: None,
@@ -55,13 +65,19 @@ async fn run(session: &mut Session, code: &str) -> Execution {
 }
 
 /// An HTTP server on the host's loopback: `/redirect` answers 302 to the cloud metadata
-/// address, anything else 200 with `body`. Counts the requests it answers.
+/// address, a path of `files` its bytes, anything else 200 with `body`. Counts the
+/// requests it answers.
 struct HostServer {
     port: u16,
     hits: Arc<AtomicUsize>,
 }
 
 async fn host_server(body: &'static str) -> HostServer {
+    host_server_with(body, HashMap::new()).await
+}
+
+async fn host_server_with(body: &'static str, files: HashMap<String, Vec<u8>>) -> HostServer {
+    let files = Arc::new(files);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -69,6 +85,7 @@ async fn host_server(body: &'static str) -> HostServer {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counted = counted.clone();
+            let files = files.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -79,15 +96,24 @@ async fn host_server(body: &'static str) -> HostServer {
                     }
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
-                let answer = if head.starts_with(b"GET /redirect ") {
-                    "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                let path = String::from_utf8_lossy(&head)
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let answer = if path == "/redirect" {
+                    "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".as_bytes().to_vec()
                 } else {
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
+                    let content = files.get(&path).map_or(body.as_bytes(), Vec::as_slice);
+                    let mut answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        content.len()
                     )
+                    .into_bytes();
+                    answer.extend_from_slice(content);
+                    answer
                 };
-                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.write_all(&answer).await;
             });
         }
     });
@@ -121,7 +147,7 @@ async fn an_allowlisted_session_reaches_only_what_is_listed() {
         format!("localhost:{}", other.port),
     ])
     .unwrap();
-    let mut session = session(&runtime, NetPolicy::Allowlist(allowlist.clone()))
+    let mut session = new_session(&runtime, NetPolicy::Allowlist(allowlist.clone()))
         .await
         .expect("a session with an allowlist starts");
     assert_eq!(session.network_policy(), &NetPolicy::Allowlist(allowlist));
@@ -249,7 +275,7 @@ print(attempt(lambda: tcp("127.0.0.1", {allowed})), attempt(lambda: tcp("1.1.1.1
 async fn without_a_policy_a_session_has_no_network() {
     let runtime = runtime(true).await;
     let server = host_server("you should not see this").await;
-    let mut session = session(&runtime, NetPolicy::None).await.unwrap();
+    let mut session = new_session(&runtime, NetPolicy::None).await.unwrap();
     assert_eq!(session.network_policy(), &NetPolicy::None);
     run(&mut session, FETCH).await;
     let fetched = run(
@@ -262,13 +288,113 @@ async fn without_a_policy_a_session_has_no_network() {
     .await;
     assert_eq!(printed(&fetched), "[] error error");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+    // Without a package index, %pip says how to configure one.
+    let pip = run(&mut session, "%pip install anything").await;
+    assert_eq!(
+        printed(&pip),
+        "No package index is configured: start sandcell with --pip-index URL (an index in PyPI's simple format) to let %pip install packages."
+    );
+}
+
+/// A wheel of one pure-Python module, built with the environment's Python: a zip with
+/// the module, METADATA, WHEEL and RECORD.
+fn tiny_wheel(env: &Environment, dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("sandcell_demo_pkg-1.0-py3-none-any.whl");
+    let script = r#"
+import sys, zipfile
+files = {
+    "sandcell_demo_pkg/__init__.py": "GREETING = 'installed at run time'\n",
+    "sandcell_demo_pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: sandcell-demo-pkg\nVersion: 1.0\n",
+    "sandcell_demo_pkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(f"{name},,\n" for name in files) + "sandcell_demo_pkg-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as wheel:
+    for name, text in files.items():
+        wheel.writestr(name, text)
+    wheel.writestr("sandcell_demo_pkg-1.0.dist-info/RECORD", record)
+"#;
+    let status = std::process::Command::new(&env.info().python)
+        .args(["-c", script])
+        .arg(&path)
+        .status()
+        .expect("the environment's Python runs");
+    assert!(status.success());
+    std::fs::read(&path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pip_installs_into_the_session_from_the_configured_index_only() {
+    let env = environment();
+    let build = tempfile::tempdir().unwrap();
+    let wheel = tiny_wheel(&env, build.path());
+    let index = host_server_with(
+        "not found",
+        HashMap::from([
+            (
+                "/simple/sandcell-demo-pkg/".to_string(),
+                b"<html><body><a href=\"/files/sandcell_demo_pkg-1.0-py3-none-any.whl\">sandcell_demo_pkg-1.0-py3-none-any.whl</a></body></html>".to_vec(),
+            ),
+            (
+                "/files/sandcell_demo_pkg-1.0-py3-none-any.whl".to_string(),
+                wheel,
+            ),
+        ]),
+    )
+    .await;
+    let package_index =
+        PackageIndex::parse(&format!("http://127.0.0.1:{}/simple/", index.port)).unwrap();
+    let runtime = runtime_with_index(true, Some(package_index)).await;
+    let mut session = new_session(&runtime, NetPolicy::None).await.unwrap();
+    let installed = run(
+        &mut session,
+        "%pip install sandcell-demo-pkg\nimport sandcell_demo_pkg\nprint(sandcell_demo_pkg.GREETING)",
+    )
+    .await;
+    assert!(
+        printed(&installed).ends_with("installed at run time"),
+        "{}\n{}",
+        installed.stdout,
+        installed.stderr
+    );
+    assert!(
+        installed.files.is_empty(),
+        "the package layer is not reported as the code's files: {:?}",
+        installed.files
+    );
+    let layer = session
+        .workdir()
+        .join(sandcell_session::PACKAGES_DIR)
+        .join("sandcell_demo_pkg/__init__.py");
+    assert!(layer.is_file(), "{} is missing", layer.display());
+    let index_hits = index.hits.load(Ordering::SeqCst);
+    assert!(index_hits >= 2, "{index_hits}");
+
+    // The index is the package proxy's alone: the cell's own code has no proxy (its
+    // policy is none) and no route.
+    run(&mut session, FETCH).await;
+    let direct = run(
+        &mut session,
+        &format!("print(fetch('http://127.0.0.1:{}/simple/')[0])", index.port),
+    )
+    .await;
+    assert_eq!(printed(&direct), "error");
+    assert_eq!(index.hits.load(Ordering::SeqCst), index_hits);
+
+    // A fresh session has only the shared environment.
+    let mut fresh = new_session(&runtime, NetPolicy::None).await.unwrap();
+    let missing = run(
+        &mut fresh,
+        "try:\n    import sandcell_demo_pkg\n    print('present')\nexcept ModuleNotFoundError:\n    print('absent')",
+    )
+    .await;
+    assert_eq!(printed(&missing), "absent");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allowlist_needs_the_sandbox() {
     let runtime = runtime(false).await;
     let allowlist = Allowlist::parse(&["127.0.0.1:9"]).unwrap();
-    let refused = session(&runtime, NetPolicy::Allowlist(allowlist)).await;
+    let refused = new_session(&runtime, NetPolicy::Allowlist(allowlist)).await;
     assert!(
         matches!(refused, Err(SessionError::NetworkNeedsSandbox)),
         "{:?}",

@@ -37,6 +37,9 @@ struct NetworkReport {
     default_policy: String,
     /// `serve`'s ceiling from the config file (`allow_net`), when `--allow-net` is not given.
     serve_ceiling: String,
+    /// `serve`'s package index from the config file (`pip_index`), when `--pip-index` is
+    /// not given.
+    serve_package_index: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,20 +157,23 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
 }
 
 fn network_report() -> NetworkReport {
-    let serve_ceiling = match sandcell_agent::Config::default_path()
-        .map(|path| sandcell_agent::Config::load(&path))
-    {
-        None => "none".to_string(),
-        Some(Err(e)) => format!("unknown: {e}"),
-        Some(Ok(config)) => match Allowlist::parse(config.allow_net.as_deref().unwrap_or_default())
-        {
-            Ok(list) => NetPolicy::from_allowlist(list).describe(),
-            Err(e) => format!("unknown: allow_net in the config file: {e}"),
-        },
+    let config =
+        sandcell_agent::Config::default_path().map(|path| sandcell_agent::Config::load(&path));
+    let (serve_ceiling, serve_package_index) = match config {
+        None => ("none".to_string(), "none".to_string()),
+        Some(Err(e)) => (format!("unknown: {e}"), format!("unknown: {e}")),
+        Some(Ok(config)) => (
+            match Allowlist::parse(config.allow_net.as_deref().unwrap_or_default()) {
+                Ok(list) => NetPolicy::from_allowlist(list).describe(),
+                Err(e) => format!("unknown: allow_net in the config file: {e}"),
+            },
+            config.pip_index.unwrap_or_else(|| "none".to_string()),
+        ),
     };
     NetworkReport {
         default_policy: NetPolicy::None.describe(),
         serve_ceiling,
+        serve_package_index,
     }
 }
 
@@ -202,7 +208,10 @@ fn print_human(report: &Report) {
     println!(
         "\nNetwork: {} by default (each session's own network namespace, loopback only); \
          --allow-net ENTRY opens HTTP and HTTPS to the listed hosts through sandcell's proxy.\n  \
-         serve's ceiling from the config file: {}",
-        report.network.default_policy, report.network.serve_ceiling
+         serve's ceiling from the config file: {}\n  \
+         serve's package index from the config file: {} (--pip-index URL gives %pip install one)",
+        report.network.default_policy,
+        report.network.serve_ceiling,
+        report.network.serve_package_index
     );
 }

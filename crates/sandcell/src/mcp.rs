@@ -105,6 +105,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let env = crate::environment()?;
     let mut options = RuntimeOptions {
         sandbox: !args.no_sandbox,
+        package_index: args.network.package_index(None)?,
         ..RuntimeOptions::default()
     };
     if let Some(modules) = &args.preload {

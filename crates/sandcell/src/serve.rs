@@ -76,7 +76,8 @@ pub struct ServeArgs {
     #[arg(long = "allowed-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
     /// The most network a session may ask for (`allow_net` when it is created); a session
-    /// that asks for nothing has none. Without the flag, `allow_net` in the config file.
+    /// that asks for nothing has none. Without the flags, `allow_net` and `pip_index` in
+    /// the config file.
     #[command(flatten)]
     network: NetArgs,
     /// Run sessions without any isolation (the code gets this user's full access). Not recommended.
@@ -97,6 +98,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.network.allowlist()?
     };
+    let package_index = args
+        .network
+        .package_index(models.config.pip_index.as_deref())
+        .context("the package index")?;
     let config = ServerConfig {
         listen: args.listen,
         max_upload_bytes: args.max_upload.saturating_mul(MIB),
@@ -144,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &env,
         RuntimeOptions {
             sandbox: !args.no_sandbox,
+            package_index,
             ..RuntimeOptions::default()
         },
     )

@@ -8,7 +8,7 @@ use sandcell_pyenv::Environment;
 use sandcell_safedir::{Create, SafeDir, SafePath};
 use sandcell_service::{LimitNames, LimitsRequest, SessionLimits};
 use sandcell_session::{
-    Allowlist, Limits, NetPolicy, Runtime, RuntimeOptions, Session, SessionConfig,
+    Allowlist, Limits, NetPolicy, PackageIndex, Runtime, RuntimeOptions, Session, SessionConfig,
 };
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,11 @@ pub struct NetArgs {
     /// that address is listed. Default: no network.
     #[arg(long = "allow-net", value_name = "ENTRY")]
     allow_net: Vec<String>,
+    /// The package index `%pip install` uses in sessions (PyPI's simple format, e.g.
+    /// https://pypi.example.org/simple/); packages go into the session's own directory.
+    /// Its host is reachable for pip alone. Default: none, and `%pip install` says so.
+    #[arg(long, value_name = "URL")]
+    pip_index: Option<String>,
 }
 
 impl NetArgs {
@@ -53,6 +58,14 @@ impl NetArgs {
 
     pub fn is_empty(&self) -> bool {
         self.allow_net.is_empty()
+    }
+
+    /// `--pip-index`, read, else `config_file`'s (the config file's `pip_index`).
+    pub fn package_index(&self, config_file: Option<&str>) -> anyhow::Result<Option<PackageIndex>> {
+        match self.pip_index.as_deref().or(config_file) {
+            Some(url) => Ok(Some(PackageIndex::parse(url)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -154,6 +167,7 @@ impl SessionArgs {
         let env = crate::environment()?;
         let mut options = RuntimeOptions {
             sandbox: !self.no_sandbox,
+            package_index: self.network.package_index(None)?,
             ..RuntimeOptions::default()
         };
         if let Some(modules) = &self.preload {
