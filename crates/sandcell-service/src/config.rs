@@ -34,7 +34,7 @@ pub struct ServiceConfig {
     /// the config file); empty: none at all.
     pub network_ceiling: Allowlist,
     /// What a session that asks for nothing gets, within the ceiling (`serve`: nothing;
-    /// `mcp` and `run`: the whole ceiling, since the operator is the one user).
+    /// `mcp`: the whole ceiling, since the operator is its one user).
     pub network_default: Allowlist,
 }
 
