@@ -397,6 +397,73 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UnixStream;
+
+    /// A target on the host's loopback that sends `size` bytes to whoever connects.
+    async fn sender(size: usize) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(&vec![b'x'; size]).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// A proxy for `allowed` with `byte_limit`, on a socket in `dir`.
+    fn proxy(dir: &std::path::Path, allowed: &str, byte_limit: u64) -> Arc<ProxyRules> {
+        let socket = dir.join("proxy.sock");
+        let rules = Arc::new(ProxyRules {
+            session: "test".into(),
+            allowlist: Allowlist::parse(&[allowed]).unwrap(),
+            byte_limit,
+            bytes_used: Arc::new(AtomicU64::new(0)),
+        });
+        serve(UnixListener::bind(&socket).unwrap(), rules.clone());
+        rules
+    }
+
+    /// What a client reads after a `CONNECT` to `port` through the proxy at `dir`.
+    async fn tunnel(dir: &std::path::Path, port: u16) -> Vec<u8> {
+        let mut client = UnixStream::connect(dir.join("proxy.sock")).await.unwrap();
+        let request = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_session_moves_no_more_than_its_allowance() {
+        let port = sender(300_000).await;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = proxy(dir.path(), &format!("127.0.0.1:{port}"), 100_000);
+        let first = tunnel(dir.path(), port).await;
+        assert!(first.starts_with(b"HTTP/1.1 200 "), "{:?}", &first[..40]);
+        // The tunnel is cut at the allowance, not after the whole 300 kB.
+        assert!(first.len() < 100_000, "{}", first.len());
+        assert!(rules.bytes_used.load(Ordering::Relaxed) > 100_000);
+        let second = tunnel(dir.path(), port).await;
+        let second = String::from_utf8(second).unwrap();
+        assert!(
+            second.starts_with("HTTP/1.1 403 ") && second.contains("network allowance"),
+            "{second}"
+        );
+    }
+
+    #[tokio::test]
+    async fn within_the_allowance_everything_arrives() {
+        let port = sender(300_000).await;
+        let dir = tempfile::tempdir().unwrap();
+        proxy(dir.path(), &format!("127.0.0.1:{port}"), 10_000_000);
+        let answer = tunnel(dir.path(), port).await;
+        let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        assert!(answer.starts_with(established));
+        assert_eq!(answer.len(), established.len() + 300_000);
+    }
 
     #[test]
     fn authorities_split_into_host_and_port() {
