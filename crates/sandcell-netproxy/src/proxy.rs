@@ -19,6 +19,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connecting to the target (after resolving its name).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HEADERS: usize = 100;
+/// Connections one session may have open through one proxy at once: each costs the host
+/// a task and two descriptors, so a session cannot make the host run out of them.
+const MAX_CONNECTIONS: usize = 64;
 
 /// What one session's proxy enforces.
 #[derive(Debug)]
@@ -42,6 +45,7 @@ enum Refusal {
     Unresolvable { host: String },
     Unreachable { host: String, port: u16 },
     Allowance { limit: u64 },
+    TooMany,
 }
 
 impl fmt::Display for Refusal {
@@ -53,6 +57,7 @@ impl fmt::Display for Refusal {
             Refusal::Unresolvable { host } => write!(f, "The name {host} could not be resolved."),
             Refusal::Unreachable { host, port } => write!(f, "{host}:{port} could not be reached."),
             Refusal::Allowance { limit } => write!(f, "The session has used its network allowance of {} MiB.", limit / (1024 * 1024)),
+            Refusal::TooMany => write!(f, "The session already has {MAX_CONNECTIONS} connections open through the proxy; close some and try again."),
         }
     }
 }
@@ -62,6 +67,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => "400 Bad Request",
             Refusal::Unresolvable { .. } | Refusal::Unreachable { .. } => "502 Bad Gateway",
+            Refusal::TooMany => "429 Too Many Requests",
             _ => "403 Forbidden",
         }
     }
@@ -69,11 +75,25 @@ impl Refusal {
 
 /// Serves `listener` until the task is aborted: every connection in a task of its own.
 pub fn serve(listener: UnixListener, rules: Arc<ProxyRules>) -> tokio::task::JoinHandle<()> {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((client, _)) => {
-                    tokio::spawn(handle(client, rules.clone()));
+                Ok((mut client, _)) => {
+                    let rules = rules.clone();
+                    match open.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(async move {
+                                handle(client, rules).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tokio::spawn(async move {
+                                refuse(&mut client, &rules, "-", 0, Refusal::TooMany).await;
+                            });
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(session = %rules.session, "the network proxy stopped accepting: {error}");
@@ -452,6 +472,32 @@ mod tests {
             second.starts_with("HTTP/1.1 403 ") && second.contains("network allowance"),
             "{second}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_session_holds_a_bounded_number_of_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        proxy(dir.path(), "127.0.0.1:9", 1_000_000);
+        let socket = dir.path().join("proxy.sock");
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(UnixStream::connect(&socket).await.unwrap());
+        }
+        // Each accepted one now waits for its head; the next is turned away.
+        let mut extra = UnixStream::connect(&socket).await.unwrap();
+        let mut answer = String::new();
+        extra.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+        // One that ends gives its place back.
+        drop(held.pop());
+        let refused = loop {
+            let answer = tunnel(dir.path(), 10).await;
+            if !answer.starts_with(b"HTTP/1.1 429 ") {
+                break String::from_utf8(answer).unwrap();
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
     }
 
     #[tokio::test]

@@ -388,6 +388,21 @@ async fn pip_installs_into_the_session_from_the_configured_index_only() {
     )
     .await;
     assert_eq!(printed(&missing), "absent");
+    // `!pip` (the environment's pip, by PATH) installs into the same layer, importable
+    // from the next cell.
+    run(&mut fresh, "!pip install --quiet sandcell-demo-pkg").await;
+    let imported = run(
+        &mut fresh,
+        "import sandcell_demo_pkg\nprint(sandcell_demo_pkg.__file__)",
+    )
+    .await;
+    assert_eq!(
+        printed(&imported),
+        format!(
+            "/mnt/data/{}/sandcell_demo_pkg/__init__.py",
+            sandcell_session::PACKAGES_DIR
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
