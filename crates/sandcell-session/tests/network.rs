@@ -120,6 +120,15 @@ async fn host_server_with(body: &'static str, files: HashMap<String, Vec<u8>>) -
     HostServer { port, hits }
 }
 
+/// The address this host uses on its network (the source of its default route), if it
+/// has one. No packet is sent: connecting a UDP socket only picks the route.
+fn host_lan_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    let address = probe.local_addr().ok()?.ip();
+    (!address.is_loopback() && !address.is_unspecified()).then_some(address)
+}
+
 /// `fetch(url)` in the session: (status, body) of an HTTP answer, or ("error", why).
 const FETCH: &str = r#"
 import os, socket, urllib.request, urllib.error
@@ -185,6 +194,27 @@ async fn an_allowlisted_session_reaches_only_what_is_listed() {
     }
     assert_eq!(other.hits.load(Ordering::SeqCst), 0);
     assert_eq!(allowed.hits.load(Ordering::SeqCst), 2);
+
+    // The host's own address on its network, where a server listens on every address.
+    match host_lan_address() {
+        Some(lan) => {
+            let everywhere = TcpListener::bind("0.0.0.0:0").await.unwrap();
+            let port = everywhere.local_addr().unwrap().port();
+            let refused = run(
+                &mut session,
+                &format!("print(fetch('http://{lan}:{port}/')[0])"),
+            )
+            .await;
+            assert_eq!(printed(&refused), "403", "{lan}");
+            let accepted =
+                tokio::time::timeout(std::time::Duration::from_millis(200), everywhere.accept())
+                    .await;
+            assert!(accepted.is_err(), "the host's address {lan} was reached");
+        }
+        None => eprintln!(
+            "SKIPPED the check of the host's network address: this host has no route to pick one by"
+        ),
+    }
 
     // CONNECT (what HTTPS clients send): a tunnel to the allowed port, a 403 elsewhere.
     let tunnel = run(
