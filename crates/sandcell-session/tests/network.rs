@@ -306,54 +306,62 @@ async fn without_a_policy_a_session_has_no_network() {
     );
 }
 
-/// A wheel of one pure-Python module, built with the environment's Python: a zip with
-/// the module, METADATA, WHEEL and RECORD.
-fn tiny_wheel(env: &Environment, dir: &std::path::Path) -> Vec<u8> {
-    let path = dir.join("sandcell_demo_pkg-1.0-py3-none-any.whl");
+/// A wheel of one pure-Python package `NAME` (with `payload` bytes of random data beside
+/// its `__init__.py`), built with the environment's Python: a zip with the package,
+/// METADATA, WHEEL and RECORD. Returns its file name and bytes.
+fn wheel(
+    env: &Environment,
+    dir: &std::path::Path,
+    name: &str,
+    payload: usize,
+) -> (String, Vec<u8>) {
+    let file = format!("{name}-1.0-py3-none-any.whl");
+    let path = dir.join(&file);
     let script = r#"
-import sys, zipfile
+import os, sys, zipfile
+name, payload, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+info = f"{name}-1.0.dist-info"
 files = {
-    "sandcell_demo_pkg/__init__.py": "GREETING = 'installed at run time'\n",
-    "sandcell_demo_pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: sandcell-demo-pkg\nVersion: 1.0\n",
-    "sandcell_demo_pkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    f"{name}/__init__.py": b"GREETING = 'installed at run time'\n",
+    f"{name}/payload.bin": os.urandom(payload),
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n".encode(),
+    f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
 }
-record = "".join(f"{name},,\n" for name in files) + "sandcell_demo_pkg-1.0.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as wheel:
-    for name, text in files.items():
-        wheel.writestr(name, text)
-    wheel.writestr("sandcell_demo_pkg-1.0.dist-info/RECORD", record)
+record = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+with zipfile.ZipFile(path, "w") as wheel:
+    for n, data in files.items():
+        wheel.writestr(n, data)
+    wheel.writestr(f"{info}/RECORD", record)
 "#;
     let status = std::process::Command::new(&env.info().python)
-        .args(["-c", script])
+        .args(["-c", script, name, &payload.to_string()])
         .arg(&path)
         .status()
         .expect("the environment's Python runs");
     assert!(status.success());
-    std::fs::read(&path).unwrap()
+    (file, std::fs::read(&path).unwrap())
+}
+
+/// A package index on the host's loopback serving `wheels` (file name, bytes), each as
+/// the one file of its project (PEP 503's simple format).
+async fn package_index(wheels: Vec<(String, Vec<u8>)>) -> HostServer {
+    let mut files = HashMap::new();
+    for (file, bytes) in wheels {
+        let project = file.split('-').next().unwrap_or_default().replace('_', "-");
+        let page = format!("<html><body><a href=\"/files/{file}\">{file}</a></body></html>");
+        files.insert(format!("/simple/{project}/"), page.into_bytes());
+        files.insert(format!("/files/{file}"), bytes);
+    }
+    host_server_with("not found", files).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pip_installs_into_the_session_from_the_configured_index_only() {
     let env = environment();
     let build = tempfile::tempdir().unwrap();
-    let wheel = tiny_wheel(&env, build.path());
-    let index = host_server_with(
-        "not found",
-        HashMap::from([
-            (
-                "/simple/sandcell-demo-pkg/".to_string(),
-                b"<html><body><a href=\"/files/sandcell_demo_pkg-1.0-py3-none-any.whl\">sandcell_demo_pkg-1.0-py3-none-any.whl</a></body></html>".to_vec(),
-            ),
-            (
-                "/files/sandcell_demo_pkg-1.0-py3-none-any.whl".to_string(),
-                wheel,
-            ),
-        ]),
-    )
-    .await;
-    let package_index =
-        PackageIndex::parse(&format!("http://127.0.0.1:{}/simple/", index.port)).unwrap();
-    let runtime = runtime_with_index(true, Some(package_index)).await;
+    let index = package_index(vec![wheel(&env, build.path(), "sandcell_demo_pkg", 16)]).await;
+    let url = format!("http://127.0.0.1:{}/simple/", index.port);
+    let runtime = runtime_with_index(true, Some(PackageIndex::parse(&url).unwrap())).await;
     let mut session = new_session(&runtime, NetPolicy::None).await.unwrap();
     let installed = run(
         &mut session,
@@ -425,4 +433,56 @@ async fn an_allowlist_needs_the_sandbox() {
         "{:?}",
         refused.err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_larger_than_the_disk_quota_stops_at_it() {
+    let env = environment();
+    let build = tempfile::tempdir().unwrap();
+    let index = package_index(vec![wheel(
+        &env,
+        build.path(),
+        "sandcell_big_pkg",
+        24 << 20,
+    )])
+    .await;
+    let url = format!("http://127.0.0.1:{}/simple/", index.port);
+    let runtime = runtime_with_index(true, Some(PackageIndex::parse(&url).unwrap())).await;
+    let limits = sandcell_session::Limits {
+        workdir_quota_mib: 8,
+        ..Default::default()
+    };
+    let mut session = runtime
+        .create_session(SessionConfig {
+            workdir: None,
+            limits,
+            network: NetPolicy::None,
+        })
+        .await
+        .unwrap();
+    let install = session
+        .execute(
+            "%pip install sandcell-big-pkg",
+            &ExecOptions::default(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    let said = format!("{}{}{:?}", install.stdout, install.stderr, install.error);
+    // Where the kernel enforces the quota pip meets ENOSPC moving the package into the
+    // layer; where it is measured the host stops the cell past it. Either way the layer
+    // stays within the quota and the package is not whole.
+    assert!(
+        said.contains("No space left on device") || said.contains("quota"),
+        "{said}"
+    );
+    let usage = run(
+        &mut session,
+        "import os\n\
+         used = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk('/mnt/data') for f in fs)\n\
+         payload = '/mnt/data/.packages/sandcell_big_pkg/payload.bin'\n\
+         print(used <= 8 << 20, os.path.exists(payload) and os.path.getsize(payload) == 24 << 20)",
+    )
+    .await;
+    assert_eq!(printed(&usage), "True False");
 }
