@@ -6,6 +6,7 @@ without one, `%pip` says how to configure one. The shared environment is never w
 import importlib
 import os
 import shlex
+import subprocess
 import sys
 
 NO_INDEX = (
@@ -26,8 +27,13 @@ def enable(shell):
 
     def pip(line):
         os.makedirs(target, exist_ok=True)
-        shell.system(f"{shlex.quote(sys.executable)} -m pip {line}")
-        importlib.invalidate_caches()
+        try:
+            # A process of its own on the session's stdout and stderr (not shell.system,
+            # which swallows an interrupt): sandcell's interrupt, or its stop at the disk
+            # quota, ends the cell.
+            subprocess.run([sys.executable, "-m", "pip", *shlex.split(line)], check=False)
+        finally:
+            importlib.invalidate_caches()
 
     shell.register_magic_function(pip, "line", "pip")
     # `!pip install` too: the import system looks at the layer again after every cell.

@@ -3,8 +3,8 @@
 
 use sandcell_pyenv::{Environment, Home};
 use sandcell_session::{
-    Allowlist, ExecOptions, Execution, NetPolicy, PackageIndex, Runtime, RuntimeOptions, Session,
-    SessionConfig, SessionError, Status,
+    Allowlist, DiskQuota, ExecOptions, Execution, NetPolicy, PackageIndex, Runtime, RuntimeOptions,
+    Session, SessionConfig, SessionError, Status,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -448,6 +448,12 @@ async fn a_package_larger_than_the_disk_quota_stops_at_it() {
     .await;
     let url = format!("http://127.0.0.1:{}/simple/", index.port);
     let runtime = runtime_with_index(true, Some(PackageIndex::parse(&url).unwrap())).await;
+    if let DiskQuota::Measured { why } = runtime.disks().quota() {
+        // The measured fallback looks every 500 ms while a cell runs; an install that
+        // ends between two looks overshoots (ARCHITECTURE.md, "The disk quota").
+        eprintln!("SKIPPED: the disk quota is measured here, not enforced by the kernel ({why})");
+        return;
+    }
     let limits = sandcell_session::Limits {
         workdir_quota_mib: 8,
         ..Default::default()
@@ -460,21 +466,14 @@ async fn a_package_larger_than_the_disk_quota_stops_at_it() {
         })
         .await
         .unwrap();
-    let install = session
-        .execute(
-            "%pip install sandcell-big-pkg",
-            &ExecOptions::default(),
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
-    let said = format!("{}{}{:?}", install.stdout, install.stderr, install.error);
-    // Where the kernel enforces the quota pip meets ENOSPC moving the package into the
-    // layer; where it is measured the host stops the cell past it. Either way the layer
-    // stays within the quota and the package is not whole.
+    let install = run(&mut session, "%pip install sandcell-big-pkg").await;
+    // pip meets ENOSPC moving the package into the layer: the layer stays within the
+    // quota and the package is not whole.
     assert!(
-        said.contains("No space left on device") || said.contains("quota"),
-        "{said}"
+        install.stderr.contains("No space left on device"),
+        "{}\n{}",
+        install.stdout,
+        install.stderr
     );
     let usage = run(
         &mut session,
