@@ -192,13 +192,26 @@ impl Allowlist {
         self.entries.iter().any(|entry| entry.lists(addr, port))
     }
 
+    /// Whether an entry of this list allows everything `entry` does.
+    fn covers(&self, entry: &NetEntry) -> bool {
+        self.entries.iter().any(|own| own.covers(entry))
+    }
+
+    /// The entries of this list that `ceiling` allows.
+    pub fn narrowed_to(&self, ceiling: &Allowlist) -> Allowlist {
+        Allowlist {
+            entries: self
+                .entries
+                .iter()
+                .filter(|entry| ceiling.covers(entry))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Ok when every entry of this list is allowed by an entry of `ceiling`.
     pub fn within(&self, ceiling: &Allowlist) -> Result<(), NetPolicyError> {
-        match self
-            .entries
-            .iter()
-            .find(|entry| !ceiling.entries.iter().any(|c| c.covers(entry)))
-        {
+        match self.entries.iter().find(|entry| !ceiling.covers(entry)) {
             None => Ok(()),
             Some(entry) => Err(NetPolicyError::OutsideCeiling {
                 entry: entry.to_string(),
@@ -522,6 +535,10 @@ mod tests {
             assert!(matches!(error, NetPolicyError::OutsideCeiling { .. }));
         }
         assert!(list(&["a.org"]).within(&Allowlist::default()).is_err());
+        assert_eq!(
+            list(&["a.example.org", "other.org", "10.1.0.0/16"]).narrowed_to(&ceiling),
+            list(&["a.example.org", "10.1.0.0/16"])
+        );
         assert_eq!(Allowlist::default().within(&Allowlist::default()), Ok(()));
     }
 }

@@ -1476,7 +1476,7 @@ async fn sessions_choose_their_network_within_the_operators_ceiling() {
     server.stop().await;
 
     // The policy is the session's record: a restarted server gives it the same.
-    let server = TestServer::start(config, python).await;
+    let server = TestServer::start(config.clone(), python.clone()).await;
     let api = server.api();
     let (_, info) = json(api.get(&format!("/api/v1/sessions/{open}")).await).await;
     assert_eq!(info["network"]["allow"], json!([allowed]));
@@ -1485,5 +1485,20 @@ async fn sessions_choose_their_network_within_the_operators_ceiling() {
         "from the host\n"
     );
     assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+    server.stop().await;
+
+    // A ceiling narrowed since narrows the sessions that had more.
+    let narrowed = ServerConfig {
+        service: ServiceConfig {
+            network_ceiling: sandcell_session::Allowlist::default(),
+            ..config.service.clone()
+        },
+        ..config
+    };
+    let server = TestServer::start(narrowed, python).await;
+    let api = server.api();
+    let (_, info) = json(api.get(&format!("/api/v1/sessions/{open}")).await).await;
+    assert_eq!(info["network"], json!({ "type": "none", "allow": [] }));
+    assert_eq!(api.execute(&open, &fetch).await["stdout"], "URLError\n");
     server.stop().await;
 }

@@ -239,7 +239,19 @@ impl Sessions {
             })??;
         let entries = records
             .into_iter()
-            .map(|record| {
+            .map(|mut record| {
+                // The operator may have narrowed the ceiling since: a session keeps only
+                // what is still within it.
+                let kept = record.network.narrowed_to(&config.network_ceiling);
+                if kept != record.network {
+                    tracing::warn!(
+                        "session {}: its network ({}) is narrowed to the ceiling's ({})",
+                        record.id,
+                        record.network,
+                        kept
+                    );
+                    record.network = kept;
+                }
                 let conversation = owners.get(&record.id).cloned();
                 (
                     record.id.clone(),
