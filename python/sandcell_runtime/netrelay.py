@@ -8,6 +8,7 @@ rules."""
 import os
 import socket
 import threading
+import time
 
 _CHUNK = 64 * 1024
 
@@ -23,8 +24,11 @@ def start():
 
 def _accept(listener, path):
     while True:
-        client, _ = listener.accept()
-        threading.Thread(target=_relay, args=(client, path), daemon=True).start()
+        try:
+            client, _ = listener.accept()
+            threading.Thread(target=_relay, args=(client, path), daemon=True).start()
+        except (OSError, RuntimeError):  # out of descriptors or threads: the cell's to free
+            time.sleep(0.1)
 
 
 def _relay(client, path):

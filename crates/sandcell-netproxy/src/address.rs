@@ -5,7 +5,7 @@ use crate::policy::contains;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address is not on the public internet, or `None` when it is.
-pub fn special_kind(addr: IpAddr) -> Option<&'static str> {
+pub(crate) fn special_kind(addr: IpAddr) -> Option<&'static str> {
     match addr {
         IpAddr::V4(v4) => v4_kind(v4),
         IpAddr::V6(v6) => {

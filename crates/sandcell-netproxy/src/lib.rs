@@ -18,6 +18,5 @@ mod address;
 mod policy;
 mod proxy;
 
-pub use address::special_kind;
 pub use policy::{Allowlist, NetEntry, NetPolicy, NetPolicyError, PackageIndex};
 pub use proxy::{serve, ProxyRules};

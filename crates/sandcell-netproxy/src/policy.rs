@@ -167,18 +167,9 @@ impl Allowlist {
         self.entries.is_empty()
     }
 
-    pub fn entries(&self) -> &[NetEntry] {
-        &self.entries
-    }
-
     /// The entries as the operator would write them.
     pub fn to_strings(&self) -> Vec<String> {
         self.entries.iter().map(NetEntry::to_string).collect()
-    }
-
-    /// Adds an entry (the package index's host, for the package proxy).
-    pub fn push(&mut self, entry: NetEntry) {
-        self.entries.push(entry);
     }
 
     /// Whether a request for the host name `name` on `port` is on the list by name.

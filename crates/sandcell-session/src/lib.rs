@@ -41,7 +41,7 @@ pub use execution::{
 pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
 pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
 pub use limits::Limits;
-pub use network::{NET_ALLOWANCE_BYTES, PACKAGES_DIR, PACKAGE_PROXY_PORT, PROXY_PORT};
+pub use network::{PACKAGES_DIR, PROXY_PORT};
 pub use runtime::{Runtime, RuntimeOptions, DEFAULT_TEMPLATE_MODULES};
 pub use sandcell_netproxy::{Allowlist, NetEntry, NetPolicy, NetPolicyError, PackageIndex};
 pub use session::{Interrupter, Session, SessionConfig, SessionState, StopReason};

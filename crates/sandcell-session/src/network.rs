@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub const PROXY_PORT: u16 = 3128;
 
 /// The port that relays to the package proxy, which reaches the package index alone.
-pub const PACKAGE_PROXY_PORT: u16 = 3129;
+pub(crate) const PACKAGE_PROXY_PORT: u16 = 3129;
 
 /// Where `%pip install` puts packages: the session's own layer, in its working directory
 /// (so it counts against the disk quota and goes with the session), at the end of
@@ -28,7 +28,7 @@ pub const PACKAGE_PROXY_PORT: u16 = 3129;
 pub const PACKAGES_DIR: &str = ".packages";
 
 /// Bytes a session may move through its proxies, both ways, over its whole life.
-pub const NET_ALLOWANCE_BYTES: u64 = 1024 * 1024 * 1024;
+pub(crate) const NET_ALLOWANCE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// One proxy: the port inside that relays to it, its socket, the task serving it.
 struct Listener {
