@@ -19,6 +19,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 from traitlets.config import Config
 
+from . import netrelay, packages
 from .outputs import Outbox
 
 NO_INPUT_MESSAGE = "input() is not available: sandcell sessions have no keyboard; pass data in code or files."
@@ -62,6 +63,8 @@ def _figure_text(figure, printer, _cycle):
 def serve(sock):
     """Serve the host on `sock` until it asks to shut down, closes the socket, or a cell calls exit()."""
     _reseed_random()
+    netrelay.start()  # before any cell: the port is the relay's, not a cell's
+    packages.enable(_shell)
     outbox = Outbox(sock)
     sys.stdin = _NoStdin()
     _shell.outbox = outbox

@@ -18,6 +18,8 @@ ollama:qwen2.5-coder:7b), or set model = \"PROVIDER:MODEL\" in the config file";
 /// ```toml
 /// model = "anthropic:claude-sonnet-4-5"   # the default model
 /// max_steps = 20                          # code executions per turn
+/// allow_net = ["pypi.example.org:443"]    # `sandcell serve`: the most network sessions may ask for
+/// pip_index = "https://pypi.example.org/simple/"  # `sandcell serve`: the index of `%pip install`
 ///
 /// [providers.openai]                      # override a built-in provider
 /// api_key = "sk-…"
@@ -33,6 +35,11 @@ ollama:qwen2.5-coder:7b), or set model = \"PROVIDER:MODEL\" in the config file";
 pub struct Config {
     pub model: Option<String>,
     pub max_steps: Option<usize>,
+    /// `sandcell serve`'s network ceiling when `--allow-net` is not given: entries as
+    /// `--allow-net` takes them.
+    pub allow_net: Option<Vec<String>>,
+    /// `sandcell serve`'s package index when `--pip-index` is not given.
+    pub pip_index: Option<String>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
 }

@@ -76,6 +76,7 @@ async fn agent(client: ModelClient) -> (Chat, TempDir, Runtime) {
         .create_session(SessionConfig {
             workdir: Some(workdir.path().to_path_buf()),
             limits: Limits::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts");

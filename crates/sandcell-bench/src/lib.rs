@@ -260,6 +260,7 @@ async fn open(runtime: &Runtime) -> Result<Session, BenchError> {
         .create_session(SessionConfig {
             workdir: None,
             limits: Limits::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await?)
 }

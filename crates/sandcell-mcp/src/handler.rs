@@ -168,7 +168,9 @@ impl SandcellMcp {
                     LimitsRequest::from(limits).resolve(&self.service.config.max_limits)?
                 }
             };
-            let session = self.service.sessions.create(&user, limits).await?;
+            let sessions = &self.service.sessions;
+            let network = sessions.network_for(args.allow_net.as_deref())?;
+            let session = sessions.create(&user, limits, network).await?;
             structured(&CreatedSession {
                 session_id: session.id,
             })
@@ -393,9 +395,14 @@ impl SandcellMcp {
         }
         let limits = self.default_limits()?;
         let sessions = &self.service.sessions;
+        let network = sessions.network_for(None)?;
         let session = match &self.config.default_workdir {
-            Some(dir) => sessions.create_in(user, limits, dir.clone()).await?,
-            None => sessions.create(user, limits).await?,
+            Some(dir) => {
+                sessions
+                    .create_in(user, limits, network, dir.clone())
+                    .await?
+            }
+            None => sessions.create(user, limits, network).await?,
         };
         Ok(default.insert(session.id).clone())
     }

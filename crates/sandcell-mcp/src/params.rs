@@ -22,6 +22,11 @@ pub(crate) struct RunPython {
 pub(crate) struct CreateSession {
     /// Limits of the new session; each one left out takes the server's default.
     pub limits: Option<Limits>,
+    /// What the new session may reach on the network, within what the server allows:
+    /// host names, `*.domain`, IP addresses or CIDRs, each with an optional `:PORT`
+    /// (HTTP and HTTPS through the proxy named by HTTP_PROXY). Left out: the server's
+    /// default; `[]`: no network.
+    pub allow_net: Option<Vec<String>>,
 }
 
 /// Limits asked for a new session, each within what the server allows.

@@ -53,6 +53,25 @@ struct CreateContainer {
     file_ids: Vec<String>,
     expires_after: Option<ExpiresAfter>,
     memory_limit: Option<String>,
+    network_policy: Option<NetworkPolicy>,
+}
+
+/// OpenAI's `network_policy`: no network, or the domains the container may reach (here:
+/// any entry `--allow-net` takes, within what the operator allows).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum NetworkPolicy {
+    Disabled,
+    Allowlist { allowed_domains: Vec<String> },
+}
+
+impl NetworkPolicy {
+    fn allow_net(self) -> Vec<String> {
+        match self {
+            NetworkPolicy::Disabled => Vec::new(),
+            NetworkPolicy::Allowlist { allowed_domains } => allowed_domains,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -190,6 +209,7 @@ async fn create(
                     memory_mib,
                     ..LimitsRequest::default()
                 },
+                allow_net: body.network_policy.map(NetworkPolicy::allow_net),
             },
         )
         .await?;

@@ -317,6 +317,7 @@ fn container_choice(tools: &[Value]) -> Result<ContainerChoice, OpenAiError> {
                     memory_mib: crate::containers::memory_mib(auto.memory_limit.as_deref())?,
                     ..LimitsRequest::default()
                 },
+                allow_net: None,
             }),
         });
     }

@@ -1353,3 +1353,153 @@ async fn warm_sessions_are_taken_by_new_sessions_and_count_among_the_live_ones()
     assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
     server.stop().await;
 }
+
+/// An HTTP server on the host's loopback that answers every request with `body`.
+async fn host_http_server(body: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn sessions_choose_their_network_within_the_operators_ceiling() {
+    let port = host_http_server("from the host").await;
+    let allowed = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let base = config(data.path());
+    let config = ServerConfig {
+        service: ServiceConfig {
+            network_ceiling: sandcell_session::Allowlist::parse(&[allowed.as_str()]).unwrap(),
+            ..base.service.clone()
+        },
+        ..base
+    };
+    let python = python().await;
+    let server = TestServer::start(config.clone(), python.clone()).await;
+    let api = server.api();
+    let create = |body: Value| {
+        api.request(Method::POST, "/api/v1/sessions")
+            .json(&body)
+            .send()
+    };
+    for (asked, says) in [
+        (json!(["example.org"]), "outside what the operator allows"),
+        (
+            json!([format!("127.0.0.1:{}", port + 1)]),
+            "outside what the operator allows",
+        ),
+        (json!(["not a host"]), "is not a host name"),
+    ] {
+        let message = assert_error(
+            create(json!({ "allow_net": asked })).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        )
+        .await;
+        assert!(message.contains(says), "{message}");
+    }
+
+    let fetch = format!(
+        "import urllib.request\ntry:\n    print(urllib.request.urlopen('http://{allowed}/', timeout=20).read().decode())\nexcept Exception as e:\n    print(type(e).__name__)"
+    );
+    let (status, open) = json(create(json!({ "allow_net": [allowed] })).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{open}");
+    assert_eq!(
+        open["network"],
+        json!({ "type": "allowlist", "allow": [allowed] })
+    );
+    let open = open["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.execute(&open, &fetch).await["stdout"],
+        "from the host\n"
+    );
+
+    // Asking for nothing is no network, as with no ceiling at all.
+    let (_, closed) = json(create(json!({})).await.unwrap()).await;
+    assert_eq!(closed["network"], json!({ "type": "none", "allow": [] }));
+    let closed = closed["id"].as_str().unwrap().to_owned();
+    assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+
+    // OpenAI's containers ask with `network_policy`, within the same ceiling.
+    let container = |policy: Value| {
+        api.request(Method::POST, "/v1/containers")
+            .json(&json!({ "name": "c", "network_policy": policy }))
+            .send()
+    };
+    let refused = container(json!({ "type": "allowlist", "allowed_domains": ["example.org"] }))
+        .await
+        .unwrap();
+    let (status, body) = json(refused).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("outside what the operator allows")),
+        "{body}"
+    );
+    for policy in [
+        json!({ "type": "disabled" }),
+        json!({ "type": "allowlist", "allowed_domains": [allowed] }),
+    ] {
+        let (status, body) = json(container(policy).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, listed) = json(api.get("/api/v1/sessions?limit=100").await).await;
+    let kinds: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {listed}"))
+        .iter()
+        .map(|session| session["network"]["type"].as_str().unwrap_or("?"))
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+    // The two sessions above and one container each.
+    assert_eq!((count("allowlist"), count("none")), (2, 2), "{listed}");
+    server.stop().await;
+
+    // The policy is the session's record: a restarted server gives it the same.
+    let server = TestServer::start(config.clone(), python.clone()).await;
+    let api = server.api();
+    let (_, info) = json(api.get(&format!("/api/v1/sessions/{open}")).await).await;
+    assert_eq!(info["network"]["allow"], json!([allowed]));
+    assert_eq!(
+        api.execute(&open, &fetch).await["stdout"],
+        "from the host\n"
+    );
+    assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+    server.stop().await;
+
+    // A ceiling narrowed since narrows the sessions that had more.
+    let narrowed = ServerConfig {
+        service: ServiceConfig {
+            network_ceiling: sandcell_session::Allowlist::default(),
+            ..config.service.clone()
+        },
+        ..config
+    };
+    let server = TestServer::start(narrowed, python).await;
+    let api = server.api();
+    let (_, info) = json(api.get(&format!("/api/v1/sessions/{open}")).await).await;
+    assert_eq!(info["network"], json!({ "type": "none", "allow": [] }));
+    assert_eq!(api.execute(&open, &fetch).await["stdout"], "URLError\n");
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 
 use crate::limits::SessionLimits;
 use crate::models::Models;
+use sandcell_session::Allowlist;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,12 @@ pub struct ServiceConfig {
     /// How long one minute of a container's idle expiry lasts: a minute (a test may
     /// make it shorter; the API counts expiry in minutes).
     pub container_minute: Duration,
+    /// The most network a session may ask for (`--allow-net` of `serve`, `allow_net` in
+    /// the config file); empty: none at all.
+    pub network_ceiling: Allowlist,
+    /// What a session that asks for nothing gets, within the ceiling (`serve`: nothing;
+    /// `mcp`: the whole ceiling, since the operator is its one user).
+    pub network_default: Allowlist,
 }
 
 impl ServiceConfig {
@@ -49,6 +56,8 @@ impl ServiceConfig {
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),
             container_minute: Duration::from_secs(60),
+            network_ceiling: Allowlist::default(),
+            network_default: Allowlist::default(),
         }
     }
 

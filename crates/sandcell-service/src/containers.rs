@@ -82,6 +82,9 @@ pub struct NewContainer {
     pub expires_after_minutes: Option<u32>,
     /// Its session's limits (the server's defaults for each left out).
     pub limits: LimitsRequest,
+    /// Its session's network allowlist (entries as `--allow-net` takes them), within the
+    /// operator's ceiling; `None`: the operator's default.
+    pub allow_net: Option<Vec<String>>,
 }
 
 /// Who put a file in a container.
@@ -161,12 +164,16 @@ impl Containers {
             )));
         }
         let limits = new.limits.resolve(&self.max_limits)?;
+        let network = self.sessions.network_for(new.allow_net.as_deref())?;
         // Every file must be the user's before anything is made.
         let mut sources = Vec::with_capacity(new.file_ids.len());
         for file_id in &new.file_ids {
             sources.push(self.files.get(user, file_id).await?);
         }
-        let session = self.sessions.create_owned(user, limits, None).await?;
+        let session = self
+            .sessions
+            .create_owned(user, limits, network, None)
+            .await?;
         let now = unix_now();
         let container = ContainerInfo {
             id: format!("cntr_{}", random_id()?),

@@ -165,7 +165,9 @@ impl Conversations {
             Some(session_id) => self.sessions.adopt(user, session_id, &id)?,
             None => {
                 let limits = LimitsRequest::default().resolve(&self.max_limits)?;
-                self.sessions.create_owned(user, limits, Some(&id)).await?
+                self.sessions
+                    .create_owned(user, limits, self.sessions.network_for(None)?, Some(&id))
+                    .await?
             }
         };
         let now = store::now();

@@ -58,7 +58,9 @@ pub use responses::{
     ContainerChoice, NewResponse, ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus,
     Responses,
 };
-pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
+pub use sessions::{
+    Checkout, NetworkInfo, NetworkKind, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE,
+};
 pub use start_error::StartError;
 pub use store::{
     ConversationRecord, NotebookRecord, SessionRecord, Store, StoreError, User, LOCAL_USER,

@@ -25,6 +25,7 @@ use crate::places::{Full, Holder, Place, Places};
 use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
+use sandcell_session::{Allowlist, NetPolicy};
 use sandcell_session::{
     Completion, Disks, ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session,
     SessionConfig,
@@ -57,12 +58,46 @@ pub struct SessionInfo {
     pub last_used_at: String,
     pub state: SessionState,
     pub limits: SessionLimits,
+    /// What the session may reach on the network.
+    pub network: NetworkInfo,
     /// The conversation whose code runs in this session, if any.
     pub conversation_id: Option<String>,
     /// The execution running now, started by `execute`: a client re-attaches to it at
     /// `GET …/executions/{execution_id}/events`. Null when none runs (or the session
     /// runs a conversation's code).
     pub execution_id: Option<String>,
+}
+
+/// A session's network policy, as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NetworkInfo {
+    /// `none` (no network at all) or `allowlist` (only `allow`, through sandcell's proxy).
+    #[serde(rename = "type")]
+    #[schema(example = "allowlist")]
+    pub kind: NetworkKind,
+    /// The entries of the allowlist: host names, `*.domain`, IP addresses or CIDRs, each
+    /// with an optional `:PORT`.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkKind {
+    None,
+    Allowlist,
+}
+
+impl NetworkInfo {
+    pub fn of(allowlist: &Allowlist) -> Self {
+        Self {
+            kind: if allowlist.is_empty() {
+                NetworkKind::None
+            } else {
+                NetworkKind::Allowlist
+            },
+            allow: allowlist.to_strings(),
+        }
+    }
 }
 
 /// Whether a session's Python process is running, and busy.
@@ -97,6 +132,10 @@ pub struct Sessions {
     output_mib: u64,
     /// The limits warm sessions have: a request's defaults.
     warm_limits: SessionLimits,
+    /// The most network a session may ask for.
+    network_ceiling: Allowlist,
+    /// What a session that asks for nothing gets (warm sessions serve it when empty).
+    network_default: Allowlist,
     /// Wakes the refill task when a warm session was taken.
     warm_taken: Notify,
     /// Held while a warm session starts (its place already taken): whoever needs that
@@ -201,7 +240,19 @@ impl Sessions {
             })??;
         let entries = records
             .into_iter()
-            .map(|record| {
+            .map(|mut record| {
+                // The operator may have narrowed the ceiling since: a session keeps only
+                // what is still within it.
+                let kept = record.network.narrowed_to(&config.network_ceiling);
+                if kept != record.network {
+                    tracing::warn!(
+                        "session {}: its network ({}) is narrowed to the ceiling's ({})",
+                        record.id,
+                        record.network,
+                        kept
+                    );
+                    record.network = kept;
+                }
                 let conversation = owners.get(&record.id).cloned();
                 (
                     record.id.clone(),
@@ -228,6 +279,8 @@ impl Sessions {
             warm_limits: LimitsRequest::default()
                 .resolve(&config.max_limits)
                 .map_err(|e| StartError::Limits(e.to_string()))?,
+            network_ceiling: config.network_ceiling.clone(),
+            network_default: config.network_default.clone(),
             warm_taken: Notify::new(),
             warming: tokio::sync::Mutex::new(()),
             metrics,
@@ -244,8 +297,23 @@ impl Sessions {
         &self,
         user: &User,
         limits: SessionLimits,
+        network: Allowlist,
     ) -> Result<SessionInfo, ServiceError> {
-        self.create_owned(user, limits, None).await
+        self.create_owned(user, limits, network, None).await
+    }
+
+    /// The allowlist a session gets when it asks for `asked` (entries as written), or for
+    /// nothing (`None`: the operator's default); refused outside the operator's ceiling.
+    pub fn network_for(&self, asked: Option<&[String]>) -> Result<Allowlist, ServiceError> {
+        let Some(asked) = asked else {
+            return Ok(self.network_default.clone());
+        };
+        let allowlist =
+            Allowlist::parse(asked).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        allowlist
+            .within(&self.network_ceiling)
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
+        Ok(allowlist)
     }
 
     /// Creates a session whose working directory is `dir`, an existing directory that
@@ -257,11 +325,12 @@ impl Sessions {
         &self,
         user: &User,
         limits: SessionLimits,
+        network: Allowlist,
         dir: PathBuf,
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
         let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
-        let record = new_record(id, user, limits);
+        let record = new_record(id, user, limits, network);
         let place = WorkDirPlace::Given(dir);
         let live = self.start(&record, &place).await?;
         self.register(record, place, None, live).await
@@ -272,10 +341,13 @@ impl Sessions {
         &self,
         user: &User,
         limits: SessionLimits,
+        network: Allowlist,
         conversation_id: Option<&str>,
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
-        let warm = if limits == self.warm_limits {
+        // Warm sessions have no network: their proxy would have to be started for a
+        // policy nobody has asked for yet.
+        let warm = if limits == self.warm_limits && network.is_empty() {
             self.take_warm(user.id).await?
         } else {
             None
@@ -300,7 +372,7 @@ impl Sessions {
             }
         };
         let dir = self.sessions_dir.join(&id);
-        let record = new_record(id, user, limits);
+        let record = new_record(id, user, limits, network);
         let live = match warm_live {
             Some(live) => live,
             None => match self.start(&record, &WorkDirPlace::Own(dir.clone())).await {
@@ -685,6 +757,7 @@ impl Sessions {
             .create_session(SessionConfig {
                 workdir: Some(workdir.path().to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
+                network: NetPolicy::from_allowlist(record.network.clone()),
             })
             .await
             .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
@@ -823,6 +896,7 @@ impl Sessions {
             .create_session(SessionConfig {
                 workdir: Some(dir.clone()),
                 limits: self.runtime_limits(&self.warm_limits),
+                network: NetPolicy::None,
             })
             .await;
         match started {
@@ -971,6 +1045,7 @@ impl Entry {
             last_used_at: self.last_used().1.clone(),
             state,
             limits: self.record.limits.clone(),
+            network: NetworkInfo::of(&self.record.network),
             conversation_id: self.conversation(),
             execution_id: self.running_execution(),
         }
@@ -1203,7 +1278,7 @@ fn sweep(
 }
 
 /// The record of a session created now.
-fn new_record(id: String, user: &User, limits: SessionLimits) -> SessionRecord {
+fn new_record(id: String, user: &User, limits: SessionLimits, network: Allowlist) -> SessionRecord {
     let now = store::now();
     SessionRecord {
         id,
@@ -1211,5 +1286,6 @@ fn new_record(id: String, user: &User, limits: SessionLimits) -> SessionRecord {
         created_at: now.clone(),
         last_used_at: now,
         limits,
+        network,
     }
 }

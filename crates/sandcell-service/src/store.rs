@@ -8,6 +8,7 @@
 
 use crate::limits::SessionLimits;
 use rusqlite::{params, Connection, OptionalExtension};
+use sandcell_session::Allowlist;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -141,6 +142,10 @@ const MIGRATIONS: &[&str] = &[
     -- one page cannot overwrite what another saved since it read the notebook.
     ALTER TABLE notebooks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 ",
+    "
+    -- The session's network allowlist, its entries separated by spaces; empty: no network.
+    ALTER TABLE sessions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The name of the single user of a loopback server that has no API keys.
@@ -184,6 +189,22 @@ pub struct SessionRecord {
     pub created_at: String,
     pub last_used_at: String,
     pub limits: SessionLimits,
+    /// What the session may reach; empty: no network.
+    pub network: Allowlist,
+}
+
+/// An allowlist as `insert_session` wrote it. Entries were read before they were
+/// stored; one that no longer reads (an older sandcell's syntax) is left out, so the
+/// session gets less network, never more.
+fn stored_allowlist(text: &str) -> Allowlist {
+    let entries = text.split_whitespace().filter(|entry| {
+        let readable = entry.parse::<sandcell_session::NetEntry>().is_ok();
+        if !readable {
+            tracing::warn!("a session's network entry {entry:?} cannot be read; it is left out");
+        }
+        readable
+    });
+    Allowlist::parse(&entries.collect::<Vec<_>>()).unwrap_or_default()
 }
 
 /// What the database keeps about a conversation (its records apart).
@@ -369,8 +390,8 @@ impl Store {
             let l = &record.limits;
             c.execute(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, memory_mib,
-                     processes, timeout_secs, file_size_mib, disk_quota_mib)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     record.id,
                     record.user_id,
@@ -380,7 +401,8 @@ impl Store {
                     l.processes,
                     l.timeout_secs,
                     l.file_size_mib,
-                    l.disk_quota_mib
+                    l.disk_quota_mib,
+                    record.network.to_strings().join(" ")
                 ],
             )?;
             Ok(())
@@ -393,7 +415,7 @@ impl Store {
         self.call(|c| {
             let mut statement = c.prepare(
                 "SELECT id, user_id, created_at, last_used_at, memory_mib, processes,
-                        timeout_secs, file_size_mib, disk_quota_mib
+                        timeout_secs, file_size_mib, disk_quota_mib, allow_net
                  FROM sessions ORDER BY created_at, id",
             )?;
             let rows = statement.query_map([], |r| {
@@ -409,6 +431,7 @@ impl Store {
                         file_size_mib: r.get(7)?,
                         disk_quota_mib: r.get(8)?,
                     },
+                    network: stored_allowlist(&r.get::<_, String>(9)?),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

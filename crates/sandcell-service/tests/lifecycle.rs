@@ -11,7 +11,7 @@ use sandcell_service::{
     MAX_EXPIRY_MINUTES,
 };
 use sandcell_session::fake::FakeLauncher;
-use sandcell_session::{ExecEvent, Runtime, Status};
+use sandcell_session::{Allowlist, ExecEvent, Runtime, Status};
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -64,7 +64,12 @@ async fn start(
 impl Core {
     async fn create(&self, user: &User) -> String {
         let limits = SessionLimits::standard();
-        self.service.sessions.create(user, limits).await.unwrap().id
+        self.service
+            .sessions
+            .create(user, limits, Allowlist::default())
+            .await
+            .unwrap()
+            .id
     }
 
     async fn run(&self, id: &str, code: &str, timeout: Option<f64>) -> sandcell_session::Execution {
@@ -236,7 +241,7 @@ async fn a_user_at_their_quota_is_refused_and_others_are_not() {
     let refused = core
         .service
         .sessions
-        .create(&alice, SessionLimits::standard())
+        .create(&alice, SessionLimits::standard(), Allowlist::default())
         .await
         .unwrap_err();
     assert!(
@@ -267,7 +272,12 @@ async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_d
     std::fs::write(given.path().join("input.csv"), "a,b\n").unwrap();
     let sessions = &core.service.sessions;
     let id = sessions
-        .create_in(&core.user, SessionLimits::standard(), given.path().into())
+        .create_in(
+            &core.user,
+            SessionLimits::standard(),
+            Allowlist::default(),
+            given.path().into(),
+        )
         .await
         .unwrap()
         .id;

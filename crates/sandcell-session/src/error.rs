@@ -22,6 +22,8 @@ pub enum SessionError {
     Disk(String),
     #[error("lost contact with the Python session: {0}")]
     Protocol(String),
+    #[error("a network allowlist needs the sandbox (the session's own network namespace, whose only way out is the proxy); run without --no-sandbox")]
+    NetworkNeedsSandbox,
     #[error("the session has been shut down")]
     Closed,
 }

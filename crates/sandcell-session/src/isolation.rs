@@ -4,6 +4,7 @@
 use crate::error::SessionError;
 use crate::launcher::SpawnRequest;
 use crate::limits::Limits;
+use crate::network::SessionNetwork;
 use crate::runtime_files::RuntimeFiles;
 use crate::uids::{UidLease, UidPool};
 use sandcell_pyenv::Environment;
@@ -102,13 +103,20 @@ impl Isolation {
         limits: &Limits,
         identity: Identity,
         cgroup_procs: Vec<PathBuf>,
+        network: Option<&SessionNetwork>,
     ) -> SpawnRequest {
         match self {
-            Isolation::Sandbox(policy) => SpawnRequest {
-                spec: Some(policy.spec(workdir, limits, identity, cgroup_procs)),
-                cwd: PathBuf::from(SANDBOX_WORKDIR),
-                env: BTreeMap::new(),
-            },
+            Isolation::Sandbox(policy) => {
+                let mut spec = policy.spec(workdir, limits, identity, cgroup_procs);
+                if let Some(network) = network {
+                    spec.read_only_paths.push(network.dir().to_path_buf());
+                }
+                SpawnRequest {
+                    spec: Some(spec),
+                    cwd: PathBuf::from(SANDBOX_WORKDIR),
+                    env: network.map(SessionNetwork::env).unwrap_or_default(),
+                }
+            }
             Isolation::None => SpawnRequest {
                 spec: None,
                 cwd: workdir.to_path_buf(),

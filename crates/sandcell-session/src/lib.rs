@@ -21,6 +21,7 @@ mod launcher;
 #[cfg(test)]
 mod lifecycle_tests;
 mod limits;
+mod network;
 mod outputs;
 mod ownership;
 mod pool;
@@ -40,5 +41,7 @@ pub use execution::{
 pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
 pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
 pub use limits::Limits;
+pub use network::{PACKAGES_DIR, PROXY_PORT};
 pub use runtime::{Runtime, RuntimeOptions, DEFAULT_TEMPLATE_MODULES};
+pub use sandcell_netproxy::{Allowlist, NetEntry, NetPolicy, NetPolicyError, PackageIndex};
 pub use session::{Interrupter, Session, SessionConfig, SessionState, StopReason};

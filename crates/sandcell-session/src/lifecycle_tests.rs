@@ -17,6 +17,7 @@ async fn session_with(limits: Limits) -> (Session, Arc<FakeLauncher>) {
         .create_session(SessionConfig {
             workdir: None,
             limits,
+            network: crate::NetPolicy::None,
         })
         .await
         .expect("a fake session starts");
@@ -208,6 +209,7 @@ async fn a_keeper_that_fails_fails_the_start() {
         .create_session(SessionConfig {
             workdir: None,
             limits: Limits::default(),
+            network: crate::NetPolicy::None,
         })
         .await;
     match started {
@@ -225,6 +227,7 @@ async fn pooled_sessions_come_ready() {
         .create_session(SessionConfig {
             workdir: None,
             limits: Limits::default(),
+            network: crate::NetPolicy::None,
         })
         .await
         .unwrap();

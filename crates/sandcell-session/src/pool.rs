@@ -4,6 +4,7 @@
 use crate::error::SessionError;
 use crate::limits::Limits;
 use crate::session::{Session, SessionConfig, SessionFactory};
+use sandcell_netproxy::NetPolicy;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
@@ -29,6 +30,7 @@ impl Pool {
                 let config = SessionConfig {
                     workdir: None,
                     limits: refill_limits.clone(),
+                    network: NetPolicy::None,
                 };
                 let session = factory.create(config).await;
                 let failed = session.is_err();

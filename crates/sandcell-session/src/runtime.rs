@@ -14,6 +14,7 @@ use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
 use crate::session::{Session, SessionConfig, SessionFactory};
 use crate::template::{TemplateCommand, TemplateLauncher};
+use sandcell_netproxy::{NetPolicy, PackageIndex};
 use sandcell_pyenv::Environment;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub struct RuntimeOptions {
     /// Sessions kept forked and ready (for requests with no directory and the default
     /// limits); 0 forks every session on request.
     pub pool_size: usize,
+    /// The package index `%pip install` uses (`--pip-index`); `None`: `%pip install`
+    /// says how to configure one. Sandboxed sessions only.
+    pub package_index: Option<PackageIndex>,
 }
 
 impl Default for RuntimeOptions {
@@ -47,6 +51,7 @@ impl Default for RuntimeOptions {
                 .map(|m| m.to_string())
                 .collect(),
             pool_size: 0,
+            package_index: None,
         }
     }
 }
@@ -83,6 +88,12 @@ impl Runtime {
                 "the sandbox is off (--no-sandbox): code runs with your user's full access to this machine and its network"
                     .into(),
             );
+            if options.package_index.is_some() {
+                warnings.push(
+                    "--pip-index is not used without the sandbox: the package proxy reaches a session only through its own network namespace"
+                        .into(),
+                );
+            }
             Isolation::None
         };
         let template_command = TemplateCommand {
@@ -104,6 +115,7 @@ impl Runtime {
             Arc::new(launcher),
             Some(env.clone()),
             isolation,
+            options.package_index,
             options.pool_size,
             warnings,
         );
@@ -123,13 +135,14 @@ impl Runtime {
     /// the fake launcher of tests, feature `fake`). With `pool_size > 0` it must be
     /// called within a Tokio runtime (the pool is refilled by a task).
     pub fn with_launcher(launcher: Arc<dyn Launcher>, pool_size: usize) -> Self {
-        Self::assemble(launcher, None, Isolation::None, pool_size, Vec::new())
+        Self::assemble(launcher, None, Isolation::None, None, pool_size, Vec::new())
     }
 
     fn assemble(
         launcher: Arc<dyn Launcher>,
         environment: Option<Environment>,
         isolation: Isolation,
+        package_index: Option<PackageIndex>,
         pool_size: usize,
         warnings: Vec<String>,
     ) -> Self {
@@ -142,6 +155,7 @@ impl Runtime {
             environment,
             isolation,
             disks,
+            package_index,
         });
         let pool = (pool_size > 0)
             .then(|| Arc::new(Pool::start(factory.clone(), pool_size, Limits::default())));
@@ -178,7 +192,11 @@ impl Runtime {
     /// pool's limits.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Session, SessionError> {
         match &self.pool {
-            Some(pool) if config.workdir.is_none() && config.limits == pool.limits => {
+            Some(pool)
+                if config.workdir.is_none()
+                    && config.limits == pool.limits
+                    && config.network == NetPolicy::None =>
+            {
                 pool.take().await
             }
             _ => self.factory.create(config).await,

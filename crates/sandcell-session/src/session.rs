@@ -8,6 +8,7 @@ use crate::execution::{Completion, ExecEvent, ExecOptions, Execution, ExecutionE
 use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
+use crate::network::SessionNetwork;
 use crate::outputs::{thousands, Outputs};
 use crate::ownership::give_to;
 use crate::protocol::{
@@ -16,6 +17,7 @@ use crate::protocol::{
 use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
+use sandcell_netproxy::{NetPolicy, PackageIndex};
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
@@ -117,6 +119,9 @@ pub struct SessionConfig {
     /// when it was made by [`Disks::create`] or [`Disks::attach`], else a measured one.
     pub workdir: Option<PathBuf>,
     pub limits: Limits,
+    /// What the session may reach on the network: nothing (the default), or an
+    /// allowlist enforced by the host's proxy (sandboxed sessions only).
+    pub network: NetPolicy,
 }
 
 /// What every session of a runtime is created with: where its processes come from and
@@ -128,6 +133,8 @@ pub(crate) struct SessionFactory {
     pub(crate) environment: Option<sandcell_pyenv::Environment>,
     pub(crate) isolation: Isolation,
     pub(crate) disks: Disks,
+    /// The index `%pip install` uses in sandboxed sessions, if the operator gave one.
+    pub(crate) package_index: Option<PackageIndex>,
 }
 
 /// Numbers sessions across all runtimes of this process: their cgroups share a parent.
@@ -162,6 +169,8 @@ pub struct Session {
     /// The session's own ids, given back when it goes.
     _uid_lease: Option<UidLease>,
     cgroup: Option<SessionCgroup>,
+    /// The proxy of a session whose policy has an allowlist.
+    network: Option<SessionNetwork>,
     process: Option<Process>,
     interrupter: Interrupter,
     /// Invariant: `process` is `Some` exactly in `Idle` and `Running`.
@@ -310,6 +319,18 @@ impl Session {
             }
             Isolation::None => None,
         };
+        let network = match &factory.isolation {
+            Isolation::None if config.network != NetPolicy::None => {
+                return Err(SessionError::NetworkNeedsSandbox)
+            }
+            Isolation::None => None,
+            Isolation::Sandbox(_) => SessionNetwork::start(
+                &name,
+                &config.network,
+                factory.package_index.as_ref(),
+                identity,
+            )?,
+        };
         let interrupter = Interrupter::new(factory.launcher.clone());
         let mut session = Self {
             factory,
@@ -320,6 +341,7 @@ impl Session {
             identity,
             _uid_lease: uid_lease,
             cgroup,
+            network,
             process: None,
             interrupter,
             state: watch::Sender::new(SessionState::Starting),
@@ -335,6 +357,17 @@ impl Session {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The session's network policy.
+    pub fn network_policy(&self) -> &NetPolicy {
+        static NONE: NetPolicy = NetPolicy::None;
+        self.network.as_ref().map_or(&NONE, SessionNetwork::policy)
+    }
+
+    /// Bytes the session has moved through its proxy (both ways).
+    pub fn network_bytes(&self) -> u64 {
+        self.network.as_ref().map_or(0, SessionNetwork::bytes_used)
     }
 
     pub fn state(&self) -> SessionState {
@@ -683,6 +716,7 @@ impl Session {
             &self.limits,
             self.identity,
             cgroup_procs,
+            self.network.as_ref(),
         );
         let spawned = self.factory.launcher.launch(&request).await?;
 

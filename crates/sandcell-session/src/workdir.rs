@@ -2,6 +2,7 @@
 //! created or changed, and how much space the directory uses.
 
 use crate::execution::FileChange;
+use crate::network::PACKAGES_DIR;
 use sandcell_safedir::{Listing, SafeDir, WalkLimits};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,10 +55,13 @@ impl Snapshot {
     }
 
     /// Files present in `after` that are new or different from `self`, sorted by path.
+    /// The package layer (`%pip install`'s) is not reported: those files are not the
+    /// code's results. It still counts in [`Snapshot::disk_usage`].
     pub fn changes(&self, after: &Snapshot) -> Vec<FileChange> {
         let mut changed: Vec<FileChange> = after
             .files
             .iter()
+            .filter(|(path, _)| !path.starts_with(PACKAGES_DIR))
             .filter(|(path, stamp)| self.files.get(*path) != Some(stamp))
             .map(|(path, stamp)| FileChange {
                 path: path.to_string_lossy().into_owned(),

@@ -81,6 +81,7 @@ async fn floods_cost_the_host_a_bounded_amount_of_memory() {
         .create_session(SessionConfig {
             workdir: None,
             limits: Limits::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts");

@@ -38,6 +38,7 @@ async fn session(runtime: &Runtime) -> Session {
                 workdir_quota_mib: QUOTA_MIB,
                 ..Limits::default()
             },
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts")

@@ -33,6 +33,7 @@ async fn session_with(limits: Limits) -> (Session, TempDir, Runtime) {
         .create_session(SessionConfig {
             workdir: Some(workdir.path().to_path_buf()),
             limits,
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts");
@@ -453,6 +454,7 @@ async fn sessions_forked_from_one_template_do_not_share_random_state() {
             .create_session(SessionConfig {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
+                network: sandcell_session::NetPolicy::None,
             })
             .await
             .unwrap();
@@ -477,6 +479,7 @@ async fn forked_sessions_share_no_descriptors_threads_figures_or_environment() {
             .create_session(SessionConfig {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
+                network: sandcell_session::NetPolicy::None,
             })
             .await
             .unwrap();
@@ -529,6 +532,7 @@ async fn pooled_sessions_have_their_own_directories_and_clean_them_up() {
     let pooled = || SessionConfig {
         workdir: None,
         limits: Limits::default(),
+        network: sandcell_session::NetPolicy::None,
     };
     let mut a = runtime.create_session(pooled()).await.unwrap();
     let mut b = runtime.create_session(pooled()).await.unwrap();
@@ -586,6 +590,7 @@ async fn a_dead_template_is_replaced_and_its_sessions_come_back() {
         .create_session(SessionConfig {
             workdir: Some(dir.path().to_path_buf()),
             limits: Limits::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a new template serves new sessions");
@@ -715,6 +720,7 @@ async fn two_sessions() -> (Session, Session, TempDir, TempDir, Runtime) {
             .create_session(SessionConfig {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
+                network: sandcell_session::NetPolicy::None,
             })
             .await
             .expect("a session starts");
@@ -800,6 +806,7 @@ async fn a_directory_a_session_had_is_given_whole_to_the_next_session_in_it() {
         .create_session(SessionConfig {
             workdir: Some(dir.path().to_path_buf()),
             limits: Limits::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts");

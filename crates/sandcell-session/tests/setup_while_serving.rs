@@ -109,6 +109,7 @@ async fn session_on(env: &Environment) -> (Runtime, Session, TempDir) {
         .create_session(SessionConfig {
             workdir: Some(workdir.path().to_path_buf()),
             limits: Default::default(),
+            network: sandcell_session::NetPolicy::None,
         })
         .await
         .expect("a session starts");

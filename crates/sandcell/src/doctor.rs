@@ -2,7 +2,9 @@
 //! possible by looking from inside a real session.
 
 use sandcell_sandbox::probe::{probe, LayerReport};
-use sandcell_session::{ExecOptions, Isolation, Runtime, RuntimeOptions, SessionConfig, Status};
+use sandcell_session::{
+    Allowlist, ExecOptions, Isolation, NetPolicy, Runtime, RuntimeOptions, SessionConfig, Status,
+};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -24,6 +26,20 @@ struct Report {
     inside: Option<serde_json::Value>,
     /// Why the in-session check could not run.
     inside_error: Option<String>,
+    network: NetworkReport,
+}
+
+/// Which network policy is active where `doctor` can tell.
+#[derive(Debug, Serialize)]
+struct NetworkReport {
+    /// What `run`, `chat` and `mcp` sessions get without `--allow-net`, and `serve`'s
+    /// sessions that ask for nothing.
+    default_policy: String,
+    /// `serve`'s ceiling from the config file (`allow_net`), when `--allow-net` is not given.
+    serve_ceiling: String,
+    /// `serve`'s package index from the config file (`pip_index`), when `--pip-index` is
+    /// not given.
+    serve_package_index: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +68,12 @@ def writable(path):
         return True
     except OSError:
         return False
+def route_out():
+    try:
+        socket.create_connection(("1.1.1.1", 80), timeout=2).close()
+        return "a connection went out"
+    except OSError as e:
+        return f"none ({e.strerror or type(e).__name__})"
 print(json.dumps({
     "uid": os.getuid(),
     "pid": os.getpid(),
@@ -67,6 +89,7 @@ print(json.dumps({
     "workdir_filesystem_mib": disk.f_blocks * disk.f_frsize >> 20,
     "workdir_filesystem_inodes": disk.f_files,
     "etc_shadow_readable": readable("/etc/shadow"),
+    "network_route_out": route_out(),
 }))
 "#;
 
@@ -96,6 +119,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         python,
         inside,
         inside_error,
+        network: network_report(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -116,6 +140,7 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
         .create_session(SessionConfig {
             workdir: None,
             limits: Default::default(),
+            network: NetPolicy::None,
         })
         .await?;
     let execution = session
@@ -129,6 +154,27 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
         );
     }
     Ok(serde_json::from_str(execution.stdout.trim())?)
+}
+
+fn network_report() -> NetworkReport {
+    let config =
+        sandcell_agent::Config::default_path().map(|path| sandcell_agent::Config::load(&path));
+    let (serve_ceiling, serve_package_index) = match config {
+        None => ("none".to_string(), "none".to_string()),
+        Some(Err(e)) => (format!("unknown: {e}"), format!("unknown: {e}")),
+        Some(Ok(config)) => (
+            match Allowlist::parse(config.allow_net.as_deref().unwrap_or_default()) {
+                Ok(list) => NetPolicy::from_allowlist(list).describe(),
+                Err(e) => format!("unknown: allow_net in the config file: {e}"),
+            },
+            config.pip_index.unwrap_or_else(|| "none".to_string()),
+        ),
+    };
+    NetworkReport {
+        default_policy: NetPolicy::None.describe(),
+        serve_ceiling,
+        serve_package_index,
+    }
 }
 
 fn print_human(report: &Report) {
@@ -159,4 +205,13 @@ fn print_human(report: &Report) {
         (None, Some(why)) => println!("\nNot verified from inside a session: {why}"),
         (None, None) => {}
     }
+    println!(
+        "\nNetwork: {} by default (each session's own network namespace, loopback only); \
+         --allow-net ENTRY opens HTTP and HTTPS to the listed hosts through sandcell's proxy.\n  \
+         serve's ceiling from the config file: {}\n  \
+         serve's package index from the config file: {} (--pip-index URL gives %pip install one)",
+        report.network.default_policy,
+        report.network.serve_ceiling,
+        report.network.serve_package_index
+    );
 }

@@ -1,6 +1,6 @@
 //! `sandcell mcp`: the Model Context Protocol over stdio, for clients that start a process.
 
-use crate::session_args::{copy_inputs, prepare_workdir, LimitArgs};
+use crate::session_args::{copy_inputs, prepare_workdir, LimitArgs, NetArgs};
 use anyhow::Context;
 use sandcell_mcp::{McpConfig, SandcellMcp};
 use sandcell_service::{Auth, Service, ServiceConfig, Store};
@@ -36,6 +36,9 @@ pub struct McpArgs {
     /// Limits of every session; a model may ask `create_session` for lower ones.
     #[command(flatten)]
     limits: LimitArgs,
+    /// The network of every session; a model may ask `create_session` for less.
+    #[command(flatten)]
+    network: NetArgs,
     /// Largest file `upload_file` accepts, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_upload: u64,
@@ -48,6 +51,7 @@ pub struct McpArgs {
 /// stops every session. Nothing but protocol messages is written to stdout.
 pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let limits = args.limits.session_limits()?;
+    let network = args.network.allowlist()?;
     let workdir =
         match &args.workdir {
             Some(dir) => {
@@ -90,6 +94,10 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         output_mib: output_mib.unwrap_or(ServiceConfig::new(&data_dir).output_mib),
         warm_sessions: 1,
         idle_timeout: args.idle_timeout,
+        // The operator is the one user: sessions get the whole list unless a model asks
+        // `create_session` for less.
+        network_ceiling: network.clone(),
+        network_default: network,
         ..ServiceConfig::new(&data_dir)
     };
     let store = Store::open(&config.database())?;
@@ -97,6 +105,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let env = crate::environment()?;
     let mut options = RuntimeOptions {
         sandbox: !args.no_sandbox,
+        package_index: args.network.package_index(None)?,
         ..RuntimeOptions::default()
     };
     if let Some(modules) = &args.preload {

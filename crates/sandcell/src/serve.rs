@@ -1,12 +1,13 @@
 //! `sandcell serve`: the HTTP API of `sandcell-server`, and creating its API keys.
 
 use crate::model_settings::ModelSettings;
+use crate::session_args::NetArgs;
 use anyhow::{bail, Context};
 use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN, MCP_PATH};
 use sandcell_service::{
     create_key, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits, Store, MODEL_HINT,
 };
-use sandcell_session::{Runtime, RuntimeOptions};
+use sandcell_session::{Allowlist, Runtime, RuntimeOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,11 @@ pub struct ServeArgs {
     /// and `Origin` besides loopback and the listening address; repeatable.
     #[arg(long = "allowed-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
+    /// The most network a session may ask for (`allow_net` when it is created); a session
+    /// that asks for nothing has none. Without the flags, `allow_net` and `pip_index` in
+    /// the config file.
+    #[command(flatten)]
+    network: NetArgs,
     /// Run sessions without any isolation (the code gets this user's full access). Not recommended.
     #[arg(long)]
     no_sandbox: bool,
@@ -93,6 +99,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         models.set_base_url(base_url)?;
     }
     let default_model = models.model.clone();
+    let network_ceiling = if args.network.is_empty() {
+        Allowlist::parse(models.config.allow_net.as_deref().unwrap_or_default())
+            .context("allow_net in the config file")?
+    } else {
+        args.network.allowlist()?
+    };
+    let package_index = args
+        .network
+        .package_index(models.config.pip_index.as_deref())
+        .context("the package index")?;
     let config = ServerConfig {
         listen: args.listen,
         max_upload_bytes: args.max_upload.saturating_mul(MIB),
@@ -106,6 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             warm_sessions: args.warm_sessions,
             output_mib: args.max_output,
             max_limits: max_limits(&args)?,
+            network_ceiling,
             models: Models {
                 config: models.config,
                 default: models.model,
@@ -139,6 +156,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &env,
         RuntimeOptions {
             sandbox: !args.no_sandbox,
+            package_index,
             ..RuntimeOptions::default()
         },
     )

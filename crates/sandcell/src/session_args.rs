@@ -1,12 +1,15 @@
 //! The options every command that starts a session shares (`run`, `chat`): the working
-//! directory, input files, limits (`LimitArgs`, which `mcp` shares too) and the sandbox
-//! switch, and starting that session.
+//! directory, input files, limits (`LimitArgs`, which `mcp` shares too), the network
+//! (`NetArgs`, which `mcp` and `serve` share too) and the sandbox switch, and starting
+//! that session.
 
 use anyhow::{bail, Context};
 use sandcell_pyenv::Environment;
 use sandcell_safedir::{Create, SafeDir, SafePath};
 use sandcell_service::{LimitNames, LimitsRequest, SessionLimits};
-use sandcell_session::{Limits, Runtime, RuntimeOptions, Session, SessionConfig};
+use sandcell_session::{
+    Allowlist, Limits, NetPolicy, PackageIndex, Runtime, RuntimeOptions, Session, SessionConfig,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +23,8 @@ pub struct SessionArgs {
     input_files: Vec<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    network: NetArgs,
     /// Modules the session template imports before forking, comma-separated (default:
     /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
     #[arg(long, value_name = "MODULES", value_delimiter = ',')]
@@ -27,6 +32,41 @@ pub struct SessionArgs {
     /// Run without any isolation (the code gets your user's full access). Not recommended.
     #[arg(long)]
     no_sandbox: bool,
+}
+
+/// The network sessions may reach, as flags (`run`, `chat`, `mcp`, `serve`).
+#[derive(Debug, clap::Args)]
+pub struct NetArgs {
+    /// Let sessions reach ENTRY over HTTP and HTTPS through sandcell's proxy: a host name,
+    /// *.domain, an IP address or a CIDR, each with an optional :PORT; repeatable. Names
+    /// leading to loopback, private, link-local or metadata addresses are refused unless
+    /// that address is listed. Default: no network.
+    #[arg(long = "allow-net", value_name = "ENTRY")]
+    allow_net: Vec<String>,
+    /// The package index `%pip install` uses in sessions (PyPI's simple format, e.g.
+    /// https://pypi.example.org/simple/); packages go into the session's own directory.
+    /// Its host is reachable for pip alone. Default: none, and `%pip install` says so.
+    #[arg(long, value_name = "URL")]
+    pip_index: Option<String>,
+}
+
+impl NetArgs {
+    /// The entries given, read; empty when there are none.
+    pub fn allowlist(&self) -> anyhow::Result<Allowlist> {
+        Ok(Allowlist::parse(&self.allow_net)?)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.allow_net.is_empty()
+    }
+
+    /// `--pip-index`, read, else `config_file`'s (the config file's `pip_index`).
+    pub fn package_index(&self, config_file: Option<&str>) -> anyhow::Result<Option<PackageIndex>> {
+        match self.pip_index.as_deref().or(config_file) {
+            Some(url) => Ok(Some(PackageIndex::parse(url)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The limits of a session, as flags (`run`, `chat`, `mcp`).
@@ -119,6 +159,7 @@ impl SessionArgs {
     /// Prepares the working directory (input files copied in) and starts the session.
     pub async fn start(&self) -> anyhow::Result<StartedSession> {
         let limits = self.limits()?;
+        let network = NetPolicy::from_allowlist(self.network.allowlist()?);
         if let Some(dir) = &self.workdir {
             prepare_workdir(dir)?;
             copy_inputs(&self.input_files, dir)?;
@@ -126,6 +167,7 @@ impl SessionArgs {
         let env = crate::environment()?;
         let mut options = RuntimeOptions {
             sandbox: !self.no_sandbox,
+            package_index: self.network.package_index(None)?,
             ..RuntimeOptions::default()
         };
         if let Some(modules) = &self.preload {
@@ -141,8 +183,15 @@ impl SessionArgs {
             .create_session(SessionConfig {
                 workdir: self.workdir.clone(),
                 limits,
+                network,
             })
             .await?;
+        if session.network_policy() != &NetPolicy::None {
+            eprintln!(
+                "sandcell: network: {} (HTTP and HTTPS through sandcell's proxy, at $HTTP_PROXY in the session)",
+                session.network_policy().describe()
+            );
+        }
         let workdir = session.workdir().to_path_buf();
         if self.workdir.is_none() {
             copy_inputs(&self.input_files, &workdir)?;

@@ -36,6 +36,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct CreateSession {
     #[serde(default)]
     pub limits: LimitsRequest,
+    /// What the session may reach on the network, within what the server allows: host
+    /// names, `*.domain`, IP addresses or CIDRs, each with an optional `:PORT`. Left out:
+    /// the server's default (no network unless the operator says otherwise); `[]`: none.
+    #[schema(example = json!(["pypi.example.org:443"]))]
+    pub allow_net: Option<Vec<String>>,
 }
 
 /// The path of a session's routes.
@@ -124,7 +129,7 @@ pub struct Interrupted {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "A limit out of range, or an unknown field", body = ErrorBody),
+        (status = 422, description = "A limit out of range, a network entry that cannot be read or is outside what the server allows, or an unknown field", body = ErrorBody),
         (status = 429, description = "You already run as many live sessions as one user may, all busy (see Retry-After)", body = ErrorBody),
         (status = 503, description = "The server runs as many live sessions as it may, all busy (see Retry-After), or it is shutting down", body = ErrorBody),
     )
@@ -136,7 +141,15 @@ async fn create_session(
 ) -> Result<(StatusCode, Json<SessionInfo>), ApiError> {
     let request = body.map(|ApiJson(request)| request).unwrap_or_default();
     let limits = request.limits.resolve(&state.service.config.max_limits)?;
-    let session = state.service.sessions.create(&user, limits).await?;
+    let network = state
+        .service
+        .sessions
+        .network_for(request.allow_net.as_deref())?;
+    let session = state
+        .service
+        .sessions
+        .create(&user, limits, network)
+        .await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
