@@ -2,6 +2,7 @@
 
 use crate::limits::SessionLimits;
 use crate::models::Models;
+use crate::session_files::FilesLocation;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,11 +30,13 @@ pub struct ServiceConfig {
     pub execution_retention: Duration,
     /// What conversations talk to.
     pub models: Models,
+    /// Where sessions' files are kept besides their local directories.
+    pub files: FilesLocation,
 }
 
 impl ServiceConfig {
     /// The defaults: 20 idle minutes, 100 live sessions (20 per user), 2 warm, the standard
-    /// session limits as maxima, results kept 10 minutes, no model.
+    /// session limits as maxima, results kept 10 minutes, no model, files kept locally only.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -45,6 +48,7 @@ impl ServiceConfig {
             output_mib: sandcell_session::Limits::default().output_mib,
             execution_retention: Duration::from_secs(10 * 60),
             models: Models::default(),
+            files: FilesLocation::Local,
         }
     }
 
