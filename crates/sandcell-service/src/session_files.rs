@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutPayload, RetryConfig};
 use sandcell_safedir::{SafeDir, SafeDirError, SafePath};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 
 /// Where sessions' files are kept: `--files`.
@@ -161,6 +161,13 @@ impl SessionFiles {
         let store = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_allow_http(http_endpoint)
+            // A few retries within seconds: a write-back that fails is tried again with
+            // the next execution, and an unreachable bucket stops `serve` soon.
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
             .build()
             .map_err(unreachable)?;
         let files = BucketFiles {
