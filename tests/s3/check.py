@@ -48,40 +48,61 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_seaweedfs(work: Path) -> tuple[subprocess.Popen, str]:
-    """`weed mini` with the bucket, every port a free loopback one; its S3 endpoint."""
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
-    data = work / "seaweedfs"
-    data.mkdir()
-    args = [WEED, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
-    args += [f"-{name}={port}" for name, port in ports.items()]
-    log = open(work / "seaweedfs.log", "w")
-    # With these variables set, `weed mini` makes them its admin identity.
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-    try:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    except OSError as error:
-        fail(f"SeaweedFS cannot run here ({WEED}: {error})")
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    client = s3_client(endpoint)
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            fail(f"SeaweedFS exited with {process.returncode} before serving S3; its log:\n"
-                 + (work / "seaweedfs.log").read_text()[-4000:])
+class SeaweedFS:
+    """`weed mini` with the bucket, every port a free loopback one, in `work`."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        (work / "seaweedfs").mkdir()
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def log(self) -> str:
+        return (self.work / "seaweedfs.log").read_text()[-4000:]
+
+    def start(self) -> None:
+        """Starts it (again, on the same ports and data) and waits for the bucket."""
+        args = [WEED, "mini", f"-dir={self.work / 'seaweedfs'}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+        args += [f"-{name}={port}" for name, port in self.ports.items()]
+        log = open(self.work / "seaweedfs.log", "a")
+        # With these variables set, `weed mini` makes them its admin identity.
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         try:
-            client.head_bucket(Bucket=BUCKET)
-            return process, endpoint
-        except (botocore.exceptions.ClientError, botocore.exceptions.EndpointConnectionError):
-            if time.monotonic() > deadline:
-                process.kill()
-                fail("SeaweedFS did not serve the bucket within 120 s; its log:\n"
-                     + (work / "seaweedfs.log").read_text()[-4000:])
-            time.sleep(0.5)
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        except OSError as error:
+            fail(f"SeaweedFS cannot run here ({WEED}: {error})")
+        client = s3_client(self.endpoint)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                fail(f"SeaweedFS exited with {self.process.returncode} before serving S3; "
+                     f"its log:\n{self.log()}")
+            try:
+                client.head_bucket(Bucket=BUCKET)
+                return
+            except (botocore.exceptions.ClientError,
+                    botocore.exceptions.EndpointConnectionError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    fail(f"SeaweedFS did not serve the bucket within 120 s; its log:\n"
+                         f"{self.log()}")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def s3_client(endpoint: str):
@@ -159,12 +180,13 @@ class Server:
                                  f"multipart/form-data; boundary={boundary}")
         return status
 
-    def uploaded_objects(self) -> float:
+    def metric(self, name: str) -> float:
         _, text = self.request("GET", "/metrics")
-        match = re.search(r"^sandcell_file_objects_uploaded_total (\S+)$", text.decode(), re.M)
-        if not match:
-            fail("/metrics has no sandcell_file_objects_uploaded_total")
-        return float(match.group(1))
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text.decode(), re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def uploaded_objects(self) -> float:
+        return self.metric("sandcell_file_objects_uploaded_total")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -204,22 +226,19 @@ print(hashlib.sha256(data).hexdigest())
 
 def main() -> None:
     work = Path(sys.argv[1])
-    weed, endpoint = start_seaweedfs(work)
+    weed = SeaweedFS(work)
     try:
-        run(work, endpoint)
+        run(work, weed)
     finally:
         for server in STARTED:
             if server.poll() is None:
                 server.kill()
-        weed.send_signal(signal.SIGTERM)
-        try:
-            weed.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            weed.kill()
+        weed.stop()
     print("test-s3: all checks passed")
 
 
-def run(work: Path, endpoint: str) -> None:
+def run(work: Path, weed: SeaweedFS) -> None:
+    endpoint = weed.endpoint
     client = s3_client(endpoint)
     data_dir = work / "data"
 
@@ -291,6 +310,19 @@ def run(work: Path, endpoint: str) -> None:
     check(True, "an uploaded file reaches the manifest")
     _, original = server.request("GET", f"/api/v1/sessions/{sid}/files/data.bin")
     check(hashlib.sha256(original).hexdigest() == data_hash, "data.bin reads back whole")
+
+    # The bucket goes away: executions go on, the failure is counted, the local files
+    # stay, and the next execution once it is back writes them.
+    weed.stop()
+    failed = 'sandcell_file_write_backs_total{result="failed"}'
+    late = server.execute(sid, "open('late.txt', 'w').write('written while the bucket was away')")
+    check(late["status"] == "ok", "an execution succeeds while the bucket is away")
+    check(server.metric(failed) >= 1, "the failed write-back is counted")
+    status, _ = server.request("GET", f"/api/v1/sessions/{sid}/files/late.txt")
+    check(status == 200, "the local file is kept")
+    weed.start()
+    server.execute(sid, "pass")
+    check("late.txt" in manifest(client, sid), "the next write-back carries the file")
     server.stop()
 
     # The node loses the session's local files.
@@ -305,7 +337,7 @@ def run(work: Path, endpoint: str) -> None:
     check(again["restarted"] is True and again["stdout"].startswith(
         "False"), f"the session restarted, variables gone: {again['stdout']!r}")
     listed = again["stdout"].splitlines()[1]
-    check(listed == str(["copy.bin", "data.bin", "sub", "uploaded.txt"]),
+    check(listed == str(["copy.bin", "data.bin", "late.txt", "sub", "uploaded.txt"]),
           f"the files are back, the link and FIFO not: {listed}")
     _, restored = server.request("GET", f"/api/v1/sessions/{sid}/files/data.bin")
     check(restored == original, "data.bin has the same bytes")

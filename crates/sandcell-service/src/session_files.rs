@@ -68,12 +68,8 @@ impl FilesLocation {
 pub enum FilesError {
     #[error("{0} is not a place for files: give `local` or `s3://BUCKET/PREFIX`")]
     InvalidLocation(String),
-    #[error("the bucket {bucket} cannot be used ({source}); check AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
-    Unreachable {
-        bucket: String,
-        #[source]
-        source: object_store::Error,
-    },
+    #[error("the bucket {bucket} cannot be used ({reason}); check AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    Unreachable { bucket: String, reason: String },
     #[error("the bucket refused an operation: {0}")]
     Bucket(#[from] object_store::Error),
     #[error("the manifest of session {id} in the bucket cannot be read: {source}")]
@@ -150,9 +146,9 @@ impl SessionFiles {
         let FilesLocation::Bucket { bucket, prefix } = location else {
             return Ok(Self::Local);
         };
-        let unreachable = |source| FilesError::Unreachable {
+        let unreachable = |error: object_store::Error| FilesError::Unreachable {
             bucket: bucket.clone(),
-            source,
+            reason: root_cause(&error),
         };
         // A plain-HTTP endpoint is an S3-compatible server the operator named.
         let http_endpoint = std::env::var("AWS_ENDPOINT_URL")
@@ -486,6 +482,22 @@ fn scan(
         scan.staged.push((hash, staged));
     }
     Ok(scan)
+}
+
+/// The innermost error of a chain: what actually went wrong (a refused connection, a
+/// status the bucket answered), without the layers that each repeat it; of an S3 error
+/// body, its `<Message>`.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let message = text
+        .split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map(|(message, _)| message.trim_end_matches('.').to_owned());
+    message.unwrap_or(text)
 }
 
 fn modified_of(time: SystemTime) -> String {
