@@ -181,6 +181,11 @@ impl SessionFiles {
         Ok(Self::Bucket(files))
     }
 
+    /// Whether files are kept beyond the local directories (and can be fetched again).
+    pub fn keeps_copies(&self) -> bool {
+        matches!(self, Self::Bucket(_))
+    }
+
     /// Writes the session's directory back; a failure is logged and counted, and the
     /// next write-back tries again (the local files are never touched).
     pub async fn write_back(&self, id: &str, dir: &Path, quota: u64) {
@@ -567,6 +572,21 @@ mod tests {
         for bad in ["/data", "s3://", "s3:///p", "s3://b/../x", "gs://b"] {
             assert!(FilesLocation::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bucket_error_is_told_by_its_cause() {
+        let body = "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message></Error>";
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other(body)),
+        };
+        assert_eq!(root_cause(&error), "The specified bucket does not exist");
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other("Connection refused")),
+        };
+        assert_eq!(root_cause(&refused), "Connection refused");
     }
 
     #[test]

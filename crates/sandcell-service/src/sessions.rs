@@ -563,7 +563,6 @@ impl Sessions {
         self.store.delete_session(id).await.map_err(|e| {
             ServiceError::internal("The session cannot be removed from the database", &e)
         })?;
-        self.files.forget(id).await;
         let WorkDirPlace::Own(dir) = entry.dir.clone() else {
             return Ok(()); // a directory the session was given is not the session's to delete
         };
@@ -571,7 +570,11 @@ impl Sessions {
         tokio::task::spawn_blocking(move || runtime.disks().remove(&disk_image(&dir), &dir))
             .await
             .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?
-            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))
+            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?;
+        // After the directory is gone: a write-back still waiting (an upload's) then finds
+        // nothing to write, and cannot bring the manifest back.
+        self.files.forget(id).await;
+        Ok(())
     }
 
     /// Stops the Python process of every session idle for the idle timeout.
@@ -662,14 +665,16 @@ impl Sessions {
     }
 
     /// Readies a session's own directory for its process: its disk mounted (at load, or
-    /// again now), and, when the directory is missing or empty (a node that never ran it,
-    /// a lost disk), its files fetched from the bucket.
+    /// again now), and, with a bucket, when the directory is missing or empty (a node that
+    /// never ran it, a lost disk), its files fetched.
     async fn prepare_own_dir(
         &self,
         record: &SessionRecord,
         dir: &Path,
     ) -> Result<(), ServiceError> {
-        if !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        // Only a bucket can give a missing directory its files back; without one a
+        // missing directory stays an error of the session's start.
+        if self.files.keeps_copies() && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
             tokio::fs::create_dir(dir).await.map_err(|e| {
                 ServiceError::internal("The session's directory cannot be made", &e)
             })?;
