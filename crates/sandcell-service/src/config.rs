@@ -2,6 +2,7 @@
 
 use crate::limits::SessionLimits;
 use crate::models::Models;
+use crate::session_files::FilesLocation;
 use sandcell_session::Allowlist;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,11 +40,13 @@ pub struct ServiceConfig {
     /// What a session that asks for nothing gets, within the ceiling (`serve`: nothing;
     /// `mcp`: the whole ceiling, since the operator is its one user).
     pub network_default: Allowlist,
+    /// Where sessions' files are kept besides their local directories.
+    pub files: FilesLocation,
 }
 
 impl ServiceConfig {
     /// The defaults: 20 idle minutes, 100 live sessions (20 per user), 2 warm, the standard
-    /// session limits as maxima, results kept 10 minutes, no model.
+    /// session limits as maxima, results kept 10 minutes, no model, files kept locally only.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -58,6 +61,7 @@ impl ServiceConfig {
             container_minute: Duration::from_secs(60),
             network_ceiling: Allowlist::default(),
             network_default: Allowlist::default(),
+            files: FilesLocation::Local,
         }
     }
 

@@ -7,15 +7,17 @@
 //! Everything here blocks; callers run it on a blocking thread.
 
 use crate::error::ServiceError;
+use crate::session_files::SessionFiles;
 use sandcell_safedir::{Entry, SafeDir, WalkLimits};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 pub use sandcell_safedir::{SafeDirError as FileError, SafePath as FilePath};
 
 /// How far a listing looks.
-const LISTING: WalkLimits = WalkLimits {
+pub(crate) const LISTING: WalkLimits = WalkLimits {
     max_entries: 50_000,
     max_depth: 64,
 };
@@ -55,11 +57,33 @@ impl From<FileError> for ServiceError {
 #[derive(Debug, Clone)]
 pub struct WorkDir {
     root: PathBuf,
+    /// Where a change made through this value is written back, if anywhere.
+    write_back: Option<WriteBackTo>,
+}
+
+/// The session a working directory is written back for, and its disk quota.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteBackTo {
+    pub files: Arc<SessionFiles>,
+    pub session_id: String,
+    pub quota: u64,
 }
 
 impl WorkDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            write_back: None,
+        }
+    }
+
+    /// A working directory whose changes (a file placed or removed) are written back
+    /// after they are made, in the background.
+    pub(crate) fn writing_back(root: impl Into<PathBuf>, to: WriteBackTo) -> Self {
+        Self {
+            root: root.into(),
+            write_back: Some(to),
+        }
     }
 
     /// Every regular file, sorted by path. Links are not followed; names that are not
@@ -84,7 +108,9 @@ impl WorkDir {
 
     /// Removes a file (or a link, which is not followed).
     pub fn remove(&self, path: &FilePath) -> Result<(), FileError> {
-        self.open_dir()?.remove_file(path)
+        self.open_dir()?.remove_file(path)?;
+        self.changed();
+        Ok(())
     }
 
     /// Moves a fully written temporary file to `path` (creating missing directories),
@@ -99,7 +125,27 @@ impl WorkDir {
         let entry = self.open_dir()?.move_in(staged.path(), path)?;
         // The name is gone from the staging directory: nothing is left to clean up.
         let _ = staged.into_temp_path().keep();
+        self.changed();
         Ok(info(&path.to_string(), &entry))
+    }
+
+    /// Starts writing the directory back, when it is written back anywhere.
+    fn changed(&self) {
+        let Some(to) = self.write_back.clone() else {
+            return;
+        };
+        // Callers run on the runtime's blocking threads, where its handle is at hand.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                session = to.session_id,
+                "a file change is written back with the next execution only"
+            );
+            return;
+        };
+        let root = self.root.clone();
+        runtime.spawn(async move {
+            to.files.write_back(&to.session_id, &root, to.quota).await;
+        });
     }
 
     fn open_dir(&self) -> Result<SafeDir, FileError> {

@@ -29,6 +29,7 @@ mod notebooks;
 mod page;
 mod places;
 mod responses;
+mod session_files;
 mod sessions;
 mod start_error;
 mod store;
@@ -58,6 +59,7 @@ pub use responses::{
     ContainerChoice, NewResponse, ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus,
     Responses,
 };
+pub use session_files::{FilesError, FilesLocation, SessionFiles, WriteBack};
 pub use sessions::{
     Checkout, NetworkInfo, NetworkKind, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE,
 };
@@ -98,8 +100,18 @@ impl Service {
         python: EnvInfo,
     ) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let sessions =
-            Arc::new(Sessions::load(&config, runtime, store.clone(), metrics.clone()).await?);
+        let session_files =
+            SessionFiles::connect(&config.files, config.staging_dir(), metrics.clone()).await?;
+        let sessions = Arc::new(
+            Sessions::load(
+                &config,
+                runtime,
+                store.clone(),
+                metrics.clone(),
+                session_files,
+            )
+            .await?,
+        );
         let conversations = Arc::new(Conversations::new(
             store.clone(),
             sessions.clone(),

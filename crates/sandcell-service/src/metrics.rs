@@ -19,6 +19,8 @@ pub struct Metrics {
     executions: Family<Labels, Counter>,
     duration: Histogram,
     errors: Family<Labels, Counter>,
+    write_backs: Family<Labels, Counter>,
+    objects_uploaded: Counter,
 }
 
 impl Metrics {
@@ -45,8 +47,22 @@ impl Metrics {
         );
         let errors = Family::<Labels, Counter>::default();
         registry.register("errors", "Error responses, by error code", errors.clone());
+        let write_backs = Family::<Labels, Counter>::default();
+        registry.register(
+            "file_write_backs",
+            "Write-backs of a session's files to the bucket, by result",
+            write_backs.clone(),
+        );
+        let objects_uploaded = Counter::default();
+        registry.register(
+            "file_objects_uploaded",
+            "Contents uploaded to the bucket (unchanged contents are not uploaded again)",
+            objects_uploaded.clone(),
+        );
         Self {
             registry,
+            write_backs,
+            objects_uploaded,
             sessions_live,
             executions,
             duration,
@@ -65,6 +81,16 @@ impl Metrics {
         // Milliseconds to seconds: precision far beyond what a histogram keeps.
         #[allow(clippy::cast_precision_loss)]
         self.duration.observe(execution.duration_ms as f64 / 1000.0);
+    }
+
+    /// A write-back of a session's files: the objects it uploaded, or `None` when it failed.
+    pub fn record_write_back(&self, uploaded: Option<usize>) {
+        let result = if uploaded.is_some() { "ok" } else { "failed" };
+        self.write_backs
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        self.objects_uploaded
+            .inc_by(uploaded.unwrap_or(0).try_into().unwrap_or(u64::MAX));
     }
 
     pub fn record_error(&self, code: &str) {

@@ -16,12 +16,13 @@
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::executions::{ExecutionLog, ExecutionState, LoggedEvent};
-use crate::files::WorkDir;
+use crate::files::{WorkDir, WriteBackTo};
 use crate::limits::LimitsRequest;
 use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
 use crate::places::{Full, Holder, Place, Places};
+use crate::session_files::SessionFiles;
 use crate::start_error::StartError;
 use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
@@ -120,6 +121,8 @@ pub struct Sessions {
     runtime: Runtime,
     store: Store,
     metrics: Arc<Metrics>,
+    /// Where the sessions' files are written back, if anywhere besides their directories.
+    files: Arc<SessionFiles>,
     sessions_dir: PathBuf,
     idle_timeout: Duration,
     execution_retention: Duration,
@@ -211,6 +214,7 @@ pub struct Checkout {
     slot: OwnedMutexGuard<Slot>,
     store: Store,
     metrics: Arc<Metrics>,
+    files: Arc<SessionFiles>,
     shutting_down: Arc<AtomicBool>,
     cancel: CancellationToken,
     /// The process was started for this use, in place of one whose state was lost.
@@ -225,6 +229,7 @@ impl Sessions {
         runtime: Runtime,
         store: Store,
         metrics: Arc<Metrics>,
+        files: SessionFiles,
     ) -> Result<Self, StartError> {
         let records = store.sessions().await?;
         let owners = store.conversation_sessions().await?;
@@ -284,6 +289,7 @@ impl Sessions {
             warm_taken: Notify::new(),
             warming: tokio::sync::Mutex::new(()),
             metrics,
+            files: Arc::new(files),
             sessions_dir,
             idle_timeout: config.idle_timeout,
             execution_retention: config.execution_retention,
@@ -478,7 +484,17 @@ impl Sessions {
     /// The session's working directory.
     pub fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ServiceError> {
         let entry = self.find(user, id)?;
-        Ok(WorkDir::new(entry.dir.path()))
+        Ok(match &entry.dir {
+            WorkDirPlace::Own(dir) => WorkDir::writing_back(
+                dir,
+                WriteBackTo {
+                    files: self.files.clone(),
+                    session_id: entry.record.id.clone(),
+                    quota: entry.quota(),
+                },
+            ),
+            WorkDirPlace::Given(dir) => WorkDir::new(dir),
+        })
     }
 
     /// Starts running `code` in the session, in a task of its own, and returns its log.
@@ -599,6 +615,7 @@ impl Sessions {
             slot,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            files: self.files.clone(),
             shutting_down: self.shutting_down.clone(),
             cancel,
             restarted,
@@ -668,7 +685,11 @@ impl Sessions {
         tokio::task::spawn_blocking(move || runtime.disks().remove(&disk_image(&dir), &dir))
             .await
             .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?
-            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))
+            .map_err(|e| ServiceError::internal("The session's files cannot be removed", &e))?;
+        // After the directory is gone: a write-back still waiting (an upload's) then finds
+        // nothing to write, and cannot bring the manifest back.
+        self.files.forget(id).await;
+        Ok(())
     }
 
     /// Stops the Python process of every session idle for the idle timeout.
@@ -744,13 +765,8 @@ impl Sessions {
         workdir: &WorkDirPlace,
     ) -> Result<Live, ServiceError> {
         let place = self.take_place(record.user_id).await?;
-        // A directory of our own has its files on its disk: mounted at load, or again now.
         if let WorkDirPlace::Own(dir) = workdir {
-            let (runtime, dir) = (self.runtime.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || runtime.disks().attach(&disk_image(&dir), &dir))
-                .await
-                .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?
-                .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?;
+            self.prepare_own_dir(record, dir).await?;
         }
         let session = self
             .runtime
@@ -762,6 +778,40 @@ impl Sessions {
             .await
             .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
         Ok(Live { session, place })
+    }
+
+    /// Readies a session's own directory for its process: its disk mounted (at load, or
+    /// again now), and, with a bucket, when the directory is missing or empty (a node that
+    /// never ran it, a lost disk), its files fetched.
+    async fn prepare_own_dir(
+        &self,
+        record: &SessionRecord,
+        dir: &Path,
+    ) -> Result<(), ServiceError> {
+        // Only a bucket can give a missing directory its files back; without one a
+        // missing directory stays an error of the session's start.
+        if self.files.keeps_copies() && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+            tokio::fs::create_dir(dir).await.map_err(|e| {
+                ServiceError::internal("The session's directory cannot be made", &e)
+            })?;
+            self.make_disk(dir, &record.limits)
+                .await
+                .map_err(|e| ServiceError::internal("The session's disk cannot be made", &e))?;
+        }
+        let (runtime, owned) = (self.runtime.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || runtime.disks().attach(&disk_image(&owned), &owned))
+            .await
+            .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?
+            .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?;
+        let restored = self
+            .files
+            .restore_if_empty(&record.id, dir, workdir_quota(record))
+            .await
+            .map_err(|e| ServiceError::internal("The session's files cannot be fetched", &e))?;
+        if restored > 0 {
+            tracing::info!(session = %record.id, "fetched {restored} files from the bucket");
+        }
+        Ok(())
     }
 
     /// A place for one more live session of `user_id`, making room when a quota is full
@@ -1051,6 +1101,10 @@ impl Entry {
         }
     }
 
+    fn quota(&self) -> u64 {
+        workdir_quota(&self.record)
+    }
+
     fn running_execution(&self) -> Option<String> {
         lock(&self.executions)
             .iter()
@@ -1108,7 +1162,7 @@ impl Entry {
 
 /// Locks a mutex whose data stays whole even if a holder panicked (each is replaced or
 /// appended to in one step).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1150,6 +1204,11 @@ impl Checkout {
     /// a fresh one.
     pub async fn finish(mut self, broken: bool) {
         *self.entry.running() = None;
+        if let WorkDirPlace::Own(dir) = &self.entry.dir {
+            self.files
+                .write_back(&self.entry.record.id, dir, self.entry.quota())
+                .await;
+        }
         let at = self.entry.touch();
         if let Err(error) = self.store.touch_session(&self.entry.record.id, at).await {
             tracing::warn!(
@@ -1217,6 +1276,11 @@ impl Live {
             tracing::warn!("a session did not shut down cleanly: {error}");
         }
     }
+}
+
+/// A session's disk quota, in bytes: also the most of its files written back or fetched.
+fn workdir_quota(record: &SessionRecord) -> u64 {
+    record.limits.to_runtime().workdir_quota_bytes()
 }
 
 /// The disk image of a session's own directory `sessions/ID`: `sessions/ID.disk`.

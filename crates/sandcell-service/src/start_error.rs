@@ -1,5 +1,6 @@
 //! Why the core could not start.
 
+use crate::session_files::FilesError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
     #[error("the session limits cannot be used: {0}")]
     Limits(String),
 }

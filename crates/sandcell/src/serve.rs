@@ -5,7 +5,8 @@ use crate::session_args::NetArgs;
 use anyhow::{bail, Context};
 use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN, MCP_PATH};
 use sandcell_service::{
-    create_key, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits, Store, MODEL_HINT,
+    create_key, FilesLocation, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits,
+    Store, MODEL_HINT,
 };
 use sandcell_session::{Allowlist, Runtime, RuntimeOptions};
 use std::net::SocketAddr;
@@ -25,6 +26,13 @@ pub struct ServeArgs {
     /// directory, $SANDCELL_HOME or $XDG_DATA_HOME/sandcell).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where sessions' files are kept: `local` (their directories in the data directory),
+    /// or `s3://BUCKET/PREFIX`, an S3-compatible bucket they are written back to after
+    /// each execution and fetched from when a session starts on a node without them
+    /// (credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION and AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "LOCATION", default_value = "local", value_parser = FilesLocation::parse)]
+    files: FilesLocation,
     /// The model conversations talk to unless they name another: PROVIDER:MODEL as for
     /// `sandcell chat`. Default: $SANDCELL_MODEL, else `model` in the config file.
     #[arg(short, long, value_name = "PROVIDER:MODEL")]
@@ -121,6 +129,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_sessions_per_user: args.max_sessions_per_user,
             warm_sessions: args.warm_sessions,
             output_mib: args.max_output,
+            files: args.files.clone(),
             max_limits: max_limits(&args)?,
             network_ceiling,
             models: Models {
