@@ -194,7 +194,7 @@ async function chat() {
     await message.press('Enter');
     await page.locator('.message.user').getByText(QUESTION).waitFor();
     await page.getByRole('button', { name: 'Stop' }).waitFor();
-    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.tool-call[data-status="ok"]').nth(1).waitFor();
     await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
     await page.getByRole('button', { name: 'Send' }).waitFor();
     const seen = await page.evaluate(() => ({ lengths: window.seen.lengths.size, statuses: [...window.seen.statuses] }));
@@ -207,7 +207,7 @@ async function chat() {
   });
 
   await check('the CSV the code wrote is previewed by its first rows; the plot enlarges and downloads', async () => {
-    const preview = page.locator('.tool-call .csv-preview');
+    const preview = page.locator('.message.assistant .turn-files .csv-preview');
     await preview.locator('td').getByText('60').waitFor();
     assert.equal(await preview.locator('th').textContent(), 'total');
     const plot = page.locator('.messages .output-image').first();
@@ -218,6 +218,15 @@ async function chat() {
     assert.ok(await enlarged.evaluate((img) => img.decode().then(() => img.naturalWidth > 0)), 'the enlarged plot is an image');
     await page.keyboard.press('Escape');
     await page.locator('dialog.image-dialog').waitFor({ state: 'detached' });
+  });
+
+  await check('the files the code wrote are listed once for the turn, after what it said', async () => {
+    const turn = page.locator('.message.assistant').first();
+    const links = turn.locator('.output-files a.file-link');
+    const names = (await links.locator('.file-name').allTextContents()).map((path) => path.split('/').at(-1));
+    assert.deepEqual(names, ['totals.csv', 'note.txt'], 'each file once, though two calls wrote totals.csv');
+    assert.equal(await turn.locator('.tool-call .output-files').count(), 0, 'no call lists files of its own');
+    assert.ok(await turn.evaluate((element) => element.lastElementChild.classList.contains('turn-files')), 'the list comes last');
   });
 
   await check('the file the code wrote downloads with its bytes', async () => {
@@ -235,7 +244,7 @@ async function chat() {
   await check('the conversation is listed, and after a reload looks the same', async () => {
     await page.locator(`#conversation-list a[aria-current="page"]`).waitFor();
     await page.reload();
-    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.tool-call[data-status="ok"]').first().waitFor();
     await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
     await expectPlot();
     assert.deepEqual(await transcriptSignature(), live);
@@ -495,7 +504,7 @@ async function afterRestart() {
   await check('the conversation is found again after a restart, looking the same', async () => {
     await open();
     await page.locator(`#conversation-list a[href="#/c/${encodeURIComponent(conversationId)}"]`).click();
-    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.tool-call[data-status="ok"]').first().waitFor();
     await expectPlot();
     assert.deepEqual(await transcriptSignature(), live);
   });
@@ -511,7 +520,7 @@ async function screenshot() {
   assert.ok(path, 'SANDCELL_SCREENSHOT must say where the screenshot goes');
   await check('a screenshot of a conversation with its code, output and plot', async () => {
     await open(`${BASE_URL}#/c/${encodeURIComponent(conversationId)}`);
-    await page.locator('.tool-call[data-status="ok"]').waitFor();
+    await page.locator('.tool-call[data-status="ok"]').first().waitFor();
     await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
     await expectPlot();
     await page.screenshot({ path });

@@ -6,7 +6,7 @@ import { api, ApiError } from './api.js';
 import { acceptDroppedFiles, autosize, chooseFiles, followBottom, formatBytes, formatDuration, h, icon, notify, onceAFrame } from './dom.js';
 import { highlightPython } from './highlight.js';
 import { renderMarkdown } from './markdown.js';
-import { OutputArea, sessionLinks, statusLabel } from './output.js';
+import { fileList, OutputArea, sessionLinks, statusLabel } from './output.js';
 
 /** How long to wait before reconnecting to a turn whose stream broke off (then twice as long, …). */
 const RECONNECT_DELAY_MS = 1000;
@@ -25,7 +25,7 @@ class ToolCall {
       h('summary', {}, h('span', { class: 'tool-label' }, 'Python'), this.status),
       h('pre', {}, this.codeElement),
     );
-    this.output = new OutputArea(links);
+    this.output = new OutputArea(links, { listFiles: false });
     this.element = h('div', { class: 'tool-call', 'data-status': 'writing' }, this.details, this.output.element);
     this.draw = onceAFrame(() => this.codeElement.replaceChildren(highlightPython(this.code)));
   }
@@ -69,6 +69,8 @@ class Transcript {
   #calls = new Map();
   #turn = null; // the element of the assistant's current turn
   #text = null; // the Markdown block text is being added to
+  #turnFiles = new Map(); // path → the latest state of each file the turn's code wrote
+  #filesElement = null; // their one list
 
   constructor(links) {
     this.#links = links;
@@ -101,6 +103,18 @@ class Transcript {
     if (!this.#text) return this.textDelta(text);
     this.#text.source = text;
     this.#text.draw();
+  }
+
+  /** A call's finished execution; the files it wrote join the turn's one list. */
+  executed(callId, execution) {
+    this.call(callId).complete(execution);
+    const files = execution.files ?? [];
+    if (!files.length) return;
+    for (const file of files) this.#turnFiles.set(file.path, file);
+    const list = h('div', { class: 'turn-files' }, fileList([...this.#turnFiles.values()], this.#links));
+    if (this.#filesElement) this.#filesElement.replaceWith(list);
+    else this.#assistantTurn().append(list);
+    this.#filesElement = list;
   }
 
   /** The latest call with this id. */
@@ -154,7 +168,7 @@ class Transcript {
       } else if (record.type === 'tool') {
         const call = this.call(record.call_id);
         if (!call.code) call.appendCode(record.code);
-        if (record.execution) call.complete(record.execution);
+        if (record.execution) this.executed(record.call_id, record.execution);
         else call.notRun(record.content);
       }
     }
@@ -170,6 +184,10 @@ class Transcript {
   }
 
   #endTurn() {
+    // The files are listed after everything else the turn showed.
+    if (this.#filesElement) this.#turn?.append(this.#filesElement);
+    this.#filesElement = null;
+    this.#turnFiles.clear();
     this.#turn = null;
     this.#text = null;
   }
@@ -469,7 +487,7 @@ export class ChatView {
       stderr: ({ call_id, text }) => t.call(call_id).output.stderr(text),
       result: ({ call_id, data }) => t.call(call_id).output.result(data),
       error: ({ call_id, error }) => t.call(call_id).output.error(error),
-      execution: ({ call_id, execution }) => t.call(call_id).complete(execution),
+      execution: ({ call_id, execution }) => t.executed(call_id, execution),
       final: ({ text }) => t.finalText(text),
       end: ({ outcome, message }) => t.end(outcome, message),
     };

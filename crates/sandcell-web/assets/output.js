@@ -53,13 +53,18 @@ export function statusLabel(execution) {
   return execution.status === 'ok' ? `Ran in ${formatDuration(execution.duration_ms)}` : STATUS[execution.status] ?? execution.status;
 }
 
-/** The outputs of one cell. */
+/**
+ * The outputs of one cell. With `listFiles` false the files an execution wrote are left
+ * to the caller (the chat lists them once per turn).
+ */
 export class OutputArea {
   #links;
+  #listFiles;
   #stream = null;
 
-  constructor(links) {
+  constructor(links, { listFiles = true } = {}) {
     this.#links = links;
+    this.#listFiles = listFiles;
     this.element = h('div', { class: 'outputs' });
   }
 
@@ -108,7 +113,7 @@ export class OutputArea {
     for (const bundle of execution.results ?? []) this.result(bundle);
     if (execution.error) this.error(execution.error);
     else if (execution.status !== 'ok') this.note(statusLabel(execution));
-    this.#files(execution.files ?? []);
+    if (this.#listFiles) this.#files(execution.files ?? []);
   }
 
   #write(name, text) {
@@ -235,7 +240,8 @@ function showEnlarged(src, alt) {
   dialog.showModal();
 }
 
-function fileList(files, links) {
+/** Links to files an execution wrote, each with its size and a preview where it has one. */
+export function fileList(files, links) {
   return h(
     'ul',
     { class: 'output output-files', 'aria-label': 'Files written' },
