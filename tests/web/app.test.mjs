@@ -250,10 +250,21 @@ async function chat() {
     assert.deepEqual(await transcriptSignature(), live);
   });
 
-  await check('a cell runs in the notebook view of the same session', async () => {
+  await check('a cell runs in the notebook view of the same session, and is kept', async () => {
     await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    await page.waitForURL(/#\/n\/.+/);
     await page.locator('.files-panel').getByText('data.csv').waitFor();
     await runCell('print(6*7)', '42');
+    await page.locator('.notebook-view[data-saved="true"]').waitFor();
+    await page.locator('#notebook-list a[aria-current="page"]').getByText('· Notebook').waitFor();
+    await page.reload();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    assert.match(await page.locator('.cell-editor .cm-content').first().textContent(), /print\(6\*7\)/);
+    await page.getByRole('link', { name: 'Chat', exact: true }).click();
+    await page.locator('.message.assistant .markdown').getByText(ANSWER).waitFor();
+    await page.getByRole('link', { name: 'Notebook', exact: true }).click();
+    await page.locator('.cell .output-stdout').getByText('42').waitFor();
+    assert.equal(await page.locator('.cell').count(), 1, 'the same notebook again, not a new one');
   });
 
   await check('the layout works on a phone (375 px wide)', async () => {

@@ -1,6 +1,6 @@
 // The page: the sidebar of conversations and notebooks, the header (view switch, model,
 // export), the routes between views (`#/` a new chat, `#/c/ID` a conversation,
-// `#/c/ID/notebook` its session as a notebook, `#/n/ID` a saved notebook, `#/s/ID` a
+// `#/c/ID/notebook` the saved notebook on its session (made on first visit), `#/n/ID` a saved notebook, `#/s/ID` a
 // session's notebook alone) and the API key dialog.
 
 import { api, apiKey, download, onUnauthorized } from './api.js';
@@ -142,9 +142,19 @@ class App {
       await chat.loaded;
       if (route !== this.#route) return; // navigated elsewhere meanwhile
       if (!chat.conversation) return this.#show(chat); // it shows why it could not load
-      return this.#show(this.#notebook(chat.conversation.session_id, chat.conversation));
+      let notebook;
+      try {
+        notebook = await this.#notebookOf(chat.conversation);
+      } catch (error) {
+        notify(`The conversation's notebook cannot be opened: ${error.message}`);
+        if (route === this.#route) history.replaceState(null, '', `#/c/${encodeURIComponent(parts[1])}`);
+        return route === this.#route && this.#show(chat);
+      }
+      if (route !== this.#route) return;
+      history.replaceState(null, '', `#/n/${encodeURIComponent(notebook.id)}`);
+      return this.#navigate();
     }
-    if (parts[0] === 's' && parts[1]) return this.#show(this.#notebook(parts[1], null));
+    if (parts[0] === 's' && parts[1]) return this.#show(this.#notebook(parts[1]));
     if (parts[0] === 'n' && parts[1]) {
       let view;
       try {
@@ -176,9 +186,24 @@ class App {
     return this.#chats.get(id);
   }
 
-  #notebook(sessionId, conversation) {
-    if (!this.#notebooks.has(sessionId)) this.#notebooks.set(sessionId, new NotebookView(sessionId, conversation));
+  #notebook(sessionId) {
+    if (!this.#notebooks.has(sessionId)) this.#notebooks.set(sessionId, new NotebookView(sessionId));
     return this.#notebooks.get(sessionId);
+  }
+
+  /**
+   * The saved notebook on a conversation's session, made now if there is none yet: what
+   * the person types there after the model stopped is kept like any notebook.
+   */
+  async #notebookOf(conversation) {
+    const onSession = () => this.#savedNotebooks.find((notebook) => notebook.session_id === conversation.session_id);
+    await this.notebooksChanged(); // another tab may have made it
+    let notebook = onSession();
+    if (!notebook) {
+      notebook = await api.createNotebook({ title: `${conversation.title || 'New chat'} · Notebook`, session_id: conversation.session_id });
+      await this.notebooksChanged();
+    }
+    return notebook;
   }
 
   /** A saved notebook's view, with a session of its own (a new one if its session is gone). */
@@ -192,7 +217,7 @@ class App {
           notebook.session_id = session.id;
           notebook.revision = saved.revision;
         }
-        return new NotebookView(notebook.session_id, null, notebook, {
+        return new NotebookView(notebook.session_id, notebook, {
           stale: () => this.#savedElsewhere(id),
           ask: () => this.#askAbout(notebook.session_id),
         });
@@ -233,14 +258,15 @@ class App {
   #renderHeader() {
     const view = this.#view;
     if (!view) return;
-    const conversation = view.conversation;
+    // A saved notebook on a conversation's session switches to that conversation.
+    const conversation = view.conversation ?? (view.saved ? this.#conversations.find((candidate) => candidate.session_id === view.sessionId) : null);
     const isChat = view instanceof ChatView;
     $('title').textContent = view.title;
     document.title = `${view.title} · sandcell`;
     $('view-switch').hidden = !conversation;
     if (conversation) {
       const base = `#/c/${encodeURIComponent(conversation.id)}`;
-      // A conversation started on a saved notebook's session opens as that notebook.
+      // A conversation whose session has a saved notebook opens as that notebook.
       const notebook = this.#savedNotebooks.find((candidate) => candidate.session_id === conversation.session_id);
       $('chat-tab').href = base;
       $('notebook-tab').href = notebook ? `#/n/${encodeURIComponent(notebook.id)}` : `${base}/notebook`;

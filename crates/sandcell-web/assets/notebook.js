@@ -231,8 +231,7 @@ function jupyterOutputs(execution, count) {
 }
 
 /**
- * The notebook of one session; `conversation` when it is a conversation's session,
- * `saved` when it is a notebook kept on the server (`GET /api/v1/notebooks/{id}`), which
+ * The notebook of one session; `saved` when it is a notebook kept on the server (`GET /api/v1/notebooks/{id}`), which
  * it then saves on every change, each save naming the revision it changes. `hooks`:
  * `stale()` when a save was refused because the notebook was saved elsewhere (another
  * tab) meanwhile; `ask()` to start a conversation on the session.
@@ -250,17 +249,14 @@ export class NotebookView {
   #filesRequest = 0; // the latest listing of the files asked for
   #stale = false; // saved elsewhere since this page read it: it saves no more
 
-  constructor(sessionId, conversation, saved = null, hooks = {}) {
+  constructor(sessionId, saved = null, hooks = {}) {
     this.sessionId = sessionId;
-    this.conversation = conversation;
     this.saved = saved && { id: saved.id, title: saved.title, revision: saved.revision };
     this.#hooks = hooks;
     this.#links = sessionLinks(sessionId);
     this.cellList = h('div', { class: 'cells' });
     this.fileList = h('ul', { class: 'file-list' });
-    const intro = conversation
-      ? 'Run Python directly in this conversation’s session: variables and files are shared with the chat.'
-      : 'Run Python directly in a sandboxed session. No model is involved.';
+    const intro = 'Run Python directly in a sandboxed session: a conversation on it shares its variables and files.';
     const toolbar = h(
       'div',
       { class: 'notebook-toolbar', role: 'toolbar', 'aria-label': 'Session' },
@@ -303,8 +299,7 @@ export class NotebookView {
   }
 
   get title() {
-    if (this.saved) return this.saved.title;
-    return this.conversation ? `${this.conversation.title || 'New chat'} · Notebook` : 'Notebook';
+    return this.saved?.title ?? 'Notebook';
   }
 
   /**
