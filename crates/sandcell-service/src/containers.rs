@@ -17,7 +17,7 @@ use crate::files::{FileInfo, FilePath};
 use crate::limits::{LimitsRequest, SessionLimits};
 use crate::page::{Page, PageRequest};
 use crate::sessions::{SessionState, Sessions};
-use crate::store::{Store, StoreError, User};
+use crate::store::{OwnedTable, Store, StoreError, User};
 use crate::user_files::{file_name, random_id, unix_now, UserFiles};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -326,18 +326,12 @@ impl Containers {
             // The container's rows go with its session's.
             return self.sessions.remove(user, &container.session_id).await;
         }
-        let (user_id, key) = (user.id, id.to_owned());
         let deleted = self
             .store
-            .call(move |c| {
-                Ok(c.execute(
-                    "DELETE FROM expired_containers WHERE user_id = ?1 AND id = ?2",
-                    params![user_id, key],
-                )?)
-            })
+            .delete_owned(OwnedTable::ExpiredContainers, user.id, id)
             .await
             .map_err(|e| ServiceError::internal("The container cannot be deleted", &e))?;
-        if deleted == 0 {
+        if !deleted {
             return Err(ServiceError::not_found(format!("container {id}")));
         }
         Ok(())

@@ -15,7 +15,7 @@ use crate::containers::{ContainerFile, Containers, NewContainer};
 use crate::error::{sentence, ServiceError};
 use crate::models::Models;
 use crate::sessions::Sessions;
-use crate::store::{Store, StoreError, User};
+use crate::store::{OwnedTable, Store, StoreError, User};
 use crate::user_files::{random_id, unix_now};
 use rusqlite::{params, OptionalExtension};
 use sandcell_agent::{
@@ -381,19 +381,12 @@ impl Responses {
     }
 
     pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
-        let user_id = user.id;
-        let key = id.to_owned();
         let deleted = self
             .store
-            .call(move |c| {
-                Ok(c.execute(
-                    "DELETE FROM responses WHERE user_id = ?1 AND id = ?2",
-                    params![user_id, key],
-                )?)
-            })
+            .delete_owned(OwnedTable::Responses, user.id, id)
             .await
             .map_err(|e| ServiceError::internal("The response cannot be deleted", &e))?;
-        if deleted == 0 {
+        if !deleted {
             return Err(ServiceError::not_found(format!("response {id}")));
         }
         Ok(())

@@ -487,6 +487,41 @@ impl Store {
     }
 }
 
+/// The tables whose rows are a user's own objects, named by id (`/v1`'s responses, and the
+/// records of expired containers).
+#[derive(Debug, Clone, Copy)]
+pub enum OwnedTable {
+    Responses,
+    ExpiredContainers,
+}
+
+impl OwnedTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Responses => "responses",
+            Self::ExpiredContainers => "expired_containers",
+        }
+    }
+}
+
+impl Store {
+    /// Deletes row `id` of `table` if it is the user's; whether there was one.
+    pub async fn delete_owned(
+        &self,
+        table: OwnedTable,
+        user_id: i64,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let sql = format!(
+            "DELETE FROM {} WHERE user_id = ?1 AND id = ?2",
+            table.name()
+        );
+        self.call(move |c| Ok(c.execute(&sql, params![user_id, id])? > 0))
+            .await
+    }
+}
+
 /// Conversations.
 impl Store {
     pub async fn insert_conversation(

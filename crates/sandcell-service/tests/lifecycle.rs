@@ -390,6 +390,13 @@ async fn an_idle_container_expires_with_its_session_and_files_though_nobody_touc
         containers.retrieve(&core.user, &short.id).await,
         Err(ServiceError::NotFound(_))
     ));
+    assert!(
+        matches!(
+            containers.delete(&core.user, &short.id).await,
+            Err(ServiceError::NotFound(_))
+        ),
+        "an expired container's record is deleted once"
+    );
 }
 
 #[tokio::test]
