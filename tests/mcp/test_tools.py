@@ -25,6 +25,7 @@ TOOLS = {
     "upload_file",
     "list_files",
     "read_file",
+    "install_packages",
 }
 
 
@@ -266,6 +267,10 @@ def test_bad_input_gets_tool_errors_in_one_sentence(open_client):
             assert missing.is_error
             too_long = await client.run("1", timeout_s=-1)
             assert too_long.is_error
+            no_index = await client.call("install_packages", {"packages": ["requests"]})
+            assert no_index.is_error and "--pip-index" in texts(no_index), texts(no_index)
+            option = await client.call("install_packages", {"packages": ["--index-url=http://x/"]})
+            assert option.is_error and "options, URLs and paths" in texts(option), texts(option)
             limits = await client.call("create_session", {"limits": {"memory_mib": 1}})
             assert limits.is_error and "limits.memory_mib" in texts(limits)
             # The connection still works.

@@ -2,8 +2,8 @@
 
 use crate::error::{protocol_error, resource_error, tool_error};
 use crate::params::{
-    CreateSession, CreatedSession, FileList, FileRead, ListedFile, MaybeSessionId, ReadFile,
-    RunOutput, RunPython, SessionId, SessionList, SessionSummary, UploadFile,
+    CreateSession, CreatedSession, FileList, FileRead, InstallPackages, ListedFile, MaybeSessionId,
+    ReadFile, RunOutput, RunPython, SessionId, SessionList, SessionSummary, UploadFile,
 };
 use crate::paths::{file_path, file_uri, parse_file_uri, MOUNT};
 use crate::results::{execution_result, file_contents, file_part_result, to_json};
@@ -49,7 +49,7 @@ const PROTOCOL_VERSIONS: [ProtocolVersion; 3] = [
 ];
 
 /// What the model is told about the whole server.
-const INSTRUCTIONS: &str = "sandcell runs Python in stateful, sandboxed sessions: variables, imports and files persist between run_python calls. numpy, pandas and matplotlib are installed (plots are returned as PNG images); files live in /mnt/data (upload_file, list_files, read_file); there is no network access. Without a session_id every tool uses this connection's default session.";
+const INSTRUCTIONS: &str = "sandcell runs Python in stateful, sandboxed sessions: variables, imports and files persist between run_python calls. numpy, pandas and matplotlib are installed (plots are returned as PNG images); files live in /mnt/data (upload_file, list_files, read_file); there is no network access (install_packages installs packages when the server has a package index). Without a session_id every tool uses this connection's default session.";
 
 /// How a door's connections are set up.
 #[derive(Debug, Clone)]
@@ -149,6 +149,18 @@ impl SandcellMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(self.run(args, context).await.unwrap_or_else(tool_error))
+    }
+
+    #[tool(
+        description = "Install Python packages into a session from the server's package index (as %pip install does): each a package name with optional extras and version specifiers, such as \"requests\" or \"numpy>=1.26,<2\". They go into the session's own /mnt/data/.packages and can be imported at once. Returns pip's output like run_python; an error when the server has no package index or pip failed.",
+        output_schema = schema_for_output::<RunOutput>()
+    )]
+    async fn install_packages(
+        &self,
+        Parameters(args): Parameters<InstallPackages>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(self.install(args, context).await.unwrap_or_else(tool_error))
     }
 
     #[tool(
@@ -407,22 +419,60 @@ impl SandcellMcp {
         Ok(default.insert(session.id).clone())
     }
 
-    /// Runs a cell, reporting its output as progress when the client asked for progress,
-    /// and interrupting it when the client cancels the call.
+    /// The caller and the session a call that runs something names (or the connection's
+    /// default one), once a run there whose call was cancelled has ended.
+    async fn call_session(
+        &self,
+        asked: Option<String>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(User, String), ServiceError> {
+        let user = self.user(context)?;
+        let slot = self.default_slot(&user, context);
+        let session_id = self.session_id(&user, slot, asked).await?;
+        self.let_cancelled_run_finish(&session_id).await;
+        Ok((user, session_id))
+    }
+
+    /// Runs a cell.
     async fn run(
         &self,
         args: RunPython,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ServiceError> {
-        let user = self.user(&context)?;
-        let slot = self.default_slot(&user, &context);
-        let session_id = self.session_id(&user, slot, args.session_id).await?;
-        self.let_cancelled_run_finish(&session_id).await;
+        let (user, session_id) = self.call_session(args.session_id, &context).await?;
         let log = self
             .service
             .sessions
             .execute(&user, &session_id, args.code, args.timeout_s)
             .await?;
+        self.follow(&user, session_id, log, context).await
+    }
+
+    /// Installs packages with the session's `%pip` code, reported like a `run_python` run.
+    async fn install(
+        &self,
+        args: InstallPackages,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ServiceError> {
+        let (user, session_id) = self.call_session(args.session_id, &context).await?;
+        let log = self
+            .service
+            .sessions
+            .install_packages(&user, &session_id, &args.packages)
+            .await?;
+        self.follow(&user, session_id, log, context).await
+    }
+
+    /// Waits for the end of an execution this call started, reporting its output as
+    /// progress when the client asked for progress, and interrupting it when the client
+    /// cancels the call.
+    async fn follow(
+        &self,
+        user: &User,
+        session_id: String,
+        log: Arc<ExecutionLog>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ServiceError> {
         self.runs().insert(
             session_id.clone(),
             Run {
@@ -439,7 +489,7 @@ impl SandcellMcp {
                 () = context.ct.cancelled(), if !interrupted => {
                     // The client gave up on the call: stop the code, keep the session.
                     interrupted = true;
-                    self.service.sessions.interrupt(&user, &session_id)?;
+                    self.service.sessions.interrupt(user, &session_id)?;
                     continue;
                 }
             };

@@ -3,7 +3,8 @@
 //! For: speaking MCP (on the official Rust SDK, `rmcp`) to clients such as Claude
 //! Desktop, Claude Code, Cursor or VS Code. Stateful Python sessions are offered as
 //! tools (`run_python`, `create_session`, `list_sessions`, `close_session`,
-//! `restart_session`, `interrupt`, `upload_file`, `list_files`, `read_file`) and the files
+//! `restart_session`, `interrupt`, `upload_file`, `list_files`, `read_file`,
+//! `install_packages`) and the files
 //! of a session's `/mnt/data` as resources
 //! (`sandcell://sessions/{session_id}/files/{path}`). Like every door it parses a
 //! request, calls the core (`sandcell-service`) and maps the core's `ServiceError` in

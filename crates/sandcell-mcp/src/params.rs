@@ -17,6 +17,17 @@ pub(crate) struct RunPython {
     pub timeout_s: Option<f64>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstallPackages {
+    /// The packages: each a name with optional extras and version specifiers, without
+    /// spaces (`pandas`, `requests[socks]`, `numpy>=1.26,<2`); at most 64. Options, URLs
+    /// and paths are refused.
+    pub packages: Vec<String>,
+    /// The session to install into; without it, this connection's default session.
+    pub session_id: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateSession {

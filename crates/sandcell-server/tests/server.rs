@@ -1175,6 +1175,7 @@ async fn the_openapi_document_describes_every_route() {
             "POST /api/v1/sessions/{id}/execute",
             "POST /api/v1/sessions/{id}/files",
             "POST /api/v1/sessions/{id}/interrupt",
+            "POST /api/v1/sessions/{id}/packages",
             "POST /api/v1/sessions/{id}/restart",
             "PUT /api/v1/sessions/{id}/files/{path}",
         ]

@@ -1,7 +1,7 @@
 //! The core of sandcell that every front door calls.
 //!
 //! For: sessions (created, listed, locked for one use at a time, interrupted, restarted,
-//! stopped when idle, deleted), executions (with ids, their events kept for a while so a
+//! given packages from the operator's index, stopped when idle, deleted), executions (with ids, their events kept for a while so a
 //! client can re-attach), the files of a session's `/mnt/data`, conversations with a
 //! model (the agent loop of `sandcell-agent`, recorded as it happens, its turns
 //! followed by any number of clients), notebooks saved as a person works, the files and
@@ -26,6 +26,7 @@ mod limits;
 mod metrics;
 mod models;
 mod notebooks;
+mod packages;
 mod page;
 mod places;
 mod responses;
@@ -54,6 +55,7 @@ pub use models::{Models, ModelsInfo, MODEL_HINT};
 pub use notebooks::{
     CellType, NotebookCell, NotebookChange, NotebookDetail, NotebookInfo, Notebooks,
 };
+pub use packages::NO_INDEX;
 pub use page::{Page, PageRequest};
 pub use responses::{
     ContainerChoice, NewResponse, ResponseEvent, ResponseEvents, ResponseRecord, ResponseStatus,

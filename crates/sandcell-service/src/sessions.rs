@@ -20,6 +20,7 @@ use crate::files::{WorkDir, WriteBackTo};
 use crate::limits::LimitsRequest;
 use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
+use crate::packages;
 use crate::page::{Page, PageRequest};
 use crate::places::{Full, Holder, Place, Places};
 use crate::session_files::SessionFiles;
@@ -538,6 +539,24 @@ impl Sessions {
             task_log.push(LoggedEvent::End(result));
         });
         Ok(log)
+    }
+
+    /// Starts installing `requirements` (package names with optional extras and version
+    /// specifiers) into the session's package layer, as `%pip install` does, and returns
+    /// the execution's log: pip's output, and an error when it failed. Refused when the
+    /// operator configured no package index.
+    pub async fn install_packages(
+        &self,
+        user: &User,
+        id: &str,
+        requirements: &[String],
+    ) -> Result<Arc<ExecutionLog>, ServiceError> {
+        self.find(user, id)?;
+        let cell = packages::install_cell(requirements)?;
+        if self.runtime.package_index().is_none() {
+            return Err(ServiceError::Conflict(packages::NO_INDEX.into()));
+        }
+        self.execute(user, id, cell, None).await
     }
 
     /// What IPython's completer offers at `cursor_pos` (in Unicode code points, as Jupyter

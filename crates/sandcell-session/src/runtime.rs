@@ -182,6 +182,15 @@ impl Runtime {
         &self.factory.disks
     }
 
+    /// The index sessions install packages from (`%pip install`): the operator's, for
+    /// sandboxed sessions only (without the sandbox no proxy reaches it).
+    pub fn package_index(&self) -> Option<&PackageIndex> {
+        match self.factory.isolation {
+            Isolation::Sandbox(_) => self.factory.package_index.as_ref(),
+            Isolation::None => None,
+        }
+    }
+
     /// The Python environment this runtime's sessions run, whatever setups happen later
     /// (none for a runtime on another launcher).
     pub fn environment(&self) -> Option<&Environment> {

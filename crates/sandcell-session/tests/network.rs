@@ -6,11 +6,11 @@ use sandcell_session::{
     Allowlist, DiskQuota, ExecOptions, Execution, NetPolicy, PackageIndex, Runtime, RuntimeOptions,
     Session, SessionConfig, SessionError, Status,
 };
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
+
+mod common;
+use common::{host_server, package_index, wheel};
 
 fn environment() -> Environment {
     let home = Home::from_env().expect("a data directory");
@@ -62,62 +62,6 @@ async fn run(session: &mut Session, code: &str) -> Execution {
         execution.error
     );
     execution
-}
-
-/// An HTTP server on the host's loopback: `/redirect` answers 302 to the cloud metadata
-/// address, a path of `files` its bytes, anything else 200 with `body`. Counts the
-/// requests it answers.
-struct HostServer {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-}
-
-async fn host_server(body: &'static str) -> HostServer {
-    host_server_with(body, HashMap::new()).await
-}
-
-async fn host_server_with(body: &'static str, files: HashMap<String, Vec<u8>>) -> HostServer {
-    let files = Arc::new(files);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counted = counted.clone();
-            let files = files.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let path = String::from_utf8_lossy(&head)
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_string();
-                let answer = if path == "/redirect" {
-                    "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".as_bytes().to_vec()
-                } else {
-                    let content = files.get(&path).map_or(body.as_bytes(), Vec::as_slice);
-                    let mut answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        content.len()
-                    )
-                    .into_bytes();
-                    answer.extend_from_slice(content);
-                    answer
-                };
-                let _ = stream.write_all(&answer).await;
-            });
-        }
-    });
-    HostServer { port, hits }
 }
 
 /// The address this host uses on its network (the source of its default route), if it
@@ -304,55 +248,6 @@ async fn without_a_policy_a_session_has_no_network() {
         printed(&pip),
         "No package index is configured: start sandcell with --pip-index URL (an index in PyPI's simple format) to let %pip install packages."
     );
-}
-
-/// A wheel of one pure-Python package `NAME` (with `payload` bytes of random data beside
-/// its `__init__.py`), built with the environment's Python: a zip with the package,
-/// METADATA, WHEEL and RECORD. Returns its file name and bytes.
-fn wheel(
-    env: &Environment,
-    dir: &std::path::Path,
-    name: &str,
-    payload: usize,
-) -> (String, Vec<u8>) {
-    let file = format!("{name}-1.0-py3-none-any.whl");
-    let path = dir.join(&file);
-    let script = r#"
-import os, sys, zipfile
-name, payload, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-info = f"{name}-1.0.dist-info"
-files = {
-    f"{name}/__init__.py": b"GREETING = 'installed at run time'\n",
-    f"{name}/payload.bin": os.urandom(payload),
-    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n".encode(),
-    f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-}
-record = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
-with zipfile.ZipFile(path, "w") as wheel:
-    for n, data in files.items():
-        wheel.writestr(n, data)
-    wheel.writestr(f"{info}/RECORD", record)
-"#;
-    let status = std::process::Command::new(&env.info().python)
-        .args(["-c", script, name, &payload.to_string()])
-        .arg(&path)
-        .status()
-        .expect("the environment's Python runs");
-    assert!(status.success());
-    (file, std::fs::read(&path).unwrap())
-}
-
-/// A package index on the host's loopback serving `wheels` (file name, bytes), each as
-/// the one file of its project (PEP 503's simple format).
-async fn package_index(wheels: Vec<(String, Vec<u8>)>) -> HostServer {
-    let mut files = HashMap::new();
-    for (file, bytes) in wheels {
-        let project = file.split('-').next().unwrap_or_default().replace('_', "-");
-        let page = format!("<html><body><a href=\"/files/{file}\">{file}</a></body></html>");
-        files.insert(format!("/simple/{project}/"), page.into_bytes());
-        files.insert(format!("/files/{file}"), bytes);
-    }
-    host_server_with("not found", files).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

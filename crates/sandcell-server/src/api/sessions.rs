@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_session, list_sessions))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(execute))
+        .routes(routes!(install_packages))
         .routes(routes!(get_execution))
         .routes(routes!(execution_events))
         .routes(routes!(interrupt))
@@ -270,12 +271,7 @@ async fn execute(
         .sessions
         .execute(&user, &id, request.code, request.timeout_secs)
         .await?;
-    let location = HeaderValue::from_str(&format!(
-        "{}/sessions/{id}/executions/{}",
-        super::API_PREFIX,
-        log.id
-    ))
-    .ok();
+    let location = execution_location(&id, &log);
     let stream = query.stream.unwrap_or_else(|| wants_event_stream(&headers));
     let mut response = if stream {
         event_stream(log, 0).into_response()
@@ -287,6 +283,72 @@ async fn execute(
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallPackages {
+    /// Requirements: a package name with optional extras and version specifiers, without
+    /// spaces (`pandas`, `requests[socks]`, `numpy>=1.26,<2`); at most 64. Options, URLs
+    /// and paths are refused.
+    #[schema(example = json!(["requests", "numpy>=1.26,<2"]))]
+    pub packages: Vec<String>,
+}
+
+/// Install packages into the session.
+///
+/// Runs pip in the session, as `%pip install` does, with the server's package index
+/// (`--pip-index`): the packages go into the session's own layer in
+/// `/mnt/data/.packages` (counted in its disk quota, importable at once, gone with the
+/// session). The answer is the execution's result, like `execute`'s: pip's output, status
+/// `error` when it failed. Without a package index the answer is 409.
+#[utoipa::path(
+    post,
+    path = "/sessions/{id}/packages",
+    tag = "sessions",
+    params(SessionRoute),
+    request_body(content = InstallPackages),
+    responses(
+        (status = 200, description = "The result of the installation", body = ExecutionResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session is running another execution, or the server has no package index", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "No packages, too many, one that is not a name with extras and version specifiers, or an unknown field", body = ErrorBody),
+        (status = 429, description = "Starting this session's Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
+        (status = 500, description = "The Python session could not be started or driven", body = ErrorBody),
+        (status = 503, description = "Too many live sessions to start this one's Python process (see Retry-After), or the server is shutting down", body = ErrorBody),
+    )
+)]
+async fn install_packages(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
+    ApiJson(request): ApiJson<InstallPackages>,
+) -> Result<Response, ApiError> {
+    let log = state
+        .service
+        .sessions
+        .install_packages(&user, &id, &request.packages)
+        .await?;
+    let execution = log.result().await?;
+    let mut response = Json(response_of(&log, execution)).into_response();
+    if let Some(location) = execution_location(&id, &log) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Where an execution's status is read (`Location`).
+fn execution_location(session_id: &str, log: &ExecutionLog) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{}/sessions/{session_id}/executions/{}",
+        super::API_PREFIX,
+        log.id
+    ))
+    .ok()
 }
 
 /// Get an execution: running, or finished with its result.

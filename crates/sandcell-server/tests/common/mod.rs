@@ -6,7 +6,7 @@
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use sandcell_pyenv::{EnvInfo, Environment, Home};
 use sandcell_server::{Server, ServerConfig, ServerError};
-use sandcell_session::{Runtime, RuntimeOptions};
+use sandcell_session::{PackageIndex, Runtime, RuntimeOptions};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,12 +23,23 @@ pub struct Python {
 }
 
 pub async fn python() -> Python {
+    python_with_index(None).await
+}
+
+/// The usual Python environment (built if needed).
+pub fn environment() -> Environment {
     let home = Home::from_env().expect("a data directory");
-    let env = Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
-        .expect("the Python environment can be set up");
+    Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
+        .expect("the Python environment can be set up")
+}
+
+/// A Python side whose sessions install packages from `package_index`.
+pub async fn python_with_index(package_index: Option<PackageIndex>) -> Python {
+    let env = environment();
     // Nothing pre-imported: these tests need no data stack, and start faster without.
     let options = RuntimeOptions {
         template_modules: Vec::new(),
+        package_index,
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::start(&env, options)
