@@ -125,7 +125,10 @@ class App {
     } catch (error) {
       // A missing key has its own dialog.
       if (error.status !== 401) this.#modelsError = `The models cannot be listed: ${error.message}`;
+      return;
     }
+    // The conversations, listed at the same time, may have drawn the picker first.
+    this.#renderModelSuggestions();
   }
 
   async #navigate() {
