@@ -2,6 +2,9 @@
 //! sandboxed Python sessions.
 
 mod common;
+// The session runtime's own helper for an HTTP server on the host's loopback.
+#[path = "../../sandcell-session/tests/common/mod.rs"]
+mod host;
 
 use common::{
     assert_error, config, eventually, json, python, raw_request, Api, EventStream, TestServer,
@@ -1355,36 +1358,9 @@ async fn warm_sessions_are_taken_by_new_sessions_and_count_among_the_live_ones()
     server.stop().await;
 }
 
-/// An HTTP server on the host's loopback that answers every request with `body`.
-async fn host_http_server(body: &'static str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn sessions_choose_their_network_within_the_operators_ceiling() {
-    let port = host_http_server("from the host").await;
+    let port = host::host_server("from the host").await.port;
     let allowed = format!("127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
     let base = config(data.path());
