@@ -11,7 +11,7 @@ use crate::client::{ClientEvent, ModelClient};
 use crate::code_stream::CodeStream;
 use crate::error::AgentError;
 use crate::event::{AgentEvent, TokenUsage};
-use crate::prompt::system_prompt;
+use crate::prompt::{system_prompt, Reach};
 use crate::tool_result::{tool_output, ToolOutput, DEFAULT_OUTPUT_LIMIT};
 use crate::transcript::{Record, RecordedCall, Transcript};
 
@@ -145,7 +145,11 @@ impl Agent {
         })?;
         // Built once per turn: the same prompt (the files as they were when the person
         // spoke) for every request of the turn keeps the providers' prompt caches warm.
-        let system = system_prompt(&self.env, session.limits(), session.workdir());
+        let reach = Reach {
+            network: session.network_policy(),
+            package_index: session.installs_packages(),
+        };
+        let system = system_prompt(&self.env, session.limits(), session.workdir(), reach);
         let tools = [Tool::python()];
         let mut written: u32 = 0;
         for _ in 0..self.options.max_steps {

@@ -1,9 +1,9 @@
 //! The system prompt: where the model is (Python, packages, `/mnt/data` and its files,
-//! limits, no internet) and how it works here.
+//! limits, the network the session has) and how it works here.
 
 use sandcell_pyenv::EnvInfo;
 use sandcell_safedir::{SafeDir, SafePath, WalkLimits};
-use sandcell_session::Limits;
+use sandcell_session::{Limits, NetPolicy};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -19,9 +19,38 @@ const MAX_COLUMNS: usize = 40;
 /// Spreadsheets larger than this are listed without their columns (reading them takes time).
 const MAX_SPREADSHEET_BYTES: u64 = 20 * 1024 * 1024;
 
-/// The system prompt for a conversation whose session runs in `env` with `limits` and
-/// has `workdir` as its `/mnt/data`.
-pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path) -> String {
+/// What the session can reach: its network policy, and whether `%pip install` reaches
+/// the operator's package index.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    pub network: &'a NetPolicy,
+    pub package_index: bool,
+}
+
+impl Reach<'_> {
+    /// The prompt's paragraph about it.
+    fn describe(&self) -> String {
+        let network = match self.network {
+            NetPolicy::None => "There is no internet access: downloads fail.".to_owned(),
+            NetPolicy::Allowlist(hosts) => format!(
+                "Network access is limited to these hosts: {hosts}. HTTP and HTTPS go through \
+                 the proxy the session is set up for (HTTP_PROXY, HTTPS_PROXY); anything else \
+                 is refused."
+            ),
+        };
+        let packages = if self.package_index {
+            "%pip install PACKAGE installs from the operator's package index into this \
+             session, importable at once."
+        } else {
+            "pip install fails, so use the installed packages."
+        };
+        format!("{network} {packages}")
+    }
+}
+
+/// The system prompt for a conversation whose session runs in `env` with `limits`, has
+/// `workdir` as its `/mnt/data`, and reaches what `reach` says.
+pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path, reach: Reach) -> String {
     let mut prompt = String::new();
     let packages: Vec<String> = env
         .packages
@@ -39,8 +68,7 @@ pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path) -> String {
          work. Matplotlib figures are captured automatically (no need to save them); the \
          value of the last expression is shown.\n\n\
          Files live in /mnt/data: read the user's files there and write every file you \
-         create there, then tell the user its path. There is no internet access: pip \
-         install and downloads fail, so use the installed packages.\n\n\
+         create there, then tell the user its path. {reach}\n\n\
          Limits: {memory} MiB of memory, {timeout} s per call, files up to {file} MiB, \
          {quota} MiB in /mnt/data in all.\n\n\
          Installed packages: {packages}.\n\n",
@@ -50,6 +78,7 @@ pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path) -> String {
         file = limits.file_size_mib,
         quota = limits.workdir_quota_mib,
         packages = packages.join(", "),
+        reach = reach.describe(),
     );
     let files = describe_files(workdir);
     if files.is_empty() {
@@ -251,15 +280,31 @@ mod tests {
                 version: "2.3.3".into(),
             }],
         };
-        let prompt = system_prompt(&env, &Limits::default(), dir.path());
+        let closed = Reach {
+            network: &NetPolicy::None,
+            package_index: false,
+        };
+        let prompt = system_prompt(&env, &Limits::default(), dir.path(), closed);
         for needle in [
             "Python 3.12.1",
             "pandas==2.3.3",
             "/mnt/data/data.csv (4 B); columns: x, y",
             "no internet",
+            "pip install fails",
             "2048 MiB of memory",
         ] {
             assert!(prompt.contains(needle), "{needle} missing from:\n{prompt}");
         }
+
+        let hosts = sandcell_session::Allowlist::parse(&["*.example.org:443"]).unwrap();
+        let open = Reach {
+            network: &NetPolicy::from_allowlist(hosts),
+            package_index: true,
+        };
+        let prompt = system_prompt(&env, &Limits::default(), dir.path(), open);
+        for needle in ["limited to these hosts: *.example.org:443", "%pip install"] {
+            assert!(prompt.contains(needle), "{needle} missing from:\n{prompt}");
+        }
+        assert!(!prompt.contains("no internet"), "{prompt}");
     }
 }

@@ -365,6 +365,12 @@ impl Session {
         self.network.as_ref().map_or(&NONE, SessionNetwork::policy)
     }
 
+    /// Whether `%pip install` reaches a package index from this session (a sandboxed
+    /// session of a runtime given one).
+    pub fn installs_packages(&self) -> bool {
+        self.network.is_some() && self.factory.package_index.is_some()
+    }
+
     /// Bytes the session has moved through its proxy (both ways).
     pub fn network_bytes(&self) -> u64 {
         self.network.as_ref().map_or(0, SessionNetwork::bytes_used)
