@@ -49,7 +49,7 @@ const PROTOCOL_VERSIONS: [ProtocolVersion; 3] = [
 ];
 
 /// What the model is told about the whole server.
-const INSTRUCTIONS: &str = "sandcell runs Python in stateful, sandboxed sessions: variables, imports and files persist between run_python calls. numpy, pandas and matplotlib are installed (plots are returned as PNG images); files live in /mnt/data (upload_file, list_files, read_file); there is no network access (install_packages installs packages when the server has a package index). Without a session_id every tool uses this connection's default session.";
+const INSTRUCTIONS: &str = "sandcell runs Python in stateful, sandboxed sessions: variables, imports and files persist between run_python calls. numpy, pandas and matplotlib are installed (plots are returned as PNG images); files live in /mnt/data (upload_file, list_files, read_file); the network is closed unless the server allows hosts (create_session's allow_net, within the server's list; HTTP and HTTPS then go through the proxy in HTTP_PROXY), and install_packages installs packages when the server has a package index. Without a session_id every tool uses this connection's default session.";
 
 /// How a door's connections are set up.
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ impl SandcellMcp {
     }
 
     #[tool(
-        description = "Run Python code as one cell of a stateful IPython session (variables, imports and files persist between calls). numpy, pandas and matplotlib are installed; plots are returned as PNG images. The working directory is /mnt/data, where uploaded files are and where files to hand back should be written. There is no network access. Returns what was printed, the value of the last expression, images, links to the files created or changed, and the traceback if the code raised.",
+        description = "Run Python code as one cell of a stateful IPython session (variables, imports and files persist between calls). numpy, pandas and matplotlib are installed; plots are returned as PNG images. The working directory is /mnt/data, where uploaded files are and where files to hand back should be written. There is no network access unless the server allows this session hosts (see create_session). Returns what was printed, the value of the last expression, images, links to the files created or changed, and the traceback if the code raised.",
         output_schema = schema_for_output::<RunOutput>()
     )]
     async fn run_python(

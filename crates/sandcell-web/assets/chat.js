@@ -276,7 +276,7 @@ export class ChatView {
       { class: 'composer' },
       this.attachments,
       h('div', { class: 'composer-box' }, attach, this.textarea, this.sendButton),
-      h('p', { class: 'composer-hint' }, 'Enter to send, Shift+Enter for a new line. Code runs in a sandbox with no network.'),
+      h('p', { class: 'composer-hint' }, 'Enter to send, Shift+Enter for a new line. Code runs in a sandboxed session.'),
     );
     form.addEventListener('submit', (event) => {
       event.preventDefault();
