@@ -74,7 +74,9 @@ class SeaweedFS:
         # With these variables set, `weed mini` makes them its admin identity.
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         try:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # In `work`: it writes weed.pid into its working directory.
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=self.work)
         except OSError as error:
             fail(f"SeaweedFS cannot run here ({WEED}: {error})")
         client = s3_client(self.endpoint)
