@@ -277,18 +277,9 @@ impl Containers {
         if let Some(container) = self.live(user, id).await? {
             return Ok(container);
         }
-        let user_id = user.id;
-        let key = id.to_owned();
-        let body: Option<String> = self
+        let body = self
             .store
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT body FROM expired_containers WHERE user_id = ?1 AND id = ?2",
-                    params![user_id, key],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
+            .owned_body(OwnedTable::ExpiredContainers, user.id, id)
             .await
             .map_err(read_error)?;
         let body = body.ok_or_else(|| ServiceError::not_found(format!("container {id}")))?;

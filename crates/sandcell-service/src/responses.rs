@@ -361,18 +361,9 @@ impl Responses {
 
     /// The user's response `id`; another user's is "not found".
     pub async fn get(&self, user: &User, id: &str) -> Result<ResponseRecord, ServiceError> {
-        let user_id = user.id;
-        let key = id.to_owned();
-        let body: Option<String> = self
+        let body = self
             .store
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT body FROM responses WHERE user_id = ?1 AND id = ?2",
-                    params![user_id, key],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
+            .owned_body(OwnedTable::Responses, user.id, id)
             .await
             .map_err(|e| ServiceError::internal("The response cannot be read", &e))?;
         let body = body.ok_or_else(|| ServiceError::not_found(format!("response {id}")))?;

@@ -505,6 +505,25 @@ impl OwnedTable {
 }
 
 impl Store {
+    /// The `body` (JSON) of row `id` of `table` if it is the user's.
+    pub async fn owned_body(
+        &self,
+        table: OwnedTable,
+        user_id: i64,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        let sql = format!(
+            "SELECT body FROM {} WHERE user_id = ?1 AND id = ?2",
+            table.name()
+        );
+        self.call(move |c| {
+            Ok(c.query_row(&sql, params![user_id, id], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
     /// Deletes row `id` of `table` if it is the user's; whether there was one.
     pub async fn delete_owned(
         &self,
