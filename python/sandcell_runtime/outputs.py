@@ -233,13 +233,21 @@ class _OrderedWriter(io.FileIO):
 @contextlib.contextmanager
 def _sigint_held():
     """SIGINT is held back meanwhile: a KeyboardInterrupt in the middle of a frame would
-    corrupt the stream. An interrupt that arrived meanwhile is raised on the way out."""
+    corrupt the stream. An interrupt that arrived meanwhile is raised on the way out.
+    The mask is restored, not cleared: a nested use (a frame sent while output is
+    flushed) must not let the interrupt in before the outer one ends, and a helper
+    thread (which always blocks SIGINT) must keep it blocked, or the kernel could
+    deliver the interrupt there while the main thread holds it back, and Python would
+    raise it in the main thread mid-frame."""
+    previous = None
     try:
-        # Inside the try: SIGINT must not stay blocked whatever happens.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+        # Inside the try: SIGINT must not stay blocked whatever happens. (Only the main
+        # thread raises from a signal handler, and there `previous is None` unblocks.)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
+        if previous is None or signal.SIGINT not in previous:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
 
 
 def _line_buffered_writer(raw):

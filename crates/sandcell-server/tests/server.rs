@@ -1115,7 +1115,7 @@ async fn a_shutdown_interrupts_running_executions_and_ends_cleanly() {
     let rest = stream.rest().await;
     let end = rest.last().unwrap();
     assert_eq!(end.name, "end");
-    assert_eq!(end.data["status"], "interrupted");
+    assert_eq!(end.data["status"], "interrupted", "{rest:?}");
     server.wait().await.expect("the server stops cleanly");
     // Everything was written: the session is there for the next server.
     let next = TestServer::start(config(data.path()), python().await).await;

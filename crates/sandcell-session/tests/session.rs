@@ -307,6 +307,36 @@ async fn an_interrupt_stops_the_cell_and_keeps_the_state() {
     assert_eq!(text(&run(&mut s, "kept").await, 0), "'still here'");
 }
 
+/// Interrupts must reach the main thread: the session's helper threads (which send output)
+/// keep SIGINT blocked, also after they sent an unfinished line, which they do while
+/// holding SIGINT back themselves.
+#[tokio::test]
+async fn the_sessions_helper_threads_keep_interrupts_blocked_after_sending_output() {
+    let (mut s, _dir, _rt) = session().await;
+    let e = run(
+        &mut s,
+        r#"import os, threading, time
+print("an unfinished line", end="")
+time.sleep(0.5)  # the helper thread sends it after ~50 ms
+print()
+helpers = []
+for task in os.listdir("/proc/self/task"):
+    if int(task) != threading.get_native_id():
+        status = open(f"/proc/self/task/{task}/status").read()
+        blocked = int(next(l for l in status.splitlines() if l.startswith("SigBlk:")).split()[1], 16)
+        helpers.append(bool(blocked & (1 << 1)))  # SIGINT is signal 2: bit 1
+helpers"#,
+    )
+    .await;
+    assert_eq!(e.status, Status::Ok, "{e:?}");
+    assert!(e.stdout.contains("an unfinished line"), "{e:?}");
+    let helpers = text(&e, 0);
+    assert!(helpers.starts_with("[True"), "{e:?}");
+    assert!(
+        !helpers.contains("False"),
+        "a helper thread lets SIGINT in: {e:?}"
+    );
+}
 #[tokio::test]
 async fn a_timeout_interrupts_first_and_keeps_the_state() {
     let limits = Limits {
