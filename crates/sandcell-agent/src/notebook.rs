@@ -129,6 +129,7 @@ mod tests {
                 duration_ms: 1,
                 restarted: false,
                 truncated: false,
+                network: Default::default(),
             })),
             images: Vec::new(),
         }

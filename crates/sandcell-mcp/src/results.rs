@@ -177,6 +177,7 @@ mod tests {
             duration_ms: 5,
             restarted: false,
             truncated: false,
+            network: Default::default(),
         }
     }
 

@@ -118,6 +118,7 @@ async fn an_execution_streams_its_events_in_order() {
             "execute_result",
             "execution_count",
             "files",
+            "network",
             "restarted",
             "results",
             "status",
@@ -1406,16 +1407,21 @@ async fn sessions_choose_their_network_within_the_operators_ceiling() {
         json!({ "type": "allowlist", "allow": [allowed] })
     );
     let open = open["id"].as_str().unwrap().to_owned();
+    let fetched = api.execute(&open, &fetch).await;
+    assert_eq!(fetched["stdout"], "from the host\n");
+    // The result says what the code could reach.
     assert_eq!(
-        api.execute(&open, &fetch).await["stdout"],
-        "from the host\n"
+        fetched["network"],
+        json!({ "type": "allowlist", "allow": [allowed] })
     );
 
     // Asking for nothing is no network, as with no ceiling at all.
     let (_, closed) = json(create(json!({})).await.unwrap()).await;
     assert_eq!(closed["network"], json!({ "type": "none", "allow": [] }));
     let closed = closed["id"].as_str().unwrap().to_owned();
-    assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+    let refused = api.execute(&closed, &fetch).await;
+    assert_eq!(refused["stdout"], "URLError\n");
+    assert_eq!(refused["network"], json!({ "type": "none", "allow": [] }));
 
     // OpenAI's containers ask with `network_policy`, within the same ceiling.
     let container = |policy: Value| {
@@ -1458,11 +1464,16 @@ async fn sessions_choose_their_network_within_the_operators_ceiling() {
     let api = server.api();
     let (_, info) = json(api.get(&format!("/api/v1/sessions/{open}")).await).await;
     assert_eq!(info["network"]["allow"], json!([allowed]));
+    let fetched = api.execute(&open, &fetch).await;
+    assert_eq!(fetched["stdout"], "from the host\n");
+    // The result says what the code could reach.
     assert_eq!(
-        api.execute(&open, &fetch).await["stdout"],
-        "from the host\n"
+        fetched["network"],
+        json!({ "type": "allowlist", "allow": [allowed] })
     );
-    assert_eq!(api.execute(&closed, &fetch).await["stdout"], "URLError\n");
+    let refused = api.execute(&closed, &fetch).await;
+    assert_eq!(refused["stdout"], "URLError\n");
+    assert_eq!(refused["network"], json!({ "type": "none", "allow": [] }));
     server.stop().await;
 
     // A ceiling narrowed since narrows the sessions that had more.

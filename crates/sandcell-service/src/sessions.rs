@@ -29,8 +29,8 @@ use crate::store::{self, SessionRecord, Store, User};
 use crate::users::random_hex;
 use sandcell_session::{Allowlist, NetPolicy};
 use sandcell_session::{
-    Completion, Disks, ExecEvent, ExecOptions, Execution, Interrupter, Runtime, Session,
-    SessionConfig,
+    Completion, Disks, ExecEvent, ExecOptions, Execution, Interrupter, Isolation, NetworkAccess,
+    Runtime, Session, SessionConfig,
 };
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -61,45 +61,13 @@ pub struct SessionInfo {
     pub state: SessionState,
     pub limits: SessionLimits,
     /// What the session may reach on the network.
-    pub network: NetworkInfo,
+    pub network: NetworkAccess,
     /// The conversation whose code runs in this session, if any.
     pub conversation_id: Option<String>,
     /// The execution running now, started by `execute`: a client re-attaches to it at
     /// `GET …/executions/{execution_id}/events`. Null when none runs (or the session
     /// runs a conversation's code).
     pub execution_id: Option<String>,
-}
-
-/// A session's network policy, as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct NetworkInfo {
-    /// `none` (no network at all) or `allowlist` (only `allow`, through sandcell's proxy).
-    #[serde(rename = "type")]
-    #[schema(example = "allowlist")]
-    pub kind: NetworkKind,
-    /// The entries of the allowlist: host names, `*.domain`, IP addresses or CIDRs, each
-    /// with an optional `:PORT`.
-    pub allow: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NetworkKind {
-    None,
-    Allowlist,
-}
-
-impl NetworkInfo {
-    pub fn of(allowlist: &Allowlist) -> Self {
-        Self {
-            kind: if allowlist.is_empty() {
-                NetworkKind::None
-            } else {
-                NetworkKind::Allowlist
-            },
-            allow: allowlist.to_strings(),
-        }
-    }
 }
 
 /// Whether a session's Python process is running, and busy.
@@ -427,7 +395,7 @@ impl Sessions {
             *owner = Some(conversation_id.to_owned());
         }
         drop(slot);
-        Ok(entry.info())
+        Ok(entry.info(self.sandboxed()))
     }
 
     /// Lets go of conversation `conversation_id`'s hold on session `id` (the conversation
@@ -463,7 +431,7 @@ impl Sessions {
         let id = record.id.clone();
         let entry = Arc::new(Entry::new(place, record, conversation_id, Some(live)));
         self.write_entries().insert(id, entry.clone());
-        Ok(entry.info())
+        Ok(entry.info(self.sandboxed()))
     }
 
     /// A page of the user's sessions, oldest first.
@@ -472,14 +440,14 @@ impl Sessions {
             .read_entries()
             .values()
             .filter(|entry| entry.record.user_id == user.id)
-            .map(|entry| entry.info())
+            .map(|entry| entry.info(self.sandboxed()))
             .collect();
         sessions.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         page.page(sessions, |session| &session.id)
     }
 
     pub fn get(&self, user: &User, id: &str) -> Result<SessionInfo, ServiceError> {
-        Ok(self.find(user, id)?.info())
+        Ok(self.find(user, id)?.info(self.sandboxed()))
     }
 
     /// The session's working directory.
@@ -668,7 +636,7 @@ impl Sessions {
         }
         entry.touch();
         drop(slot);
-        Ok(entry.info())
+        Ok(entry.info(self.sandboxed()))
     }
 
     /// Stops the session (interrupting what runs and waiting for it) and deletes its
@@ -1012,6 +980,11 @@ impl Sessions {
         }
     }
 
+    /// Whether sessions run in the sandbox (without it, they reach the host's network).
+    fn sandboxed(&self) -> bool {
+        matches!(self.runtime.isolation(), Isolation::Sandbox(_))
+    }
+
     /// The runtime's limits for a session with `limits`, under the server's output bound.
     fn runtime_limits(&self, limits: &SessionLimits) -> sandcell_session::Limits {
         sandcell_session::Limits {
@@ -1102,7 +1075,8 @@ impl Entry {
         }
     }
 
-    fn info(&self) -> SessionInfo {
+    /// The session as clients see it, on a runtime that is `sandboxed` or not.
+    fn info(&self, sandboxed: bool) -> SessionInfo {
         let state = match self.slot.try_lock() {
             Err(_) => SessionState::Busy,
             Ok(slot) if slot.live.is_some() => SessionState::Idle,
@@ -1114,7 +1088,7 @@ impl Entry {
             last_used_at: self.last_used().1.clone(),
             state,
             limits: self.record.limits.clone(),
-            network: NetworkInfo::of(&self.record.network),
+            network: NetworkAccess::of(sandboxed, &self.record.network),
             conversation_id: self.conversation(),
             execution_id: self.running_execution(),
         }

@@ -1,6 +1,7 @@
 //! The result of running one cell: the contract every interface (CLI, server, agent)
 //! shares. Modelled on Jupyter's messages and E2B's `Execution`.
 
+use sandcell_netproxy::Allowlist;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -75,6 +76,46 @@ impl ExecutionError {
     }
 }
 
+/// What a session's code can reach on the network: the `network` of an execution and of
+/// a session as clients see them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkAccess {
+    /// `none` (no network at all), `allowlist` (only `allow`, through sandcell's proxy)
+    /// or `host` (the host's whole network: the session runs without a sandbox).
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(example = "allowlist"))]
+    pub kind: NetworkKind,
+    /// The entries of the allowlist: host names, `*.domain`, IP addresses or CIDRs, each
+    /// with an optional `:PORT`.
+    pub allow: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkKind {
+    #[default]
+    None,
+    Allowlist,
+    Host,
+}
+
+impl NetworkAccess {
+    /// A session's access with `allowlist` (empty: no network), in a sandbox or not.
+    pub fn of(sandboxed: bool, allowlist: &Allowlist) -> Self {
+        let kind = match (sandboxed, allowlist.is_empty()) {
+            (false, _) => NetworkKind::Host,
+            (true, true) => NetworkKind::None,
+            (true, false) => NetworkKind::Allowlist,
+        };
+        Self {
+            kind,
+            allow: allowlist.to_strings(),
+        }
+    }
+}
+
 /// A file the execution created or changed in the working directory.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +160,10 @@ pub struct Execution {
     /// `results` says what and how much.
     #[serde(default)]
     pub truncated: bool,
+    /// What the code could reach on the network while it ran (absent in results written
+    /// by earlier versions, which had no network: `none`).
+    #[serde(default)]
+    pub network: NetworkAccess,
 }
 
 /// What an execution streams while it runs, in order.

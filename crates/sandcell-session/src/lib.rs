@@ -36,7 +36,8 @@ mod workdir;
 pub use disks::{DiskQuota, Disks};
 pub use error::SessionError;
 pub use execution::{
-    Completion, ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle, Status,
+    Completion, ExecEvent, ExecOptions, Execution, ExecutionError, FileChange, MimeBundle,
+    NetworkAccess, NetworkKind, Status,
 };
 pub use isolation::{Isolation, SandboxPolicy, SANDBOX_WORKDIR};
 pub use launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};

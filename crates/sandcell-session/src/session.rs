@@ -4,7 +4,9 @@
 use crate::cgroup_drain::wait_until_empty;
 use crate::disks::{Disks, TempWorkDir};
 use crate::error::{io_error, SessionError};
-use crate::execution::{Completion, ExecEvent, ExecOptions, Execution, ExecutionError, Status};
+use crate::execution::{
+    Completion, ExecEvent, ExecOptions, Execution, ExecutionError, NetworkAccess, Status,
+};
 use crate::isolation::{session_cgroup_name, Isolation};
 use crate::launcher::Launcher;
 use crate::limits::Limits;
@@ -17,7 +19,7 @@ use crate::protocol::{
 use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
-use sandcell_netproxy::{NetPolicy, PackageIndex};
+use sandcell_netproxy::{Allowlist, NetPolicy, PackageIndex};
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::path::{Path, PathBuf};
@@ -365,6 +367,16 @@ impl Session {
         self.network.as_ref().map_or(&NONE, SessionNetwork::policy)
     }
 
+    /// What the session's code can reach on the network, as an execution reports it.
+    pub fn network_access(&self) -> NetworkAccess {
+        let sandboxed = matches!(self.factory.isolation, Isolation::Sandbox(_));
+        let empty = Allowlist::default();
+        NetworkAccess::of(
+            sandboxed,
+            self.network_policy().allowlist().unwrap_or(&empty),
+        )
+    }
+
     /// Whether `%pip install` reaches a package index from this session (a sandboxed
     /// session of a runtime given one).
     pub fn installs_packages(&self) -> bool {
@@ -542,6 +554,7 @@ impl Session {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             restarted,
             truncated: kept.truncated,
+            network: self.network_access(),
         })
     }
 

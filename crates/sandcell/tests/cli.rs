@@ -375,6 +375,11 @@ fn no_sandbox_runs_but_says_so() {
         "True",
         "not PID 1 of a namespace: no sandbox"
     );
+    assert_eq!(
+        cell["network"],
+        serde_json::json!({ "type": "host", "allow": [] }),
+        "the result says the code had the host's network"
+    );
 }
 
 #[test]
@@ -383,6 +388,11 @@ fn the_preload_list_decides_what_sessions_start_with() {
     let (cells, output) = run_json(&["--preload", "json", "-c", probe]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(first_text(&cells[0]), "(False, True)");
+    assert_eq!(
+        cells[0]["network"],
+        serde_json::json!({ "type": "none", "allow": [] }),
+        "a sandboxed session has no network unless asked"
+    );
     let (cells, _) = run_json(&["-c", probe]);
     assert_eq!(
         first_text(&cells[0]),
