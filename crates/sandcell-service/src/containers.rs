@@ -17,11 +17,9 @@ use crate::files::{FileInfo, FilePath};
 use crate::limits::{LimitsRequest, SessionLimits};
 use crate::page::{Page, PageRequest};
 use crate::sessions::{SessionState, Sessions};
-use crate::store::{OwnedTable, Store, StoreError, User};
+use crate::store::{ContainerRecord, OwnedTable, Store, StoreError, User};
 use crate::user_files::{file_name, random_id, unix_now, UserFiles};
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,38 +85,7 @@ pub struct NewContainer {
     pub allow_net: Option<Vec<String>>,
 }
 
-/// Who put a file in a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileSource {
-    /// Uploaded or copied in by the client.
-    User,
-    /// Made by the code.
-    Assistant,
-}
-
-impl FileSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Assistant => "assistant",
-        }
-    }
-}
-
-/// A file in a container's `/mnt/data`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerFile {
-    /// `cfile_…`.
-    pub id: String,
-    pub container_id: String,
-    /// Relative to `/mnt/data`.
-    pub path: String,
-    pub bytes: u64,
-    pub source: FileSource,
-    /// Unix seconds: when the container was first seen to hold it.
-    pub created_at: i64,
-}
+pub use crate::store::{ContainerFile, FileSource};
 
 /// Every user's containers.
 pub struct Containers {
@@ -185,28 +152,15 @@ impl Containers {
             limits: session.limits.clone(),
             status: ContainerStatus::Running,
         };
-        let row = container.clone();
-        let user_id = user.id;
-        let inserted = self
-            .store
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO containers (id, user_id, session_id, name, expires_minutes,
-                         created_at, last_active_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        row.id,
-                        user_id,
-                        row.session_id,
-                        row.name,
-                        row.expires_after_minutes,
-                        row.created_at,
-                        row.last_active_at
-                    ],
-                )?;
-                Ok(())
-            })
-            .await;
+        let record = ContainerRecord {
+            id: container.id.clone(),
+            name: container.name.clone(),
+            session_id: container.session_id.clone(),
+            created_at: container.created_at,
+            last_active_at: container.last_active_at,
+            expires_after_minutes: container.expires_after_minutes,
+        };
+        let inserted = self.store.insert_container(user.id, record).await;
         if let Err(error) = inserted {
             let _ = self.sessions.remove(user, &session.id).await;
             return Err(ServiceError::internal(
@@ -232,18 +186,7 @@ impl Containers {
         newest_first: bool,
         page: &PageRequest,
     ) -> Result<Page<ContainerInfo>, ServiceError> {
-        let user_id = user.id;
-        let rows = self
-            .store
-            .call(move |c| {
-                let mut statement = c.prepare(&format!(
-                    "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 ORDER BY created_at, rowid"
-                ))?;
-                let rows = statement.query_map([user_id], container_row)?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
-            .map_err(read_error)?;
+        let rows = self.store.containers(user.id).await.map_err(read_error)?;
         let mut containers = Vec::with_capacity(rows.len());
         for row in rows {
             if name.is_some_and(|name| name != row.name) {
@@ -289,20 +232,9 @@ impl Containers {
 
     /// The user's container `id` if it is there and has not expired.
     async fn live(&self, user: &User, id: &str) -> Result<Option<ContainerInfo>, ServiceError> {
-        let user_id = user.id;
-        let key = id.to_owned();
         let row = self
             .store
-            .call(move |c| {
-                Ok(c.query_row(
-                    &format!(
-                        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 AND id = ?2"
-                    ),
-                    params![user_id, key],
-                    container_row,
-                )
-                .optional()?)
-            })
+            .container(user.id, id)
             .await
             .map_err(read_error)?;
         match row {
@@ -333,27 +265,11 @@ impl Containers {
     pub async fn expire_idle(&self) -> Result<(), ServiceError> {
         let rows = self
             .store
-            .call(|c| {
-                let mut statement = c.prepare(&format!(
-                    "SELECT {CONTAINER_COLUMNS}, users.id, users.name FROM containers
-                     JOIN users ON users.id = containers.user_id"
-                ))?;
-                let rows = statement.query_map([], |r| {
-                    Ok((
-                        container_row(r)?,
-                        User {
-                            id: r.get(6)?,
-                            name: r.get(7)?,
-                        },
-                    ))
-                })?;
-                let rows = rows.collect::<Result<Vec<_>, _>>()?;
-                c.execute(
-                    "DELETE FROM expired_containers WHERE expired_at < ?1",
-                    [unix_now() - EXPIRED_KEPT_SECS],
-                )?;
-                Ok(rows)
-            })
+            .containers_with_owners()
+            .await
+            .map_err(read_error)?;
+        self.store
+            .forget_expired_containers(unix_now() - EXPIRED_KEPT_SECS)
             .await
             .map_err(read_error)?;
         for (row, user) in rows {
@@ -389,15 +305,8 @@ impl Containers {
 
     /// Marks the container used now: its expiry starts again.
     pub async fn touch(&self, id: &str) -> Result<(), ServiceError> {
-        let key = id.to_owned();
         self.store
-            .call(move |c| {
-                c.execute(
-                    "UPDATE containers SET last_active_at = ?2 WHERE id = ?1",
-                    params![key, unix_now()],
-                )?;
-                Ok(())
-            })
+            .touch_container(id, unix_now())
             .await
             .map_err(|e| ServiceError::internal("The container cannot be written", &e))
     }
@@ -519,12 +428,8 @@ impl Containers {
         let workdir = self.sessions.workdir(user, &container.session_id)?;
         let path = FilePath::parse(&file.path)?;
         blocking(move || workdir.remove(&path)).await??;
-        let key = file.id;
         self.store
-            .call(move |c| {
-                c.execute("DELETE FROM container_files WHERE id = ?1", [key])?;
-                Ok(())
-            })
+            .delete_container_file(&file.id)
             .await
             .map_err(|e| ServiceError::internal("The container cannot be written", &e))?;
         self.touch(id).await
@@ -543,54 +448,8 @@ impl Containers {
         for _ in &listed {
             new_ids.push(format!("cfile_{}", random_id()?));
         }
-        let container_id = container.id.clone();
         self.store
-            .call(move |c| {
-                let transaction = c.transaction()?;
-                let mut known: HashMap<String, (String, String, i64)> = {
-                    let mut statement = transaction.prepare(
-                        "SELECT path, id, source, created_at FROM container_files
-                         WHERE container_id = ?1",
-                    )?;
-                    let rows = statement.query_map([&container_id], |r| {
-                        Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-                    })?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                let now = unix_now();
-                let mut files = Vec::with_capacity(listed.len());
-                for (info, new_id) in listed.into_iter().zip(new_ids) {
-                    let (id, source, created_at) = match known.remove(&info.path) {
-                        Some(row) => row,
-                        None => {
-                            transaction.execute(
-                                "INSERT INTO container_files (id, container_id, path, source,
-                                     created_at)
-                                 VALUES (?1, ?2, ?3, 'assistant', ?4)",
-                                params![new_id, container_id, info.path, now],
-                            )?;
-                            (new_id, "assistant".to_owned(), now)
-                        }
-                    };
-                    files.push(ContainerFile {
-                        id,
-                        container_id: container_id.clone(),
-                        path: info.path,
-                        bytes: info.size,
-                        source: if source == "user" {
-                            FileSource::User
-                        } else {
-                            FileSource::Assistant
-                        },
-                        created_at,
-                    });
-                }
-                for (_, (gone, _, _)) in known {
-                    transaction.execute("DELETE FROM container_files WHERE id = ?1", [gone])?;
-                }
-                transaction.commit()?;
-                Ok(files)
-            })
+            .sync_container_files(&container.id, listed, new_ids, unix_now())
             .await
             .map_err(read_error)
     }
@@ -610,23 +469,8 @@ impl Containers {
             source,
             created_at: unix_now(),
         };
-        let row = file.clone();
         self.store
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO container_files (id, container_id, path, source,
-                         created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        row.id,
-                        row.container_id,
-                        row.path,
-                        row.source.as_str(),
-                        row.created_at
-                    ],
-                )?;
-                Ok(())
-            })
+            .insert_container_file(file.clone())
             .await
             .map_err(|e| ServiceError::internal("The container cannot be written", &e))?;
         Ok(file)
@@ -644,7 +488,7 @@ impl Containers {
     async fn unexpired(
         &self,
         user: &User,
-        row: ContainerRow,
+        row: ContainerRecord,
     ) -> Result<Option<ContainerInfo>, ServiceError> {
         let session = match self.sessions.get(user, &row.session_id) {
             Ok(session) => session,
@@ -673,16 +517,8 @@ impl Containers {
         };
         let body = serde_json::to_string(&expired)
             .map_err(|e| ServiceError::internal("The container cannot be expired", &e))?;
-        let (id, user_id) = (expired.id.clone(), user.id);
         self.store
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO expired_containers (id, user_id, expired_at, body)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![id, user_id, unix_now(), body],
-                )?;
-                Ok(())
-            })
+            .insert_expired_container(&expired.id, user.id, unix_now(), body)
             .await
             .map_err(|e| ServiceError::internal("The container cannot be expired", &e))?;
         // Its session's rows (and the container's) go, with its files.
@@ -691,30 +527,6 @@ impl Containers {
             Err(error) => Err(error),
         }
     }
-}
-
-/// A container's row.
-struct ContainerRow {
-    id: String,
-    name: String,
-    session_id: String,
-    created_at: i64,
-    last_active_at: i64,
-    expires_after_minutes: u32,
-}
-
-const CONTAINER_COLUMNS: &str = "containers.id, containers.name, containers.session_id,
-    containers.created_at, containers.last_active_at, containers.expires_minutes";
-
-fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRow> {
-    Ok(ContainerRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        session_id: r.get(2)?,
-        created_at: r.get(3)?,
-        last_active_at: r.get(4)?,
-        expires_after_minutes: r.get(5)?,
-    })
 }
 
 fn read_error(error: StoreError) -> ServiceError {

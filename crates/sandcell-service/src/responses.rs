@@ -17,7 +17,6 @@ use crate::models::Models;
 use crate::sessions::Sessions;
 use crate::store::{OwnedTable, Store, StoreError, User};
 use crate::user_files::{random_id, unix_now};
-use rusqlite::{params, OptionalExtension};
 use sandcell_agent::{
     Agent, AgentError, AgentEvent, AgentOptions, ImageBase64, ModelError, Record, RecordSink,
     Sampling, TokenUsage, Transcript, TurnEnd,
@@ -254,7 +253,7 @@ impl Responses {
             checkout.finish(broken).await;
             if let Err(refusal @ AgentError::Model(ModelError::ToolsUnsupported { .. })) = &result {
                 if store_it {
-                    if let Err(error) = forget(&store, &response.id).await {
+                    if let Err(error) = store.delete_response(&response.id).await {
                         tracing::warn!("a refused response cannot be forgotten: {error}");
                     }
                 }
@@ -333,17 +332,7 @@ impl Responses {
     /// Marks the responses left in progress by a server that stopped as failed: no task
     /// will finish them.
     pub(crate) async fn fail_unfinished(&self) -> Result<(), StoreError> {
-        let unfinished: Vec<(String, String)> = self
-            .store
-            .call(|c| {
-                let mut statement = c.prepare(
-                    "SELECT id, body FROM responses
-                     WHERE json_extract(body, '$.status') = 'in_progress'",
-                )?;
-                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await?;
+        let unfinished = self.store.unfinished_responses().await?;
         for (id, body) in unfinished {
             let Ok(mut response) = serde_json::from_str::<ResponseRecord>(&body) else {
                 tracing::warn!(response = %id, "an unfinished response cannot be read");
@@ -393,17 +382,9 @@ impl Responses {
         user: &User,
         key: &str,
     ) -> Result<Option<ResponseRecord>, ServiceError> {
-        let (user_id, key) = (user.id, key.to_owned());
-        let id: Option<String> = self
+        let id = self
             .store
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT response_id FROM chat_threads WHERE user_id = ?1 AND key = ?2",
-                    params![user_id, key],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
+            .chat_thread(user.id, key)
             .await
             .map_err(|e| ServiceError::internal("The chat cannot be read", &e))?;
         match id {
@@ -423,16 +404,8 @@ impl Responses {
         key: &str,
         response_id: &str,
     ) -> Result<(), ServiceError> {
-        let (user_id, key, id) = (user.id, key.to_owned(), response_id.to_owned());
         self.store
-            .call(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO chat_threads (user_id, key, response_id)
-                     VALUES (?1, ?2, ?3)",
-                    params![user_id, key, id],
-                )?;
-                Ok(())
-            })
+            .set_chat_thread(user.id, key, response_id)
             .await
             .map_err(|e| ServiceError::internal("The chat cannot be written", &e))
     }
@@ -472,41 +445,17 @@ async fn touched_files(
 async fn update(store: &Store, response: &ResponseRecord) -> Result<(), ServiceError> {
     let body = serde_json::to_string(response)
         .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))?;
-    let id = response.id.clone();
     store
-        .call(move |c| {
-            c.execute(
-                "UPDATE responses SET body = ?2 WHERE id = ?1",
-                params![id, body],
-            )?;
-            Ok(())
-        })
+        .update_response(&response.id, body)
         .await
         .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))
-}
-
-async fn forget(store: &Store, id: &str) -> Result<(), StoreError> {
-    let id = id.to_owned();
-    store
-        .call(move |c| {
-            c.execute("DELETE FROM responses WHERE id = ?1", [id])?;
-            Ok(())
-        })
-        .await
 }
 
 async fn save(store: &Store, user: &User, response: &ResponseRecord) -> Result<(), ServiceError> {
     let body = serde_json::to_string(response)
         .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))?;
-    let (id, user_id, created_at) = (response.id.clone(), user.id, response.created_at);
     store
-        .call(move |c| {
-            c.execute(
-                "INSERT INTO responses (id, user_id, created_at, body) VALUES (?1, ?2, ?3, ?4)",
-                params![id, user_id, created_at, body],
-            )?;
-            Ok(())
-        })
+        .insert_response(&response.id, user.id, response.created_at, body)
         .await
         .map_err(|e| ServiceError::internal("The response cannot be recorded", &e))
 }

@@ -7,24 +7,11 @@ use crate::files::FilePath;
 use crate::page::{Page, PageRequest};
 use crate::store::{Store, StoreError, User};
 use crate::users::random_hex;
-use rusqlite::{params, OptionalExtension};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tempfile::NamedTempFile;
 
-/// A file as the core knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFile {
-    /// `file-…`.
-    pub id: String,
-    /// The name it was uploaded with (one path part).
-    pub filename: String,
-    /// What the client said it is for.
-    pub purpose: String,
-    pub bytes: u64,
-    /// Unix seconds.
-    pub created_at: i64,
-}
+pub use crate::store::StoredFile;
 
 /// Every user's files.
 pub struct UserFiles {
@@ -69,26 +56,7 @@ impl UserFiles {
             bytes,
             created_at: unix_now(),
         };
-        let row = file.clone();
-        let user_id = user.id;
-        let inserted = self
-            .store
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO files (id, user_id, filename, purpose, bytes, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        row.id,
-                        user_id,
-                        row.filename,
-                        row.purpose,
-                        row.bytes,
-                        row.created_at
-                    ],
-                )?;
-                Ok(())
-            })
-            .await;
+        let inserted = self.store.insert_file(user.id, file.clone()).await;
         if let Err(error) = inserted {
             let _ = tokio::fs::remove_file(self.dir.join(&file.id)).await;
             return Err(ServiceError::internal(
@@ -107,18 +75,7 @@ impl UserFiles {
         newest_first: bool,
         page: &PageRequest,
     ) -> Result<Page<StoredFile>, ServiceError> {
-        let user_id = user.id;
-        let mut files = self
-            .store
-            .call(move |c| {
-                let mut statement = c.prepare(&format!(
-                    "{SELECT_FILE} WHERE user_id = ?1 ORDER BY created_at, rowid"
-                ))?;
-                let rows = statement.query_map([user_id], file_row)?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
-            .map_err(read_error)?;
+        let mut files = self.store.files(user.id).await.map_err(read_error)?;
         if let Some(purpose) = purpose {
             files.retain(|file| file.purpose == purpose);
         }
@@ -130,17 +87,8 @@ impl UserFiles {
 
     /// The user's file `id`; another user's is "not found".
     pub async fn get(&self, user: &User, id: &str) -> Result<StoredFile, ServiceError> {
-        let user_id = user.id;
-        let key = id.to_owned();
         self.store
-            .call(move |c| {
-                Ok(c.query_row(
-                    &format!("{SELECT_FILE} WHERE user_id = ?1 AND id = ?2"),
-                    params![user_id, key],
-                    file_row,
-                )
-                .optional()?)
-            })
+            .file(user.id, id)
             .await
             .map_err(read_error)?
             .ok_or_else(|| ServiceError::not_found(format!("file {id}")))
@@ -164,30 +112,14 @@ impl UserFiles {
 
     pub async fn delete(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let file = self.get(user, id).await?;
-        let key = file.id.clone();
         self.store
-            .call(move |c| {
-                c.execute("DELETE FROM files WHERE id = ?1", [key])?;
-                Ok(())
-            })
+            .delete_file(&file.id)
             .await
             .map_err(|e| ServiceError::internal("The file cannot be deleted", &e))?;
         tokio::fs::remove_file(self.dir.join(&file.id))
             .await
             .map_err(|e| ServiceError::internal("The file's content cannot be removed", &e))
     }
-}
-
-const SELECT_FILE: &str = "SELECT id, filename, purpose, bytes, created_at FROM files";
-
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFile> {
-    Ok(StoredFile {
-        id: r.get(0)?,
-        filename: r.get(1)?,
-        purpose: r.get(2)?,
-        bytes: r.get(3)?,
-        created_at: r.get(4)?,
-    })
 }
 
 fn read_error(error: StoreError) -> ServiceError {

@@ -417,16 +417,9 @@ async fn a_response_left_in_progress_by_a_server_that_stopped_is_failed_when_the
         door: serde_json::Value::Null,
     };
     let body = serde_json::to_string(&unfinished).unwrap();
-    let user_id = core.user.id;
     core.service
         .store
-        .call(move |c| {
-            c.execute(
-                "INSERT INTO responses (id, user_id, created_at, body) VALUES (?1, ?2, 1, ?3)",
-                rusqlite::params!["resp_unfinished", user_id, body],
-            )?;
-            Ok(())
-        })
+        .insert_response("resp_unfinished", core.user.id, 1, body)
         .await
         .unwrap();
     let before = core

@@ -1,10 +1,32 @@
 //! The SQLite database: users with their hashed API keys, session metadata,
-//! conversations and notebooks.
+//! conversations, notebooks, and the OpenAI door's files, containers and responses.
+//!
+//! Every SQL statement of sandcell is in this module, behind typed methods of [`Store`]
+//! that take and return plain Rust values, one file per area: `users.rs`,
+//! `conversations.rs`, `notebooks.rs`, `files.rs`, `containers.rs`, `responses.rs`, and
+//! this file for sessions and for a user's objects read or deleted by id
+//! ([`OwnedTable`]). Nothing outside the module knows SQL or `rusqlite`, so another
+//! database is another implementation of this module. Statements that must hold
+//! together are one method, which holds the connection while they run, in one
+//! transaction where they change several rows.
 //!
 //! One file, one connection behind a mutex, used from `spawn_blocking` so the async
 //! threads never wait on the disk. The schema moves forward by [`MIGRATIONS`], counted in
 //! `PRAGMA user_version`; a feature that needs tables of its own appends a migration and
-//! talks to the database through [`Store::call`].
+//! the methods that use them.
+
+mod containers;
+mod conversations;
+mod files;
+mod notebooks;
+mod responses;
+mod users;
+
+pub use containers::{ContainerFile, ContainerRecord, FileSource};
+pub use conversations::ConversationRecord;
+pub use files::StoredFile;
+pub use notebooks::{NotebookRecord, NotebookSave};
+pub use users::{User, LOCAL_USER};
 
 use crate::limits::SessionLimits;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -148,9 +170,6 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
-/// The name of the single user of a loopback server that has no API keys.
-pub const LOCAL_USER: &str = "local";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the database {path} cannot be used: {source}")]
@@ -171,13 +190,6 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the database task stopped: {0}")]
     Task(String),
-}
-
-/// A user: the holder of one API key, or the local user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: i64,
-    pub name: String,
 }
 
 /// What the database keeps about a session.
@@ -205,47 +217,6 @@ fn stored_allowlist(text: &str) -> Allowlist {
         readable
     });
     Allowlist::parse(&entries.collect::<Vec<_>>()).unwrap_or_default()
-}
-
-/// What the database keeps about a conversation (its records apart).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversationRecord {
-    pub id: String,
-    pub user_id: i64,
-    pub session_id: String,
-    pub title: String,
-    /// `provider:model`.
-    pub model: String,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-/// What the database keeps about a notebook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotebookRecord {
-    pub id: String,
-    pub user_id: i64,
-    pub title: String,
-    pub session_id: Option<String>,
-    /// The cells, as JSON.
-    pub cells: String,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    pub updated_at: String,
-    /// How many times it was saved since it was made.
-    pub revision: u64,
-}
-
-/// What became of a save of a notebook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotebookSave {
-    /// Written; the notebook is at this revision now.
-    Saved(u64),
-    /// Not written: the notebook is at another revision than the one the save changes.
-    Stale,
-    /// Not written: the user has no such notebook.
-    NotFound,
 }
 
 /// The database. Cheap to clone.
@@ -286,7 +257,7 @@ impl Store {
     }
 
     /// Runs `work` with the connection on a blocking thread.
-    pub async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -306,7 +277,7 @@ impl Store {
 
     /// Runs `work` with the connection on this thread: for callers that cannot await
     /// (a transcript writing through as it grows), with work of a few milliseconds.
-    pub fn call_blocking<T>(
+    fn call_blocking<T>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -315,74 +286,6 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         work(&mut connection)
-    }
-
-    /// Gives user `name` the key whose hash is `key_hash`, creating the user if needed.
-    pub async fn set_user_key(&self, name: &str, key_hash: Vec<u8>) -> Result<User, StoreError> {
-        let name = name.to_owned();
-        self.call(move |c| {
-            let changed = c.execute(
-                "INSERT INTO users (name, key_hash, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET key_hash = excluded.key_hash
-                 WHERE users.key_hash IS NULL",
-                params![name, key_hash, now()],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::KeyExists(name));
-            }
-            let id = c.query_row("SELECT id FROM users WHERE name = ?1", [&name], |r| {
-                r.get(0)
-            })?;
-            Ok(User { id, name })
-        })
-        .await
-    }
-
-    pub async fn user_by_key_hash(&self, key_hash: Vec<u8>) -> Result<Option<User>, StoreError> {
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT id, name FROM users WHERE key_hash = ?1",
-                [key_hash],
-                |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    pub async fn has_keys(&self) -> Result<bool, StoreError> {
-        self.call(|c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE key_hash IS NOT NULL)",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-    }
-
-    /// The user every request is made as on a loopback server without keys.
-    pub async fn local_user(&self) -> Result<User, StoreError> {
-        self.call(|c| {
-            c.execute(
-                "INSERT INTO users (name, key_hash, created_at) VALUES (?1, NULL, ?2)
-                 ON CONFLICT(name) DO NOTHING",
-                params![LOCAL_USER, now()],
-            )?;
-            let id = c.query_row("SELECT id FROM users WHERE name = ?1", [LOCAL_USER], |r| {
-                r.get(0)
-            })?;
-            Ok(User {
-                id,
-                name: LOCAL_USER.into(),
-            })
-        })
-        .await
     }
 
     pub async fn insert_session(&self, record: SessionRecord) -> Result<(), StoreError> {
@@ -463,20 +366,6 @@ impl Store {
         .await
     }
 
-    /// The conversation whose code runs in session `id`, if one does.
-    pub async fn conversation_of_session(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT id FROM conversations WHERE session_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-        .await
-    }
-
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
@@ -541,292 +430,6 @@ impl Store {
     }
 }
 
-/// Conversations.
-impl Store {
-    pub async fn insert_conversation(
-        &self,
-        conversation: ConversationRecord,
-    ) -> Result<(), StoreError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO conversations (id, user_id, session_id, title, model, created_at,
-                     updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    conversation.id,
-                    conversation.user_id,
-                    conversation.session_id,
-                    conversation.title,
-                    conversation.model,
-                    conversation.created_at,
-                    conversation.updated_at
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The user's conversations, the most recently used first.
-    pub async fn conversations(&self, user_id: i64) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.call(move |c| {
-            let mut statement = c.prepare(&format!(
-                "{SELECT_CONVERSATION} WHERE user_id = ?1 ORDER BY updated_at DESC, id"
-            ))?;
-            let rows = statement.query_map([user_id], conversation_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// The conversation `id` if it is the user's.
-    pub async fn conversation(
-        &self,
-        user_id: i64,
-        id: &str,
-    ) -> Result<Option<ConversationRecord>, StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            Ok(c.query_row(
-                &format!("{SELECT_CONVERSATION} WHERE user_id = ?1 AND id = ?2"),
-                params![user_id, id],
-                conversation_row,
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// A conversation's records (JSON), in order.
-    pub async fn conversation_records(&self, id: &str) -> Result<Vec<String>, StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            let mut statement = c.prepare(
-                "SELECT record FROM conversation_records WHERE conversation_id = ?1 ORDER BY seq",
-            )?;
-            let rows = statement.query_map([id], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// Appends record number `seq` (JSON, of type `kind`) to a conversation, and marks
-    /// the conversation used now.
-    pub fn append_conversation_record(
-        &self,
-        id: &str,
-        seq: usize,
-        kind: &str,
-        record: &str,
-    ) -> Result<(), StoreError> {
-        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        self.call_blocking(|c| {
-            let transaction = c.transaction()?;
-            let now = now();
-            transaction.execute(
-                "INSERT INTO conversation_records (conversation_id, seq, kind, record, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, seq, kind, record, now],
-            )?;
-            transaction.execute(
-                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            Ok(transaction.commit()?)
-        })
-    }
-
-    /// Sets what is shown of a conversation: its title, and the model it talks to.
-    pub async fn update_conversation(
-        &self,
-        id: &str,
-        title: String,
-        model: String,
-    ) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            c.execute(
-                "UPDATE conversations SET title = ?2, model = ?3 WHERE id = ?1",
-                params![id, title, model],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Deletes a conversation and its records (its session stays).
-    pub async fn delete_conversation(&self, id: &str) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            c.execute("DELETE FROM conversations WHERE id = ?1", [id])?;
-            Ok(())
-        })
-        .await
-    }
-}
-
-impl Store {
-    pub async fn insert_notebook(&self, record: NotebookRecord) -> Result<(), StoreError> {
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO notebooks (id, user_id, title, session_id, cells, created_at, updated_at, revision)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    record.id,
-                    record.user_id,
-                    record.title,
-                    record.session_id,
-                    record.cells,
-                    record.created_at,
-                    record.updated_at,
-                    record.revision
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The user's notebooks (their cells apart: empty), the most recently changed first.
-    pub async fn notebooks(&self, user_id: i64) -> Result<Vec<NotebookRecord>, StoreError> {
-        self.call(move |c| {
-            let mut statement = c.prepare(
-                "SELECT id, user_id, title, session_id, '', created_at, updated_at, revision FROM notebooks
-                 WHERE user_id = ?1 ORDER BY updated_at DESC, id",
-            )?;
-            let rows = statement.query_map([user_id], notebook_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// The notebook `id` with its cells, if it is the user's.
-    pub async fn notebook(
-        &self,
-        user_id: i64,
-        id: &str,
-    ) -> Result<Option<NotebookRecord>, StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT id, user_id, title, session_id, cells, created_at, updated_at, revision FROM notebooks
-                 WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id],
-                notebook_row,
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// Writes the notebook's title, session and cells as its next revision, if it is the
-    /// user's and (with `expected`) still at revision `expected`.
-    pub async fn update_notebook(
-        &self,
-        record: NotebookRecord,
-        expected: Option<u64>,
-    ) -> Result<NotebookSave, StoreError> {
-        // A revision past SQLite's integers is none a notebook ever had: -1 matches none.
-        let expected = expected.map(|revision| i64::try_from(revision).unwrap_or(-1));
-        self.call(move |c| {
-            let revision: Option<u64> = c
-                .query_row(
-                    "UPDATE notebooks SET title = ?3, session_id = ?4, cells = ?5, updated_at = ?6,
-                         revision = revision + 1
-                     WHERE user_id = ?1 AND id = ?2 AND (?7 IS NULL OR revision = ?7)
-                     RETURNING revision",
-                    params![
-                        record.user_id,
-                        record.id,
-                        record.title,
-                        record.session_id,
-                        record.cells,
-                        record.updated_at,
-                        expected
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(revision) = revision {
-                return Ok(NotebookSave::Saved(revision));
-            }
-            let exists = c
-                .query_row(
-                    "SELECT 1 FROM notebooks WHERE user_id = ?1 AND id = ?2",
-                    params![record.user_id, record.id],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            Ok(if exists {
-                NotebookSave::Stale
-            } else {
-                NotebookSave::NotFound
-            })
-        })
-        .await
-    }
-
-    /// Whether a notebook of the user's runs its cells in session `session_id`.
-    pub async fn notebook_uses_session(
-        &self,
-        user_id: i64,
-        session_id: &str,
-    ) -> Result<bool, StoreError> {
-        let session_id = session_id.to_owned();
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM notebooks WHERE user_id = ?1 AND session_id = ?2",
-                params![user_id, session_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-        })
-        .await
-    }
-
-    /// Deletes the notebook; false when it is not the user's.
-    pub async fn delete_notebook(&self, user_id: i64, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.call(move |c| {
-            Ok(c.execute(
-                "DELETE FROM notebooks WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id],
-            )? > 0)
-        })
-        .await
-    }
-}
-
-fn notebook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotebookRecord> {
-    Ok(NotebookRecord {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        title: r.get(2)?,
-        session_id: r.get(3)?,
-        cells: r.get(4)?,
-        created_at: r.get(5)?,
-        updated_at: r.get(6)?,
-        revision: r.get(7)?,
-    })
-}
-
-const SELECT_CONVERSATION: &str =
-    "SELECT id, user_id, session_id, title, model, created_at, updated_at FROM conversations";
-
-fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationRecord> {
-    Ok(ConversationRecord {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        session_id: r.get(2)?,
-        title: r.get(3)?,
-        model: r.get(4)?,
-        created_at: r.get(5)?,
-        updated_at: r.get(6)?,
-    })
-}
-
 fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len();
@@ -875,30 +478,5 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
-    }
-
-    #[tokio::test]
-    async fn a_user_gets_one_key_and_is_found_by_its_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        assert!(!store.has_keys().await.unwrap());
-        let local = store.local_user().await.unwrap();
-        assert_eq!(store.local_user().await.unwrap(), local);
-        // The local user can be given a key (its sessions go with it)…
-        let keyed = store.set_user_key(LOCAL_USER, vec![1; 32]).await.unwrap();
-        assert_eq!(keyed, local);
-        // …but a user with a key keeps it.
-        assert!(matches!(
-            store.set_user_key(LOCAL_USER, vec![2; 32]).await,
-            Err(StoreError::KeyExists(_))
-        ));
-        let alice = store.set_user_key("alice", vec![3; 32]).await.unwrap();
-        assert_ne!(alice.id, local.id);
-        assert!(store.has_keys().await.unwrap());
-        assert_eq!(
-            store.user_by_key_hash(vec![3; 32]).await.unwrap(),
-            Some(alice)
-        );
-        assert_eq!(store.user_by_key_hash(vec![2; 32]).await.unwrap(), None);
     }
 }
