@@ -63,7 +63,8 @@ pub use responses::{
 };
 pub use session_files::{FilesError, FilesLocation, SessionFiles, WriteBack};
 pub use sessions::{
-    Checkout, NetworkInfo, NetworkKind, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE,
+    Checkout, EnvironmentInfo, NetworkInfo, NetworkKind, SessionInfo, SessionState, Sessions,
+    RESTARTED_NOTICE,
 };
 pub use start_error::StartError;
 pub use store::{
