@@ -9,7 +9,7 @@ mod common;
 #[path = "../../sandcell-session/tests/common/mod.rs"]
 mod local_index;
 
-use common::{assert_error, config, json, Python, TestServer};
+use common::{assert_error, config, eventually, json, Python, TestServer};
 use reqwest::{Method, StatusCode};
 use sandcell_pyenv::{Environment, Layer, LayerSpec};
 use sandcell_session::{Runtime, RuntimeOptions};
@@ -76,12 +76,22 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     let layer = extra_layer(&env).await;
     let data = tempfile::tempdir().unwrap();
 
-    let server = TestServer::start(
-        config(data.path()),
-        python_with(&env, vec![layer.clone()]).await,
-    )
-    .await;
+    let mut first_config = config(data.path());
+    first_config.service.warm_sessions = 1;
+    let server =
+        TestServer::start(first_config, python_with(&env, vec![layer.clone()]).await).await;
     let api = server.api();
+    // One warm session for the base environment and one for `extra`.
+    eventually("a warm session per environment", || {
+        let api = api.clone();
+        async move {
+            let metrics = api.get("/metrics").await.text().await.unwrap();
+            metrics
+                .lines()
+                .any(|line| line == "sandcell_sessions_live 2")
+        }
+    })
+    .await;
 
     let (status, listed) = json(api.get("/api/v1/environments").await).await;
     assert_eq!(status, StatusCode::OK, "{listed}");
