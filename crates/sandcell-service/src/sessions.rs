@@ -279,6 +279,14 @@ impl Sessions {
                     );
                     record.network = kept;
                 }
+                if let Some(name) = &record.environment {
+                    if !runtime.environments().iter().any(|l| l.name() == name) {
+                        tracing::warn!(
+                            "session {}: its environment {name:?} is no longer configured; its executions are refused until it is again",
+                            record.id
+                        );
+                    }
+                }
                 let conversation = owners.get(&record.id).cloned();
                 (
                     record.id.clone(),
