@@ -127,6 +127,21 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     )
     .await;
     assert_eq!(text(&imported), "'installed at run time'", "{imported}");
+    // The sandbox shows the layer read-only.
+    let (_, write) = execute(
+        &api,
+        &id,
+        "import os\nopen(os.path.join(os.path.dirname(os.path.dirname(sandcell_test_extra.__file__)), 'written'), 'w')",
+    )
+    .await;
+    assert_eq!(write["error"]["ename"], "OSError", "{write}");
+    assert!(
+        write["error"]["evalue"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Read-only file system"),
+        "{write}"
+    );
     // The base environment's packages are there too, at the base's versions.
     let (_, numpy) = execute(
         &api,
