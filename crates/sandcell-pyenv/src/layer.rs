@@ -2,20 +2,22 @@
 //!
 //! A layer is built with the base environment's interpreter as `pip install --target
 //! <layer>/site -c <base requirements> <requirements…>`: the constraints keep every package
-//! the base has at the base's version, so the layer only adds, and a conflict with the
-//! base fails the build with pip's own reason. It lives under the base environment's
+//! the base has at the base's version, and a conflict with the base fails the build with
+//! pip's own reason; the dependencies pip installed although the base has them are then
+//! removed, so the layer only adds. It lives under the base environment's
 //! directory (`layers/<name>-<hash>/`), so it shares its lifetime, its in-use lock and
 //! the sandbox's read-only view of it, and it never changes once `layer.json` marks it
 //! ready. pip finds the package index through its own environment variables
 //! (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, …) of the process that builds it.
 
 use crate::error::{io_error, PyenvError};
-use crate::setup::{write_atomically, Environment, SetupProgress};
+use crate::setup::{write_atomically, EnvInfo, Environment, SetupProgress};
 use crate::stamp::sha256_hex;
 use crate::store::setup_lock;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Written last: a layer directory without it is not ready and is never used.
@@ -164,12 +166,110 @@ impl Layer {
                 reason: pip_reason(&String::from_utf8_lossy(&output.stderr), output.status),
             });
         }
+        let pruned = prune_base_packages(&self.site(), base.info())?;
+        if pruned > 0 {
+            progress(&format!(
+                "left out of the environment {} {pruned} package(s) the base environment already has",
+                self.name
+            ));
+        }
         let json = serde_json::to_vec_pretty(&self.record()).map_err(|e| PyenvError::Broken {
             path: self.dir.clone(),
             reason: e.to_string(),
         })?;
         write_atomically(&self.dir.join(READY), &json)
     }
+}
+
+/// Removes from the layer `site` the distributions the base environment has. pip
+/// `--target` installs a requirement's dependencies even when the base has them; the
+/// constraints made them the base's own versions, which sessions import from the base
+/// anyway (the layer is last on `sys.path`), so they would only take disk. Returns how
+/// many were removed.
+fn prune_base_packages(site: &Path, base: &EnvInfo) -> Result<usize, PyenvError> {
+    let in_base: HashSet<String> = base
+        .packages
+        .iter()
+        .map(|p| normalized_name(&p.name))
+        .collect();
+    let mut removed = 0;
+    // The directories files were removed from, removed in turn once empty.
+    let mut emptied = BTreeSet::new();
+    for entry in fs::read_dir(site).map_err(io_error(site))? {
+        let dist_info = entry.map_err(io_error(site))?.path();
+        let is_dist_info = dist_info
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".dist-info"));
+        if !is_dist_info {
+            continue;
+        }
+        let Some(name) = metadata_name(&dist_info.join("METADATA")) else {
+            continue;
+        };
+        if !in_base.contains(&normalized_name(&name)) {
+            continue;
+        }
+        let record_path = dist_info.join("RECORD");
+        let record = fs::read_to_string(&record_path).map_err(io_error(&record_path))?;
+        for file in record.lines().filter_map(record_path_of) {
+            let relative = Path::new(file);
+            // Only files inside the layer (RECORD may name scripts in `../bin`).
+            if relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+            {
+                match fs::remove_file(site.join(relative)) {
+                    Ok(()) => emptied.extend(relative.ancestors().skip(1).map(|d| site.join(d))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(site.join(relative))(e)),
+                }
+            }
+        }
+        if dist_info.exists() {
+            fs::remove_dir_all(&dist_info).map_err(io_error(&dist_info))?;
+        }
+        removed += 1;
+    }
+    // Deepest first; a directory that still holds something (another distribution's
+    // files, in a shared namespace package) stays.
+    for dir in emptied.iter().rev().filter(|dir| dir.as_path() != site) {
+        let _ = fs::remove_dir(dir);
+    }
+    Ok(removed)
+}
+
+/// The path of one RECORD line (CSV: a path with a comma is quoted).
+fn record_path_of(line: &str) -> Option<&str> {
+    let path = match line.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => line.split(',').next()?,
+    };
+    (!path.is_empty()).then_some(path)
+}
+
+/// `Name:` of a distribution's METADATA.
+fn metadata_name(metadata: &Path) -> Option<String> {
+    let text = fs::read_to_string(metadata).ok()?;
+    text.lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| line.strip_prefix("Name:"))
+        .map(|name| name.trim().to_owned())
+}
+
+/// A distribution name as PEP 503 compares them: lower case, runs of `-`, `_`, `.` as one `-`.
+fn normalized_name(name: &str) -> String {
+    let mut normalized = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !normalized.ends_with('-') {
+                normalized.push('-');
+            }
+        } else {
+            normalized.push(c.to_ascii_lowercase());
+        }
+    }
+    normalized
 }
 
 /// The directory of the layers built on top of the base environment in `env_dir`.
@@ -236,6 +336,15 @@ mod tests {
         for bad in ["", "../x", "a b", "x/y", &"n".repeat(MAX_NAME + 1)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_compare_as_pep_503_says() {
+        assert_eq!(normalized_name("Typing_Extensions"), "typing-extensions");
+        assert_eq!(normalized_name("zope..interface"), "zope-interface");
+        assert_eq!(record_path_of("a/b.py,sha256=x,1"), Some("a/b.py"));
+        assert_eq!(record_path_of("\"a,b.py\",sha256=x,1"), Some("a,b.py"));
+        assert_eq!(record_path_of(""), None);
     }
 
     #[test]
