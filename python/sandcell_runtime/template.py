@@ -24,6 +24,11 @@ def main():
     # The host put the runtime on PYTHONPATH for us only; sessions' subprocesses
     # should not inherit it.
     os.environ.pop("PYTHONPATH", None)
+    # A configured environment's package layer comes after everything of the base
+    # environment, so the base's versions win wherever both have a package.
+    layer = os.environ.get("SANDCELL_LAYER")
+    if layer:
+        sys.path.append(layer)
     modules = [m for m in os.environ.get("SANDCELL_TEMPLATE_MODULES", "").split(",") if m]
     failed = {}
     for name in modules:

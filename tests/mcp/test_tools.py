@@ -273,6 +273,8 @@ def test_bad_input_gets_tool_errors_in_one_sentence(open_client):
             assert option.is_error and "options, URLs and paths" in texts(option), texts(option)
             limits = await client.call("create_session", {"limits": {"memory_mib": 1}})
             assert limits.is_error and "limits.memory_mib" in texts(limits)
+            unknown = await client.call("create_session", {"environment": "nope"})
+            assert unknown.is_error and 'no environment named "nope"' in texts(unknown), texts(unknown)
             # The connection still works.
             assert texts(await client.run("6 * 7")) == "42"
 

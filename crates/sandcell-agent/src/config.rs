@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::AgentError;
 use sandcell_llm::Protocol;
+use sandcell_pyenv::LayerSpec;
 
 /// How to configure a model, for the error a front end shows when none is.
 pub const CONFIG_HINT: &str = "pass --model PROVIDER:MODEL (for example openai:gpt-4.1 with \
@@ -20,6 +21,10 @@ ollama:qwen2.5-coder:7b), or set model = \"PROVIDER:MODEL\" in the config file";
 /// max_steps = 20                          # code executions per turn
 /// allow_net = ["pypi.example.org:443"]    # `sandcell serve`: the most network sessions may ask for
 /// pip_index = "https://pypi.example.org/simple/"  # `sandcell serve`: the index of `%pip install`
+///
+/// [environments.geo]                      # `sandcell setup` and `serve`: an environment sessions may name
+/// requirements = ["shapely==2.0.6"]       # pip requirement lines, on top of the base environment
+/// preload = ["shapely"]                   # modules its sessions start with imported
 ///
 /// [providers.openai]                      # override a built-in provider
 /// api_key = "sk-…"
@@ -40,6 +45,11 @@ pub struct Config {
     pub allow_net: Option<Vec<String>>,
     /// `sandcell serve`'s package index when `--pip-index` is not given.
     pub pip_index: Option<String>,
+    /// Environments sessions may name besides the base one, by name: each is the base
+    /// environment plus a package layer that `sandcell setup` (or the first `serve`)
+    /// builds.
+    #[serde(default)]
+    pub environments: BTreeMap<String, LayerSpec>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
 }

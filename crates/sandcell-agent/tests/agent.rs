@@ -77,6 +77,7 @@ async fn agent(client: ModelClient) -> (Chat, TempDir, Runtime) {
             workdir: Some(workdir.path().to_path_buf()),
             limits: Limits::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts");

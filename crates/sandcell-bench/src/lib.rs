@@ -261,6 +261,7 @@ async fn open(runtime: &Runtime) -> Result<Session, BenchError> {
             workdir: None,
             limits: Limits::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await?)
 }

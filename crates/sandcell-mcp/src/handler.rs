@@ -164,7 +164,7 @@ impl SandcellMcp {
     }
 
     #[tool(
-        description = "Create a new Python session, separate from the others (its own variables and its own /mnt/data). Returns its session_id, to pass to the other tools.",
+        description = "Create a new Python session, separate from the others (its own variables and its own /mnt/data), optionally in one of the server's configured environments (more packages on top of the usual ones). Returns its session_id, to pass to the other tools.",
         output_schema = schema_for_output::<CreatedSession>()
     )]
     async fn create_session(
@@ -182,7 +182,9 @@ impl SandcellMcp {
             };
             let sessions = &self.service.sessions;
             let network = sessions.network_for(args.allow_net.as_deref())?;
-            let session = sessions.create(&user, limits, network).await?;
+            let session = sessions
+                .create(&user, limits, network, args.environment.as_deref())
+                .await?;
             structured(&CreatedSession {
                 session_id: session.id,
             })
@@ -411,10 +413,10 @@ impl SandcellMcp {
         let session = match &self.config.default_workdir {
             Some(dir) => {
                 sessions
-                    .create_in(user, limits, network, dir.clone())
+                    .create_in(user, limits, network, None, dir.clone())
                     .await?
             }
-            None => sessions.create(user, limits, network).await?,
+            None => sessions.create(user, limits, network, None).await?,
         };
         Ok(default.insert(session.id).clone())
     }

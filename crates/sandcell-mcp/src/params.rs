@@ -38,6 +38,10 @@ pub(crate) struct CreateSession {
     /// (HTTP and HTTPS through the proxy named by HTTP_PROXY). Left out: the server's
     /// default; `[]`: no network.
     pub allow_net: Option<Vec<String>>,
+    /// A configured environment of the server to run in (the base packages plus its
+    /// own); left out: the base environment. An unknown name is refused with the names
+    /// the server configures.
+    pub environment: Option<String>,
 }
 
 /// Limits asked for a new session, each within what the server allows.

@@ -32,6 +32,10 @@ pub enum PyenvError {
         "the Python environment in {path} is not usable ({reason}); run `sandcell setup` again"
     )]
     Broken { path: PathBuf, reason: String },
+    #[error("the environment {name} could not be built: {reason}; fix its requirements in the config file (or the package index pip is given by PIP_INDEX_URL) and run `sandcell setup` again")]
+    LayerFailed { name: String, reason: String },
+    #[error("{name:?} cannot name an environment: use 1 to 64 letters, digits, `_` or `-`")]
+    BadLayerName { name: String },
 }
 
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PyenvError {

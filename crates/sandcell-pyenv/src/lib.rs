@@ -8,17 +8,20 @@
 //! hash, never the path the interpreter was found at) and names its directory,
 //! `envs/<name>/`. A different stamp builds a new environment beside the others, so
 //! running sessions keep the one they started with; see `store.rs` for when old ones go.
+//! Operator-defined environments are layers on top of it ([`Layer`], `layer.rs`).
 //!
 //! Not for: running Python code or anything about sessions (see `sandcell-session`).
 
 mod error;
 mod home;
+mod layer;
 mod setup;
 mod stamp;
 mod store;
 
 pub use error::PyenvError;
 pub use home::Home;
+pub use layer::{Layer, LayerSpec};
 pub use setup::{EnvInfo, Environment, Package, SetupProgress};
 pub use stamp::EnvSpec;
 

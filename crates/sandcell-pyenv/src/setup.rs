@@ -1,5 +1,6 @@
 use crate::error::{io_error, PyenvError};
 use crate::home::Home;
+use crate::layer::layers_dir;
 use crate::stamp::{sha256_hex, EnvSpec, Interpreter, Stamp};
 use crate::store::{remove_unused, setup_lock, EnvDir, InUse, Removal};
 use serde::{Deserialize, Serialize};
@@ -177,15 +178,27 @@ impl Environment {
         self.dir.mplconfig()
     }
 
+    /// The requirements the environment was built from; a layer's build is constrained
+    /// to them.
+    pub(crate) fn requirements_file(&self) -> PathBuf {
+        self.dir.requirements_file()
+    }
+
     /// Directories outside the system ones (`/usr`, `/lib`, …) that a sandbox must
-    /// expose read-only for this environment's interpreter to run.
+    /// expose read-only for this environment's interpreter to run, and the layers built
+    /// on top of it (those that exist now: a runtime is started after its layers).
     pub fn read_only_paths(&self) -> Vec<PathBuf> {
-        vec![
+        let mut paths = vec![
             self.info.base_prefix.clone(),
             self.info.base_executable_dir.clone(),
             self.info.prefix.clone(),
             self.mplconfig(),
-        ]
+        ];
+        let layers = layers_dir(self.dir.path());
+        if layers.is_dir() {
+            paths.push(layers);
+        }
+        paths
     }
 }
 
@@ -226,7 +239,7 @@ fn build(
     }
     let in_use = dir.create()?;
     write_atomically(&dir.stamp_file(), &stamp.to_json())?;
-    let requirements_file = dir.path().join("requirements.txt");
+    let requirements_file = dir.requirements_file();
     write_atomically(&requirements_file, requirements.as_bytes())?;
 
     let interpreter = &stamp.interpreter;

@@ -43,6 +43,10 @@ impl EnvDir {
         self.path.join("mplconfig")
     }
 
+    pub(crate) fn requirements_file(&self) -> PathBuf {
+        self.path.join("requirements.txt")
+    }
+
     pub(crate) fn ready_file(&self) -> PathBuf {
         self.path.join(READY)
     }

@@ -1155,6 +1155,7 @@ async fn the_openapi_document_describes_every_route() {
             "GET /api/v1/conversations/{id}",
             "GET /api/v1/conversations/{id}/events",
             "GET /api/v1/conversations/{id}/notebook",
+            "GET /api/v1/environments",
             "GET /api/v1/models",
             "GET /api/v1/notebooks",
             "GET /api/v1/notebooks/{id}",

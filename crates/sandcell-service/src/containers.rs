@@ -139,7 +139,7 @@ impl Containers {
         }
         let session = self
             .sessions
-            .create_owned(user, limits, network, None)
+            .create_owned(user, limits, network, None, None)
             .await?;
         let now = unix_now();
         let container = ContainerInfo {

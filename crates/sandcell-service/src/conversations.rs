@@ -166,7 +166,13 @@ impl Conversations {
             None => {
                 let limits = LimitsRequest::default().resolve(&self.max_limits)?;
                 self.sessions
-                    .create_owned(user, limits, self.sessions.network_for(None)?, Some(&id))
+                    .create_owned(
+                        user,
+                        limits,
+                        self.sessions.network_for(None)?,
+                        None,
+                        Some(&id),
+                    )
                     .await?
             }
         };

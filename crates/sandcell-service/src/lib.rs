@@ -62,7 +62,9 @@ pub use responses::{
     Responses,
 };
 pub use session_files::{FilesError, FilesLocation, SessionFiles, WriteBack};
-pub use sessions::{Checkout, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE};
+pub use sessions::{
+    Checkout, EnvironmentInfo, SessionInfo, SessionState, Sessions, RESTARTED_NOTICE,
+};
 pub use start_error::StartError;
 pub use store::{
     ConversationRecord, NotebookRecord, SessionRecord, Store, StoreError, User, LOCAL_USER,

@@ -30,7 +30,7 @@ use crate::users::random_hex;
 use sandcell_session::{Allowlist, NetPolicy};
 use sandcell_session::{
     Completion, Disks, ExecEvent, ExecOptions, Execution, Interrupter, Isolation, NetworkAccess,
-    Runtime, Session, SessionConfig,
+    Runtime, Session, SessionConfig, SessionError,
 };
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -62,12 +62,28 @@ pub struct SessionInfo {
     pub limits: SessionLimits,
     /// What the session may reach on the network.
     pub network: NetworkAccess,
+    /// The configured environment the session runs in (the base environment's packages
+    /// plus its own); null: the base environment.
+    #[schema(example = "geo")]
+    pub environment: Option<String>,
     /// The conversation whose code runs in this session, if any.
     pub conversation_id: Option<String>,
     /// The execution running now, started by `execute`: a client re-attaches to it at
     /// `GET …/executions/{execution_id}/events`. Null when none runs (or the session
     /// runs a conversation's code).
     pub execution_id: Option<String>,
+}
+
+/// A configured environment, as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EnvironmentInfo {
+    /// What a session names to run in it.
+    #[schema(example = "geo")]
+    pub name: String,
+    /// pip requirement lines installed on top of the base environment.
+    pub requirements: Vec<String>,
+    /// Modules its sessions start with imported, besides the base environment's.
+    pub preload: Vec<String>,
 }
 
 /// Whether a session's Python process is running, and busy.
@@ -97,8 +113,10 @@ pub struct Sessions {
     execution_retention: Duration,
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     places: Arc<Places>,
-    /// Sessions ready for the next client, oldest first; refilled by a background task.
+    /// Sessions ready for the next client, oldest first, of every environment; refilled
+    /// by a background task.
     warm: Mutex<VecDeque<WarmSession>>,
+    /// Warm sessions kept for each environment (the base one and each configured one).
     warm_size: usize,
     /// Output (stdout and stderr) an execution keeps, in MiB: head and tail.
     output_mib: u64,
@@ -166,6 +184,8 @@ struct Live {
 /// to become the next new session with the default limits.
 struct WarmSession {
     id: String,
+    /// The configured environment it runs in (`None`: the base one).
+    environment: Option<String>,
     live: Live,
 }
 
@@ -227,6 +247,14 @@ impl Sessions {
                     );
                     record.network = kept;
                 }
+                if let Some(name) = &record.environment {
+                    if !runtime.environments().iter().any(|l| l.name() == name) {
+                        tracing::warn!(
+                            "session {}: its environment {name:?} is no longer configured; its executions are refused until it is again",
+                            record.id
+                        );
+                    }
+                }
                 let conversation = owners.get(&record.id).cloned();
                 (
                     record.id.clone(),
@@ -268,13 +296,50 @@ impl Sessions {
     }
 
     /// Creates a session with its working directory and starts its Python process.
+    /// `environment` names one of the configured environments (`None`: the base one).
     pub async fn create(
         &self,
         user: &User,
         limits: SessionLimits,
         network: Allowlist,
+        environment: Option<&str>,
     ) -> Result<SessionInfo, ServiceError> {
-        self.create_owned(user, limits, network, None).await
+        self.create_owned(user, limits, network, environment, None)
+            .await
+    }
+
+    /// The environments a session may name besides the base one, with what they hold.
+    pub fn environments(&self) -> Vec<EnvironmentInfo> {
+        self.runtime
+            .environments()
+            .iter()
+            .map(|layer| EnvironmentInfo {
+                name: layer.name().to_owned(),
+                requirements: layer.spec().requirements.clone(),
+                preload: layer.spec().preload.clone(),
+            })
+            .collect()
+    }
+
+    /// `asked` if it names a configured environment; refused, with the configured names,
+    /// if not.
+    fn environment_named(&self, asked: Option<&str>) -> Result<Option<String>, ServiceError> {
+        let Some(asked) = asked else {
+            return Ok(None);
+        };
+        let layers = self.runtime.environments();
+        if layers.iter().any(|layer| layer.name() == asked) {
+            return Ok(Some(asked.to_owned()));
+        }
+        let names: Vec<&str> = layers.iter().map(|layer| layer.name()).collect();
+        Err(ServiceError::invalid(if names.is_empty() {
+            format!("There is no environment named {asked:?}: this server configures none besides the base one; leave environment out.")
+        } else {
+            format!(
+                "There is no environment named {asked:?}; the configured ones are {} (or leave environment out for the base one).",
+                names.join(", ")
+            )
+        }))
     }
 
     /// The allowlist a session gets when it asks for `asked` (entries as written), or for
@@ -301,11 +366,13 @@ impl Sessions {
         user: &User,
         limits: SessionLimits,
         network: Allowlist,
+        environment: Option<&str>,
         dir: PathBuf,
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
+        let environment = self.environment_named(environment)?;
         let id = random_hex(16).map_err(|e| ServiceError::internal("No random session id", &e))?;
-        let record = new_record(id, user, limits, network);
+        let record = new_record(id, user, limits, network, environment);
         let place = WorkDirPlace::Given(dir);
         let live = self.start(&record, &place).await?;
         self.register(record, place, None, live).await
@@ -317,18 +384,20 @@ impl Sessions {
         user: &User,
         limits: SessionLimits,
         network: Allowlist,
+        environment: Option<&str>,
         conversation_id: Option<&str>,
     ) -> Result<SessionInfo, ServiceError> {
         self.refuse_when_shutting_down()?;
+        let environment = self.environment_named(environment)?;
         // Warm sessions have no network: their proxy would have to be started for a
         // policy nobody has asked for yet.
         let warm = if limits == self.warm_limits && network.is_empty() {
-            self.take_warm(user.id).await?
+            self.take_warm(user.id, environment.as_deref()).await?
         } else {
             None
         };
         let (id, warm_live) = match warm {
-            Some(WarmSession { id, live }) => (id, Some(live)),
+            Some(WarmSession { id, live, .. }) => (id, Some(live)),
             None => {
                 let id = random_hex(16)
                     .map_err(|e| ServiceError::internal("No random session id", &e))?;
@@ -347,7 +416,7 @@ impl Sessions {
             }
         };
         let dir = self.sessions_dir.join(&id);
-        let record = new_record(id, user, limits, network);
+        let record = new_record(id, user, limits, network, environment);
         let live = match warm_live {
             Some(live) => live,
             None => match self.start(&record, &WorkDirPlace::Own(dir.clone())).await {
@@ -761,9 +830,17 @@ impl Sessions {
                 workdir: Some(workdir.path().to_path_buf()),
                 limits: self.runtime_limits(&record.limits),
                 network: NetPolicy::from_allowlist(record.network.clone()),
+                environment: record.environment.clone(),
             })
             .await
-            .map_err(|e| ServiceError::internal("The Python session could not start", &e))?;
+            .map_err(|e| match e {
+                // A session recorded before the operator removed its environment.
+                SessionError::UnknownEnvironment { name, .. } => ServiceError::Conflict(format!(
+                    "Session {} runs in the environment {name:?}, which this server no longer configures; add [environments.{name}] back to the config file and restart the server, or create a new session.",
+                    record.id
+                )),
+                e => ServiceError::internal("The Python session could not start", &e),
+            })?;
         Ok(Live { session, place })
     }
 
@@ -822,7 +899,7 @@ impl Sessions {
     /// False when every candidate is busy.
     async fn make_room(&self, full: Full, user_id: i64) -> bool {
         if full == Full::Server {
-            let warm = self.pop_warm().await;
+            let warm = self.pop_warm(|_| true).await;
             if let Some(warm) = warm {
                 warm.discard(self).await;
                 return true;
@@ -860,10 +937,17 @@ impl Sessions {
         }
     }
 
-    /// A warm session handed to `user_id` (its place becomes theirs), or `None` when
-    /// there is none ready.
-    async fn take_warm(&self, user_id: i64) -> Result<Option<WarmSession>, ServiceError> {
-        let Some(mut warm) = self.pop_warm().await else {
+    /// A warm session of `environment` handed to `user_id` (its place becomes theirs),
+    /// or `None` when there is none ready.
+    async fn take_warm(
+        &self,
+        user_id: i64,
+        environment: Option<&str>,
+    ) -> Result<Option<WarmSession>, ServiceError> {
+        let Some(mut warm) = self
+            .pop_warm(|warm| warm.environment.as_deref() == environment)
+            .await
+        else {
             return Ok(None);
         };
         self.warm_taken.notify_one();
@@ -880,10 +964,12 @@ impl Sessions {
         }
     }
 
-    /// The oldest warm session, after the one starting (if any) is ready.
-    async fn pop_warm(&self) -> Option<WarmSession> {
+    /// The oldest warm session that is `wanted`, after the one starting (if any) is ready.
+    async fn pop_warm(&self, wanted: impl Fn(&WarmSession) -> bool) -> Option<WarmSession> {
         let _started = self.warming.lock().await;
-        lock(&self.warm).pop_front()
+        let mut warm = lock(&self.warm);
+        let at = warm.iter().position(wanted)?;
+        warm.remove(at)
     }
 
     /// Keeps `warm_sessions` sessions started ahead of demand, each holding a place, as
@@ -899,18 +985,27 @@ impl Sessions {
         })
     }
 
+    /// Tops up the warm sessions of the base environment, then of each configured one.
     async fn refill_warm(&self) {
-        while lock(&self.warm).len() < self.warm_size && !self.shutting_down.load(Ordering::SeqCst)
-        {
-            if !self.start_warm().await {
-                return;
+        let configured = self.runtime.environments().iter().map(|l| l.name());
+        for environment in std::iter::once(None).chain(configured.map(Some)) {
+            let warm_of = || {
+                lock(&self.warm)
+                    .iter()
+                    .filter(|warm| warm.environment.as_deref() == environment)
+                    .count()
+            };
+            while warm_of() < self.warm_size && !self.shutting_down.load(Ordering::SeqCst) {
+                if !self.start_warm(environment).await {
+                    break;
+                }
             }
         }
     }
 
-    /// Starts one warm session; false when none could be (no place: live sessions come
-    /// first; or a failure, after a pause).
-    async fn start_warm(&self) -> bool {
+    /// Starts one warm session of `environment`; false when none could be (no place:
+    /// live sessions come first; or a failure, after a pause).
+    async fn start_warm(&self, environment: Option<&str>) -> bool {
         let _starting = self.warming.lock().await;
         let Ok(place) = Places::take(&self.places, Holder::Warm) else {
             return false;
@@ -934,12 +1029,14 @@ impl Sessions {
                 workdir: Some(dir.clone()),
                 limits: self.runtime_limits(&self.warm_limits),
                 network: NetPolicy::None,
+                environment: environment.map(str::to_owned),
             })
             .await;
         match started {
             Ok(session) => {
                 lock(&self.warm).push_back(WarmSession {
                     id,
+                    environment: environment.map(str::to_owned),
                     live: Live { session, place },
                 });
                 true
@@ -1089,6 +1186,7 @@ impl Entry {
             state,
             limits: self.record.limits.clone(),
             network: NetworkAccess::of(sandboxed, &self.record.network),
+            environment: self.record.environment.clone(),
             conversation_id: self.conversation(),
             execution_id: self.running_execution(),
         }
@@ -1335,7 +1433,13 @@ fn sweep(
 }
 
 /// The record of a session created now.
-fn new_record(id: String, user: &User, limits: SessionLimits, network: Allowlist) -> SessionRecord {
+fn new_record(
+    id: String,
+    user: &User,
+    limits: SessionLimits,
+    network: Allowlist,
+    environment: Option<String>,
+) -> SessionRecord {
     let now = store::now();
     SessionRecord {
         id,
@@ -1344,5 +1448,6 @@ fn new_record(id: String, user: &User, limits: SessionLimits, network: Allowlist
         last_used_at: now,
         limits,
         network,
+        environment,
     }
 }

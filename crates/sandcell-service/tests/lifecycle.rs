@@ -66,7 +66,7 @@ impl Core {
         let limits = SessionLimits::standard();
         self.service
             .sessions
-            .create(user, limits, Allowlist::default())
+            .create(user, limits, Allowlist::default(), None)
             .await
             .unwrap()
             .id
@@ -241,7 +241,12 @@ async fn a_user_at_their_quota_is_refused_and_others_are_not() {
     let refused = core
         .service
         .sessions
-        .create(&alice, SessionLimits::standard(), Allowlist::default())
+        .create(
+            &alice,
+            SessionLimits::standard(),
+            Allowlist::default(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -276,6 +281,7 @@ async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_d
             &core.user,
             SessionLimits::standard(),
             Allowlist::default(),
+            None,
             given.path().into(),
         )
         .await

@@ -24,6 +24,11 @@ pub enum SessionError {
     Protocol(String),
     #[error("a network allowlist needs the sandbox (the session's own network namespace, whose only way out is the proxy); run without --no-sandbox")]
     NetworkNeedsSandbox,
+    #[error("{}", unknown_environment(name, configured))]
+    UnknownEnvironment {
+        name: String,
+        configured: Vec<String>,
+    },
     #[error("the session has been shut down")]
     Closed,
 }
@@ -31,4 +36,15 @@ pub enum SessionError {
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SessionError {
     let path = path.into();
     move |source| SessionError::Io { path, source }
+}
+
+fn unknown_environment(name: &str, configured: &[String]) -> String {
+    if configured.is_empty() {
+        format!("there is no environment named {name:?}: none is configured besides the base one; leave the environment out, or add [environments.{name}] to the config file")
+    } else {
+        format!(
+            "there is no environment named {name:?}; the configured ones are {}",
+            configured.join(", ")
+        )
+    }
 }

@@ -18,6 +18,7 @@ async fn session_with(limits: Limits) -> (Session, Arc<FakeLauncher>) {
             workdir: None,
             limits,
             network: crate::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a fake session starts");
@@ -210,6 +211,7 @@ async fn a_keeper_that_fails_fails_the_start() {
             workdir: None,
             limits: Limits::default(),
             network: crate::NetPolicy::None,
+            environment: None,
         })
         .await;
     match started {
@@ -228,6 +230,7 @@ async fn pooled_sessions_come_ready() {
             workdir: None,
             limits: Limits::default(),
             network: crate::NetPolicy::None,
+            environment: None,
         })
         .await
         .unwrap();

@@ -31,6 +31,7 @@ impl Pool {
                     workdir: None,
                     limits: refill_limits.clone(),
                     network: NetPolicy::None,
+                    environment: None,
                 };
                 let session = factory.create(config).await;
                 let failed = session.is_err();

@@ -1,5 +1,6 @@
-//! A runtime: one Python environment, one launcher of session processes (the template
-//! process), the isolation policy every session it creates follows, and the pool.
+//! A runtime: one Python environment and the configured environments layered on it, one
+//! launcher of session processes (a template process) per environment, the isolation
+//! policy every session it creates follows, and the pool (of the base environment).
 //!
 //! Layers within this crate: `runtime` → `pool` → `session` → (`isolation`, `launcher`
 //! and its implementations `template` and `fake`, `protocol`, `outputs`); no module
@@ -15,7 +16,7 @@ use crate::runtime_files::RuntimeFiles;
 use crate::session::{Session, SessionConfig, SessionFactory};
 use crate::template::{TemplateCommand, TemplateLauncher};
 use sandcell_netproxy::{NetPolicy, PackageIndex};
-use sandcell_pyenv::Environment;
+use sandcell_pyenv::{Environment, Layer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -40,6 +41,10 @@ pub struct RuntimeOptions {
     /// The package index `%pip install` uses (`--pip-index`); `None`: `%pip install`
     /// says how to configure one. Sandboxed sessions only.
     pub package_index: Option<PackageIndex>,
+    /// The configured environments, built: each gets a template of its own, which imports
+    /// `template_modules` and the environment's preload with its layer at the end of
+    /// `sys.path`.
+    pub environments: Vec<Layer>,
 }
 
 impl Default for RuntimeOptions {
@@ -52,20 +57,24 @@ impl Default for RuntimeOptions {
                 .collect(),
             pool_size: 0,
             package_index: None,
+            environments: Vec::new(),
         }
     }
 }
 
-/// Creates sessions. Cheap to clone; all clones share one launcher (template process).
+/// Creates sessions. Cheap to clone; all clones share the launchers (template processes).
 #[derive(Clone)]
 pub struct Runtime {
     factory: Arc<SessionFactory>,
     pool: Option<Arc<Pool>>,
     warnings: Arc<[String]>,
+    environments: Arc<[Layer]>,
 }
 
 impl Runtime {
-    /// Starts the template process (importing the data stack) and decides the isolation.
+    /// Starts the template processes (importing the data stack), one for the base
+    /// environment and one for each configured one, and decides the isolation once for
+    /// all of them.
     pub async fn start(env: &Environment, options: RuntimeOptions) -> Result<Self, SessionError> {
         let files = RuntimeFiles::install(&env.home().runtime())?;
         let mut warnings = Vec::new();
@@ -96,29 +105,30 @@ impl Runtime {
             }
             Isolation::None
         };
-        let template_command = TemplateCommand {
-            python: env.info().python.clone(),
-            env: template_env(env, &files, &options.template_modules),
-        };
-        let (launcher, failed_modules) = TemplateLauncher::start(template_command).await?;
-        if !failed_modules.is_empty() {
-            let failed: Vec<String> = failed_modules
+        let launcher =
+            start_template(env, &files, &options.template_modules, None, &mut warnings).await?;
+        let mut layer_launchers = BTreeMap::new();
+        for layer in &options.environments {
+            let modules: Vec<String> = options
+                .template_modules
                 .iter()
-                .map(|(module, why)| format!("{module} ({why})"))
+                .chain(&layer.spec().preload)
+                .cloned()
                 .collect();
-            warnings.push(format!(
-                "these modules could not be pre-imported: {}",
-                failed.join(", ")
-            ));
+            let launcher =
+                start_template(env, &files, &modules, Some(layer), &mut warnings).await?;
+            layer_launchers.insert(layer.name().to_owned(), launcher);
         }
-        let runtime = Self::assemble(
-            Arc::new(launcher),
+        let mut runtime = Self::assemble(
+            launcher,
+            layer_launchers,
             Some(env.clone()),
             isolation,
             options.package_index,
             options.pool_size,
             warnings,
         );
+        runtime.environments = options.environments.into();
         let factory = runtime.factory.clone();
         let removed = tokio::task::spawn_blocking(move || factory.disks.remove_leftovers())
             .await
@@ -135,11 +145,20 @@ impl Runtime {
     /// the fake launcher of tests, feature `fake`). With `pool_size > 0` it must be
     /// called within a Tokio runtime (the pool is refilled by a task).
     pub fn with_launcher(launcher: Arc<dyn Launcher>, pool_size: usize) -> Self {
-        Self::assemble(launcher, None, Isolation::None, None, pool_size, Vec::new())
+        Self::assemble(
+            launcher,
+            BTreeMap::new(),
+            None,
+            Isolation::None,
+            None,
+            pool_size,
+            Vec::new(),
+        )
     }
 
     fn assemble(
         launcher: Arc<dyn Launcher>,
+        layer_launchers: BTreeMap<String, Arc<dyn Launcher>>,
         environment: Option<Environment>,
         isolation: Isolation,
         package_index: Option<PackageIndex>,
@@ -152,6 +171,7 @@ impl Runtime {
         };
         let factory = Arc::new(SessionFactory {
             launcher,
+            layer_launchers,
             environment,
             isolation,
             disks,
@@ -163,7 +183,13 @@ impl Runtime {
             factory,
             pool,
             warnings: warnings.into(),
+            environments: Arc::new([]),
         }
+    }
+
+    /// The configured environments sessions may name, besides the base one.
+    pub fn environments(&self) -> &[Layer] {
+        &self.environments
     }
 
     /// Sentences the user should see: isolation that is weaker than the default, or
@@ -197,14 +223,15 @@ impl Runtime {
         self.factory.environment.as_ref()
     }
 
-    /// A new session, from the pool when it asks for no particular directory and the
-    /// pool's limits.
+    /// A new session, from the pool when it asks for no particular directory, the pool's
+    /// limits and the base environment.
     pub async fn create_session(&self, config: SessionConfig) -> Result<Session, SessionError> {
         match &self.pool {
             Some(pool)
                 if config.workdir.is_none()
                     && config.limits == pool.limits
-                    && config.network == NetPolicy::None =>
+                    && config.network == NetPolicy::None
+                    && config.environment.is_none() =>
             {
                 pool.take().await
             }
@@ -213,11 +240,40 @@ impl Runtime {
     }
 }
 
-/// The complete environment of the template process, and so of every session.
+/// Starts the template of the base environment (`layer: None`) or of a configured one;
+/// modules it could not import become a warning.
+async fn start_template(
+    env: &Environment,
+    files: &RuntimeFiles,
+    modules: &[String],
+    layer: Option<&Layer>,
+    warnings: &mut Vec<String>,
+) -> Result<Arc<dyn Launcher>, SessionError> {
+    let command = TemplateCommand {
+        python: env.info().python.clone(),
+        env: template_env(env, files, modules, layer),
+    };
+    let (launcher, failed_modules) = TemplateLauncher::start(command).await?;
+    if !failed_modules.is_empty() {
+        let failed: Vec<String> = failed_modules
+            .iter()
+            .map(|(module, why)| format!("{module} ({why})"))
+            .collect();
+        let whose = layer.map_or_else(String::new, |l| format!(" in the environment {}", l.name()));
+        warnings.push(format!(
+            "these modules could not be pre-imported{whose}: {}",
+            failed.join(", ")
+        ));
+    }
+    Ok(Arc::new(launcher))
+}
+
+/// The complete environment of a template process, and so of every session it forks.
 fn template_env(
     env: &Environment,
     files: &RuntimeFiles,
     modules: &[String],
+    layer: Option<&Layer>,
 ) -> BTreeMap<String, String> {
     let venv = env.info().prefix.display().to_string();
     let vars = [
@@ -248,5 +304,11 @@ fn template_env(
         ),
         ("SANDCELL_TEMPLATE_MODULES", modules.join(",")),
     ];
-    vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    let mut vars: BTreeMap<String, String> =
+        vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    if let Some(layer) = layer {
+        // The template appends it to `sys.path` before the imports.
+        vars.insert("SANDCELL_LAYER".into(), layer.site().display().to_string());
+    }
+    vars
 }

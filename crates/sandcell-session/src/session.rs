@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use sandcell_netproxy::{Allowlist, NetPolicy, PackageIndex};
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,12 +125,17 @@ pub struct SessionConfig {
     /// What the session may reach on the network: nothing (the default), or an
     /// allowlist enforced by the host's proxy (sandboxed sessions only).
     pub network: NetPolicy,
+    /// The configured environment the session runs in (`None`: the base environment).
+    pub environment: Option<String>,
 }
 
 /// What every session of a runtime is created with: where its processes come from and
 /// how they are isolated.
 pub(crate) struct SessionFactory {
+    /// Where sessions of the base environment come from.
     pub(crate) launcher: Arc<dyn Launcher>,
+    /// Where sessions of each configured environment come from (its own template).
+    pub(crate) layer_launchers: BTreeMap<String, Arc<dyn Launcher>>,
     /// Held for as long as the runtime or any of its sessions lives, so that no setup
     /// removes the environment under them.
     pub(crate) environment: Option<sandcell_pyenv::Environment>,
@@ -153,12 +159,30 @@ impl SessionFactory {
         let name = session_cgroup_name(std::process::id(), n);
         Session::create(self.clone(), name, config).await
     }
+
+    /// The launcher of the environment `name` (`None`: the base one).
+    fn launcher_for(&self, name: Option<&str>) -> Result<Arc<dyn Launcher>, SessionError> {
+        let Some(name) = name else {
+            return Ok(self.launcher.clone());
+        };
+        self.layer_launchers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SessionError::UnknownEnvironment {
+                name: name.to_owned(),
+                configured: self.layer_launchers.keys().cloned().collect(),
+            })
+    }
 }
 
 /// A stateful Python session. Executions run one at a time (`&mut self`); use
 /// [`Session::interrupter`] to interrupt one from elsewhere.
 pub struct Session {
     factory: Arc<SessionFactory>,
+    /// Where this session's processes come from: its environment's template.
+    launcher: Arc<dyn Launcher>,
+    /// The configured environment it runs in (`None`: the base one).
+    environment: Option<String>,
     workdir: PathBuf,
     /// The session's own directory, when it was not given one; removed on drop.
     _owned_workdir: Option<TempWorkDir>,
@@ -268,6 +292,7 @@ impl Session {
         name: String,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
+        let launcher = factory.launcher_for(config.environment.as_deref())?;
         let (given, owned_workdir) = match config.workdir.clone() {
             Some(dir) => (dir, None),
             None => {
@@ -333,9 +358,11 @@ impl Session {
                 identity,
             )?,
         };
-        let interrupter = Interrupter::new(factory.launcher.clone());
+        let interrupter = Interrupter::new(launcher.clone());
         let mut session = Self {
             factory,
+            launcher,
+            environment: config.environment,
             workdir,
             _owned_workdir: owned_workdir,
             kernel_quota,
@@ -359,6 +386,11 @@ impl Session {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The configured environment the session runs in (`None`: the base one).
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
     }
 
     /// The session's network policy.
@@ -737,7 +769,7 @@ impl Session {
             cgroup_procs,
             self.network.as_ref(),
         );
-        let spawned = self.factory.launcher.launch(&request).await?;
+        let spawned = self.launcher.launch(&request).await?;
 
         let (started_tx, started_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -789,7 +821,7 @@ impl Session {
         let first = tokio::time::timeout(START_TIMEOUT, frames.recv()).await;
         let mut process = Process {
             pid,
-            launcher: self.factory.launcher.clone(),
+            launcher: self.launcher.clone(),
             writer,
             frames,
             exit: exit_rx,

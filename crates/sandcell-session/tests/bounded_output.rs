@@ -82,6 +82,7 @@ async fn floods_cost_the_host_a_bounded_amount_of_memory() {
             workdir: None,
             limits: Limits::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts");

@@ -39,6 +39,7 @@ async fn session(runtime: &Runtime) -> Session {
                 ..Limits::default()
             },
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts")

@@ -44,6 +44,7 @@ async fn new_session(runtime: &Runtime, network: NetPolicy) -> Result<Session, S
             workdir: None,
             limits: Default::default(),
             network,
+            environment: None,
         })
         .await
 }
@@ -358,6 +359,7 @@ async fn a_package_larger_than_the_disk_quota_stops_at_it() {
             workdir: None,
             limits,
             network: NetPolicy::None,
+            environment: None,
         })
         .await
         .unwrap();

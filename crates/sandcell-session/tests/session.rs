@@ -34,6 +34,7 @@ async fn session_with(limits: Limits) -> (Session, TempDir, Runtime) {
             workdir: Some(workdir.path().to_path_buf()),
             limits,
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts");
@@ -485,6 +486,7 @@ async fn sessions_forked_from_one_template_do_not_share_random_state() {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
                 network: sandcell_session::NetPolicy::None,
+                environment: None,
             })
             .await
             .unwrap();
@@ -510,6 +512,7 @@ async fn forked_sessions_share_no_descriptors_threads_figures_or_environment() {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
                 network: sandcell_session::NetPolicy::None,
+                environment: None,
             })
             .await
             .unwrap();
@@ -563,6 +566,7 @@ async fn pooled_sessions_have_their_own_directories_and_clean_them_up() {
         workdir: None,
         limits: Limits::default(),
         network: sandcell_session::NetPolicy::None,
+        environment: None,
     };
     let mut a = runtime.create_session(pooled()).await.unwrap();
     let mut b = runtime.create_session(pooled()).await.unwrap();
@@ -621,6 +625,7 @@ async fn a_dead_template_is_replaced_and_its_sessions_come_back() {
             workdir: Some(dir.path().to_path_buf()),
             limits: Limits::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a new template serves new sessions");
@@ -751,6 +756,7 @@ async fn two_sessions() -> (Session, Session, TempDir, TempDir, Runtime) {
                 workdir: Some(dir.path().to_path_buf()),
                 limits: Limits::default(),
                 network: sandcell_session::NetPolicy::None,
+                environment: None,
             })
             .await
             .expect("a session starts");
@@ -837,6 +843,7 @@ async fn a_directory_a_session_had_is_given_whole_to_the_next_session_in_it() {
             workdir: Some(dir.path().to_path_buf()),
             limits: Limits::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts");

@@ -110,6 +110,7 @@ async fn session_on(env: &Environment) -> (Runtime, Session, TempDir) {
             workdir: Some(workdir.path().to_path_buf()),
             limits: Default::default(),
             network: sandcell_session::NetPolicy::None,
+            environment: None,
         })
         .await
         .expect("a session starts");

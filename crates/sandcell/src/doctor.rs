@@ -141,6 +141,7 @@ async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_
             workdir: None,
             limits: Default::default(),
             network: NetPolicy::None,
+            environment: None,
         })
         .await?;
     let execution = session

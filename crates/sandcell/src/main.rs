@@ -26,8 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create (or check) the Python environment sessions run in.
-    Setup,
+    /// Create (or check) the Python environment sessions run in, and the environments the config file adds.
+    Setup(SetupArgs),
     /// Run Python files and code snippets as cells of one fresh session.
     Run(Box<run::RunArgs>),
     /// Ask a model: it writes Python, sandcell runs it, until the answer is found.
@@ -40,6 +40,13 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Serve sessions to an MCP client (Claude Desktop, Claude Code, Cursor, VS Code) over stdio.
     Mcp(Box<mcp::McpArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct SetupArgs {
+    /// List the base environment and each configured one (built or not, where, their requirements and preload) without building anything.
+    #[arg(long)]
+    list: bool,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +71,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Setup => setup().map(|()| ExitCode::SUCCESS),
+            Command::Setup(args) if args.list => list_environments().map(|()| ExitCode::SUCCESS),
+            Command::Setup(_) => setup().map(|()| ExitCode::SUCCESS),
             Command::Run(args) => {
                 let run_matches = matches.subcommand_matches("run").unwrap_or(&matches);
                 run::run(*args, run_matches).await
@@ -94,6 +102,14 @@ fn setup() -> anyhow::Result<()> {
         env.info().packages.len(),
         started.elapsed().as_secs_f64()
     );
+    for layer in configured_environments(&env)? {
+        eprintln!(
+            "sandcell: environment {} ready in {} ({})",
+            layer.name(),
+            layer.dir().display(),
+            layer.spec().requirements.join(", ")
+        );
+    }
     let uids = sandcell_sandbox::probe::session_uids();
     eprintln!("sandcell: {}: {}", uids.title, uids.detail);
     if let Some(fix) = uids.fix {
@@ -108,6 +124,74 @@ fn setup() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `sandcell setup --list`: each environment, whether it is built and where, and what it
+/// holds; builds nothing.
+fn list_environments() -> anyhow::Result<()> {
+    let home = sandcell_pyenv::Home::from_env()?;
+    let base = sandcell_pyenv::Environment::existing(&home);
+    match &base {
+        Some(env) => println!(
+            "base: built in {} (Python {}, {} packages)",
+            env.dir().display(),
+            env.info().python_version,
+            env.info().packages.len()
+        ),
+        None => println!("base: not built (`sandcell setup` builds it)"),
+    }
+    for (name, spec) in config_environments()? {
+        let built = match &base {
+            Some(env) => {
+                let layer = sandcell_pyenv::Layer::planned(env, &name, &spec)?;
+                if layer.is_ready() {
+                    format!("built in {}", layer.dir().display())
+                } else {
+                    "not built (`sandcell setup` builds it)".into()
+                }
+            }
+            None => "not built (`sandcell setup` builds it, after the base)".into(),
+        };
+        println!(
+            "{name}: {built}; requirements: {}; preload: {}",
+            listed(&spec.requirements),
+            listed(&spec.preload)
+        );
+    }
+    Ok(())
+}
+
+fn listed(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The environments the config file names (`[environments.NAME]`).
+fn config_environments(
+) -> anyhow::Result<std::collections::BTreeMap<String, sandcell_pyenv::LayerSpec>> {
+    Ok(model_settings::ModelSettings::load(None)?
+        .config
+        .environments)
+}
+
+/// The environments the config file names, each built on top of `env` if it is not yet.
+pub(crate) fn configured_environments(
+    env: &sandcell_pyenv::Environment,
+) -> anyhow::Result<Vec<sandcell_pyenv::Layer>> {
+    config_environments()?
+        .iter()
+        .map(|(name, spec)| {
+            Ok(sandcell_pyenv::Layer::ensure(
+                env,
+                name,
+                spec,
+                &mut |step| eprintln!("sandcell: {step}"),
+            )?)
+        })
+        .collect()
 }
 
 /// The Python environment, set up on first use.

@@ -106,6 +106,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let mut options = RuntimeOptions {
         sandbox: !args.no_sandbox,
         package_index: args.network.package_index(None)?,
+        environments: crate::configured_environments(&env)?,
         ..RuntimeOptions::default()
     };
     if let Some(modules) = &args.preload {

@@ -161,11 +161,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let server = Server::bind(config).await?;
     let address = server.local_addr()?;
     let env = crate::environment()?;
+    let environments = crate::configured_environments(&env)?;
     let runtime = Runtime::start(
         &env,
         RuntimeOptions {
             sandbox: !args.no_sandbox,
             package_index,
+            environments,
             ..RuntimeOptions::default()
         },
     )

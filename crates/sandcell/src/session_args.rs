@@ -184,6 +184,7 @@ impl SessionArgs {
                 workdir: self.workdir.clone(),
                 limits,
                 network,
+                environment: None,
             })
             .await?;
         if session.network_policy() != &NetPolicy::None {

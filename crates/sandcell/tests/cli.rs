@@ -316,6 +316,53 @@ fn setup_is_idempotent() {
 }
 
 #[test]
+fn setup_lists_the_configured_environments_and_names_the_one_that_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[environments.unbuilt]\nrequirements = [\"sandcell-never-published==1.0\", \"other>=2\"]\npreload = [\"other\"]\n",
+    )
+    .unwrap();
+    let output = sandcell()
+        .args(["setup", "--list"])
+        .env("SANDCELL_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[0].starts_with("base: "), "{listed}");
+    assert_eq!(
+        lines[1],
+        "unbuilt: not built (`sandcell setup` builds it); requirements: sandcell-never-published==1.0, other>=2; preload: other"
+    );
+
+    // Building it fails (no index answers): the error names the environment and pip's
+    // reason, and setup exits non-zero.
+    let output = sandcell()
+        .arg("setup")
+        .env("SANDCELL_CONFIG", &config)
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("sandcell: error:"))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(
+        error.contains("the environment unbuilt could not be built")
+            && error.contains("sandcell-never-published"),
+        "{error}"
+    );
+}
+
+#[test]
 fn doctor_reports_every_layer_and_what_a_session_sees() {
     let output = sandcell().args(["doctor", "--json"]).output().unwrap();
     assert!(output.status.success(), "{output:?}");

@@ -56,6 +56,37 @@ fn base_url_without_a_model_is_refused_with_how_to_name_one() {
 }
 
 #[test]
+fn serve_builds_the_configured_environments_and_stops_on_one_that_fails() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[environments.serve-broken]\nrequirements = [\"sandcell-never-published==1.0\"]\n",
+    )
+    .unwrap();
+    let output = sandcell()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("SANDCELL_CONFIG", &config)
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("sandcell: error:"))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(
+        error.contains("the environment serve-broken could not be built")
+            && error.contains("sandcell-never-published"),
+        "{error}"
+    );
+}
+
+#[test]
 fn listening_beyond_loopback_needs_a_key() {
     let data = tempfile::tempdir().unwrap();
     let output = sandcell()

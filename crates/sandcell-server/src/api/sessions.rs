@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sandcell_service::{
-    ExecutionLog, ExecutionState, LimitsRequest, Page, PageRequest, SessionInfo, User,
-    RESTARTED_NOTICE,
+    EnvironmentInfo, ExecutionLog, ExecutionState, LimitsRequest, Page, PageRequest, SessionInfo,
+    User, RESTARTED_NOTICE,
 };
 use sandcell_session::{Completion, Execution};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interrupt))
         .routes(routes!(complete))
         .routes(routes!(restart))
+        .routes(routes!(list_environments))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -42,6 +43,10 @@ pub struct CreateSession {
     /// the server's default (no network unless the operator says otherwise); `[]`: none.
     #[schema(example = json!(["pypi.example.org:443"]))]
     pub allow_net: Option<Vec<String>>,
+    /// The configured environment to run in (see `GET /environments`): the base
+    /// environment's packages plus its own. Left out or null: the base environment.
+    #[schema(example = "geo")]
+    pub environment: Option<String>,
 }
 
 /// The path of a session's routes.
@@ -130,7 +135,7 @@ pub struct Interrupted {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 422, description = "A limit out of range, a network entry that cannot be read or is outside what the server allows, or an unknown field", body = ErrorBody),
+        (status = 422, description = "A limit out of range, a network entry that cannot be read or is outside what the server allows, an environment the server does not configure (the message lists those it does), or an unknown field", body = ErrorBody),
         (status = 429, description = "You already run as many live sessions as one user may, all busy (see Retry-After)", body = ErrorBody),
         (status = 503, description = "The server runs as many live sessions as it may, all busy (see Retry-After), or it is shutting down", body = ErrorBody),
     )
@@ -149,9 +154,29 @@ async fn create_session(
     let session = state
         .service
         .sessions
-        .create(&user, limits, network)
+        .create(&user, limits, network, request.environment.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// List the configured environments a session may name.
+///
+/// Each is the base environment plus packages of its own; the base environment itself
+/// is not listed (a session that names none runs in it).
+#[utoipa::path(
+    get,
+    path = "/environments",
+    tag = "sessions",
+    responses(
+        (status = 200, description = "The configured environments, by name", body = Vec<EnvironmentInfo>),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+    )
+)]
+async fn list_environments(
+    State(state): State<AppState>,
+    _user: User,
+) -> Json<Vec<EnvironmentInfo>> {
+    Json(state.service.sessions.environments())
 }
 
 /// List your sessions, oldest first.

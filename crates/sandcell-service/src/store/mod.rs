@@ -168,6 +168,10 @@ const MIGRATIONS: &[&str] = &[
     -- The session's network allowlist, its entries separated by spaces; empty: no network.
     ALTER TABLE sessions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '';
 ",
+    "
+    -- The configured environment the session runs in; NULL: the base environment.
+    ALTER TABLE sessions ADD COLUMN environment TEXT;
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +207,8 @@ pub struct SessionRecord {
     pub limits: SessionLimits,
     /// What the session may reach; empty: no network.
     pub network: Allowlist,
+    /// The configured environment it runs in; `None`: the base environment.
+    pub environment: Option<String>,
 }
 
 /// An allowlist as `insert_session` wrote it. Entries were read before they were
@@ -293,8 +299,9 @@ impl Store {
             let l = &record.limits;
             c.execute(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, memory_mib,
-                     processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net,
+                     environment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     record.id,
                     record.user_id,
@@ -305,7 +312,8 @@ impl Store {
                     l.timeout_secs,
                     l.file_size_mib,
                     l.disk_quota_mib,
-                    record.network.to_strings().join(" ")
+                    record.network.to_strings().join(" "),
+                    record.environment
                 ],
             )?;
             Ok(())
@@ -318,7 +326,7 @@ impl Store {
         self.call(|c| {
             let mut statement = c.prepare(
                 "SELECT id, user_id, created_at, last_used_at, memory_mib, processes,
-                        timeout_secs, file_size_mib, disk_quota_mib, allow_net
+                        timeout_secs, file_size_mib, disk_quota_mib, allow_net, environment
                  FROM sessions ORDER BY created_at, id",
             )?;
             let rows = statement.query_map([], |r| {
@@ -335,6 +343,7 @@ impl Store {
                         disk_quota_mib: r.get(8)?,
                     },
                     network: stored_allowlist(&r.get::<_, String>(9)?),
+                    environment: r.get(10)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
