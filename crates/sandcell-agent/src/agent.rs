@@ -149,7 +149,16 @@ impl Agent {
             network: session.network_policy(),
             package_index: session.installs_packages(),
         };
-        let system = system_prompt(&self.env, session.limits(), session.workdir(), reach);
+        let environment = session
+            .environment()
+            .map(|name| (name, session.layer_packages()));
+        let system = system_prompt(
+            &self.env,
+            environment,
+            session.limits(),
+            session.workdir(),
+            reach,
+        );
         let tools = [Tool::python()];
         let mut written: u32 = 0;
         for _ in 0..self.options.max_steps {

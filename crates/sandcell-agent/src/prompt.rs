@@ -1,7 +1,7 @@
 //! The system prompt: where the model is (Python, packages, `/mnt/data` and its files,
 //! limits, the network the session has) and how it works here.
 
-use sandcell_pyenv::EnvInfo;
+use sandcell_pyenv::{EnvInfo, Package};
 use sandcell_safedir::{SafeDir, SafePath, WalkLimits};
 use sandcell_session::{Limits, NetPolicy};
 use std::fmt::Write;
@@ -48,15 +48,33 @@ impl Reach<'_> {
     }
 }
 
-/// The system prompt for a conversation whose session runs in `env` with `limits`, has
+/// The system prompt for a conversation whose session runs in `env` (and in the configured
+/// `environment`, its name and the packages its layer adds, if any) with `limits`, has
 /// `workdir` as its `/mnt/data`, and reaches what `reach` says.
-pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path, reach: Reach) -> String {
+pub fn system_prompt(
+    env: &EnvInfo,
+    environment: Option<(&str, &[Package])>,
+    limits: &Limits,
+    workdir: &Path,
+    reach: Reach,
+) -> String {
     let mut prompt = String::new();
-    let packages: Vec<String> = env
-        .packages
-        .iter()
-        .map(|p| format!("{}=={}", p.name, p.version))
-        .collect();
+    let pinned = |packages: &[Package]| -> String {
+        packages
+            .iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let packages = pinned(&env.packages);
+    let layer = match environment {
+        Some((name, [])) => format!(" This session runs in the environment {name}."),
+        Some((name, added)) => format!(
+            " This session runs in the environment {name}, which adds: {}.",
+            pinned(added)
+        ),
+        None => String::new(),
+    };
     let _ = write!(
         prompt,
         "You are a data analyst with a Python {python} interpreter. To run code, call the \
@@ -71,13 +89,12 @@ pub fn system_prompt(env: &EnvInfo, limits: &Limits, workdir: &Path, reach: Reac
          create there, then tell the user its path. {reach}\n\n\
          Limits: {memory} MiB of memory, {timeout} s per call, files up to {file} MiB, \
          {quota} MiB in /mnt/data in all.\n\n\
-         Installed packages: {packages}.\n\n",
+         Installed packages: {packages}.{layer}\n\n",
         python = env.python_version,
         memory = limits.memory_mib,
         timeout = limits.timeout.as_secs_f64(),
         file = limits.file_size_mib,
         quota = limits.workdir_quota_mib,
-        packages = packages.join(", "),
         reach = reach.describe(),
     );
     let files = describe_files(workdir);
@@ -284,7 +301,7 @@ mod tests {
             network: &NetPolicy::None,
             package_index: false,
         };
-        let prompt = system_prompt(&env, &Limits::default(), dir.path(), closed);
+        let prompt = system_prompt(&env, None, &Limits::default(), dir.path(), closed);
         for needle in [
             "Python 3.12.1",
             "pandas==2.3.3",
@@ -301,10 +318,47 @@ mod tests {
             network: &NetPolicy::from_allowlist(hosts),
             package_index: true,
         };
-        let prompt = system_prompt(&env, &Limits::default(), dir.path(), open);
+        let prompt = system_prompt(&env, None, &Limits::default(), dir.path(), open);
         for needle in ["limited to these hosts: *.example.org:443", "%pip install"] {
             assert!(prompt.contains(needle), "{needle} missing from:\n{prompt}");
         }
         assert!(!prompt.contains("no internet"), "{prompt}");
+        assert!(!prompt.contains("runs in the environment"), "{prompt}");
+    }
+
+    #[test]
+    fn the_prompt_names_the_packages_a_configured_environment_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let package = |name: &str, version: &str| Package {
+            name: name.into(),
+            version: version.into(),
+        };
+        let env = EnvInfo {
+            python_version: "3.12.1".into(),
+            python: "/env/bin/python".into(),
+            prefix: "/env".into(),
+            base_prefix: "/usr".into(),
+            base_executable_dir: "/usr/bin".into(),
+            packages: vec![package("pandas", "2.3.3")],
+        };
+        let added = [package("pyproj", "3.6.1"), package("shapely", "2.0.6")];
+        let reach = Reach {
+            network: &NetPolicy::None,
+            package_index: false,
+        };
+        let prompt = system_prompt(
+            &env,
+            Some(("geo", &added)),
+            &Limits::default(),
+            dir.path(),
+            reach,
+        );
+        assert!(
+            prompt.contains(
+                "Installed packages: pandas==2.3.3. This session runs in the environment geo, \
+                 which adds: pyproj==3.6.1, shapely==2.0.6."
+            ),
+            "{prompt}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, …) of the process that builds it.
 
 use crate::error::{io_error, PyenvError};
-use crate::setup::{write_atomically, EnvInfo, Environment, SetupProgress};
+use crate::setup::{packages_in, write_atomically, EnvInfo, Environment, Package, SetupProgress};
 use crate::stamp::sha256_hex;
 use crate::store::setup_lock;
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,12 @@ impl Layer {
     /// The directory on `sys.path` (at its end) of the environment's sessions.
     pub fn site(&self) -> PathBuf {
         self.dir.join("site")
+    }
+
+    /// The distributions the layer adds to the base environment, sorted by name, read
+    /// with `base`'s interpreter the way the base environment's own are.
+    pub fn packages(&self, base: &Environment) -> Result<Vec<Package>, PyenvError> {
+        packages_in(&base.info().python, &self.site())
     }
 
     fn record(&self) -> LayerRecord {

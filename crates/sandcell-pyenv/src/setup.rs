@@ -48,20 +48,32 @@ pub struct Environment {
     _in_use: Arc<InUse>,
 }
 
-/// Prints the facts `EnvInfo` holds, as JSON, from inside the environment.
-const DESCRIBE: &str = r#"
+/// Defines `packages(paths)`: the distributions installed on `paths` (`sys.path` when
+/// empty) as `[{"name": …, "version": …}]`, sorted by name. The one way sandcell lists
+/// installed packages, for the base environment and for layers alike.
+const PACKAGES: &str = r#"
 import json, os, sys
 from importlib import metadata
-packages = sorted({(d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"]}, key=lambda p: p[0].lower())
+def packages(paths):
+    found = metadata.distributions(path=paths) if paths else metadata.distributions()
+    named = sorted({(d.metadata["Name"], d.version) for d in found if d.metadata["Name"]}, key=lambda p: p[0].lower())
+    return [{"name": n, "version": v} for n, v in named]
+"#;
+
+/// Prints the facts `EnvInfo` holds, as JSON, from inside the environment.
+const DESCRIBE: &str = r#"
 print(json.dumps({
     "python_version": "%d.%d.%d" % sys.version_info[:3],
     "python": os.path.join(sys.prefix, "bin", "python"),
     "prefix": sys.prefix,
     "base_prefix": os.path.realpath(sys.base_prefix),
     "base_executable_dir": os.path.dirname(os.path.realpath(sys.executable)),
-    "packages": [{"name": n, "version": v} for n, v in packages],
+    "packages": packages([]),
 }))
 "#;
+
+/// Prints, as JSON, the packages installed in the directories given as arguments.
+const LIST_PACKAGES: &str = "print(json.dumps(packages(sys.argv[1:])))";
 
 impl Environment {
     /// The environment for the host's interpreter and the shipped requirements
@@ -358,13 +370,30 @@ fn run_step(step: &str, command: &mut Command) -> Result<(), PyenvError> {
 }
 
 fn describe(venv_python: &Path) -> Result<EnvInfo, PyenvError> {
-    let output = Command::new(venv_python)
-        .args(["-c", DESCRIBE])
+    run_json(venv_python, DESCRIBE, &[])
+}
+
+/// The distributions installed in `site` (a directory of packages, such as a layer's), as
+/// `python` reads them.
+pub(crate) fn packages_in(python: &Path, site: &Path) -> Result<Vec<Package>, PyenvError> {
+    run_json(python, LIST_PACKAGES, &[site])
+}
+
+/// Runs `script` (after [`PACKAGES`]) with `python` and reads the JSON it prints.
+fn run_json<T: serde::de::DeserializeOwned>(
+    python: &Path,
+    script: &str,
+    args: &[&Path],
+) -> Result<T, PyenvError> {
+    let output = Command::new(python)
+        .arg("-c")
+        .arg([PACKAGES, script].concat())
+        .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(io_error(venv_python))?;
+        .map_err(io_error(python))?;
     let broken = |reason: String| PyenvError::Broken {
-        path: venv_python.to_path_buf(),
+        path: python.to_path_buf(),
         reason,
     };
     if !output.status.success() {
@@ -385,6 +414,36 @@ pub(crate) fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PyenvE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packages_of_a_directory_are_its_distributions_sorted_by_name() {
+        let site = tempfile::tempdir().unwrap();
+        for (dir, name, version) in [
+            ("zeta_pkg-2.0.dist-info", "zeta-pkg", "2.0"),
+            ("Alpha-1.5.dist-info", "Alpha", "1.5"),
+        ] {
+            let info = site.path().join(dir);
+            fs::create_dir(&info).unwrap();
+            fs::write(
+                info.join("METADATA"),
+                format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
+            )
+            .unwrap();
+        }
+        fs::create_dir(site.path().join("alpha")).unwrap();
+        let python = std::env::var_os("SANDCELL_PYTHON").unwrap_or_else(|| "python3".into());
+        let packages =
+            packages_in(Path::new(&python), site.path()).expect("these tests need python3");
+        let package = |name: &str, version: &str| Package {
+            name: name.into(),
+            version: version.into(),
+        };
+        assert_eq!(
+            packages,
+            [package("Alpha", "1.5"), package("zeta-pkg", "2.0")],
+            "only what the directory holds, not the interpreter's own packages"
+        );
+    }
 
     #[test]
     fn an_environment_that_is_not_ready_is_not_used() {

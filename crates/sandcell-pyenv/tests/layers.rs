@@ -154,6 +154,17 @@ async fn a_layer_is_built_from_the_index_once_and_a_failed_build_is_never_ready(
         !site_entries.iter().any(|e| e.starts_with("packaging")),
         "{site_entries:?}"
     );
+    // What the layer adds, as the base's own packages are listed: packaging is not one.
+    let added: Vec<String> = built
+        .packages(&env)
+        .expect("the layer's packages can be read")
+        .iter()
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect();
+    assert_eq!(
+        added,
+        ["sandcell-layer-probe==1.0", "sandcell_layer_dependent==1.0"]
+    );
     let dependency = Command::new(&env.info().python)
         .args(["-c", "import sys; sys.path.append(sys.argv[1]); import sandcell_layer_dependent, packaging; print(packaging.__file__.startswith(sys.prefix))"])
         .arg(built.site())

@@ -13,7 +13,7 @@ use crate::launcher::Launcher;
 use crate::limits::Limits;
 use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
-use crate::session::{Session, SessionConfig, SessionFactory};
+use crate::session::{LayerTemplate, Session, SessionConfig, SessionFactory};
 use crate::template::{TemplateCommand, TemplateLauncher};
 use sandcell_netproxy::{NetPolicy, PackageIndex};
 use sandcell_pyenv::{Environment, Layer};
@@ -117,7 +117,16 @@ impl Runtime {
                 .collect();
             let launcher =
                 start_template(env, &files, &modules, Some(layer), &mut warnings).await?;
-            layer_launchers.insert(layer.name().to_owned(), launcher);
+            // One short run of the interpreter per environment, once: what the layer adds
+            // never changes while it is ready.
+            let packages = layer.packages(env)?;
+            layer_launchers.insert(
+                layer.name().to_owned(),
+                LayerTemplate {
+                    launcher,
+                    packages: packages.into(),
+                },
+            );
         }
         let mut runtime = Self::assemble(
             launcher,
@@ -158,7 +167,7 @@ impl Runtime {
 
     fn assemble(
         launcher: Arc<dyn Launcher>,
-        layer_launchers: BTreeMap<String, Arc<dyn Launcher>>,
+        layer_launchers: BTreeMap<String, LayerTemplate>,
         environment: Option<Environment>,
         isolation: Isolation,
         package_index: Option<PackageIndex>,

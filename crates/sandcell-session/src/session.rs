@@ -20,6 +20,7 @@ use crate::uids::UidLease;
 use crate::workdir::{disk_usage, Snapshot};
 use nix::sys::signal::Signal;
 use sandcell_netproxy::{Allowlist, NetPolicy, PackageIndex};
+use sandcell_pyenv::Package;
 use sandcell_sandbox::disk;
 use sandcell_sandbox::{CgroupLimits, Identity, SessionCgroup};
 use std::collections::BTreeMap;
@@ -135,7 +136,7 @@ pub(crate) struct SessionFactory {
     /// Where sessions of the base environment come from.
     pub(crate) launcher: Arc<dyn Launcher>,
     /// Where sessions of each configured environment come from (its own template).
-    pub(crate) layer_launchers: BTreeMap<String, Arc<dyn Launcher>>,
+    pub(crate) layer_launchers: BTreeMap<String, LayerTemplate>,
     /// Held for as long as the runtime or any of its sessions lives, so that no setup
     /// removes the environment under them.
     pub(crate) environment: Option<sandcell_pyenv::Environment>,
@@ -160,10 +161,14 @@ impl SessionFactory {
         Session::create(self.clone(), name, config).await
     }
 
-    /// The launcher of the environment `name` (`None`: the base one).
-    fn launcher_for(&self, name: Option<&str>) -> Result<Arc<dyn Launcher>, SessionError> {
+    /// Where sessions of the environment `name` (`None`: the base one) come from, and
+    /// what its layer adds.
+    fn template_of(&self, name: Option<&str>) -> Result<LayerTemplate, SessionError> {
         let Some(name) = name else {
-            return Ok(self.launcher.clone());
+            return Ok(LayerTemplate {
+                launcher: self.launcher.clone(),
+                packages: Arc::new([]),
+            });
         };
         self.layer_launchers
             .get(name)
@@ -175,6 +180,14 @@ impl SessionFactory {
     }
 }
 
+/// Where the sessions of one environment come from, and the packages its layer adds to
+/// the base environment (none for the base itself).
+#[derive(Clone)]
+pub(crate) struct LayerTemplate {
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) packages: Arc<[Package]>,
+}
+
 /// A stateful Python session. Executions run one at a time (`&mut self`); use
 /// [`Session::interrupter`] to interrupt one from elsewhere.
 pub struct Session {
@@ -183,6 +196,8 @@ pub struct Session {
     launcher: Arc<dyn Launcher>,
     /// The configured environment it runs in (`None`: the base one).
     environment: Option<String>,
+    /// The packages that environment's layer adds to the base environment.
+    layer_packages: Arc<[Package]>,
     workdir: PathBuf,
     /// The session's own directory, when it was not given one; removed on drop.
     _owned_workdir: Option<TempWorkDir>,
@@ -292,7 +307,10 @@ impl Session {
         name: String,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
-        let launcher = factory.launcher_for(config.environment.as_deref())?;
+        let LayerTemplate {
+            launcher,
+            packages: layer_packages,
+        } = factory.template_of(config.environment.as_deref())?;
         let (given, owned_workdir) = match config.workdir.clone() {
             Some(dir) => (dir, None),
             None => {
@@ -363,6 +381,7 @@ impl Session {
             factory,
             launcher,
             environment: config.environment,
+            layer_packages,
             workdir,
             _owned_workdir: owned_workdir,
             kernel_quota,
@@ -391,6 +410,12 @@ impl Session {
     /// The configured environment the session runs in (`None`: the base one).
     pub fn environment(&self) -> Option<&str> {
         self.environment.as_deref()
+    }
+
+    /// The packages the session's configured environment adds to the base environment
+    /// (none in the base environment), sorted by name.
+    pub fn layer_packages(&self) -> &[Package] {
+        &self.layer_packages
     }
 
     /// The session's network policy.
