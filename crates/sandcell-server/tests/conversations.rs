@@ -3,48 +3,16 @@
 
 mod common;
 
-use common::{assert_error, config, eventually, json, python, Api, Event, EventStream, TestServer};
+use common::{
+    assert_error, config, eventually, json, python, replay, with_model, Api, Event, EventStream,
+    TestServer, MODEL,
+};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
-use sandcell_agent::{Config, ProviderConfig};
-use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
+use sandcell_llm_replay::ReplayServer;
 use sandcell_server::ServerConfig;
-use sandcell_service::{create_key, Models, ServiceConfig, Store};
+use sandcell_service::{create_key, Store};
 use serde_json::{json, Value};
-use std::path::Path;
-
-const MODEL: &str = "anthropic:test-model";
-
-async fn replay(steps: Value) -> ReplayServer {
-    let script: Script = serde_json::from_value(steps).expect("a valid script");
-    ReplayServer::start(script, recorded_fixtures())
-        .await
-        .expect("the replay server starts")
-}
-
-/// A server whose default model is played by `model`.
-fn with_model(data: &Path, model: &ReplayServer) -> ServerConfig {
-    let mut models = Config::default();
-    models.providers.insert(
-        "anthropic".into(),
-        ProviderConfig {
-            base_url: Some(model.base_url()),
-            api_key: Some("test-key".into()),
-            ..ProviderConfig::default()
-        },
-    );
-    let base = config(data);
-    ServerConfig {
-        service: ServiceConfig {
-            models: Models {
-                config: models,
-                default: Some(MODEL.into()),
-            },
-            ..base.service.clone()
-        },
-        ..base
-    }
-}
 
 /// A server on a fresh data directory whose default model is played by `model`.
 async fn server_with(model: &ReplayServer) -> (TestServer, tempfile::TempDir) {

@@ -1,6 +1,8 @@
 //! Configured environments through `/api/v1`: a session names one and imports its
 //! packages, a default session does not have them, an unknown name is refused with the
-//! configured ones, and a session comes back in its environment after a server restart.
+//! configured ones, a conversation's own session runs in the one it names (and its model
+//! is told what that environment adds), and a session comes back in its environment after
+//! a server restart.
 //! Real sandboxed sessions; the layer is built from a package index on the host's
 //! loopback (no other network).
 
@@ -9,7 +11,9 @@ mod common;
 #[path = "../../sandcell-session/tests/common/mod.rs"]
 mod local_index;
 
-use common::{assert_error, config, eventually, json, Python, TestServer};
+use common::{
+    assert_error, config, eventually, json, replay, with_model, EventStream, Python, TestServer,
+};
 use reqwest::{Method, StatusCode};
 use sandcell_pyenv::{Environment, Layer, LayerSpec};
 use sandcell_session::{Runtime, RuntimeOptions};
@@ -76,7 +80,10 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     let layer = extra_layer(&env).await;
     let data = tempfile::tempdir().unwrap();
 
-    let mut first_config = config(data.path());
+    let model =
+        replay(json!([{"reply": {"text": "You have sandcell-test-extra.", "chunk_size": 7}}]))
+            .await;
+    let mut first_config = with_model(data.path(), &model);
     first_config.service.warm_sessions = 1;
     let server =
         TestServer::start(first_config, python_with(&env, vec![layer.clone()]).await).await;
@@ -173,11 +180,70 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
         "{message}"
     );
 
+    // A conversation's own session runs in the environment it names, and its model is
+    // told what that environment adds to the base.
+    let create_conversation = |body: Value| {
+        api.request(Method::POST, "/api/v1/conversations")
+            .json(&body)
+            .send()
+    };
+    let (status, conversation) = json(
+        create_conversation(json!({ "environment": "extra" }))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{conversation}");
+    let session = conversation["session_id"].as_str().unwrap();
+    let (_, info) = json(api.get(&format!("/api/v1/sessions/{session}")).await).await;
+    assert_eq!(info["environment"], "extra", "{info}");
+    let turn = api
+        .request(
+            Method::POST,
+            &format!(
+                "/api/v1/conversations/{}/messages",
+                conversation["id"].as_str().unwrap()
+            ),
+        )
+        .json(&json!({ "text": "Which packages do I have?" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(turn.status(), StatusCode::OK);
+    let events = EventStream::new(turn).rest().await;
+    assert_eq!(events.last().map(|e| e.name.as_str()), Some("end"));
+    let requests = model.requests();
+    assert_eq!(requests.len(), 1);
+    let sent = requests[0].body.to_string();
+    assert!(
+        sent.contains("runs in the environment extra, which adds: sandcell-test-extra==1.0"),
+        "{sent}"
+    );
+    // The same refusal as for a session; and a given session has its environment already.
+    let unknown = create_conversation(json!({ "environment": "nope" }))
+        .await
+        .unwrap();
+    let message = assert_error(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert!(
+        message.contains("\"nope\"") && message.contains("extra"),
+        "{message}"
+    );
+    let both = create_conversation(json!({ "session_id": default, "environment": "extra" }))
+        .await
+        .unwrap();
+    let message = assert_error(both, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    assert!(message.contains("session_id"), "{message}");
+
     let document = api.get("/api/v1/openapi.json").await.text().await.unwrap();
     let document: Value = serde_json::from_str(&document).unwrap();
     assert!(
         document["components"]["schemas"]["CreateSession"]["properties"]["environment"].is_object(),
         "the OpenAPI document describes the field"
+    );
+    assert!(
+        document["components"]["schemas"]["CreateConversation"]["properties"]["environment"]
+            .is_object(),
+        "the OpenAPI document describes the conversation's field"
     );
     server.stop().await;
 

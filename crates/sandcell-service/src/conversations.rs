@@ -149,14 +149,21 @@ impl Conversations {
 
     /// A new conversation, its code running in the user's session `session_id` (a
     /// notebook's: the model sees the variables and files the person made there), or in a
-    /// new session (the server's default limits). Its model must be one the server can
-    /// talk to.
+    /// new session (the server's default limits) of the configured `environment` (`None`:
+    /// the base one), which a given session already has. Its model must be one the server
+    /// can talk to.
     pub async fn create(
         &self,
         user: &User,
         model: Option<&str>,
         session_id: Option<&str>,
+        environment: Option<&str>,
     ) -> Result<ConversationInfo, ServiceError> {
+        if let (Some(session_id), Some(_)) = (session_id, environment) {
+            return Err(ServiceError::invalid(format!(
+                "Session {session_id} already runs in its own environment; leave environment out when you give session_id."
+            )));
+        }
         let model = self.models.pick(model)?;
         self.models.client(&model)?;
         let id =
@@ -170,7 +177,7 @@ impl Conversations {
                         user,
                         limits,
                         self.sessions.network_for(None)?,
-                        None,
+                        environment,
                         Some(&id),
                     )
                     .await?

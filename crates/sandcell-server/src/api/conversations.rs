@@ -46,6 +46,10 @@ pub struct CreateConversation {
     /// variables and files); default: a new session. Refused (409) while code runs in it
     /// or when it already holds a conversation.
     pub session_id: Option<String>,
+    /// The configured environment of the new session (see `GET /environments`); default:
+    /// the base one. Refused (422) for a name the server does not configure, and with
+    /// `session_id` (that session already has its environment).
+    pub environment: Option<String>,
 }
 
 /// A new conversation with files: the multipart form of [`CreateConversation`].
@@ -55,9 +59,10 @@ impl PartialSchema for ConversationParts {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .description(Some(
-                "An optional text part `model`, and parts named `file`, each with a filename that is its path in the new session's /mnt/data.",
+                "Optional text parts `model` and `environment` (as in the JSON body), and parts named `file`, each with a filename that is its path in the new session's /mnt/data.",
             ))
             .property("model", ObjectBuilder::new().schema_type(Type::String))
+            .property("environment", ObjectBuilder::new().schema_type(Type::String))
             .property("file", ArrayBuilder::new().items(binary()))
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .into()
@@ -105,9 +110,10 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
 
 /// Start a conversation.
 ///
-/// Makes a new session for its code, with the server's default limits, or takes one of
-/// yours (`session_id`, JSON only). Its files come with the request (multipart: a `model`
-/// field and `file` parts), or are uploaded to the session (`session_id`) later; the
+/// Makes a new session for its code, with the server's default limits, in the base
+/// environment or the configured one named by `environment`, or takes one of yours
+/// (`session_id`, JSON only). Its files come with the request (multipart: `model` and
+/// `environment` fields and `file` parts), or are uploaded to the session (`session_id`) later; the
 /// model sees what is there at each message. While a turn runs, the session runs nothing
 /// else (a notebook's cell is refused, 409), and the other way round.
 #[utoipa::path(
@@ -129,7 +135,7 @@ async fn models(State(state): State<AppState>, _user: User) -> Json<ModelsInfo> 
         (status = 409, description = "The session (`session_id`) is running code, or already holds a conversation", body = ErrorBody),
         (status = 413, description = "The body is larger than the server accepts", body = ErrorBody),
         (status = 415, description = "The body is neither JSON nor multipart", body = ErrorBody),
-        (status = 422, description = "No model configured, a model the server cannot reach, or an unknown field", body = ErrorBody),
+        (status = 422, description = "No model configured, a model the server cannot reach, an unknown field, an environment the server does not configure, or an environment given with `session_id`", body = ErrorBody),
         (status = 429, description = "Starting a Python process would exceed your live-session quota (see Retry-After)", body = ErrorBody),
         (status = 503, description = "Too many live sessions, all busy (see Retry-After), or the server is shutting down", body = ErrorBody),
     )
@@ -139,25 +145,34 @@ async fn create_conversation(
     user: User,
     body: JsonOrParts<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationInfo>), ApiError> {
-    let (model, session_id, upload) = match body {
-        JsonOrParts::Json(request) => {
-            let request = request.unwrap_or_default();
-            (request.model, request.session_id, None)
-        }
+    let (request, upload) = match body {
+        JsonOrParts::Json(request) => (request.unwrap_or_default(), None),
         JsonOrParts::Parts(mut parts) => {
             // Every file is received before anything is made.
-            let upload = files::receive(&state, &mut parts, &["model"]).await?;
-            let model = upload
-                .fields
-                .iter()
-                .find_map(|(name, value)| (name == "model").then(|| value.clone()));
-            (model, None, Some(upload))
+            let upload = files::receive(&state, &mut parts, &["model", "environment"]).await?;
+            let field = |wanted: &str| {
+                upload
+                    .fields
+                    .iter()
+                    .find_map(|(name, value)| (name == wanted).then(|| value.clone()))
+            };
+            let request = CreateConversation {
+                model: field("model"),
+                session_id: None,
+                environment: field("environment"),
+            };
+            (request, Some(upload))
         }
     };
     let conversation = state
         .service
         .conversations
-        .create(&user, model.as_deref(), session_id.as_deref())
+        .create(
+            &user,
+            request.model.as_deref(),
+            request.session_id.as_deref(),
+            request.environment.as_deref(),
+        )
         .await?;
     if let Some(upload) = upload {
         let workdir = state

@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use sandcell_agent::{Config, ProviderConfig};
+use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
 use sandcell_pyenv::{EnvInfo, Environment, Home};
 use sandcell_server::{Server, ServerConfig, ServerError};
+use sandcell_service::{Models, ServiceConfig};
 use sandcell_session::{PackageIndex, Runtime, RuntimeOptions};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -48,6 +51,41 @@ pub async fn python_with_index(package_index: Option<PackageIndex>) -> Python {
     Python {
         runtime,
         info: env.info().clone(),
+    }
+}
+
+/// The default model of [`with_model`] servers.
+pub const MODEL: &str = "anthropic:test-model";
+
+/// A model played by the replay server, in Anthropic's wire format, following `steps`.
+pub async fn replay(steps: Value) -> ReplayServer {
+    let script: Script = serde_json::from_value(steps).expect("a valid script");
+    ReplayServer::start(script, recorded_fixtures())
+        .await
+        .expect("the replay server starts")
+}
+
+/// A server whose default model is played by `model`.
+pub fn with_model(data: &Path, model: &ReplayServer) -> ServerConfig {
+    let mut models = Config::default();
+    models.providers.insert(
+        "anthropic".into(),
+        ProviderConfig {
+            base_url: Some(model.base_url()),
+            api_key: Some("test-key".into()),
+            ..ProviderConfig::default()
+        },
+    );
+    let base = config(data);
+    ServerConfig {
+        service: ServiceConfig {
+            models: Models {
+                config: models,
+                default: Some(MODEL.into()),
+            },
+            ..base.service.clone()
+        },
+        ..base
     }
 }
 
