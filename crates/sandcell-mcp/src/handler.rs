@@ -62,6 +62,9 @@ pub struct McpConfig {
     /// A directory each connection's default session works in (its `/mnt/data`, kept
     /// afterwards) instead of a directory of its own.
     pub default_workdir: Option<PathBuf>,
+    /// The configured environment each connection's default session runs in; `None`: the
+    /// base one. `create_session` names its own.
+    pub default_environment: Option<String>,
 }
 
 /// A `run_python` call under way.
@@ -410,13 +413,14 @@ impl SandcellMcp {
         let limits = self.default_limits()?;
         let sessions = &self.service.sessions;
         let network = sessions.network_for(None)?;
+        let environment = self.config.default_environment.as_deref();
         let session = match &self.config.default_workdir {
             Some(dir) => {
                 sessions
-                    .create_in(user, limits, network, None, dir.clone())
+                    .create_in(user, limits, network, environment, dir.clone())
                     .await?
             }
-            None => sessions.create(user, limits, network, None).await?,
+            None => sessions.create(user, limits, network, environment).await?,
         };
         Ok(default.insert(session.id).clone())
     }

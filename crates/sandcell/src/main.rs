@@ -170,7 +170,7 @@ fn listed(items: &[String]) -> String {
 }
 
 /// The environments the config file names (`[environments.NAME]`).
-fn config_environments(
+pub(crate) fn config_environments(
 ) -> anyhow::Result<std::collections::BTreeMap<String, sandcell_pyenv::LayerSpec>> {
     Ok(model_settings::ModelSettings::load(None)?
         .config
@@ -183,15 +183,22 @@ pub(crate) fn configured_environments(
 ) -> anyhow::Result<Vec<sandcell_pyenv::Layer>> {
     config_environments()?
         .iter()
-        .map(|(name, spec)| {
-            Ok(sandcell_pyenv::Layer::ensure(
-                env,
-                name,
-                spec,
-                &mut |step| eprintln!("sandcell: {step}"),
-            )?)
-        })
+        .map(|(name, spec)| build_environment(env, name, spec))
         .collect()
+}
+
+/// The configured environment `name`, built on top of `env` if it is not yet.
+pub(crate) fn build_environment(
+    env: &sandcell_pyenv::Environment,
+    name: &str,
+    spec: &sandcell_pyenv::LayerSpec,
+) -> anyhow::Result<sandcell_pyenv::Layer> {
+    Ok(sandcell_pyenv::Layer::ensure(
+        env,
+        name,
+        spec,
+        &mut |step| eprintln!("sandcell: {step}"),
+    )?)
 }
 
 /// The Python environment, set up on first use.

@@ -1,6 +1,6 @@
 //! `sandcell mcp`: the Model Context Protocol over stdio, for clients that start a process.
 
-use crate::session_args::{copy_inputs, prepare_workdir, LimitArgs, NetArgs};
+use crate::session_args::{copy_inputs, prepare_workdir, EnvironmentArg, LimitArgs, NetArgs};
 use anyhow::Context;
 use sandcell_mcp::{McpConfig, SandcellMcp};
 use sandcell_service::{Auth, Service, ServiceConfig, Store};
@@ -39,6 +39,9 @@ pub struct McpArgs {
     /// The network of every session; a model may ask `create_session` for less.
     #[command(flatten)]
     network: NetArgs,
+    /// The environment of the default session; `create_session` names its own.
+    #[command(flatten)]
+    environment: EnvironmentArg,
     /// Largest file `upload_file` accepts, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     max_upload: u64,
@@ -52,6 +55,7 @@ pub struct McpArgs {
 pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     let limits = args.limits.session_limits()?;
     let network = args.network.allowlist()?;
+    let default_environment = args.environment.configured()?.map(|(name, _)| name);
     let workdir =
         match &args.workdir {
             Some(dir) => {
@@ -133,6 +137,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
             default_limits: Some(limits),
             max_upload_bytes: args.max_upload.saturating_mul(MIB),
             default_workdir: workdir,
+            default_environment,
         },
     );
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;

@@ -1,14 +1,16 @@
 //! The options every command that starts a session shares (`run`, `chat`): the working
 //! directory, input files, limits (`LimitArgs`, which `mcp` shares too), the network
-//! (`NetArgs`, which `mcp` and `serve` share too) and the sandbox switch, and starting
-//! that session.
+//! (`NetArgs`, which `mcp` and `serve` share too), the configured environment
+//! (`EnvironmentArg`, which `mcp` shares too) and the sandbox switch, and starting that
+//! session.
 
 use anyhow::{bail, Context};
-use sandcell_pyenv::Environment;
+use sandcell_pyenv::{Environment, LayerSpec};
 use sandcell_safedir::{Create, SafeDir, SafePath};
 use sandcell_service::{LimitNames, LimitsRequest, SessionLimits};
 use sandcell_session::{
     Allowlist, Limits, NetPolicy, PackageIndex, Runtime, RuntimeOptions, Session, SessionConfig,
+    SessionError,
 };
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub struct SessionArgs {
     limits: LimitArgs,
     #[command(flatten)]
     network: NetArgs,
+    #[command(flatten)]
+    environment: EnvironmentArg,
     /// Modules the session template imports before forking, comma-separated (default:
     /// numpy, pandas, matplotlib, matplotlib.pyplot, IPython).
     #[arg(long, value_name = "MODULES", value_delimiter = ',')]
@@ -65,6 +69,36 @@ impl NetArgs {
         match self.pip_index.as_deref().or(config_file) {
             Some(url) => Ok(Some(PackageIndex::parse(url)?)),
             None => Ok(None),
+        }
+    }
+}
+
+/// The configured environment a session runs in, as a flag (`run`, `chat`, and `mcp`'s
+/// default session).
+#[derive(Debug, clap::Args)]
+pub struct EnvironmentArg {
+    /// Run the session (for mcp: the default session) in the environment NAME of the
+    /// config file ([environments.NAME]), built first if it is not yet. Default: the base
+    /// environment.
+    #[arg(long, value_name = "NAME")]
+    environment: Option<String>,
+}
+
+impl EnvironmentArg {
+    /// The environment named, with what the config file says of it (`None`: the base
+    /// one); a name the config file does not configure is refused with the ones it does.
+    pub fn configured(&self) -> anyhow::Result<Option<(String, LayerSpec)>> {
+        let Some(name) = &self.environment else {
+            return Ok(None);
+        };
+        let mut configured = crate::config_environments()?;
+        match configured.remove(name) {
+            Some(spec) => Ok(Some((name.clone(), spec))),
+            None => Err(SessionError::UnknownEnvironment {
+                name: name.clone(),
+                configured: configured.into_keys().collect(),
+            }
+            .into()),
         }
     }
 }
@@ -160,14 +194,20 @@ impl SessionArgs {
     pub async fn start(&self) -> anyhow::Result<StartedSession> {
         let limits = self.limits()?;
         let network = NetPolicy::from_allowlist(self.network.allowlist()?);
+        let environment = self.environment.configured()?;
         if let Some(dir) = &self.workdir {
             prepare_workdir(dir)?;
             copy_inputs(&self.input_files, dir)?;
         }
         let env = crate::environment()?;
+        // Only the environment the session runs in: its template is the one started.
+        let layer = environment
+            .map(|(name, spec)| crate::build_environment(&env, &name, &spec))
+            .transpose()?;
         let mut options = RuntimeOptions {
             sandbox: !self.no_sandbox,
             package_index: self.network.package_index(None)?,
+            environments: layer.iter().cloned().collect(),
             ..RuntimeOptions::default()
         };
         if let Some(modules) = &self.preload {
@@ -184,7 +224,7 @@ impl SessionArgs {
                 workdir: self.workdir.clone(),
                 limits,
                 network,
-                environment: None,
+                environment: layer.map(|layer| layer.name().to_owned()),
             })
             .await?;
         if session.network_policy() != &NetPolicy::None {

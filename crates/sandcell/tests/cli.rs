@@ -1,8 +1,12 @@
 //! The `sandcell` command line: its JSON contract, human output and bad input.
 
 mod common;
+// The session runtime's own helpers for a local package index.
+#[path = "../../sandcell-session/tests/common/mod.rs"]
+mod local_index;
 
 use common::{first_text, run_json, sandcell};
+use sandcell_pyenv::{Environment, Home, Layer, LayerSpec};
 
 #[test]
 fn json_lines_carry_state_between_cells() {
@@ -359,6 +363,95 @@ fn setup_lists_the_configured_environments_and_names_the_one_that_fails() {
         error.contains("the environment unbuilt could not be built")
             && error.contains("sandcell-never-published"),
         "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_environment_is_refused_with_the_configured_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[environments.geo]\nrequirements = [\"sandcell-never-published\"]\n\n[environments.ml]\nrequirements = [\"other\"]\n",
+    )
+    .unwrap();
+    for args in [
+        &["run", "--environment", "nope", "-c", "1"][..],
+        &[
+            "chat",
+            "--model",
+            "openai:test-model",
+            "--environment",
+            "nope",
+            "hi",
+        ],
+        &["mcp", "--environment", "nope"],
+    ] {
+        let output = sandcell()
+            .args(args)
+            .env("SANDCELL_CONFIG", &config)
+            .env("OPENAI_API_KEY", "test-key")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim(),
+            "sandcell: error: there is no environment named \"nope\"; the configured ones are geo, ml",
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_builds_the_environment_it_is_given_and_its_session_imports_from_it() {
+    let home = Home::from_env().expect("a data directory");
+    let env = Environment::ensure(&home, &mut |step| eprintln!("setup: {step}"))
+        .expect("the Python environment can be set up");
+    let build = tempfile::tempdir().unwrap();
+    let wheel = local_index::wheel(&env, build.path(), "sandcell_cli_extra", 16);
+    let index = local_index::package_index(vec![wheel]).await;
+    let spec = LayerSpec {
+        requirements: vec!["sandcell-cli-extra".into()],
+        preload: Vec::new(),
+    };
+    // Whatever an earlier run of this test built goes, so that `run` really builds it.
+    let planned = Layer::planned(&env, "cliextra", &spec).unwrap();
+    if planned.dir().exists() {
+        std::fs::remove_dir_all(planned.dir()).unwrap();
+    }
+    let config = build.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[environments.cliextra]\nrequirements = [\"sandcell-cli-extra\"]\n",
+    )
+    .unwrap();
+    let mut run = sandcell();
+    run.args(["run", "--json", "--environment", "cliextra", "-c"])
+        .arg("import sandcell_cli_extra; sandcell_cli_extra.GREETING")
+        .env("SANDCELL_CONFIG", &config)
+        .env(
+            "PIP_INDEX_URL",
+            format!("http://127.0.0.1:{}/simple/", index.port),
+        )
+        .env("PIP_NO_CACHE_DIR", "1");
+    // The index answers on this test's runtime while the command waits.
+    let output = tokio::task::spawn_blocking(move || run.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(planned.is_ready(), "run built the environment");
+    let cell: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output:?}"));
+    assert_eq!(first_text(&cell), "'installed at run time'", "{cell}");
+    // Without the flag, the base environment: the package is not there.
+    let (cells, output) = run_json(&["-c", "import sandcell_cli_extra"]);
+    assert!(!output.status.success());
+    assert_eq!(
+        cells[0]["error"]["ename"], "ModuleNotFoundError",
+        "{}",
+        cells[0]
     );
 }
 

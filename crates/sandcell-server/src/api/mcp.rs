@@ -30,6 +30,7 @@ pub(super) fn routes(state: &AppState, stop: CancellationToken) -> Router<AppSta
             default_limits: None,
             max_upload_bytes: config.max_upload_bytes,
             default_workdir: None,
+            default_environment: None,
         },
         HttpOptions {
             allowed_hosts,
