@@ -282,21 +282,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_prompt_names_python_packages_limits_and_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("data.csv"), "x,y\n").unwrap();
-        let env = EnvInfo {
+    fn package(name: &str, version: &str) -> Package {
+        Package {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    /// A base environment of Python 3.12.1 with pandas 2.3.3.
+    fn base_with_pandas() -> EnvInfo {
+        EnvInfo {
             python_version: "3.12.1".into(),
             python: "/env/bin/python".into(),
             prefix: "/env".into(),
             base_prefix: "/usr".into(),
             base_executable_dir: "/usr/bin".into(),
-            packages: vec![sandcell_pyenv::Package {
-                name: "pandas".into(),
-                version: "2.3.3".into(),
-            }],
-        };
+            packages: vec![package("pandas", "2.3.3")],
+        }
+    }
+
+    #[test]
+    fn the_prompt_names_python_packages_limits_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.csv"), "x,y\n").unwrap();
+        let env = base_with_pandas();
         let closed = Reach {
             network: &NetPolicy::None,
             package_index: false,
@@ -329,18 +338,7 @@ mod tests {
     #[test]
     fn the_prompt_names_the_packages_a_configured_environment_adds() {
         let dir = tempfile::tempdir().unwrap();
-        let package = |name: &str, version: &str| Package {
-            name: name.into(),
-            version: version.into(),
-        };
-        let env = EnvInfo {
-            python_version: "3.12.1".into(),
-            python: "/env/bin/python".into(),
-            prefix: "/env".into(),
-            base_prefix: "/usr".into(),
-            base_executable_dir: "/usr/bin".into(),
-            packages: vec![package("pandas", "2.3.3")],
-        };
+        let env = base_with_pandas();
         let added = [package("pyproj", "3.6.1"), package("shapely", "2.0.6")];
         let reach = Reach {
             network: &NetPolicy::None,

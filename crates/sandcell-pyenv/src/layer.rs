@@ -11,14 +11,17 @@
 //! (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`, …) of the process that builds it.
 
 use crate::error::{io_error, PyenvError};
-use crate::setup::{packages_in, write_atomically, EnvInfo, Environment, Package, SetupProgress};
+use crate::setup::{
+    packages_in, pip_install_command, write_atomically, EnvInfo, Environment, Package,
+    SetupProgress,
+};
 use crate::stamp::sha256_hex;
 use crate::store::setup_lock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// Written last: a layer directory without it is not ready and is never used.
 const READY: &str = "layer.json";
@@ -146,16 +149,8 @@ impl Layer {
             self.name,
             self.spec.requirements.join(", ")
         ));
-        let output = Command::new(&base.info().python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--prefer-binary",
-                "--target",
-            ])
+        let output = pip_install_command(&base.info().python)
+            .arg("--target")
             .arg(self.site())
             .arg("-c")
             .arg(base.requirements_file())

@@ -330,18 +330,23 @@ fn build(
 fn pip_install(python: &Path, requirements: &Path) -> Result<(), PyenvError> {
     run_step(
         "pip install",
-        Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--prefer-binary",
-                "-r",
-            ])
-            .arg(requirements),
+        pip_install_command(python).arg("-r").arg(requirements),
     )
+}
+
+/// `python -m pip install`, quiet about pip's own version and never asking anything; the
+/// caller adds what to install, and where.
+pub(crate) fn pip_install_command(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--prefer-binary",
+    ]);
+    command
 }
 
 /// Runs one setup step with its output shown on our stderr (never stdout, which may be

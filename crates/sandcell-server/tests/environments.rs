@@ -58,11 +58,11 @@ async fn python_with(env: &Environment, environments: Vec<Layer>) -> Python {
 
 async fn execute(api: &common::Api, id: &str, code: &str) -> (StatusCode, Value) {
     json(
-        api.request(Method::POST, &format!("/api/v1/sessions/{id}/execute"))
-            .json(&json!({ "code": code }))
-            .send()
-            .await
-            .unwrap(),
+        api.post_json(
+            &format!("/api/v1/sessions/{id}/execute"),
+            &json!({ "code": code }),
+        )
+        .await,
     )
     .await
 }
@@ -108,11 +108,8 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     );
 
     let (status, created) = json(
-        api.request(Method::POST, "/api/v1/sessions")
-            .json(&json!({ "environment": "extra" }))
-            .send()
-            .await
-            .unwrap(),
+        api.post_json("/api/v1/sessions", &json!({ "environment": "extra" }))
+            .await,
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -169,11 +166,8 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     );
 
     let unknown = api
-        .request(Method::POST, "/api/v1/sessions")
-        .json(&json!({ "environment": "nope" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/api/v1/sessions", &json!({ "environment": "nope" }))
+        .await;
     let message = assert_error(unknown, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     assert!(
         message.contains("\"nope\"") && message.contains("extra"),
@@ -269,11 +263,11 @@ async fn a_session_runs_in_the_environment_it_names_across_restarts() {
     let server = TestServer::start(config(data.path()), python_with(&env, Vec::new()).await).await;
     let api = server.api();
     let gone = api
-        .request(Method::POST, &format!("/api/v1/sessions/{id}/execute"))
-        .json(&json!({ "code": "1" }))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("/api/v1/sessions/{id}/execute"),
+            &json!({ "code": "1" }),
+        )
+        .await;
     let message = assert_error(gone, StatusCode::CONFLICT, "conflict").await;
     assert!(
         message.contains("\"extra\"") && message.contains("no longer"),

@@ -5,7 +5,7 @@ mod common;
 #[path = "../../sandcell-session/tests/common/mod.rs"]
 mod local_index;
 
-use common::{first_text, run_json, sandcell};
+use common::{assert_build_failed, first_text, run_json, sandcell, with_unreachable_index};
 use sandcell_pyenv::{Environment, Home, Layer, LayerSpec};
 
 #[test]
@@ -345,25 +345,11 @@ fn setup_lists_the_configured_environments_and_names_the_one_that_fails() {
 
     // Building it fails (no index answers): the error names the environment and pip's
     // reason, and setup exits non-zero.
-    let output = sandcell()
-        .arg("setup")
-        .env("SANDCELL_CONFIG", &config)
-        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
-        .env("PIP_RETRIES", "0")
-        .env("PIP_TIMEOUT", "5")
+    let output = with_unreachable_index(sandcell().arg("setup").env("SANDCELL_CONFIG", &config))
         .output()
         .unwrap();
     assert!(!output.status.success(), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with("sandcell: error:"))
-        .unwrap_or_else(|| panic!("an error line: {stderr}"));
-    assert!(
-        error.contains("the environment unbuilt could not be built")
-            && error.contains("sandcell-never-published"),
-        "{error}"
-    );
+    assert_build_failed(&output, "unbuilt", "sandcell-never-published");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::sandcell;
+use common::{assert_build_failed, sandcell, with_unreachable_index};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
@@ -64,26 +64,16 @@ fn serve_builds_the_configured_environments_and_stops_on_one_that_fails() {
         "[environments.serve-broken]\nrequirements = [\"sandcell-never-published==1.0\"]\n",
     )
     .unwrap();
-    let output = sandcell()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("SANDCELL_CONFIG", &config)
-        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
-        .env("PIP_RETRIES", "0")
-        .env("PIP_TIMEOUT", "5")
-        .output()
-        .unwrap();
+    let output = with_unreachable_index(
+        sandcell()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env("SANDCELL_CONFIG", &config),
+    )
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let error = stderr
-        .lines()
-        .find(|line| line.starts_with("sandcell: error:"))
-        .unwrap_or_else(|| panic!("an error line: {stderr}"));
-    assert!(
-        error.contains("the environment serve-broken could not be built")
-            && error.contains("sandcell-never-published"),
-        "{error}"
-    );
+    assert_build_failed(&output, "serve-broken", "sandcell-never-published");
 }
 
 #[test]

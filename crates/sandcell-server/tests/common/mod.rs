@@ -175,6 +175,15 @@ impl Api {
         self.request(Method::GET, path).send().await.unwrap()
     }
 
+    /// `POST path` with `body` as JSON.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A new session (asserting 201).
     pub async fn create_session(&self) -> String {
         let response = self

@@ -49,3 +49,27 @@ pub fn printed_json(cell: &Value) -> Value {
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("cell did not print JSON ({e}): {cell}"))
 }
+
+/// Points `command` at a package index that never answers, failing at once: building a
+/// configured environment then fails with pip's reason.
+pub fn with_unreachable_index(command: &mut Command) -> &mut Command {
+    command
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "5")
+}
+
+/// Asserts that `output`'s error line says that the environment `name` could not be
+/// built because of its requirement `requirement`.
+pub fn assert_build_failed(output: &Output, name: &str, requirement: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("sandcell: error:"))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(
+        error.contains(&format!("the environment {name} could not be built"))
+            && error.contains(requirement),
+        "{error}"
+    );
+}
