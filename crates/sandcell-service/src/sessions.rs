@@ -14,7 +14,7 @@
 //! kept for a while, under an id, for clients to re-attach.
 
 use crate::config::ServiceConfig;
-use crate::error::ServiceError;
+use crate::error::{sentence, ServiceError};
 use crate::executions::{ExecutionLog, ExecutionState, LoggedEvent};
 use crate::files::{WorkDir, WriteBackTo};
 use crate::limits::LimitsRequest;
@@ -248,7 +248,7 @@ impl Sessions {
                     record.network = kept;
                 }
                 if let Some(name) = &record.environment {
-                    if !runtime.environments().iter().any(|l| l.name() == name) {
+                    if runtime.layer(name).is_err() {
                         tracing::warn!(
                             "session {}: its environment {name:?} is no longer configured; its executions are refused until it is again",
                             record.id
@@ -324,22 +324,12 @@ impl Sessions {
     /// `asked` if it names a configured environment; refused, with the configured names,
     /// if not.
     fn environment_named(&self, asked: Option<&str>) -> Result<Option<String>, ServiceError> {
-        let Some(asked) = asked else {
-            return Ok(None);
-        };
-        let layers = self.runtime.environments();
-        if layers.iter().any(|layer| layer.name() == asked) {
-            return Ok(Some(asked.to_owned()));
-        }
-        let names: Vec<&str> = layers.iter().map(|layer| layer.name()).collect();
-        Err(ServiceError::invalid(if names.is_empty() {
-            format!("There is no environment named {asked:?}: this server configures none besides the base one; leave environment out.")
-        } else {
-            format!(
-                "There is no environment named {asked:?}; the configured ones are {} (or leave environment out for the base one).",
-                names.join(", ")
-            )
-        }))
+        asked
+            .map(|name| match self.runtime.layer(name) {
+                Ok(layer) => Ok(layer.name().to_owned()),
+                Err(unknown) => Err(ServiceError::invalid(sentence(&unknown.to_string()))),
+            })
+            .transpose()
     }
 
     /// The allowlist a session gets when it asks for `asked` (entries as written), or for

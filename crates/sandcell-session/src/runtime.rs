@@ -201,6 +201,22 @@ impl Runtime {
         &self.environments
     }
 
+    /// The configured environment `name`; refused, with the configured names, if there is
+    /// none of that name.
+    pub fn layer(&self, name: &str) -> Result<&Layer, SessionError> {
+        self.environments
+            .iter()
+            .find(|layer| layer.name() == name)
+            .ok_or_else(|| SessionError::UnknownEnvironment {
+                name: name.to_owned(),
+                configured: self
+                    .environments
+                    .iter()
+                    .map(|layer| layer.name().to_owned())
+                    .collect(),
+            })
+    }
+
     /// Sentences the user should see: isolation that is weaker than the default, or
     /// modules that failed to load.
     pub fn warnings(&self) -> &[String] {
