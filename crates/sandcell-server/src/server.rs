@@ -38,10 +38,10 @@ impl Server {
             path: data_dir.clone(),
             source,
         })?;
-        let database = config.service.database();
-        let store = tokio::task::spawn_blocking(move || Store::open(&database))
+        let store = config
+            .service
+            .open_store()
             .await
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
             .map_err(StartError::from)?;
         let auth = if store.has_keys().await.map_err(StartError::from)? {
             Auth::Keys

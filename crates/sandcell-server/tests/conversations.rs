@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
 use sandcell_llm_replay::ReplayServer;
 use sandcell_server::ServerConfig;
-use sandcell_service::{create_key, Store};
+use sandcell_service::create_key;
 use serde_json::{json, Value};
 
 /// A server on a fresh data directory whose default model is played by `model`.
@@ -536,11 +536,12 @@ async fn without_a_model_conversations_are_refused_with_how_to_configure_one() {
 async fn users_never_see_each_others_conversations() {
     let model = replay(json!([reply_text("Hello, Alice.")])).await;
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(&data.path().join("sandcell.db")).unwrap();
+    let config = with_model(data.path(), &model);
+    let store = config.service.open_store().await.unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     drop(store);
-    let server = TestServer::start(with_model(data.path(), &model), python().await).await;
+    let server = TestServer::start(config, python().await).await;
     let (alice, bob) = (server.api_as(&alice_key), server.api_as(&bob_key));
     let created = create_conversation(&alice).await;
     let id = created["id"].as_str().unwrap();
@@ -600,11 +601,12 @@ async fn a_conversation_started_on_a_notebooks_session_shares_its_kernel_never_a
     ]))
     .await;
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(&data.path().join("sandcell.db")).unwrap();
+    let config = with_model(data.path(), &model);
+    let store = config.service.open_store().await.unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     drop(store);
-    let server = TestServer::start(with_model(data.path(), &model), python().await).await;
+    let server = TestServer::start(config, python().await).await;
     let (alice, bob) = (server.api_as(&alice_key), server.api_as(&bob_key));
 
     // The person's notebook: a variable and a file in its session.

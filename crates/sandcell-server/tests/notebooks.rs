@@ -6,7 +6,7 @@ mod common;
 use common::{assert_error, config, json, python, Api, EventStream, TestServer};
 use reqwest::{Method, StatusCode};
 use sandcell_pyenv::{Environment, Home};
-use sandcell_service::{create_key, Store};
+use sandcell_service::create_key;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -281,11 +281,12 @@ async fn what_is_not_a_notebook_is_refused_with_a_sentence() {
 #[tokio::test]
 async fn users_never_see_each_others_notebooks() {
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(&data.path().join("sandcell.db")).unwrap();
+    let config = config(data.path());
+    let store = config.service.open_store().await.unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     drop(store);
-    let server = TestServer::start(config(data.path()), python().await).await;
+    let server = TestServer::start(config, python().await).await;
     let (alice, bob) = (server.api_as(&alice_key), server.api_as(&bob_key));
     let alice_session = alice.create_session().await;
     let id = create_notebook(

@@ -11,7 +11,7 @@ use common::{
 };
 use reqwest::{Method, StatusCode};
 use sandcell_server::{ServerConfig, ServerError};
-use sandcell_service::{create_key, ServiceConfig, SessionLimits, Store};
+use sandcell_service::{create_key, ServiceConfig, SessionLimits};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -450,7 +450,7 @@ async fn a_user_at_their_quota_gets_429_and_others_are_not_locked_out() {
         ..base
     };
     std::fs::create_dir_all(data.path()).unwrap();
-    let store = Store::open(&config.service.database()).unwrap();
+    let store = config.service.open_store().await.unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     drop(store);
@@ -917,7 +917,7 @@ async fn users_never_see_each_others_sessions_or_files() {
     let data = tempfile::tempdir().unwrap();
     let config = config(data.path());
     std::fs::create_dir_all(data.path()).unwrap();
-    let store = Store::open(&config.service.database()).unwrap();
+    let store = config.service.open_store().await.unwrap();
     let alice_key = create_key(&store, "alice").await.unwrap();
     let bob_key = create_key(&store, "bob").await.unwrap();
     assert_ne!(alice_key, bob_key);
@@ -1009,7 +1009,7 @@ async fn keys_are_required_beyond_loopback() {
         "{error}"
     );
 
-    let store = Store::open(&open.service.database()).unwrap();
+    let store = open.service.open_store().await.unwrap();
     let key = create_key(&store, "admin").await.unwrap();
     let server = TestServer::start(open, python().await).await;
     // Only loopback traffic: the server listens on every address, the test uses 127.0.0.1.

@@ -3,6 +3,7 @@
 use crate::limits::SessionLimits;
 use crate::models::Models;
 use crate::session_files::FilesLocation;
+use crate::store::{DatabaseLocation, Store, StoreError};
 use sandcell_session::Allowlist;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,11 +43,13 @@ pub struct ServiceConfig {
     pub network_default: Allowlist,
     /// Where sessions' files are kept besides their local directories.
     pub files: FilesLocation,
+    /// Where the database is: `sandcell.db` in the data directory, or PostgreSQL.
+    pub database: DatabaseLocation,
 }
 
 impl ServiceConfig {
     /// The defaults: 20 idle minutes, 100 live sessions (20 per user), 2 warm, the standard
-    /// session limits as maxima, results kept 10 minutes, no model, files kept locally only.
+    /// session limits as maxima, results kept 10 minutes, no model, files and database kept locally only.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -62,10 +65,17 @@ impl ServiceConfig {
             network_ceiling: Allowlist::default(),
             network_default: Allowlist::default(),
             files: FilesLocation::Local,
+            database: DatabaseLocation::Local,
         }
     }
 
-    pub fn database(&self) -> PathBuf {
+    /// Opens the database (creating a local one, and bringing its schema up to date).
+    pub async fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open_at(&self.database, &self.sqlite_file()).await
+    }
+
+    /// The SQLite database's file, used when the database is local.
+    pub fn sqlite_file(&self) -> PathBuf {
         self.data_dir.join("sandcell.db")
     }
 

@@ -67,7 +67,8 @@ pub use sessions::{
 };
 pub use start_error::StartError;
 pub use store::{
-    ConversationRecord, NotebookRecord, SessionRecord, Store, StoreError, User, LOCAL_USER,
+    ConversationRecord, DatabaseLocation, NotebookRecord, SessionRecord, Store, StoreError, User,
+    LOCAL_USER,
 };
 pub use user_files::{StoredFile, UserFiles};
 pub use users::{create_key, hash_key, random_hex, Auth, KeyError};

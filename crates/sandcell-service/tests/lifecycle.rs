@@ -28,7 +28,7 @@ async fn core(configure: impl FnOnce(&mut ServiceConfig)) -> Core {
     let mut config = ServiceConfig::new(data.path());
     config.warm_sessions = 0;
     configure(&mut config);
-    let store = Store::open(&config.database()).unwrap();
+    let store = Store::open(&config.sqlite_file()).unwrap();
     let user = store.local_user().await.unwrap();
     let fake = FakeLauncher::new();
     let service = start(config, store, &user, &fake).await;

@@ -104,7 +104,7 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         network_default: network,
         ..ServiceConfig::new(&data_dir)
     };
-    let store = Store::open(&config.database())?;
+    let store = Store::open(&config.sqlite_file())?;
     let user = store.local_user().await?;
     let env = crate::environment()?;
     let mut options = RuntimeOptions {

@@ -5,8 +5,8 @@ use crate::session_args::NetArgs;
 use anyhow::{bail, Context};
 use sandcell_server::{Server, ServerConfig, DEFAULT_LISTEN, MCP_PATH};
 use sandcell_service::{
-    create_key, FilesLocation, LimitNames, LimitsRequest, Models, ServiceConfig, SessionLimits,
-    Store, MODEL_HINT,
+    create_key, DatabaseLocation, FilesLocation, LimitNames, LimitsRequest, Models, ServiceConfig,
+    SessionLimits, MODEL_HINT,
 };
 use sandcell_session::{Allowlist, Runtime, RuntimeOptions};
 use std::net::SocketAddr;
@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// AWS_REGION and AWS_ENDPOINT_URL).
     #[arg(long, value_name = "LOCATION", default_value = "local", value_parser = FilesLocation::parse)]
     files: FilesLocation,
+    /// Where the database is: `local` (`sandcell.db` in the data directory), or a
+    /// PostgreSQL server (postgres://USER:PASSWORD@HOST:PORT/DATABASE) that several nodes
+    /// share; its schema is created and kept up to date by sandcell.
+    #[arg(long, value_name = "LOCATION", env = "SANDCELL_DATABASE_URL", hide_env_values = true, default_value = "local", value_parser = DatabaseLocation::parse)]
+    database: DatabaseLocation,
     /// The model conversations talk to unless they name another: PROVIDER:MODEL as for
     /// `sandcell chat`. Default: $SANDCELL_MODEL, else `model` in the config file.
     #[arg(short, long, value_name = "PROVIDER:MODEL")]
@@ -130,6 +135,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             warm_sessions: args.warm_sessions,
             output_mib: args.max_output,
             files: args.files.clone(),
+            database: args.database.clone(),
             max_limits: max_limits(&args)?,
             network_ceiling,
             models: Models {
@@ -143,7 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let data_dir = &config.service.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let store = Store::open(&config.service.database())?;
+        let store = config.service.open_store().await?;
         let key = create_key(&store, name).await?;
         println!("{key}");
         eprintln!(

@@ -1,5 +1,7 @@
-//! A real server for tests: a loopback port, a SQLite file in a temporary data directory,
-//! real Python sessions (the environment comes from the usual data directory).
+//! A real server for tests: a loopback port, a SQLite file in a temporary data directory
+//! (or, when SANDCELL_TEST_POSTGRES_URL names a PostgreSQL server, as in
+//! `scripts/with-postgres`, a schema of its own there), real Python sessions (the
+//! environment comes from the usual data directory).
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
@@ -8,7 +10,7 @@ use sandcell_agent::{Config, ProviderConfig};
 use sandcell_llm_replay::{recorded_fixtures, ReplayServer, Script};
 use sandcell_pyenv::{EnvInfo, Environment, Home};
 use sandcell_server::{Server, ServerConfig, ServerError};
-use sandcell_service::{Models, ServiceConfig};
+use sandcell_service::{DatabaseLocation, Models, ServiceConfig};
 use sandcell_session::{PackageIndex, Runtime, RuntimeOptions};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -91,10 +93,31 @@ pub fn with_model(data: &Path, model: &ReplayServer) -> ServerConfig {
 
 /// A loopback server's configuration with its data in `data_dir`.
 pub fn config(data_dir: &Path) -> ServerConfig {
-    ServerConfig {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..ServerConfig::new(data_dir)
+    };
+    if let Ok(url) = std::env::var("SANDCELL_TEST_POSTGRES_URL") {
+        config.service.database = DatabaseLocation::Postgres(postgres_schema(&url, data_dir));
     }
+    config
+}
+
+/// The URL of a schema on the PostgreSQL server at `url` that belongs to `data_dir`:
+/// created by the first server of that directory, found again by a restarted one.
+fn postgres_schema(url: &str, data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let schema = format!("test_{:016x}", hasher.finish());
+    let created = std::process::Command::new("psql")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .status()
+        .expect("psql runs (it comes with PostgreSQL)");
+    assert!(created.success(), "psql could not create schema {schema}");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-csearch_path%3D{schema}")
 }
 
 pub struct TestServer {

@@ -1,9 +1,9 @@
 //! The OpenAI door's containers: their rows, the ids of their files, and the records of
 //! those expired.
 
+use super::sql::{values, Row};
 use super::{Store, StoreError, User};
 use crate::files::FileInfo;
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -66,7 +66,7 @@ impl Store {
                 "INSERT INTO containers (id, user_id, session_id, name, expires_minutes,
                      created_at, last_active_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                &values![
                     container.id,
                     user_id,
                     container.session_id,
@@ -84,11 +84,16 @@ impl Store {
     /// The user's containers, oldest first.
     pub async fn containers(&self, user_id: i64) -> Result<Vec<ContainerRecord>, StoreError> {
         self.call(move |c| {
-            let mut statement = c.prepare(&format!(
-                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 ORDER BY created_at, rowid"
-            ))?;
-            let rows = statement.query_map([user_id], container_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                &format!(
+                    "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1
+                     ORDER BY created_at, rowid"
+                ),
+                &values![user_id],
+            )?
+            .iter()
+            .map(container_row)
+            .collect()
         })
         .await
     }
@@ -101,14 +106,15 @@ impl Store {
     ) -> Result<Option<ContainerRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            Ok(c.query_row(
+            c.query_first(
                 &format!(
                     "SELECT {CONTAINER_COLUMNS} FROM containers WHERE user_id = ?1 AND id = ?2"
                 ),
-                params![user_id, id],
-                container_row,
-            )
-            .optional()?)
+                &values![user_id, id],
+            )?
+            .as_ref()
+            .map(container_row)
+            .transpose()
         })
         .await
     }
@@ -116,11 +122,15 @@ impl Store {
     /// Every user's containers, each with its owner.
     pub async fn containers_with_owners(&self) -> Result<Vec<(ContainerRecord, User)>, StoreError> {
         self.call(|c| {
-            let mut statement = c.prepare(&format!(
-                "SELECT {CONTAINER_COLUMNS}, users.id, users.name FROM containers
-                 JOIN users ON users.id = containers.user_id"
-            ))?;
-            let rows = statement.query_map([], |r| {
+            c.query(
+                &format!(
+                    "SELECT {CONTAINER_COLUMNS}, users.id, users.name FROM containers
+                     JOIN users ON users.id = containers.user_id"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok((
                     container_row(r)?,
                     User {
@@ -128,8 +138,8 @@ impl Store {
                         name: r.get(7)?,
                     },
                 ))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .collect()
         })
         .await
     }
@@ -140,7 +150,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "UPDATE containers SET last_active_at = ?2 WHERE id = ?1",
-                params![id, at],
+                &values![id, at],
             )?;
             Ok(())
         })
@@ -159,9 +169,11 @@ impl Store {
         let id = id.to_owned();
         self.call(move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO expired_containers (id, user_id, expired_at, body)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![id, user_id, expired_at, body],
+                "INSERT INTO expired_containers (id, user_id, expired_at, body)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id,
+                     expired_at = excluded.expired_at, body = excluded.body",
+                &values![id, user_id, expired_at, body],
             )?;
             Ok(())
         })
@@ -173,7 +185,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "DELETE FROM expired_containers WHERE expired_at < ?1",
-                [before],
+                &values![before],
             )?;
             Ok(())
         })
@@ -184,10 +196,11 @@ impl Store {
     pub async fn insert_container_file(&self, file: ContainerFile) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO container_files (id, container_id, path, source,
-                     created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+                "INSERT INTO container_files (id, container_id, path, source, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (container_id, path) DO UPDATE SET id = excluded.id,
+                     source = excluded.source, created_at = excluded.created_at",
+                &values![
                     file.id,
                     file.container_id,
                     file.path,
@@ -203,7 +216,7 @@ impl Store {
     pub async fn delete_container_file(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute("DELETE FROM container_files WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM container_files WHERE id = ?1", &values![id])?;
             Ok(())
         })
         .await
@@ -222,49 +235,48 @@ impl Store {
     ) -> Result<Vec<ContainerFile>, StoreError> {
         let container_id = container_id.to_owned();
         self.call(move |c| {
-            let transaction = c.transaction()?;
-            let mut known: HashMap<String, (String, String, i64)> = {
-                let mut statement = transaction.prepare(
-                    "SELECT path, id, source, created_at FROM container_files
-                     WHERE container_id = ?1",
-                )?;
-                let rows = statement.query_map([&container_id], |r| {
-                    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut files = Vec::with_capacity(listed.len());
-            for (info, new_id) in listed.into_iter().zip(new_ids) {
-                let (id, source, created_at) = match known.remove(&info.path) {
-                    Some(row) => row,
-                    None => {
-                        transaction.execute(
-                            "INSERT INTO container_files (id, container_id, path, source,
-                                 created_at)
-                             VALUES (?1, ?2, ?3, 'assistant', ?4)",
-                            params![new_id, container_id, info.path, now],
-                        )?;
-                        (new_id, "assistant".to_owned(), now)
-                    }
-                };
-                files.push(ContainerFile {
-                    id,
-                    container_id: container_id.clone(),
-                    path: info.path,
-                    bytes: info.size,
-                    source: if source == "user" {
-                        FileSource::User
-                    } else {
-                        FileSource::Assistant
-                    },
-                    created_at,
-                });
-            }
-            for (_, (gone, _, _)) in known {
-                transaction.execute("DELETE FROM container_files WHERE id = ?1", [gone])?;
-            }
-            transaction.commit()?;
-            Ok(files)
+            c.transaction(|c| {
+                let mut known: HashMap<String, (String, String, i64)> = c
+                    .query(
+                        "SELECT path, id, source, created_at FROM container_files
+                         WHERE container_id = ?1",
+                        &values![&container_id],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
+                    .collect::<Result<_, StoreError>>()?;
+                let mut files = Vec::with_capacity(listed.len());
+                for (info, new_id) in listed.into_iter().zip(new_ids) {
+                    let (id, source, created_at) = match known.remove(&info.path) {
+                        Some(row) => row,
+                        None => {
+                            c.execute(
+                                "INSERT INTO container_files (id, container_id, path, source,
+                                     created_at)
+                                 VALUES (?1, ?2, ?3, 'assistant', ?4)",
+                                &values![&new_id, &container_id, &info.path, now],
+                            )?;
+                            (new_id, "assistant".to_owned(), now)
+                        }
+                    };
+                    files.push(ContainerFile {
+                        id,
+                        container_id: container_id.clone(),
+                        path: info.path,
+                        bytes: info.size,
+                        source: if source == "user" {
+                            FileSource::User
+                        } else {
+                            FileSource::Assistant
+                        },
+                        created_at,
+                    });
+                }
+                for (_, (gone, _, _)) in known {
+                    c.execute("DELETE FROM container_files WHERE id = ?1", &values![gone])?;
+                }
+                Ok(files)
+            })
         })
         .await
     }
@@ -273,7 +285,7 @@ impl Store {
 const CONTAINER_COLUMNS: &str = "containers.id, containers.name, containers.session_id,
     containers.created_at, containers.last_active_at, containers.expires_minutes";
 
-fn container_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
+fn container_row(r: &Row) -> Result<ContainerRecord, StoreError> {
     Ok(ContainerRecord {
         id: r.get(0)?,
         name: r.get(1)?,

@@ -1,7 +1,7 @@
 //! Conversations: their rows, and their records (transcript entries, JSON) in order.
 
+use super::sql::{values, Row};
 use super::{now, Store, StoreError};
-use rusqlite::{params, OptionalExtension};
 
 /// What the database keeps about a conversation (its records apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Store {
                 "INSERT INTO conversations (id, user_id, session_id, title, model, created_at,
                      updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                &values![
                     conversation.id,
                     conversation.user_id,
                     conversation.session_id,
@@ -45,11 +45,13 @@ impl Store {
     /// The user's conversations, the most recently used first.
     pub async fn conversations(&self, user_id: i64) -> Result<Vec<ConversationRecord>, StoreError> {
         self.call(move |c| {
-            let mut statement = c.prepare(&format!(
-                "{SELECT_CONVERSATION} WHERE user_id = ?1 ORDER BY updated_at DESC, id"
-            ))?;
-            let rows = statement.query_map([user_id], conversation_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                &format!("{SELECT_CONVERSATION} WHERE user_id = ?1 ORDER BY updated_at DESC, id"),
+                &values![user_id],
+            )?
+            .iter()
+            .map(conversation_row)
+            .collect()
         })
         .await
     }
@@ -62,12 +64,13 @@ impl Store {
     ) -> Result<Option<ConversationRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            Ok(c.query_row(
+            c.query_first(
                 &format!("{SELECT_CONVERSATION} WHERE user_id = ?1 AND id = ?2"),
-                params![user_id, id],
-                conversation_row,
-            )
-            .optional()?)
+                &values![user_id, id],
+            )?
+            .as_ref()
+            .map(conversation_row)
+            .transpose()
         })
         .await
     }
@@ -76,11 +79,13 @@ impl Store {
     pub async fn conversation_records(&self, id: &str) -> Result<Vec<String>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            let mut statement = c.prepare(
+            c.query(
                 "SELECT record FROM conversation_records WHERE conversation_id = ?1 ORDER BY seq",
-            )?;
-            let rows = statement.query_map([id], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                &values![id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
         })
         .await
     }
@@ -96,18 +101,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         self.call_blocking(|c| {
-            let transaction = c.transaction()?;
-            let now = now();
-            transaction.execute(
-                "INSERT INTO conversation_records (conversation_id, seq, kind, record, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, seq, kind, record, now],
-            )?;
-            transaction.execute(
-                "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            Ok(transaction.commit()?)
+            c.transaction(|c| {
+                let now = now();
+                c.execute(
+                    "INSERT INTO conversation_records (conversation_id, seq, kind, record,
+                         created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &values![id, seq, kind, record, &now],
+                )?;
+                c.execute(
+                    "UPDATE conversations SET updated_at = ?2 WHERE id = ?1",
+                    &values![id, now],
+                )?;
+                Ok(())
+            })
         })
     }
 
@@ -122,7 +129,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "UPDATE conversations SET title = ?2, model = ?3 WHERE id = ?1",
-                params![id, title, model],
+                &values![id, title, model],
             )?;
             Ok(())
         })
@@ -133,7 +140,7 @@ impl Store {
     pub async fn delete_conversation(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute("DELETE FROM conversations WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM conversations WHERE id = ?1", &values![id])?;
             Ok(())
         })
         .await
@@ -143,7 +150,7 @@ impl Store {
 const SELECT_CONVERSATION: &str =
     "SELECT id, user_id, session_id, title, model, created_at, updated_at FROM conversations";
 
-fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationRecord> {
+fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
     Ok(ConversationRecord {
         id: r.get(0)?,
         user_id: r.get(1)?,

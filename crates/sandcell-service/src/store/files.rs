@@ -1,7 +1,7 @@
 //! The OpenAI door's files: a user's uploads, their bytes kept outside the database.
 
+use super::sql::{values, Row};
 use super::{Store, StoreError};
-use rusqlite::{params, OptionalExtension};
 
 /// A file as the core knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ impl Store {
             c.execute(
                 "INSERT INTO files (id, user_id, filename, purpose, bytes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                &values![
                     file.id,
                     user_id,
                     file.filename,
@@ -40,11 +40,13 @@ impl Store {
     /// The user's files, oldest first.
     pub async fn files(&self, user_id: i64) -> Result<Vec<StoredFile>, StoreError> {
         self.call(move |c| {
-            let mut statement = c.prepare(&format!(
-                "{SELECT_FILE} WHERE user_id = ?1 ORDER BY created_at, rowid"
-            ))?;
-            let rows = statement.query_map([user_id], file_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                &format!("{SELECT_FILE} WHERE user_id = ?1 ORDER BY created_at, rowid"),
+                &values![user_id],
+            )?
+            .iter()
+            .map(file_row)
+            .collect()
         })
         .await
     }
@@ -53,12 +55,13 @@ impl Store {
     pub async fn file(&self, user_id: i64, id: &str) -> Result<Option<StoredFile>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            Ok(c.query_row(
+            c.query_first(
                 &format!("{SELECT_FILE} WHERE user_id = ?1 AND id = ?2"),
-                params![user_id, id],
-                file_row,
-            )
-            .optional()?)
+                &values![user_id, id],
+            )?
+            .as_ref()
+            .map(file_row)
+            .transpose()
         })
         .await
     }
@@ -66,7 +69,7 @@ impl Store {
     pub async fn delete_file(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute("DELETE FROM files WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM files WHERE id = ?1", &values![id])?;
             Ok(())
         })
         .await
@@ -75,7 +78,7 @@ impl Store {
 
 const SELECT_FILE: &str = "SELECT id, filename, purpose, bytes, created_at FROM files";
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFile> {
+fn file_row(r: &Row) -> Result<StoredFile, StoreError> {
     Ok(StoredFile {
         id: r.get(0)?,
         filename: r.get(1)?,

@@ -1,25 +1,31 @@
-//! The SQLite database: users with their hashed API keys, session metadata,
-//! conversations, notebooks, and the OpenAI door's files, containers and responses.
+//! The database: users with their hashed API keys, session metadata, conversations,
+//! notebooks, and the OpenAI door's files, containers and responses. In one SQLite file
+//! (the default, `sqlite.rs`) or in PostgreSQL, shared by several nodes (`postgres.rs`).
 //!
 //! Every SQL statement of sandcell is in this module, behind typed methods of [`Store`]
 //! that take and return plain Rust values, one file per area: `users.rs`,
 //! `conversations.rs`, `notebooks.rs`, `files.rs`, `containers.rs`, `responses.rs`, and
 //! this file for sessions and for a user's objects read or deleted by id
-//! ([`OwnedTable`]). Nothing outside the module knows SQL or `rusqlite`, so another
-//! database is another implementation of this module. Statements that must hold
-//! together are one method, which holds the connection while they run, in one
+//! ([`OwnedTable`]). Nothing outside the module knows SQL. Each statement is written once,
+//! in the SQL both databases understand, and runs on a [`Db`](sql::Db) (`sql.rs`), which
+//! carries it to the one in use. Statements that must hold together are one method, in one
 //! transaction where they change several rows.
 //!
-//! One file, one connection behind a mutex, used from `spawn_blocking` so the async
-//! threads never wait on the disk. The schema moves forward by [`MIGRATIONS`], counted in
-//! `PRAGMA user_version`; a feature that needs tables of its own appends a migration and
+//! The methods run on a blocking thread (`spawn_blocking`), so the async threads never
+//! wait on a disk or a network. The schema moves forward by each database's list of
+//! migrations; a feature that needs tables of its own appends an entry to both lists and
 //! the methods that use them.
 
 mod containers;
 mod conversations;
 mod files;
 mod notebooks;
+mod postgres;
 mod responses;
+mod sql;
+mod sqlite;
+#[cfg(test)]
+mod tests;
 mod users;
 
 pub use containers::{ContainerFile, ContainerRecord, FileSource};
@@ -29,150 +35,11 @@ pub use notebooks::{NotebookRecord, NotebookSave};
 pub use users::{User, LOCAL_USER};
 
 use crate::limits::SessionLimits;
-use rusqlite::{params, Connection, OptionalExtension};
 use sandcell_session::Allowlist;
+use sql::{values, Db};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-
-/// Each entry takes the schema from version N (its index) to N + 1. Append only: a
-/// database already at version N never runs the first N entries again.
-const MIGRATIONS: &[&str] = &[
-    "
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        -- SHA-256 of the user's API key; NULL for the local user of a loopback server.
-        key_hash BLOB UNIQUE,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        created_at TEXT NOT NULL,
-        last_used_at TEXT NOT NULL,
-        memory_mib INTEGER NOT NULL,
-        processes INTEGER NOT NULL,
-        timeout_secs REAL NOT NULL,
-        file_size_mib INTEGER NOT NULL,
-        disk_quota_mib INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
-",
-    "
-    -- A conversation runs its code in one session and goes when the session goes.
-    CREATE TABLE conversations (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        title TEXT NOT NULL,
-        model TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX conversations_by_user ON conversations(user_id, updated_at);
-    CREATE INDEX conversations_by_session ON conversations(session_id);
-    -- Its messages, tool calls and their outputs, in order: one transcript record each
-    -- (JSON, the format of `sandcell chat`'s JSON Lines), `kind` being its type.
-    CREATE TABLE conversation_records (
-        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        record TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (conversation_id, seq)
-    ) WITHOUT ROWID;
-",
-    "
-    -- A notebook as its person left it: cells (JSON: each with its source, outputs and
-    -- execution count) and the session it runs in, which may have gone since.
-    CREATE TABLE notebooks (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        title TEXT NOT NULL,
-        session_id TEXT,
-        cells TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX notebooks_by_user ON notebooks(user_id, updated_at);
-",
-    "
-    -- The OpenAI door's files: a user's uploads kept outside any session (`files/ID`).
-    -- Times are Unix seconds, as that door shows them.
-    CREATE TABLE files (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        filename TEXT NOT NULL,
-        purpose TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE INDEX files_by_user ON files(user_id, created_at);
-    -- A container is a session with a name and an idle expiry; it goes with its session.
-    CREATE TABLE containers (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        name TEXT NOT NULL,
-        expires_minutes INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        last_active_at INTEGER NOT NULL
-    );
-    CREATE INDEX containers_by_user ON containers(user_id, created_at);
-    CREATE INDEX containers_by_session ON containers(session_id);
-    -- The ids of a container's files (paths in its /mnt/data), `source` user or assistant.
-    CREATE TABLE container_files (
-        id TEXT PRIMARY KEY,
-        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
-        path TEXT NOT NULL,
-        source TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        UNIQUE (container_id, path)
-    );
-    -- A response: one turn of the interpreter loop in a container (JSON, the core's
-    -- `ResponseRecord`), chained to earlier ones by its previous response's id.
-    CREATE TABLE responses (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        created_at INTEGER NOT NULL,
-        body TEXT NOT NULL
-    );
-    -- A chat's history (a hash the door makes of its messages) -> the response that ended
-    -- it, so that a request repeating that history goes on in the same container.
-    CREATE TABLE chat_threads (
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        key TEXT NOT NULL,
-        response_id TEXT NOT NULL,
-        PRIMARY KEY (user_id, key)
-    ) WITHOUT ROWID;
-",
-    "
-    -- A container that expired (its session and files deleted), kept a while so that
-    -- retrieving it says `expired` (rather than that there is no such container): its last
-    -- state (JSON, the core's `ContainerInfo`) and when it expired (Unix seconds).
-    CREATE TABLE expired_containers (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id),
-        expired_at INTEGER NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX expired_containers_by_time ON expired_containers(expired_at);
-",
-    "
-    -- How many times a notebook was saved: a save names the revision it changes, so that
-    -- one page cannot overwrite what another saved since it read the notebook.
-    ALTER TABLE notebooks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
-",
-    "
-    -- The session's network allowlist, its entries separated by spaces; empty: no network.
-    ALTER TABLE sessions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '';
-",
-    "
-    -- The configured environment the session runs in; NULL: the base environment.
-    ALTER TABLE sessions ADD COLUMN environment TEXT;
-",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -182,9 +49,11 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the database {path} has schema version {found}, newer than this sandcell knows ({known}); use a newer sandcell")]
+    #[error("cannot connect to the database {database}: {message}")]
+    Connect { database: String, message: String },
+    #[error("the database {database} has schema version {found}, newer than this sandcell knows ({known}); use a newer sandcell")]
     TooNew {
-        path: PathBuf,
+        database: String,
         found: i64,
         known: usize,
     },
@@ -192,6 +61,18 @@ pub enum StoreError {
     KeyExists(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("no connection to the database: {0}")]
+    Pool(String),
+    #[error("the database holds {found} in column {index} where sandcell expects {expected}")]
+    Column {
+        index: usize,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("the database gave no row where one is always made")]
+    NoRow,
     #[error("the database task stopped: {0}")]
     Task(String),
 }
@@ -228,70 +109,106 @@ fn stored_allowlist(text: &str) -> Allowlist {
 /// The database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    database: Arc<Database>,
+}
+
+enum Database {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(postgres::Postgres),
+}
+
+/// Which database the store is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// `sandcell.db` in the data directory.
+    Local,
+    /// A PostgreSQL server, by its `postgres://` URL.
+    Postgres(String),
+}
+
+impl DatabaseLocation {
+    /// `local`, or a `postgres://` (or `postgresql://`) URL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "local" {
+            Ok(Self::Local)
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Self::Postgres(text.to_owned()))
+        } else {
+            Err(format!(
+                "{text:?} is not a database: give `local` or a postgres://USER:PASSWORD@HOST/DATABASE URL"
+            ))
+        }
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the database file and brings its schema up to date.
+    /// Opens (or creates) the SQLite database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut connection = Connection::open(path).map_err(open_error)?;
-        // WAL lets `sandcell serve --create-key` write while a server reads; the busy
-        // timeout makes the two wait for each other instead of failing.
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
-        // In WAL mode, NORMAL syncs at checkpoints rather than at every commit: a crash of
-        // sandcell loses nothing committed (only a crash of the machine can lose the last
-        // few), and an execution's bookkeeping does not wait for the disk.
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_error)?;
-        connection
-            .pragma_update(None, "foreign_keys", true)
-            .map_err(open_error)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_error)?;
-        migrate(&mut connection, path)?;
+        let connection = sqlite::open(path)?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            database: Arc::new(Database::Sqlite(Mutex::new(connection))),
         })
     }
 
-    /// Runs `work` with the connection on a blocking thread.
-    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held leaves no half-done work behind: every
-            // multi-statement change runs in a transaction.
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            work(&mut connection)
+    /// Opens the database at `location` (`sqlite_file` when local) and brings its schema up
+    /// to date.
+    pub async fn open_at(
+        location: &DatabaseLocation,
+        sqlite_file: &Path,
+    ) -> Result<Self, StoreError> {
+        let (location, sqlite_file) = (location.clone(), sqlite_file.to_path_buf());
+        tokio::task::spawn_blocking(move || match location {
+            DatabaseLocation::Local => Self::open(&sqlite_file),
+            DatabaseLocation::Postgres(url) => Ok(Self {
+                database: Arc::new(Database::Postgres(postgres::Postgres::connect(&url)?)),
+            }),
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Runs `work` with the connection on this thread: for callers that cannot await
+    /// Where the database is, for messages (a PostgreSQL URL without its password).
+    pub fn shown(&self) -> String {
+        match &*self.database {
+            Database::Sqlite(connection) => connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .path()
+                .unwrap_or("SQLite")
+                .to_owned(),
+            Database::Postgres(postgres) => postgres.shown().to_owned(),
+        }
+    }
+
+    /// Runs `work` with a connection on a blocking thread.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let database = self.database.clone();
+        tokio::task::spawn_blocking(move || database.run(work))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `work` with a connection, waiting on this thread: for callers that cannot await
     /// (a transcript writing through as it grows), with work of a few milliseconds.
-    fn call_blocking<T>(
+    fn call_blocking<T: Send>(
         &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        work: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        work(&mut connection)
+        match &*self.database {
+            Database::Sqlite(_) => self.database.run(work),
+            // PostgreSQL's statements wait on the pool's runtime, which a thread of another
+            // runtime may not do: they wait on a thread of their own.
+            Database::Postgres(_) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.database.run(work))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }),
+        }
     }
 
     pub async fn insert_session(&self, record: SessionRecord) -> Result<(), StoreError> {
@@ -302,18 +219,18 @@ impl Store {
                      processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net,
                      environment)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    record.id,
+                &values![
+                    &record.id,
                     record.user_id,
-                    record.created_at,
-                    record.last_used_at,
+                    &record.created_at,
+                    &record.last_used_at,
                     l.memory_mib,
                     l.processes,
                     l.timeout_secs,
                     l.file_size_mib,
                     l.disk_quota_mib,
                     record.network.to_strings().join(" "),
-                    record.environment
+                    record.environment.clone()
                 ],
             )?;
             Ok(())
@@ -324,12 +241,14 @@ impl Store {
     /// Every session of every user, oldest first.
     pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.call(|c| {
-            let mut statement = c.prepare(
+            c.query(
                 "SELECT id, user_id, created_at, last_used_at, memory_mib, processes,
                         timeout_secs, file_size_mib, disk_quota_mib, allow_net, environment
                  FROM sessions ORDER BY created_at, id",
-            )?;
-            let rows = statement.query_map([], |r| {
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(SessionRecord {
                     id: r.get(0)?,
                     user_id: r.get(1)?,
@@ -342,11 +261,11 @@ impl Store {
                         file_size_mib: r.get(7)?,
                         disk_quota_mib: r.get(8)?,
                     },
-                    network: stored_allowlist(&r.get::<_, String>(9)?),
+                    network: stored_allowlist(&r.get::<String>(9)?),
                     environment: r.get(10)?,
                 })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .collect()
         })
         .await
     }
@@ -356,7 +275,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "UPDATE sessions SET last_used_at = ?2 WHERE id = ?1",
-                params![id, at],
+                &values![id, at],
             )?;
             Ok(())
         })
@@ -368,9 +287,10 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         self.call(|c| {
-            let mut statement = c.prepare("SELECT session_id, id FROM conversations")?;
-            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            c.query("SELECT session_id, id FROM conversations", &[])?
+                .iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .collect()
         })
         .await
     }
@@ -378,10 +298,28 @@ impl Store {
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
+            c.execute("DELETE FROM sessions WHERE id = ?1", &values![id])?;
             Ok(())
         })
         .await
+    }
+}
+
+impl Database {
+    fn run<T>(&self, work: impl FnOnce(&mut Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self {
+            Self::Sqlite(connection) => {
+                let mut connection = connection
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // A method that panicked mid-transaction left it open; end it first.
+                if !connection.is_autocommit() {
+                    connection.execute_batch("ROLLBACK")?;
+                }
+                work(&mut Db::Sqlite(&mut connection))
+            }
+            Self::Postgres(postgres) => postgres.with_connection(work),
+        }
     }
 }
 
@@ -416,8 +354,9 @@ impl Store {
             table.name()
         );
         self.call(move |c| {
-            Ok(c.query_row(&sql, params![user_id, id], |r| r.get(0))
-                .optional()?)
+            c.query_first(&sql, &values![user_id, id])?
+                .map(|r| r.get(0))
+                .transpose()
         })
         .await
     }
@@ -434,58 +373,12 @@ impl Store {
             "DELETE FROM {} WHERE user_id = ?1 AND id = ?2",
             table.name()
         );
-        self.call(move |c| Ok(c.execute(&sql, params![user_id, id])? > 0))
+        self.call(move |c| Ok(c.execute(&sql, &values![user_id, id])? > 0))
             .await
     }
-}
-
-fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len();
-    let start = usize::try_from(version).unwrap_or(usize::MAX);
-    if start > known {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-            known,
-        });
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
-        // The schema change and its version number land together or not at all.
-        let transaction = connection.transaction()?;
-        transaction.execute_batch(migration)?;
-        transaction.pragma_update(None, "user_version", index + 1)?;
-        transaction.commit()?;
-    }
-    Ok(())
 }
 
 /// The current time as the database stores it: RFC 3339, UTC, milliseconds.
 pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrations_run_once_and_a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        drop(Store::open(&path).unwrap());
-        // Opening again finds the schema current and changes nothing.
-        drop(Store::open(&path).unwrap());
-        let c = Connection::open(&path).unwrap();
-        let version: i64 = c
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
-        c.pragma_update(None, "user_version", 99).unwrap();
-        drop(c);
-        assert!(matches!(
-            Store::open(&path),
-            Err(StoreError::TooNew { found: 99, .. })
-        ));
-    }
 }

@@ -1,7 +1,7 @@
 //! Notebooks: each saved whole, its cells one JSON text, with the revision a save changes.
 
+use super::sql::{values, Row};
 use super::{Store, StoreError};
-use rusqlite::{params, OptionalExtension};
 
 /// What the database keeps about a notebook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Store {
             c.execute(
                 "INSERT INTO notebooks (id, user_id, title, session_id, cells, created_at, updated_at, revision)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+                &values![
                     record.id,
                     record.user_id,
                     record.title,
@@ -55,12 +55,14 @@ impl Store {
     /// The user's notebooks (their cells apart: empty), the most recently changed first.
     pub async fn notebooks(&self, user_id: i64) -> Result<Vec<NotebookRecord>, StoreError> {
         self.call(move |c| {
-            let mut statement = c.prepare(
-                "SELECT id, user_id, title, session_id, '', created_at, updated_at, revision FROM notebooks
-                 WHERE user_id = ?1 ORDER BY updated_at DESC, id",
-            )?;
-            let rows = statement.query_map([user_id], notebook_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                "SELECT id, user_id, title, session_id, '', created_at, updated_at, revision
+                 FROM notebooks WHERE user_id = ?1 ORDER BY updated_at DESC, id",
+                &values![user_id],
+            )?
+            .iter()
+            .map(notebook_row)
+            .collect()
         })
         .await
     }
@@ -73,13 +75,14 @@ impl Store {
     ) -> Result<Option<NotebookRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT id, user_id, title, session_id, cells, created_at, updated_at, revision FROM notebooks
-                 WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id],
-                notebook_row,
-            )
-            .optional()?)
+            c.query_first(
+                "SELECT id, user_id, title, session_id, cells, created_at, updated_at, revision
+                 FROM notebooks WHERE user_id = ?1 AND id = ?2",
+                &values![user_id, id],
+            )?
+            .as_ref()
+            .map(notebook_row)
+            .transpose()
         })
         .await
     }
@@ -94,34 +97,29 @@ impl Store {
         // A revision past SQLite's integers is none a notebook ever had: -1 matches none.
         let expected = expected.map(|revision| i64::try_from(revision).unwrap_or(-1));
         self.call(move |c| {
-            let revision: Option<u64> = c
-                .query_row(
-                    "UPDATE notebooks SET title = ?3, session_id = ?4, cells = ?5, updated_at = ?6,
+            let saved = c.query_first(
+                "UPDATE notebooks SET title = ?3, session_id = ?4, cells = ?5, updated_at = ?6,
                          revision = revision + 1
-                     WHERE user_id = ?1 AND id = ?2 AND (?7 IS NULL OR revision = ?7)
+                     WHERE user_id = ?1 AND id = ?2 AND revision = COALESCE(?7, revision)
                      RETURNING revision",
-                    params![
-                        record.user_id,
-                        record.id,
-                        record.title,
-                        record.session_id,
-                        record.cells,
-                        record.updated_at,
-                        expected
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(revision) = revision {
-                return Ok(NotebookSave::Saved(revision));
+                &values![
+                    record.user_id,
+                    &record.id,
+                    record.title,
+                    record.session_id,
+                    record.cells,
+                    record.updated_at,
+                    expected
+                ],
+            )?;
+            if let Some(row) = saved {
+                return Ok(NotebookSave::Saved(row.get(0)?));
             }
             let exists = c
-                .query_row(
+                .query_first(
                     "SELECT 1 FROM notebooks WHERE user_id = ?1 AND id = ?2",
-                    params![record.user_id, record.id],
-                    |_| Ok(()),
-                )
-                .optional()?
+                    &values![record.user_id, record.id],
+                )?
                 .is_some();
             Ok(if exists {
                 NotebookSave::Stale
@@ -140,12 +138,10 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let session_id = session_id.to_owned();
         self.call(move |c| {
-            Ok(c.query_row(
+            Ok(c.query_first(
                 "SELECT 1 FROM notebooks WHERE user_id = ?1 AND session_id = ?2",
-                params![user_id, session_id],
-                |_| Ok(()),
-            )
-            .optional()?
+                &values![user_id, session_id],
+            )?
             .is_some())
         })
         .await
@@ -157,14 +153,14 @@ impl Store {
         self.call(move |c| {
             Ok(c.execute(
                 "DELETE FROM notebooks WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id],
+                &values![user_id, id],
             )? > 0)
         })
         .await
     }
 }
 
-fn notebook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotebookRecord> {
+fn notebook_row(r: &Row) -> Result<NotebookRecord, StoreError> {
     Ok(NotebookRecord {
         id: r.get(0)?,
         user_id: r.get(1)?,
