@@ -127,9 +127,10 @@ pub enum DatabaseLocation {
 }
 
 impl DatabaseLocation {
-    /// `local`, or a `postgres://` (or `postgresql://`) URL.
+    /// `local` (or nothing: an unset variable given empty), or a `postgres://` (or
+    /// `postgresql://`) URL.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text == "local" {
+        if text == "local" || text.is_empty() {
             Ok(Self::Local)
         } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             Ok(Self::Postgres(text.to_owned()))

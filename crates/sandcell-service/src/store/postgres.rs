@@ -12,8 +12,10 @@ use super::sql::{Db, Row, Value};
 use super::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Each entry takes the schema from version N (its index) to N + 1, as SQLite's list
 /// does; the first one is the schema SQLite's eight entries built. Append only, and append
@@ -146,9 +148,11 @@ impl Postgres {
             database: shown.clone(),
             message,
         };
+        let (url, verify, ca_file) = tls_options(url);
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| connect_error(e.to_string()))?;
+        let tls = tls(verify, ca_file).map_err(connect_error)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sandcell-postgres")
@@ -157,7 +161,7 @@ impl Postgres {
             .map_err(|e| connect_error(e.to_string()))?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 // A method that panicked mid-transaction leaves its connection in it; the
                 // rollback ends that before anyone else gets the connection (and is a
@@ -320,6 +324,163 @@ fn numbered_parameters(sql: &str) -> String {
     out
 }
 
+/// What is checked of the server's certificate, as libpq's `sslmode` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// `prefer` (the default) and `require` with no certificate authority given: the
+    /// connection is encrypted, the server not authenticated.
+    Nothing,
+    /// `verify-ca`, and `require` or `prefer` with an authority given: the certificate is
+    /// signed by a trusted authority.
+    Chain,
+    /// `verify-full`: that, and it names the host connected to.
+    ChainAndName,
+}
+
+/// `url` as the client reads it (which knows `disable`, `prefer` and `require`), what is
+/// verified of the server's certificate, and the file of the authorities it is verified
+/// against (the URL's `sslrootcert`, else PGSSLROOTCERT; none: the public ones), as libpq
+/// takes them.
+fn tls_options(url: &str) -> (String, Verify, Option<PathBuf>) {
+    let mut ca_file = std::env::var_os("PGSSLROOTCERT").map(PathBuf::from);
+    let mut verify = None;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", file)) => {
+                let file = percent_encoding::percent_decode_str(file).decode_utf8_lossy();
+                ca_file = Some(PathBuf::from(file.as_ref()));
+            }
+            Some(("sslmode", "verify-ca")) => {
+                verify = Some(Verify::Chain);
+                kept.push("sslmode=require");
+            }
+            Some(("sslmode", "verify-full")) => {
+                verify = Some(Verify::ChainAndName);
+                kept.push("sslmode=require");
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let verify = verify.unwrap_or(if ca_file.is_some() {
+        Verify::Chain
+    } else {
+        Verify::Nothing
+    });
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, verify, ca_file)
+}
+
+/// TLS for the connections: used when the server offers it (libpq's default, `prefer`) or
+/// must be (`sslmode=require`), never with `sslmode=disable`.
+fn tls(verify: Verify, ca_file: Option<PathBuf>) -> Result<MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(file) => {
+            use rustls::pki_types::pem::PemObject;
+            let shown = file.display();
+            let unreadable = |e: rustls::pki_types::pem::Error| {
+                format!("cannot read the certificate authorities in {shown}: {e}")
+            };
+            for certificate in
+                rustls::pki_types::CertificateDer::pem_file_iter(&file).map_err(unreadable)?
+            {
+                roots
+                    .add(certificate.map_err(unreadable)?)
+                    .map_err(|e| format!("a certificate in {shown} cannot be used: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let verifier = Arc::new(CertificateCheck {
+        verify,
+        webpki,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// The server's certificate checked as far as [`Verify`] says; the handshake's signatures
+/// always are, so the connection is encrypted to whoever holds the certificate's key.
+#[derive(Debug)]
+struct CertificateCheck {
+    verify: Verify,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificateCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        if self.verify == Verify::Nothing {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        let checked = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match checked {
+            // The chain is checked before the name: a wrong name means a good chain.
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if self.verify == Verify::Chain => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// An error's message followed by those of its causes ("error connecting to server:
 /// Connection refused").
 fn with_causes(error: &dyn std::error::Error) -> String {
@@ -414,6 +575,21 @@ mod tests {
             numbered_parameters("SELECT a FROM t WHERE b = ?1 AND (?2 IS NULL OR c = ?2)"),
             "SELECT a FROM t WHERE b = $1 AND ($2 IS NULL OR c = $2)"
         );
+    }
+
+    #[test]
+    fn libpq_tls_options_are_read() {
+        let (url, verify, ca_file) = tls_options(
+            "postgres://db/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=a",
+        );
+        assert_eq!(url, "postgres://db/x?sslmode=require&application_name=a");
+        assert_eq!(verify, Verify::ChainAndName);
+        assert_eq!(ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        // An authority given makes `require` (and the default) check the chain.
+        let (url, verify, _) = tls_options("postgres://db/x?sslrootcert=/ca.pem");
+        assert_eq!((url.as_str(), verify), ("postgres://db/x", Verify::Chain));
+        let (_, verify, _) = tls_options("postgres://db/x?sslmode=verify-ca");
+        assert_eq!(verify, Verify::Chain);
     }
 
     #[test]

@@ -649,11 +649,51 @@ async fn postgres_nodes_starting_together_migrate_once_and_a_newer_schema_is_ref
 }
 
 #[tokio::test]
+#[ignore = "needs a PostgreSQL server: run through scripts/with-postgres with --include-ignored"]
+async fn postgres_connections_are_encrypted_and_the_certificate_checked_as_asked() {
+    let url = postgres_url().await;
+    let authority = std::env::var("SANDCELL_TEST_POSTGRES_CA").expect(
+        "SANDCELL_TEST_POSTGRES_CA names no certificate authority: run through scripts/with-postgres",
+    );
+    let encrypted = |url: String| async move {
+        let store = Store::open_at(&DatabaseLocation::Postgres(url), Path::new("unused")).await?;
+        store
+            .call(|c| {
+                c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .get::<bool>(0)
+            })
+            .await
+    };
+    // libpq's default (`prefer`): encrypted, the certificate not checked.
+    assert!(encrypted(url.clone()).await.unwrap());
+    assert!(!encrypted(format!("{url}&sslmode=disable")).await.unwrap());
+    // The server's certificate is for 127.0.0.1, from the test's own authority.
+    let full = format!("{url}&sslmode=verify-full&sslrootcert={authority}");
+    assert!(encrypted(full.clone()).await.unwrap());
+    let by_name = full.replacen("127.0.0.1", "localhost", 1);
+    let refused = encrypted(by_name.clone()).await.unwrap_err().to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(encrypted(by_name.replace("verify-full", "verify-ca"))
+        .await
+        .unwrap());
+    // Not an authority of the public ones.
+    let unknown = encrypted(format!("{url}&sslmode=verify-ca"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("certificate"), "{unknown}");
+}
+
+#[tokio::test]
 async fn a_database_url_is_told_apart_from_a_mistake() {
     assert_eq!(
         DatabaseLocation::parse("local"),
         Ok(DatabaseLocation::Local)
     );
+    assert_eq!(DatabaseLocation::parse(""), Ok(DatabaseLocation::Local));
     assert_eq!(
         DatabaseLocation::parse("postgresql://db/sandcell"),
         Ok(DatabaseLocation::Postgres(
