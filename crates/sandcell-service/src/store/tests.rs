@@ -6,6 +6,7 @@
 use super::*;
 use crate::files::FileInfo;
 use crate::limits::SessionLimits;
+use sandcell_session::Allowlist;
 
 /// A store on an empty database, and what keeps that database alive.
 struct Fresh {
@@ -148,6 +149,22 @@ async fn sessions_keep_their_limits_network_and_environment(store: &Store) {
     assert_eq!(store.sessions().await.unwrap().len(), 1);
 }
 
+/// The user's session `id`, made at the start of 2026.
+async fn add_session(store: &Store, user_id: i64, id: &str) {
+    store
+        .insert_session(session(id, user_id, "2026-01-01T00:00:00.000Z"))
+        .await
+        .unwrap();
+}
+
+/// The user's container `id` on session `session_id`, made at second 100.
+async fn add_container(store: &Store, user_id: i64, id: &str, session_id: &str) {
+    store
+        .insert_container(user_id, container(id, session_id, 100))
+        .await
+        .unwrap();
+}
+
 fn conversation(id: &str, user_id: i64, session_id: &str, at: &str) -> ConversationRecord {
     ConversationRecord {
         id: id.into(),
@@ -173,10 +190,7 @@ fn container(id: &str, session_id: &str, created_at: i64) -> ContainerRecord {
 
 async fn a_sessions_conversations_and_containers_go_with_it(store: &Store) {
     let user = store.local_user().await.unwrap();
-    store
-        .insert_session(session("s1", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
+    add_session(store, user.id, "s1").await;
     store
         .insert_conversation(conversation(
             "c1",
@@ -189,10 +203,7 @@ async fn a_sessions_conversations_and_containers_go_with_it(store: &Store) {
     store
         .append_conversation_record("c1", 0, "user", r#"{"type":"user"}"#)
         .unwrap();
-    store
-        .insert_container(user.id, container("cntr_1", "s1", 100))
-        .await
-        .unwrap();
+    add_container(store, user.id, "cntr_1", "s1").await;
     let owners = store.conversation_sessions().await.unwrap();
     assert_eq!(owners.get("s1").map(String::as_str), Some("c1"));
     store.delete_session("s1").await.unwrap();
@@ -205,10 +216,7 @@ async fn a_sessions_conversations_and_containers_go_with_it(store: &Store) {
 async fn conversations_keep_their_records_in_order(store: &Store) {
     let user = store.local_user().await.unwrap();
     let other = store.set_user_key("bob", vec![9; 32]).await.unwrap();
-    store
-        .insert_session(session("s1", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
+    add_session(store, user.id, "s1").await;
     let older = conversation("c1", user.id, "s1", "2026-01-01T00:00:00.000Z");
     let newer = conversation("c2", user.id, "s1", "2026-01-02T00:00:00.000Z");
     store.insert_conversation(older.clone()).await.unwrap();
@@ -371,22 +379,10 @@ fn listed(paths: &[&str]) -> Vec<FileInfo> {
 
 async fn container_files_follow_the_directory_in_one_transaction(store: &Store) {
     let user = store.local_user().await.unwrap();
-    store
-        .insert_session(session("s1", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
-    store
-        .insert_session(session("s2", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
-    store
-        .insert_container(user.id, container("cntr_b", "s1", 100))
-        .await
-        .unwrap();
-    store
-        .insert_container(user.id, container("cntr_a", "s2", 100))
-        .await
-        .unwrap();
+    add_session(store, user.id, "s1").await;
+    add_session(store, user.id, "s2").await;
+    add_container(store, user.id, "cntr_b", "s1").await;
+    add_container(store, user.id, "cntr_a", "s2").await;
     let ids: Vec<String> = store
         .containers(user.id)
         .await
@@ -461,14 +457,8 @@ async fn container_files_follow_the_directory_in_one_transaction(store: &Store) 
 
 async fn a_failed_transaction_leaves_nothing_behind(store: &Store) {
     let user = store.local_user().await.unwrap();
-    store
-        .insert_session(session("s1", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
-    store
-        .insert_container(user.id, container("cntr_1", "s1", 100))
-        .await
-        .unwrap();
+    add_session(store, user.id, "s1").await;
+    add_container(store, user.id, "cntr_1", "s1").await;
     // Two new files given the same id: the second insert fails, and the first is undone.
     let failed = store
         .sync_container_files(
@@ -585,10 +575,7 @@ async fn responses_and_expired_containers_are_read_by_their_owner_only(store: &S
 
 async fn records_written_from_many_tasks_at_once_all_land(store: &Store) {
     let user = store.local_user().await.unwrap();
-    store
-        .insert_session(session("s1", user.id, "2026-01-01T00:00:00.000Z"))
-        .await
-        .unwrap();
+    add_session(store, user.id, "s1").await;
     let ids: Vec<String> = (0..8).map(|n| format!("c{n}")).collect();
     for id in &ids {
         store
