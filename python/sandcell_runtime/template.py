@@ -20,6 +20,10 @@ PR_SET_PDEATHSIG = 1
 
 
 def main():
+    # `python -m` put the directory it started in first on sys.path: the host's, which
+    # sessions must neither import from nor see.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     control = socket.socket(fileno=CONTROL_FD)
     # The host put the runtime on PYTHONPATH for us only; sessions' subprocesses
     # should not inherit it.

@@ -12,6 +12,7 @@
 //! found and undone by the next one ([`leftover_mounts`]).
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -33,6 +34,7 @@ const LOOP_MAJOR: u64 = 7;
 const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
 /// The start of a loop device's name when a sandcell process mounted it; its pid follows.
@@ -93,39 +95,52 @@ pub fn inode_count(bytes: u64) -> u64 {
 /// written) at `image`, which must not exist, and formats it. `mount_point` gets the
 /// filesystem with [`mount_image`].
 pub fn create_image(image: &Path, size_bytes: u64) -> Result<(), DiskError> {
+    let inode_ratio = BYTES_PER_INODE.to_string();
+    let options = ["-i", &inode_ratio, "-E", "lazy_itable_init=1,nodiscard"].map(OsStr::new);
+    format_image(image, image_size(size_bytes), 0o600, "sandcell", &options)
+}
+
+/// Makes the sparse file `image` (which must not exist) of `size` bytes and formats it
+/// ext4 with `options` besides the common ones: no blocks reserved for root, no journal
+/// (it would take up to 64 MiB of a quota; after a host crash the filesystem mounts
+/// without replay), no room kept for growing. A failure leaves no file behind.
+fn format_image(
+    image: &Path,
+    size: u64,
+    mode: u32,
+    label: &str,
+    options: &[&OsStr],
+) -> Result<(), DiskError> {
     let mkfs = mkfs_path()?;
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(image)
-        .map_err(io("create the disk image", image))?;
-    file.set_len(image_size(size_bytes))
-        .map_err(io("size the disk image", image))?;
+        .map_err(io("create the image", image))?;
+    file.set_len(size).map_err(io("size the image", image))?;
     drop(file);
     let output = Command::new(mkfs)
-        .args(["-q", "-F", "-t", "ext4", "-L", "sandcell"])
+        .args(["-q", "-F", "-t", "ext4", "-L", label])
         .args(["-b", &BLOCK_SIZE.to_string()])
-        .args(["-i", &BYTES_PER_INODE.to_string()])
-        // No blocks reserved for root, no journal (it would take up to 64 MiB of the
-        // quota; after a host crash the filesystem mounts without replay), no room kept
-        // for growing the filesystem.
         .args(["-m", "0", "-O", "^has_journal,^resize_inode"])
-        .args(["-E", "lazy_itable_init=1,nodiscard"])
+        .args(options)
         .arg(image)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(io("run mkfs.ext4 for", image))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(image);
-        return Err(DiskError::Mkfs {
+        .map_err(io("run mkfs.ext4 for", image));
+    let failure = match output {
+        Ok(output) if output.status.success() => return Ok(()),
+        Ok(output) => DiskError::Mkfs {
             image: image.to_path_buf(),
             message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+        },
+        Err(error) => error,
+    };
+    let _ = std::fs::remove_file(image);
+    Err(failure)
 }
 
 /// Mounts the filesystem in `image` on `mount_point` (an existing directory), through a
@@ -139,7 +154,7 @@ pub fn mount_image(image: &Path, mount_point: &Path) -> Result<(), DiskError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(image)
         .map_err(io("open the disk image", image))?;
-    let (device, _device_file) = attach_loop(&backing, image)?;
+    let (device, _device_file) = attach_loop(&backing, image, false)?;
     // The loop device stays attached while it is mounted; its descriptor may close.
     mount(
         Some(&device),
@@ -156,6 +171,85 @@ pub fn mount_image(image: &Path, mount_point: &Path) -> Result<(), DiskError> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
         Err(e) => Err(io("remove lost+found in", mount_point)(e)),
     }
+}
+
+/// Makes a new image at `image` (which must not exist) holding a copy of the directory
+/// `dir`: its files, links, modes and owners, with room for the filesystem's own
+/// structures and nothing more. It is meant to be mounted read-only
+/// ([`attach_read_only`]), wherever the directory's own path must not show.
+pub fn create_image_of(dir: &Path, image: &Path) -> Result<(), DiskError> {
+    let (bytes, inodes) = tree_size(dir).map_err(io("measure", dir))?;
+    // Each file rounded up to a block, then a tenth more for directories, extents and the
+    // inode tables, and a fixed margin for a small tree.
+    let size = (bytes + bytes / 10 + 16 * 1024 * 1024).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+    let inodes = (inodes + inodes / 10 + 64).to_string();
+    let options = [
+        OsStr::new("-N"),
+        OsStr::new(&inodes),
+        OsStr::new("-E"),
+        OsStr::new("nodiscard"),
+        OsStr::new("-d"),
+        dir.as_os_str(),
+    ];
+    format_image(image, size, 0o644, "sandcell-ro", &options)
+}
+
+/// The bytes (each file rounded up to whole blocks) and the entries under `dir`.
+fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut inodes) = (0, 1);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        inodes += 1;
+        if meta.is_dir() {
+            let (more_bytes, more_inodes) = tree_size(&entry.path())?;
+            bytes += more_bytes + BLOCK_SIZE;
+            inodes += more_inodes;
+        } else {
+            bytes += meta.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+/// Attaches `image` to a free loop device (read-only or not), for another mount namespace
+/// to mount. Returns the device's path and its open descriptor: the device stays while
+/// the descriptor is open or a mount of it exists, and is released after both are gone.
+pub fn attach_image(image: &Path, read_only: bool) -> Result<(PathBuf, File), DiskError> {
+    let backing = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(image)
+        .map_err(io("open the image", image))?;
+    attach_loop(&backing, image, read_only)
+}
+
+/// The loop device of the sandcell disk mounted at `mount_point`, if one is (so that a
+/// mount namespace made before it was mounted can mount the same filesystem).
+pub fn device_of(mount_point: &Path) -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table.lines().rev().find_map(|line| {
+        let point = crate::mounts::unescape(line.split(' ').nth(4)?);
+        let (_, tail) = line.split_once(" - ")?;
+        let mut tail = tail.split(' ');
+        let (fstype, source) = (tail.next()?, tail.next()?);
+        (point == mount_point && fstype == "ext4" && source.starts_with("/dev/loop"))
+            .then(|| PathBuf::from(source))
+    })
+}
+
+/// Mounts the disk on `device` (one [`mount_image`] mounted elsewhere: the same
+/// filesystem) on `mount_point`, with the same options.
+pub fn mount_device(device: &Path, mount_point: &Path) -> Result<(), DiskError> {
+    mount(
+        Some(device),
+        mount_point,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME,
+        Some(MOUNT_OPTIONS),
+    )
+    .map_err(|e| io("mount a disk on", mount_point)(e.into()))
 }
 
 /// Unmounts the disk at `mount_point`, detaching it at once even while something on the
@@ -263,7 +357,11 @@ struct LoopConfig {
 /// `LOOP_CONFIGURE`, retried when another process took the same device first). Returns
 /// the device's path and its open descriptor: with `LO_FLAGS_AUTOCLEAR`, closing it
 /// before anything mounts the device releases it.
-fn attach_loop(backing: &File, image: &Path) -> Result<(PathBuf, File), DiskError> {
+fn attach_loop(
+    backing: &File,
+    image: &Path,
+    read_only: bool,
+) -> Result<(PathBuf, File), DiskError> {
     let control = File::open(LOOP_CONTROL).map_err(DiskError::NoLoopDevices)?;
     let mut name = [0u8; LO_NAME_SIZE];
     let tag = format!("{OWNER_TAG}{}", std::process::id());
@@ -293,7 +391,11 @@ fn attach_loop(backing: &File, image: &Path) -> Result<(PathBuf, File), DiskErro
                 lo_number: 0,
                 lo_encrypt_type: 0,
                 lo_encrypt_key_size: 0,
-                lo_flags: LO_FLAGS_AUTOCLEAR,
+                lo_flags: if read_only {
+                    LO_FLAGS_AUTOCLEAR | LO_FLAGS_READ_ONLY
+                } else {
+                    LO_FLAGS_AUTOCLEAR
+                },
                 lo_file_name: name,
                 lo_crypt_name: [0; LO_NAME_SIZE],
                 lo_encrypt_key: [0; 32],

@@ -6,7 +6,8 @@
 //! cgroups ([`CgroupParent`], [`SessionCgroup`]), working directories on filesystems of
 //! their own ([`disk`]: the kernel enforces their size and inode count), [`init`] (PID 1
 //! of a session's namespace), [`subids`] (the host ids sessions take one of each) and
-//! [`probe`] (what this machine supports). [`isolate`] and [`confine`] run the steps in
+//! [`probe`] (what this machine supports) and [`view`] (the template's view: the Python
+//! environment at neutral paths, from filesystems of its own). [`isolate`] and [`confine`] run the steps in
 //! order; they and [`init::serve`] are called from the forked session processes through
 //! `sandcell-enter`.
 //!
@@ -32,6 +33,7 @@ mod rlimits;
 mod seccomp;
 mod spec;
 pub mod subids;
+pub mod view;
 
 pub use cgroup::{CgroupLimits, CgroupParent, CgroupVersion, SessionCgroup, DELEGATED_ENV};
 pub use error::SandboxError;

@@ -7,8 +7,10 @@
 //! read-write at `mount_point`, a private `/tmp`, a minimal `/dev`, a fresh `/proc` of its
 //! own PID namespace, and a generated `/etc`. Nothing else of the host, except in
 //! `/proc/self/mountinfo`, where each bind mount's root field is the host path of the
-//! directory it binds (the working directory's included): the kernel derives it from the
-//! directory itself, whatever way the bind is made.
+//! directory it binds: the kernel derives it from the directory itself, whatever way the
+//! bind is made. Hence the working directory mounted from its own disk's device when it
+//! has one (`workdir_device`), and the Python environment in the template's view
+//! (`view.rs`), whose filesystems are their own.
 
 use crate::error::{failed, SandboxError};
 use crate::spec::{Identity, SandboxSpec};
@@ -48,7 +50,10 @@ pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
     for path in outermost(&spec.read_only_paths) {
         expose_read_only(&path)?;
     }
-    bind_workdir(&spec.workdir, &spec.mount_point)?;
+    match &spec.workdir_device {
+        Some(device) => mount_workdir_device(device, &spec.mount_point)?,
+        None => bind_workdir(&spec.workdir, &spec.mount_point)?,
+    }
     build_dev(&tmp_options)?;
     build_etc(spec)?;
     mount_proc()?;
@@ -63,6 +68,7 @@ pub fn build_root(spec: &SandboxSpec) -> Result<(), SandboxError> {
 fn check_paths(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let paths = [&spec.workdir, &spec.mount_point]
         .into_iter()
+        .chain(&spec.workdir_device)
         .chain(&spec.read_only_paths)
         .chain(&spec.etc_files);
     for path in paths {
@@ -174,6 +180,24 @@ fn bind_workdir(workdir: &Path, mount_point: &Path) -> Result<(), SandboxError> 
         None::<&str>,
     )
     .map_err(failed(format!("remount {}", mount_point.display())))
+}
+
+/// The working directory's disk, mounted from its loop device (the filesystem the host
+/// has mounted at the working directory's path).
+fn mount_workdir_device(device: &Path, mount_point: &Path) -> Result<(), SandboxError> {
+    let target = inside(mount_point);
+    mkdir_all(&target)?;
+    // A mount's source field is the device's path as given: the node is bound at its own
+    // path in the staging root, so that the field reads `/dev/loopN`.
+    if let Some(parent) = device.parent() {
+        mkdir_all(parent)?;
+    }
+    create_mount_point(device, false)?;
+    bind(&on_host(device), device, MsFlags::empty())?;
+    crate::disk::mount_device(device, &target).map_err(|e| {
+        failed(format!("mount {}", mount_point.display()))(std::io::Error::other(e))
+    })?;
+    umount2(device, MntFlags::MNT_DETACH).map_err(failed(format!("unmount {}", device.display())))
 }
 
 /// A tmpfs `/dev` holding bound host devices, a private devpts and `/dev/shm`.
@@ -445,6 +469,7 @@ mod tests {
     fn relative_and_dotted_paths_are_refused() {
         let spec = |workdir: &str| SandboxSpec {
             workdir: PathBuf::from(workdir),
+            workdir_device: None,
             mount_point: PathBuf::from("/mnt/data"),
             read_only_paths: vec![PathBuf::from("/usr")],
             etc_files: Vec::new(),

@@ -12,6 +12,11 @@ pub struct SandboxSpec {
     pub workdir: PathBuf,
     /// Where the working directory appears inside the sandbox (`/mnt/data`).
     pub mount_point: PathBuf,
+    /// The loop device of the working directory's own disk, when the session's mount
+    /// namespace was copied from one made before the disk was mounted (the template's
+    /// view, `view.rs`): the disk is then mounted from its device rather than bound.
+    #[serde(default)]
+    pub workdir_device: Option<PathBuf>,
     /// Host paths exposed read-only at the same path inside (system libraries, the
     /// Python installation, the sandcell environment). Symlinks are recreated as symlinks.
     pub read_only_paths: Vec<PathBuf>,

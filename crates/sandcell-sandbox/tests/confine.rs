@@ -94,6 +94,7 @@ fn spec(workdir: &Path) -> SandboxSpec {
     let identity = Identity::for_current_process();
     SandboxSpec {
         workdir: workdir.to_path_buf(),
+        workdir_device: None,
         mount_point: PathBuf::from(MOUNT_POINT),
         read_only_paths: ["/usr", "/lib", "/lib64", "/bin", "/sbin"]
             .iter()

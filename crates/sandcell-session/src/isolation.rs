@@ -7,6 +7,7 @@ use crate::limits::Limits;
 use crate::network::SessionNetwork;
 use crate::runtime_files::RuntimeFiles;
 use crate::uids::{UidLease, UidPool};
+use crate::view::VIEW_ROOT;
 use sandcell_pyenv::Environment;
 use sandcell_sandbox::{CgroupParent, Identity, RlimitSpec, SandboxSpec, SessionCgroup};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub const SANDBOX_WORKDIR: &str = "/mnt/data";
 
 /// Host directories every sandbox exposes read-only (those that exist).
-const SYSTEM_DIRS: &[&str] = &[
+pub(crate) const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 ];
 
@@ -93,6 +94,9 @@ pub struct SandboxPolicy {
     pub cgroup: Option<CgroupParent>,
     pub landlock: bool,
     read_only_paths: Vec<PathBuf>,
+    /// Whether sessions are forked from templates in the neutral view (`view.rs`): their
+    /// disks are then mounted from their devices, which that view did not have.
+    neutral_view: bool,
 }
 
 impl Isolation {
@@ -127,9 +131,11 @@ impl Isolation {
 }
 
 impl SandboxPolicy {
+    /// With `neutral_view`, sessions see the environment only under [`VIEW_ROOT`].
     pub(crate) fn detect(
         env: &Environment,
         files: &RuntimeFiles,
+        neutral_view: bool,
         warnings: &mut Vec<String>,
     ) -> Self {
         let identity = Identity::for_current_process();
@@ -167,16 +173,26 @@ impl SandboxPolicy {
             .map(PathBuf::from)
             .filter(|p| p.symlink_metadata().is_ok())
             .collect();
-        read_only_paths.extend(env.read_only_paths());
-        read_only_paths.push(env.home().ipython());
-        read_only_paths.push(files.dir.clone());
+        if neutral_view {
+            read_only_paths.push(PathBuf::from(VIEW_ROOT));
+        } else {
+            read_only_paths.extend(env.read_only_paths());
+            read_only_paths.push(env.home().ipython());
+            read_only_paths.push(files.dir.clone());
+        }
         Self {
             identity,
             session_ids,
             cgroup,
             landlock,
             read_only_paths,
+            neutral_view,
         }
+    }
+
+    /// Whether sessions see the Python environment at neutral paths.
+    pub fn neutral_view(&self) -> bool {
+        self.neutral_view
     }
 
     /// The range sessions take their own ids from, if they do.
@@ -211,6 +227,10 @@ impl SandboxPolicy {
         SandboxSpec {
             workdir: workdir.to_path_buf(),
             mount_point: PathBuf::from(SANDBOX_WORKDIR),
+            workdir_device: self
+                .neutral_view
+                .then(|| sandcell_sandbox::disk::device_of(workdir))
+                .flatten(),
             read_only_paths: self.read_only_paths.clone(),
             etc_files: ETC_FILES.iter().map(PathBuf::from).collect(),
             identity,

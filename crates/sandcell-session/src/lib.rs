@@ -31,6 +31,7 @@ mod runtime_files;
 mod session;
 mod template;
 mod uids;
+mod view;
 mod workdir;
 
 pub use disks::{DiskQuota, Disks};

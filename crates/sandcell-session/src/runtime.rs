@@ -15,9 +15,11 @@ use crate::pool::Pool;
 use crate::runtime_files::RuntimeFiles;
 use crate::session::{LayerTemplate, Session, SessionConfig, SessionFactory};
 use crate::template::{TemplateCommand, TemplateLauncher};
+use crate::view::NeutralView;
 use sandcell_netproxy::{NetPolicy, PackageIndex};
 use sandcell_pyenv::{Environment, Layer};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Modules the template imports before it forks, unless configured otherwise.
@@ -78,8 +80,27 @@ impl Runtime {
     pub async fn start(env: &Environment, options: RuntimeOptions) -> Result<Self, SessionError> {
         let files = RuntimeFiles::install(&env.home().runtime())?;
         let mut warnings = Vec::new();
+        let view = if options.sandbox && nix::unistd::geteuid().is_root() {
+            let (env, files, layers) = (env.clone(), files.clone(), options.environments.clone());
+            let prepared =
+                tokio::task::spawn_blocking(move || NeutralView::prepare(&env, &files, &layers))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|prepared| prepared);
+            match prepared {
+                Ok(view) => Some(Arc::new(view)),
+                Err(why) => {
+                    warnings.push(format!(
+                        "sessions see where this machine keeps the Python environment (its host paths show in /proc/self/mountinfo): {why}"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let isolation = if options.sandbox {
-            let policy = SandboxPolicy::detect(env, &files, &mut warnings);
+            let policy = SandboxPolicy::detect(env, &files, view.is_some(), &mut warnings);
             if let Some(parent) = policy.cgroup.clone() {
                 let removed =
                     tokio::task::spawn_blocking(move || remove_leftover_sessions(&parent))
@@ -105,8 +126,15 @@ impl Runtime {
             }
             Isolation::None
         };
-        let launcher =
-            start_template(env, &files, &options.template_modules, None, &mut warnings).await?;
+        let launcher = start_template(
+            env,
+            &files,
+            &options.template_modules,
+            None,
+            view.as_ref(),
+            &mut warnings,
+        )
+        .await?;
         let mut layer_launchers = BTreeMap::new();
         for layer in &options.environments {
             let modules: Vec<String> = options
@@ -115,8 +143,15 @@ impl Runtime {
                 .chain(&layer.spec().preload)
                 .cloned()
                 .collect();
-            let launcher =
-                start_template(env, &files, &modules, Some(layer), &mut warnings).await?;
+            let launcher = start_template(
+                env,
+                &files,
+                &modules,
+                Some(layer),
+                view.as_ref(),
+                &mut warnings,
+            )
+            .await?;
             // One short run of the interpreter per environment, once: what the layer adds
             // never changes while it is ready.
             let packages = layer.packages(env)?;
@@ -272,11 +307,13 @@ async fn start_template(
     files: &RuntimeFiles,
     modules: &[String],
     layer: Option<&Layer>,
+    view: Option<&Arc<NeutralView>>,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Launcher>, SessionError> {
     let command = TemplateCommand {
-        python: env.info().python.clone(),
-        env: template_env(env, files, modules, layer),
+        python: path_in(view, &env.info().python),
+        env: template_env(env, files, modules, layer, view),
+        view: view.cloned(),
     };
     let (launcher, failed_modules) = TemplateLauncher::start(command).await?;
     if !failed_modules.is_empty() {
@@ -299,23 +336,25 @@ fn template_env(
     files: &RuntimeFiles,
     modules: &[String],
     layer: Option<&Layer>,
+    view: Option<&Arc<NeutralView>>,
 ) -> BTreeMap<String, String> {
-    let venv = env.info().prefix.display().to_string();
+    let path = |host: &Path| path_in(view, host).display().to_string();
+    let venv = path(&env.info().prefix);
     let vars = [
         ("PATH", format!("{venv}/bin:/usr/local/bin:/usr/bin:/bin")),
         ("HOME", "/tmp".into()),
         ("TMPDIR", "/tmp".into()),
         ("LANG", "C.UTF-8".into()),
-        ("PYTHONPATH", files.dir.display().to_string()),
+        ("PYTHONPATH", path(&files.dir)),
         ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ("PYTHONNOUSERSITE", "1".into()),
         (
             "MPLBACKEND",
             "module://matplotlib_inline.backend_inline".into(),
         ),
-        ("MPLCONFIGDIR", env.mplconfig().display().to_string()),
+        ("MPLCONFIGDIR", path(&env.mplconfig())),
         // IPython's profile directory, created when the template builds its shell.
-        ("IPYTHONDIR", env.home().ipython().display().to_string()),
+        ("IPYTHONDIR", path(&env.home().ipython())),
         // One BLAS/OpenMP thread per session: the template must not have threads when
         // it forks, and hundreds of sessions share a few cores.
         ("OPENBLAS_NUM_THREADS", "1".into()),
@@ -323,17 +362,22 @@ fn template_env(
         ("MKL_NUM_THREADS", "1".into()),
         ("PAGER", "cat".into()),
         ("TERM", "dumb".into()),
-        (
-            "SANDCELL_ENTER_LIB",
-            files.enter_library.display().to_string(),
-        ),
+        ("SANDCELL_ENTER_LIB", path(&files.enter_library)),
         ("SANDCELL_TEMPLATE_MODULES", modules.join(",")),
     ];
     let mut vars: BTreeMap<String, String> =
         vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     if let Some(layer) = layer {
         // The template appends it to `sys.path` before the imports.
-        vars.insert("SANDCELL_LAYER".into(), layer.site().display().to_string());
+        vars.insert("SANDCELL_LAYER".into(), path(&layer.site()));
+    }
+    if let Some(library) = view.and_then(|view| view.library_path()) {
+        vars.insert("LD_LIBRARY_PATH".into(), library.display().to_string());
     }
     vars
+}
+
+/// Where the host's `path` is for a template in `view` (the same path without one).
+fn path_in(view: Option<&Arc<NeutralView>>, path: &Path) -> PathBuf {
+    view.map_or_else(|| path.to_path_buf(), |view| view.path(path))
 }

@@ -3,6 +3,7 @@
 
 use crate::error::SessionError;
 use crate::launcher::{LaunchFuture, Launched, Launcher, SpawnRequest};
+use crate::view::NeutralView;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
     recv, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
@@ -33,6 +34,8 @@ pub struct TemplateCommand {
     pub python: PathBuf,
     /// The complete environment of the template (and so of every session).
     pub env: BTreeMap<String, String>,
+    /// The view the template runs in, if the environment is at neutral paths.
+    pub(crate) view: Option<Arc<NeutralView>>,
 }
 
 /// A running template process.
@@ -114,6 +117,8 @@ impl Template {
         cmd.args(["-s", "-m", "sandcell_runtime.template"])
             .env_clear()
             .envs(&command.env)
+            // Not the host's working directory, which nothing of a session should hold.
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -121,11 +126,16 @@ impl Template {
             .process_group(0)
             .kill_on_drop(true);
         let template_fd = template_end.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; it only touches the child's fd table.
+        let view = command.view.clone();
+        // SAFETY: dup2 is async-signal-safe; it only touches the child's fd table. The
+        // view's entry only makes system calls on strings prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(template_fd, CONTROL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(view) = &view {
+                    view.prepared().enter()?;
                 }
                 Ok(())
             });

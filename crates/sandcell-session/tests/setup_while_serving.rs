@@ -148,7 +148,13 @@ fresh = subprocess.run(
 
 async fn imports_everything(session: &mut Session, env: &Environment) {
     let checked = run(session, IMPORT_EVERYTHING).await;
-    let prefix = env.info().prefix.display().to_string();
+    // A root host with loop devices shows sessions the environment at a neutral path.
+    let neutral = nix::unistd::geteuid().is_root() && Path::new("/dev/loop-control").exists();
+    let prefix = if neutral {
+        "/run/sandcell/env".to_owned()
+    } else {
+        env.info().prefix.display().to_string()
+    };
     assert_eq!(text(&checked), format!("(0, '{prefix}', '')"));
 }
 

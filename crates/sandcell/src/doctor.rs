@@ -26,6 +26,8 @@ struct Report {
     inside: Option<serde_json::Value>,
     /// Why the in-session check could not run.
     inside_error: Option<String>,
+    /// What the runtime said when it started for that check (weaker isolation).
+    warnings: Vec<String>,
     network: NetworkReport,
 }
 
@@ -51,8 +53,16 @@ struct PythonReport {
 
 /// Run inside a session: what the sandbox looks like from within.
 const SELF_CHECK: &str = r#"
-import json, os, socket
+import json, os, socket, sys
 disk = os.statvfs("/mnt/data")
+KNOWN = ("/", "/tmp", "/mnt/data", "/proc", "/etc", "/dev", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+def host_paths():
+    seen = []
+    for line in open("/proc/self/mountinfo"):
+        point = line.split()[4]
+        if not (point in KNOWN or point.startswith(("/etc/", "/dev/", "/run/sandcell"))):
+            seen.append(point)
+    return seen
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 def readable(path):
     try:
@@ -90,6 +100,8 @@ print(json.dumps({
     "workdir_filesystem_inodes": disk.f_files,
     "etc_shadow_readable": readable("/etc/shadow"),
     "network_route_out": route_out(),
+    "python_prefix": sys.prefix,
+    "mounts_at_host_paths": host_paths(),
 }))
 "#;
 
@@ -103,13 +115,14 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         prefix: env.info().prefix.display().to_string(),
         packages: env.info().packages.len(),
     });
+    let mut warnings = Vec::new();
     let (inside, inside_error) = match (&env, args.no_session) {
         (_, true) => (None, Some("skipped (--no-session)".to_string())),
         (None, false) => (
             None,
             Some("the Python environment is not set up yet; run `sandcell setup`".to_string()),
         ),
-        (Some(env), false) => match look_inside(env).await {
+        (Some(env), false) => match look_inside(env, &mut warnings).await {
             Ok(value) => (Some(value), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         },
@@ -119,6 +132,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         python,
         inside,
         inside_error,
+        warnings,
         network: network_report(),
     };
     if args.json {
@@ -129,8 +143,12 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn look_inside(env: &sandcell_pyenv::Environment) -> anyhow::Result<serde_json::Value> {
+async fn look_inside(
+    env: &sandcell_pyenv::Environment,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
     let runtime = Runtime::start(env, RuntimeOptions::default()).await?;
+    warnings.extend(runtime.warnings().iter().cloned());
     if matches!(runtime.isolation(), Isolation::None) {
         anyhow::bail!("the sandbox is off");
     }
@@ -193,6 +211,23 @@ fn print_human(report: &Report) {
             python.version, python.prefix, python.packages
         ),
         None => println!("\nPython environment: not set up yet (run `sandcell setup`)"),
+    }
+    let prefix = report
+        .inside
+        .as_ref()
+        .and_then(|inside| inside["python_prefix"].as_str());
+    match prefix {
+        Some("/run/sandcell/env") => println!(
+            "  inside sessions: at /run/sandcell, on filesystems of its own (no host path shows)"
+        ),
+        Some(prefix) => println!(
+            "  inside sessions: at its host path {prefix}, which /proc/self/mountinfo shows \
+             (sessions see it at /run/sandcell only when sandcell runs as root with loop devices)"
+        ),
+        None => {}
+    }
+    for warning in &report.warnings {
+        println!("  warning: {warning}");
     }
     match (&report.inside, &report.inside_error) {
         (Some(inside), _) => {

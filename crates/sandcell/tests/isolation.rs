@@ -506,6 +506,17 @@ print(json.dumps({
     }
 }
 
+/// Python that reads the session's mount table into `mounts`: each mount's root field,
+/// mount point and source.
+const MOUNTS: &str = r#"
+import json
+mounts = []
+for line in open("/proc/self/mountinfo"):
+    fields = line.split()
+    after = fields.index("-")
+    mounts.append({"root": fields[3], "mount_point": fields[4], "source": fields[after + 2]})
+"#;
+
 #[test]
 fn mountinfo_names_no_host_path_but_those_the_session_has_anyway() {
     // What is true (see ARCHITECTURE.md, "The sandbox, step by step"): a bind mount's
@@ -517,16 +528,8 @@ fn mountinfo_names_no_host_path_but_those_the_session_has_anyway() {
     // never a path. Nothing else of the host shows.
     let workdir = tempfile::tempdir().unwrap();
     let workdir_path = workdir.path().canonicalize().unwrap();
-    let code = r#"
-import json
-mounts = []
-for line in open("/proc/self/mountinfo"):
-    fields = line.split()
-    after = fields.index("-")
-    mounts.append({"root": fields[3], "mount_point": fields[4], "source": fields[after + 2]})
-print(json.dumps(mounts))
-"#;
-    let (cells, output) = run_json(&["--workdir", workdir_path.to_str().unwrap(), "-c", code]);
+    let code = format!("{MOUNTS}\nprint(json.dumps(mounts))");
+    let (cells, output) = run_json(&["--workdir", workdir_path.to_str().unwrap(), "-c", &code]);
     assert!(output.status.success(), "{output:?}");
     let mounts = printed_json(&cells[0]);
     let mounts = mounts.as_array().expect("a list of mounts");
@@ -547,6 +550,8 @@ print(json.dumps(mounts))
         let shown = root == "/"
             || root == mount_point
             || device_node.as_deref() == Some(root)
+            // The neutral view's rewritten files, from its own filesystem.
+            || (mount_point.starts_with("/run/sandcell/") && root.starts_with("/overlay/"))
             || (mount_point == "/mnt/data" && workdir_in_its_filesystem(root));
         assert!(shown, "a host path beyond the session's own view: {mount}");
         assert!(
@@ -563,5 +568,68 @@ print(json.dumps(mounts))
             mount_points.contains(&expected),
             "{expected}: {mount_points:?}"
         );
+    }
+}
+
+#[test]
+fn a_root_host_shows_sessions_the_environment_only_at_neutral_paths() {
+    // A root host with loop devices starts its templates in a view where the Python
+    // environment lives under /run/sandcell on filesystems of its own (ARCHITECTURE.md,
+    // "The sandbox, step by step"); elsewhere it is bound at its host paths, as the test
+    // above allows.
+    let neutral =
+        nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/loop-control").exists();
+    let code = MOUNTS.to_owned()
+        + r#"
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+print(json.dumps({"mounts": mounts, "prefix": sys.prefix, "executable": sys.executable, "path": sys.path,
+                  "version": sys.version, "child": child.stdout.strip() + child.stderr}))
+"#;
+    let (cells, output) = run_json(&["-c", &code]);
+    assert!(output.status.success(), "{output:?}");
+    let seen = printed_json(&cells[0]);
+    // A subprocess runs the same interpreter, with its own library (not the system's).
+    assert_eq!(seen["child"], seen["version"], "{seen}");
+    if !neutral {
+        // The fallback `sandcell doctor` describes: the environment at its host paths.
+        eprintln!("without root and loop devices: checking the fallback, host paths");
+        assert_ne!(seen["prefix"], "/run/sandcell/env", "{seen}");
+        return;
+    }
+    assert_eq!(seen["prefix"], "/run/sandcell/env", "{seen}");
+    assert_eq!(seen["executable"], "/run/sandcell/env/bin/python", "{seen}");
+    for entry in seen["path"].as_array().unwrap() {
+        let entry = entry.as_str().unwrap();
+        assert!(
+            entry.is_empty() || entry.starts_with("/run/sandcell/") || entry.starts_with("/usr/"),
+            "sys.path names a host path: {entry}"
+        );
+    }
+    // Every mount is one the sandbox makes, at a path every session has; each of those
+    // under /run/sandcell is a filesystem of the environment's own (root `/`), or a
+    // rewritten file of the view's own filesystem bound over the venv's.
+    const SYSTEM: &[&str] = &[
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+    ];
+    for mount in seen["mounts"].as_array().unwrap() {
+        let (root, mount_point, source) = (
+            mount["root"].as_str().unwrap(),
+            mount["mount_point"].as_str().unwrap(),
+            mount["source"].as_str().unwrap(),
+        );
+        let known = ["/", "/tmp", "/mnt/data", "/proc", "/etc", "/dev"].contains(&mount_point)
+            || SYSTEM.contains(&mount_point)
+            || mount_point.starts_with("/etc/")
+            || mount_point.starts_with("/dev/")
+            || mount_point.starts_with("/run/sandcell");
+        assert!(known, "a mount at a host path: {mount}");
+        if mount_point.starts_with("/run/sandcell") || mount_point == "/mnt/data" {
+            assert!(
+                root == "/" || root.starts_with("/overlay/"),
+                "the environment's or the session's own filesystem shows a host path: {mount}"
+            );
+            assert!(source.starts_with("/dev/loop"), "{mount}");
+        }
     }
 }
