@@ -168,7 +168,26 @@ impl Environment {
         let file = self.dir.path().join(format!("requirements-{name}.txt"));
         write_atomically(&file, requirements.as_bytes())?;
         pip_install(&self.info.python, &file)?;
+        // The images of the sessions' view copy the venv as it was: the next runtime
+        // makes them again (runtimes using the old ones keep them open).
+        match fs::remove_dir_all(self.view_dir()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(PyenvError::Io {
+                    path: self.view_dir(),
+                    source,
+                })
+            }
+        }
         write_atomically(&stamp_path, stamp.as_bytes())
+    }
+
+    /// Where the images of the sessions' view of this environment are kept
+    /// (`sandcell-session` makes them): read-only copies of what never changes, except
+    /// that [`Environment::ensure_extra`] removes them.
+    pub fn view_dir(&self) -> PathBuf {
+        self.dir.path().join("view")
     }
 
     pub fn home(&self) -> &Home {

@@ -56,7 +56,7 @@ impl NeutralView {
         let info = env.info();
         let is_system = |path: &Path| SYSTEM_DIRS.iter().any(|dir| path.starts_with(dir));
         // (host directory, its name in the view, its image)
-        let view_dir = env.dir().join("view");
+        let view_dir = env.view_dir();
         let mut images: Vec<(PathBuf, PathBuf, PathBuf)> = Vec::new();
         let mut library_path = None;
         if !is_system(&info.base_prefix) {
