@@ -8,6 +8,7 @@ without building one.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -86,10 +87,23 @@ def check_pod_start(checks, root, binary):
             return
         key = key_file.read_text().strip()
 
+        # Kubernetes puts the container's variables into its arguments ($(NAME)); here the
+        # pod is the first replica.
+        variables = {}
+        for variable in container.get("env", []):
+            if "value" in variable:
+                variables[variable["name"]] = variable["value"]
+            elif variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+                variables[variable["name"]] = "sandcell-0"
         args = [
-            a.replace(VOLUME, volume).replace("0.0.0.0:8080", f"0.0.0.0:{port}")
+            re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), a)
+            .replace(VOLUME, volume).replace("0.0.0.0:8080", f"0.0.0.0:{port}")
             for a in container["args"]
         ]
+        unexpanded = [a for a in args if "$(" in a]
+        if unexpanded:
+            checks.check("the container's arguments name only variables it defines", [f"{unexpanded}"])
+            return
         listens = [a for a in args if a.startswith("--listen=")]
         if listens != [f"--listen=0.0.0.0:{port}"] or [p["containerPort"] for p in container["ports"]] != [8080]:
             checks.check(
@@ -147,6 +161,13 @@ def serve_checks(checks, server, base, key, args, binary, env, spec, log):
     checks.check(
         "the server started without building a Python environment (no network needed)",
         ["it built one: " + output[-2000:]] if "creating a Python" in output or "installing the pinned" in output else [],
+    )
+
+    # sandcell-nodes: the StatefulSet's headless Service (checked with the manifests).
+    advertised = "reach this one at http://sandcell-0.sandcell-nodes:8080"
+    checks.check(
+        "the node gives other nodes its name in the headless Service",
+        [] if advertised in output else [f"the server did not say {advertised!r}: {output[-2000:]}"],
     )
 
     status, _ = request("POST", base + "/api/v1/sessions", body={})

@@ -209,7 +209,7 @@ impl SandcellMcp {
             let mut sessions = Vec::new();
             let mut page = PageRequest::default();
             loop {
-                let found = self.service.sessions.list(&user, &page)?;
+                let found = self.service.sessions.list(&user, &page).await?;
                 sessions.extend(
                     found
                         .data
@@ -734,7 +734,7 @@ impl ServerHandler for SandcellMcp {
                 limit: None,
                 after: request.and_then(|request| request.cursor),
             };
-            let sessions = self.service.sessions.list(&user, &page)?;
+            let sessions = self.service.sessions.list(&user, &page).await?;
             let count = sessions.data.len();
             let mut resources = Vec::new();
             let mut next = sessions.next;

@@ -118,6 +118,11 @@ impl From<ServiceError> for OpenAiError {
                 "server_error",
                 Some("server_overloaded"),
             ),
+            ServiceError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("node_unavailable"),
+            ),
             ServiceError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 INVALID_REQUEST,

@@ -59,6 +59,11 @@ impl Server {
                     listen: config.listen,
                     source,
                 })?;
+        let mut config = config;
+        if config.service.advertise_url.is_empty() {
+            let bound = listener.local_addr().map_err(ServerError::Serve)?;
+            config.service.advertise_url = default_advertise_url(bound);
+        }
         Ok(Self {
             listener,
             config,
@@ -70,6 +75,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
         self.listener.local_addr().map_err(ServerError::Serve)
+    }
+
+    /// Where other nodes sharing the database reach this one.
+    pub fn advertise_url(&self) -> &str {
+        &self.config.service.advertise_url
     }
 
     /// Whether requests need an API key.
@@ -100,14 +110,18 @@ impl Server {
         let sessions = service.sessions.clone();
         let containers = service.containers.clone();
         let conversations = service.conversations.clone();
+        let client = crate::api::forwarding_client()
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
         let state = AppState {
             config: Arc::new(self.config),
             service,
+            client,
         };
         let background = [
             sessions.spawn_idle_reaper(),
             sessions.spawn_warm_refill(),
             containers.spawn_expiry_reaper(),
+            sessions.spawn_heartbeat(),
         ];
         let stop = CancellationToken::new();
         let app = crate::api::router(state, stop.clone());
@@ -156,6 +170,24 @@ impl Server {
             Some(Err(error)) => Err(ServerError::Serve(std::io::Error::other(error))),
         }
     }
+}
+
+/// The address other nodes reach a node listening on `bound` by: that address, or, when
+/// it is every address of the machine, the machine's host name (as a StatefulSet's pods
+/// are named in their headless Service's domain).
+fn default_advertise_url(bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return format!("http://{bound}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        host
+    };
+    format!("http://{host}:{}", bound.port())
 }
 
 /// Why the server could not start or keep running.

@@ -10,4 +10,6 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// The core every handler calls.
     pub service: Arc<Service>,
+    /// Carries requests to the node that runs their session.
+    pub client: reqwest::Client,
 }

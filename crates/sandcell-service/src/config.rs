@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// Holds the database (`sandcell.db`), the sessions' working directories
+    /// Holds the database (`sandcell.db`), this node's id (`node-id`), the sessions' working directories
     /// (`sessions/ID`), uploads being received (`uploads/`) and the OpenAI door's
     /// files (`files/ID`).
     pub data_dir: PathBuf,
@@ -45,6 +45,12 @@ pub struct ServiceConfig {
     pub files: FilesLocation,
     /// Where the database is: `sandcell.db` in the data directory, or PostgreSQL.
     pub database: DatabaseLocation,
+    /// Where other nodes sharing the database reach this one (`--advertise-url`);
+    /// empty: nowhere (a node of its own).
+    pub advertise_url: String,
+    /// How long a node goes without a heartbeat before it is taken for gone and its
+    /// sessions may be taken over.
+    pub node_timeout: Duration,
 }
 
 impl ServiceConfig {
@@ -66,6 +72,8 @@ impl ServiceConfig {
             network_default: Allowlist::default(),
             files: FilesLocation::Local,
             database: DatabaseLocation::Local,
+            advertise_url: String::new(),
+            node_timeout: crate::nodes::NODE_TIMEOUT,
         }
     }
 

@@ -34,6 +34,13 @@ pub enum ServiceError {
         message: String,
         retry_after: Duration,
     },
+    /// What was asked for is on another node that cannot be used from here now (or the
+    /// database cannot tell whose it is); trying again later helps.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
     /// The server is stopping and starts nothing new.
     #[error("{0}")]
     ShuttingDown(String),
@@ -67,9 +74,9 @@ impl ServiceError {
     /// How long a client should wait before trying again, for errors where waiting helps.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::UserLimit { retry_after, .. } | Self::ServerFull { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::UserLimit { retry_after, .. }
+            | Self::ServerFull { retry_after, .. }
+            | Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -108,12 +115,17 @@ mod tests {
     }
 
     #[test]
-    fn only_limits_ask_to_retry() {
+    fn limits_and_unreachable_nodes_ask_to_retry() {
         let full = ServiceError::ServerFull {
             message: "full".into(),
             retry_after: Duration::from_secs(5),
         };
         assert_eq!(full.retry_after(), Some(Duration::from_secs(5)));
+        let elsewhere = ServiceError::Unavailable {
+            message: "on another node".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(elsewhere.retry_after(), Some(Duration::from_secs(1)));
         assert_eq!(ServiceError::invalid("x").retry_after(), None);
     }
 }

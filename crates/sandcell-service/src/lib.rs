@@ -25,6 +25,7 @@ mod files;
 mod limits;
 mod metrics;
 mod models;
+mod nodes;
 mod notebooks;
 mod packages;
 mod page;
@@ -52,6 +53,7 @@ pub use files::{FileError, FileInfo, FilePath, WorkDir};
 pub use limits::{LimitNames, LimitsRequest, SessionLimits};
 pub use metrics::Metrics;
 pub use models::{Models, ModelsInfo, MODEL_HINT};
+pub use nodes::{Node, Route, Routed, HEARTBEAT_EVERY, NODE_TIMEOUT};
 pub use notebooks::{
     CellType, NotebookCell, NotebookChange, NotebookDetail, NotebookInfo, Notebooks,
 };
@@ -67,8 +69,8 @@ pub use sessions::{
 };
 pub use start_error::StartError;
 pub use store::{
-    ConversationRecord, DatabaseLocation, NotebookRecord, SessionRecord, Store, StoreError, User,
-    LOCAL_USER,
+    ConversationRecord, DatabaseLocation, InSession, NotebookRecord, SessionRecord, Store,
+    StoreError, User, LOCAL_USER,
 };
 pub use user_files::{StoredFile, UserFiles};
 pub use users::{create_key, hash_key, random_hex, Auth, KeyError};
@@ -103,15 +105,22 @@ impl Service {
         python: EnvInfo,
     ) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let session_files =
-            SessionFiles::connect(&config.files, config.staging_dir(), metrics.clone()).await?;
+        let node = Arc::new(Node::in_data_dir(
+            &config.data_dir,
+            &config.advertise_url,
+            config.node_timeout,
+        )?);
+        let session_files = Arc::new(
+            SessionFiles::connect(&config.files, config.staging_dir(), metrics.clone()).await?,
+        );
         let sessions = Arc::new(
             Sessions::load(
                 &config,
                 runtime,
                 store.clone(),
                 metrics.clone(),
-                session_files,
+                session_files.clone(),
+                node,
             )
             .await?,
         );
@@ -123,7 +132,11 @@ impl Service {
             config.max_limits.clone(),
         ));
         let notebooks = Arc::new(Notebooks::new(store.clone(), sessions.clone()));
-        let files = Arc::new(UserFiles::new(store.clone(), config.files_dir()));
+        let files = Arc::new(UserFiles::new(
+            store.clone(),
+            config.files_dir(),
+            session_files,
+        ));
         let containers = Arc::new(Containers::new(
             store.clone(),
             sessions.clone(),
@@ -152,5 +165,22 @@ impl Service {
             responses,
             metrics,
         }))
+    }
+
+    /// Where a request for `target` is handled: here, or on the node that runs its
+    /// session (which a door that can forward requests sends it to).
+    pub async fn route(&self, target: Routed<'_>) -> Result<Route, ServiceError> {
+        let session = match target {
+            Routed::Session(id) => id.to_owned(),
+            Routed::In(kind, id) => {
+                match self.store.session_of(kind, id).await.map_err(|e| {
+                    ServiceError::internal("The object's session cannot be looked up", &e)
+                })? {
+                    Some(session) => session,
+                    None => return Ok(Route::Here),
+                }
+            }
+        };
+        self.sessions.route(&session).await
     }
 }

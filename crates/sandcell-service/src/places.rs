@@ -47,14 +47,19 @@ impl Places {
     }
 
     /// A new place for `holder`, if both quotas allow it (a warm session is held only to
-    /// the server's).
-    pub(crate) fn take(places: &Arc<Self>, holder: Holder) -> Result<Place, Full> {
+    /// the server's). A user's quota counts `elsewhere`, the user's sessions that other
+    /// nodes sharing the database run.
+    pub(crate) fn take(
+        places: &Arc<Self>,
+        holder: Holder,
+        elsewhere: usize,
+    ) -> Result<Place, Full> {
         let mut taken = places.taken();
         if taken.values().sum::<usize>() >= places.max {
             return Err(Full::Server);
         }
         let held = taken.entry(holder).or_default();
-        if matches!(holder, Holder::User(_)) && *held >= places.max_per_user {
+        if matches!(holder, Holder::User(_)) && *held + elsewhere >= places.max_per_user {
             return Err(Full::User);
         }
         *held += 1;
@@ -80,12 +85,13 @@ impl Places {
 }
 
 impl Place {
-    /// Hands this place to `holder`, if the user's quota allows; the server's count does
-    /// not change. On refusal the place stays as it was.
-    pub(crate) fn transfer(&mut self, holder: Holder) -> Result<(), Full> {
+    /// Hands this place to `holder`, if the user's quota allows (counting `elsewhere`, as
+    /// [`Places::take`] does); the server's count does not change. On refusal the place
+    /// stays as it was.
+    pub(crate) fn transfer(&mut self, holder: Holder, elsewhere: usize) -> Result<(), Full> {
         let mut taken = self.places.taken();
         let held = taken.get(&holder).copied().unwrap_or(0);
-        if matches!(holder, Holder::User(_)) && held >= self.places.max_per_user {
+        if matches!(holder, Holder::User(_)) && held + elsewhere >= self.places.max_per_user {
             return Err(Full::User);
         }
         release(&mut taken, self.holder);
@@ -120,31 +126,44 @@ mod tests {
         let gauge = Gauge::default();
         let places = Places::new(3, 2, gauge.clone());
         let alice = Holder::User(1);
-        let a1 = Places::take(&places, alice).unwrap();
-        let _a2 = Places::take(&places, alice).unwrap();
-        assert_eq!(Places::take(&places, alice).err(), Some(Full::User));
-        let _b1 = Places::take(&places, Holder::User(2)).unwrap();
+        let a1 = Places::take(&places, alice, 0).unwrap();
+        let _a2 = Places::take(&places, alice, 0).unwrap();
+        assert_eq!(Places::take(&places, alice, 0).err(), Some(Full::User));
+        let _b1 = Places::take(&places, Holder::User(2), 0).unwrap();
         assert_eq!(
-            Places::take(&places, Holder::User(2)).err(),
+            Places::take(&places, Holder::User(2), 0).err(),
             Some(Full::Server)
         );
         assert_eq!(gauge.get(), 3);
         drop(a1);
         assert_eq!(places.held_by(alice), 1);
         assert_eq!(gauge.get(), 2);
-        assert!(Places::take(&places, Holder::User(3)).is_ok());
+        assert!(Places::take(&places, Holder::User(3), 0).is_ok());
+    }
+
+    #[test]
+    fn a_users_sessions_on_other_nodes_count_toward_their_quota() {
+        let places = Places::new(10, 2, Gauge::default());
+        let _a1 = Places::take(&places, Holder::User(1), 1).unwrap();
+        assert_eq!(
+            Places::take(&places, Holder::User(1), 1).err(),
+            Some(Full::User)
+        );
+        let mut warm = Places::take(&places, Holder::Warm, 5).unwrap();
+        assert_eq!(warm.transfer(Holder::User(1), 1), Err(Full::User));
+        assert!(warm.transfer(Holder::User(2), 1).is_ok());
     }
 
     #[test]
     fn a_warm_place_goes_to_a_user_within_their_quota_only() {
         let places = Places::new(10, 1, Gauge::default());
-        let mut warm = Places::take(&places, Holder::Warm).unwrap();
-        let mut second = Places::take(&places, Holder::Warm).unwrap();
+        let mut warm = Places::take(&places, Holder::Warm, 0).unwrap();
+        let mut second = Places::take(&places, Holder::Warm, 0).unwrap();
         assert_eq!(places.held_by(Holder::Warm), 2);
-        warm.transfer(Holder::User(7)).unwrap();
+        warm.transfer(Holder::User(7), 0).unwrap();
         assert_eq!(places.held_by(Holder::User(7)), 1);
         assert_eq!(places.held_by(Holder::Warm), 1);
-        assert_eq!(second.transfer(Holder::User(7)), Err(Full::User));
+        assert_eq!(second.transfer(Holder::User(7), 0), Err(Full::User));
         assert_eq!(
             places.held_by(Holder::Warm),
             1,

@@ -43,9 +43,9 @@ pub enum FilesLocation {
 }
 
 impl FilesLocation {
-    /// `local`, or `s3://BUCKET/PREFIX` (the prefix may be empty).
+    /// `local` (or nothing), or `s3://BUCKET/PREFIX` (the prefix may be empty).
     pub fn parse(text: &str) -> Result<Self, FilesError> {
-        if text == "local" {
+        if text == "local" || text.is_empty() {
             return Ok(Self::Local);
         }
         let Some(rest) = text.strip_prefix("s3://") else {
@@ -228,6 +228,72 @@ impl SessionFiles {
         files.restore(id, dir, quota).await
     }
 
+    /// Keeps a copy of `local`, the OpenAI door's file `id`, in the bucket
+    /// (`PREFIX/files/ID`), so that every node can serve it.
+    pub async fn keep_user_file(&self, id: &str, local: &Path) -> Result<(), FilesError> {
+        let Self::Bucket(files) = self else {
+            return Ok(());
+        };
+        files
+            .upload_to(files.path(&format!("files/{id}")), local)
+            .await
+    }
+
+    /// Fetches the OpenAI door's file `id` of `size` bytes from the bucket into `local`;
+    /// false when there is no bucket to fetch it from.
+    pub async fn fetch_user_file(
+        &self,
+        id: &str,
+        local: &Path,
+        size: u64,
+    ) -> Result<bool, FilesError> {
+        let Self::Bucket(files) = self else {
+            return Ok(false);
+        };
+        let staged = tempfile::NamedTempFile::new_in(&files.staging_dir)?;
+        let mut writer = tokio::fs::File::from_std(staged.reopen()?);
+        let mut written = 0u64;
+        let mut chunks = files
+            .store
+            .get(&files.path(&format!("files/{id}")))
+            .await?
+            .into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            written += chunk.len() as u64;
+            if written > size {
+                break;
+            }
+            writer.write_all(&chunk).await?;
+        }
+        writer.flush().await?;
+        if written != size {
+            return Err(FilesError::Corrupt {
+                path: format!("files/{id}"),
+            });
+        }
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        staged.persist(local).map_err(|e| e.error)?;
+        Ok(true)
+    }
+
+    /// Deletes the bucket's copy of the OpenAI door's file `id`; a failure is logged (the
+    /// row is gone, so nothing names the object any more).
+    pub async fn forget_user_file(&self, id: &str) {
+        let Self::Bucket(files) = self else {
+            return;
+        };
+        if let Err(error) = files
+            .store
+            .delete(&files.path(&format!("files/{id}")))
+            .await
+        {
+            tracing::warn!("the bucket's copy of file {id} was not deleted: {error}");
+        }
+    }
+
     /// Deletes the session's manifest (its objects stay for a later collection).
     pub async fn forget(&self, id: &str) {
         let Self::Bucket(files) = self else {
@@ -334,9 +400,12 @@ impl BucketFiles {
 
     /// Uploads a staged copy, in parts when it is large.
     async fn upload(&self, hash: &str, staged: &Path) -> Result<(), FilesError> {
+        self.upload_to(self.object_path(hash), staged).await
+    }
+
+    async fn upload_to(&self, object: ObjectPath, staged: &Path) -> Result<(), FilesError> {
         let mut source = tokio::fs::File::open(staged).await?;
-        let mut writer =
-            object_store::buffered::BufWriter::new(self.store.clone(), self.object_path(hash));
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), object);
         tokio::io::copy(&mut source, &mut writer).await?;
         writer.shutdown().await?;
         Ok(())

@@ -12,6 +12,13 @@
 //! execution holds the session's lock, and runs in a task of its own so that a client
 //! that goes away does not cut it in the middle; its events go to an [`ExecutionLog`]
 //! kept for a while, under an id, for clients to re-attach.
+//!
+//! With several nodes on one database, a session's process runs on one node at a time,
+//! the one the database names as its owner ([`crate::nodes`]): a node claims a session
+//! when it starts its process, checks that it still holds it before each use, and lets
+//! it go when the process stops. A request for a session another live node runs is that
+//! node's ([`Sessions::route`]); a door forwards it there. A session created on another
+//! node is read from the database when first asked for here.
 
 use crate::config::ServiceConfig;
 use crate::error::{sentence, ServiceError};
@@ -20,12 +27,13 @@ use crate::files::{WorkDir, WriteBackTo};
 use crate::limits::LimitsRequest;
 use crate::limits::SessionLimits;
 use crate::metrics::Metrics;
+use crate::nodes::{Node, Route};
 use crate::packages;
 use crate::page::{Page, PageRequest};
 use crate::places::{Full, Holder, Place, Places};
 use crate::session_files::SessionFiles;
 use crate::start_error::StartError;
-use crate::store::{self, SessionRecord, Store, User};
+use crate::store::{self, Claim, Owner, SessionRecord, Store, User};
 use crate::users::random_hex;
 use sandcell_session::{Allowlist, NetPolicy};
 use sandcell_session::{
@@ -47,6 +55,8 @@ use utoipa::ToSchema;
 const KEPT_EXECUTIONS: usize = 16;
 /// What a client refused for want of room is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// What a client refused because its session is on another node is told to wait.
+const RETRY_ELSEWHERE: Duration = Duration::from_secs(1);
 /// How often the warm sessions are topped up when nothing wakes their task sooner.
 const WARM_RECHECK: Duration = Duration::from_secs(1);
 
@@ -72,6 +82,9 @@ pub struct SessionInfo {
     /// `GET …/executions/{execution_id}/events`. Null when none runs (or the session
     /// runs a conversation's code).
     pub execution_id: Option<String>,
+    /// The address of the node running the session's Python process, when several nodes
+    /// share one database; null when it is stopped (or the node gives no address).
+    pub node: Option<String>,
 }
 
 /// A configured environment, as clients see it.
@@ -105,6 +118,8 @@ pub const RESTARTED_NOTICE: &str = "The Python session was restarted before this
 pub struct Sessions {
     runtime: Runtime,
     store: Store,
+    /// This node, which runs the sessions it holds in the database.
+    node: Arc<Node>,
     metrics: Arc<Metrics>,
     /// Where the sessions' files are written back, if anywhere besides their directories.
     files: Arc<SessionFiles>,
@@ -178,6 +193,18 @@ struct Slot {
 struct Live {
     session: Session,
     place: Place,
+    /// This node's hold on the session in the database; none for a warm session, which
+    /// is nobody's yet.
+    lease: Option<Lease>,
+}
+
+/// A node's hold on a session: the database names the node as the session's owner under
+/// `epoch`, until the process stops (or another node takes the session over).
+struct Lease {
+    store: Store,
+    node: Arc<Node>,
+    session_id: String,
+    epoch: i64,
 }
 
 /// A session started ahead of demand (its directory made, its process ready), waiting
@@ -218,8 +245,14 @@ impl Sessions {
         runtime: Runtime,
         store: Store,
         metrics: Arc<Metrics>,
-        files: SessionFiles,
+        files: Arc<SessionFiles>,
+        node: Arc<Node>,
     ) -> Result<Self, StartError> {
+        // Whatever this node ran before it (re)started is gone.
+        store.release_node(&node.id, false).await?;
+        store
+            .heartbeat(&node.id, &node.url, crate::nodes::now_ms())
+            .await?;
         let records = store.sessions().await?;
         let owners = store.conversation_sessions().await?;
         let sessions_dir = config.sessions_dir();
@@ -270,6 +303,7 @@ impl Sessions {
         Ok(Self {
             runtime,
             store,
+            node,
             places: Places::new(
                 config.max_sessions,
                 config.max_sessions_per_user,
@@ -286,7 +320,7 @@ impl Sessions {
             warm_taken: Notify::new(),
             warming: tokio::sync::Mutex::new(()),
             metrics,
-            files: Arc::new(files),
+            files,
             sessions_dir,
             idle_timeout: config.idle_timeout,
             execution_retention: config.execution_retention,
@@ -454,7 +488,7 @@ impl Sessions {
             *owner = Some(conversation_id.to_owned());
         }
         drop(slot);
-        Ok(entry.info(self.sandboxed()))
+        Ok(entry.info(self.sandboxed(), &self.node, None))
     }
 
     /// Lets go of conversation `conversation_id`'s hold on session `id` (the conversation
@@ -475,9 +509,13 @@ impl Sessions {
         record: SessionRecord,
         place: WorkDirPlace,
         conversation_id: Option<String>,
-        live: Live,
+        mut live: Live,
     ) -> Result<SessionInfo, ServiceError> {
-        if let Err(error) = self.store.insert_session(record.clone()).await {
+        if let Err(error) = self
+            .store
+            .insert_session(record.clone(), &self.node.id)
+            .await
+        {
             live.shutdown().await;
             if let WorkDirPlace::Own(dir) = place {
                 self.remove_dir(dir).await;
@@ -488,25 +526,43 @@ impl Sessions {
             ));
         }
         let id = record.id.clone();
+        live.lease = Some(self.lease(&id, 1));
         let entry = Arc::new(Entry::new(place, record, conversation_id, Some(live)));
         self.write_entries().insert(id, entry.clone());
-        Ok(entry.info(self.sandboxed()))
+        Ok(entry.info(self.sandboxed(), &self.node, None))
     }
 
-    /// A page of the user's sessions, oldest first.
-    pub fn list(&self, user: &User, page: &PageRequest) -> Result<Page<SessionInfo>, ServiceError> {
-        let mut sessions: Vec<SessionInfo> = self
-            .read_entries()
-            .values()
-            .filter(|entry| entry.record.user_id == user.id)
-            .map(|entry| entry.info(self.sandboxed()))
-            .collect();
+    /// A page of the user's sessions, oldest first: those of the database, wherever they
+    /// were created and whichever node runs them.
+    pub async fn list(
+        &self,
+        user: &User,
+        page: &PageRequest,
+    ) -> Result<Page<SessionInfo>, ServiceError> {
+        let recorded = self
+            .store
+            .sessions_of(user.id, self.node.alive_since())
+            .await
+            .map_err(|e| ServiceError::internal("The sessions cannot be listed", &e))?;
+        let mut sessions = Vec::with_capacity(recorded.len());
+        for (id, elsewhere) in recorded {
+            let entry = match self.find(user, &id) {
+                Ok(entry) => entry,
+                // Deleted since it was listed.
+                Err(ServiceError::NotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            let elsewhere = elsewhere.filter(|_| !entry.runs_here());
+            sessions.push(entry.info(self.sandboxed(), &self.node, elsewhere));
+        }
         sessions.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         page.page(sessions, |session| &session.id)
     }
 
     pub fn get(&self, user: &User, id: &str) -> Result<SessionInfo, ServiceError> {
-        Ok(self.find(user, id)?.info(self.sandboxed()))
+        Ok(self
+            .find(user, id)?
+            .info(self.sandboxed(), &self.node, None))
     }
 
     /// The session's working directory.
@@ -641,11 +697,22 @@ impl Sessions {
         self.refuse_when_shutting_down()?;
         let entry = self.find(user, id)?;
         let mut slot = entry.lock()?;
+        if let Some(live) = slot.live.take() {
+            if self.still_holds(&live).await? {
+                slot.live = Some(live);
+            } else {
+                // Another node took the session over while this one was cut off: this
+                // process's state is no longer the session's, and this node must not act
+                // for it.
+                tracing::warn!(session = %id, "another node took this session over; its process here stops");
+                live.abandon().await;
+            }
+        }
         let restarted = slot.live.is_none();
         let live = match slot.live.take() {
             Some(live) => live,
             None => {
-                let mut live = self.start(&entry.record, &entry.dir).await?;
+                let mut live = self.resume(&entry).await?;
                 live.session.mark_state_lost();
                 live
             }
@@ -691,11 +758,11 @@ impl Sessions {
                     ));
                 }
             }
-            None => slot.live = Some(self.start(&entry.record, &entry.dir).await?),
+            None => slot.live = Some(self.resume(&entry).await?),
         }
         entry.touch();
         drop(slot);
-        Ok(entry.info(self.sandboxed()))
+        Ok(entry.info(self.sandboxed(), &self.node, None))
     }
 
     /// Stops the session (interrupting what runs and waiting for it) and deletes its
@@ -714,16 +781,18 @@ impl Sessions {
     /// Deletes a session whatever uses it (a conversation going with its session).
     pub(crate) async fn remove(&self, user: &User, id: &str) -> Result<(), ServiceError> {
         let entry = self.find(user, id)?;
-        self.write_entries().remove(id);
         entry.interrupt();
         let mut slot = entry.slot.clone().lock_owned().await;
-        entry.deleted.store(true, Ordering::SeqCst);
-        if let Some(live) = slot.live.take() {
-            live.shutdown().await;
-        }
+        // The row goes before the entry: a request in between would read the session
+        // back from the database (as one created on another node is).
         self.store.delete_session(id).await.map_err(|e| {
             ServiceError::internal("The session cannot be removed from the database", &e)
         })?;
+        entry.deleted.store(true, Ordering::SeqCst);
+        self.write_entries().remove(id);
+        if let Some(live) = slot.live.take() {
+            live.shutdown().await;
+        }
         let WorkDirPlace::Own(dir) = entry.dir.clone() else {
             return Ok(()); // a directory the session was given is not the session's to delete
         };
@@ -799,9 +868,110 @@ impl Sessions {
             }
         });
         futures_util::future::join_all(stops).await;
+        if let Err(error) = self.store.release_node(&self.node.id, true).await {
+            tracing::warn!("cannot record that this node leaves: {error}");
+        }
         // The files stay in the disk images, mounted again at the next start.
         let runtime = self.runtime.clone();
         let _ = tokio::task::spawn_blocking(move || runtime.disks().unmount_all()).await;
+    }
+
+    /// Claims a stopped session for this node and starts its Python process. Refused when
+    /// another live node runs it.
+    async fn resume(&self, entry: &Entry) -> Result<Live, ServiceError> {
+        let id = &entry.record.id;
+        let claim = self
+            .store
+            .claim_session(id, &self.node.id, self.node.alive_since())
+            .await
+            .map_err(|e| {
+                ServiceError::internal("The session cannot be claimed for this node", &e)
+            })?;
+        let epoch = match claim {
+            Claim::Held { epoch } => epoch,
+            Claim::Elsewhere { url } => return Err(runs_elsewhere(id, &url)),
+            Claim::Gone => {
+                // Deleted through another node.
+                self.write_entries().remove(id);
+                return Err(ServiceError::not_found(format!("session {id}")));
+            }
+        };
+        let lease = self.lease(id, epoch);
+        match self.start(&entry.record, &entry.dir).await {
+            Ok(mut live) => {
+                live.lease = Some(lease);
+                Ok(live)
+            }
+            Err(error) => {
+                lease.release().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether this node still holds the session `live` runs (no other node took it over).
+    /// When the database cannot say, the session is not used: acting for a session
+    /// another node may run is what the epoch exists to prevent.
+    async fn still_holds(&self, live: &Live) -> Result<bool, ServiceError> {
+        let Some(lease) = &live.lease else {
+            return Ok(true);
+        };
+        self.store
+            .holds_session(&lease.session_id, &self.node.id, lease.epoch)
+            .await
+            .map_err(|e| ServiceError::Unavailable {
+                message: format!(
+                    "The database cannot confirm that this node still runs session {}: {e}; try again.",
+                    lease.session_id
+                ),
+                retry_after: RETRY_ELSEWHERE,
+            })
+    }
+
+    fn lease(&self, session_id: &str, epoch: i64) -> Lease {
+        Lease {
+            store: self.store.clone(),
+            node: self.node.clone(),
+            session_id: session_id.to_owned(),
+            epoch,
+        }
+    }
+
+    /// Where a request for session `id` is to be handled: here, or on the live node that
+    /// runs it. A session this node runs is here without asking the database.
+    pub async fn route(&self, id: &str) -> Result<Route, ServiceError> {
+        if let Some(entry) = self.read_entries().get(id) {
+            if entry.runs_here() {
+                return Ok(Route::Here);
+            }
+        }
+        let owner = self
+            .store
+            .session_owner(id, &self.node.id, self.node.alive_since())
+            .await
+            .map_err(|e| ServiceError::internal("The session's node cannot be looked up", &e))?;
+        Ok(match owner {
+            Owner::Node { url } => Route::Node(url),
+            Owner::Gone => {
+                // Deleted through another node: forget it here too (unless it runs here).
+                let mut entries = self.write_entries();
+                if entries.get(id).is_some_and(|entry| !entry.runs_here()) {
+                    entries.remove(id);
+                }
+                Route::Here
+            }
+            Owner::Free => Route::Here,
+        })
+    }
+
+    /// This node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Writes this node's heartbeat until aborted (see [`Node::spawn_heartbeat`]).
+    pub fn spawn_heartbeat(&self) -> JoinHandle<()> {
+        self.node.spawn_heartbeat(self.store.clone())
     }
 
     /// Takes a place among the live sessions and starts a Python process in `dir`.
@@ -831,7 +1001,11 @@ impl Sessions {
                 )),
                 e => ServiceError::internal("The Python session could not start", &e),
             })?;
-        Ok(Live { session, place })
+        Ok(Live {
+            session,
+            place,
+            lease: None,
+        })
     }
 
     /// Readies a session's own directory for its process: its disk mounted (at load, or
@@ -842,9 +1016,15 @@ impl Sessions {
         record: &SessionRecord,
         dir: &Path,
     ) -> Result<(), ServiceError> {
-        // Only a bucket can give a missing directory its files back; without one a
-        // missing directory stays an error of the session's start.
-        if self.files.keeps_copies() && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        // Only a bucket can give a missing directory its files back.
+        let present = tokio::fs::try_exists(dir).await.unwrap_or(false);
+        if !present && !self.files.keeps_copies() {
+            return Err(ServiceError::Conflict(format!(
+                "Session {}'s files are not on this node: it ran on another node, and files are kept only where a session runs (--files local); serve every node with --files s3://BUCKET/PREFIX so that any node can take a session over.",
+                record.id
+            )));
+        }
+        if !present {
             tokio::fs::create_dir(dir).await.map_err(|e| {
                 ServiceError::internal("The session's directory cannot be made", &e)
             })?;
@@ -872,13 +1052,30 @@ impl Sessions {
     /// (see [`Sessions::make_room`]); refused only when nothing can give way.
     async fn take_place(&self, user_id: i64) -> Result<Place, ServiceError> {
         loop {
-            match Places::take(&self.places, Holder::User(user_id)) {
+            let elsewhere = self.run_elsewhere(user_id).await;
+            match Places::take(&self.places, Holder::User(user_id), elsewhere) {
                 Ok(place) => return Ok(place),
                 Err(full) => {
                     if !self.make_room(full, user_id).await {
                         return Err(self.refusal(full));
                     }
                 }
+            }
+        }
+    }
+
+    /// How many of `user_id`'s sessions other live nodes run (0 when the database cannot
+    /// say: the quota then counts this node's only, as it does with one node).
+    async fn run_elsewhere(&self, user_id: i64) -> usize {
+        match self
+            .store
+            .sessions_run_elsewhere(user_id, &self.node.id, self.node.alive_since())
+            .await
+        {
+            Ok(count) => usize::try_from(count).unwrap_or(usize::MAX),
+            Err(error) => {
+                tracing::warn!("the sessions other nodes run cannot be counted: {error}");
+                0
             }
         }
     }
@@ -942,7 +1139,8 @@ impl Sessions {
         };
         self.warm_taken.notify_one();
         loop {
-            match warm.live.place.transfer(Holder::User(user_id)) {
+            let elsewhere = self.run_elsewhere(user_id).await;
+            match warm.live.place.transfer(Holder::User(user_id), elsewhere) {
                 Ok(()) => return Ok(Some(warm)),
                 Err(full) => {
                     if !self.make_room(full, user_id).await {
@@ -997,7 +1195,7 @@ impl Sessions {
     /// live sessions come first; or a failure, after a pause).
     async fn start_warm(&self, environment: Option<&str>) -> bool {
         let _starting = self.warming.lock().await;
-        let Ok(place) = Places::take(&self.places, Holder::Warm) else {
+        let Ok(place) = Places::take(&self.places, Holder::Warm, 0) else {
             return false;
         };
         let Ok(id) = random_hex(16) else {
@@ -1027,7 +1225,11 @@ impl Sessions {
                 lock(&self.warm).push_back(WarmSession {
                     id,
                     environment: environment.map(str::to_owned),
-                    live: Live { session, place },
+                    live: Live {
+                        session,
+                        place,
+                        lease: None,
+                    },
                 });
                 true
             }
@@ -1082,12 +1284,37 @@ impl Sessions {
 
     /// The session `id` if it belongs to `user`; another user's session is "not found",
     /// so ids reveal nothing.
+    /// A session created through another node since this one started is read from the
+    /// database the first time it is asked for.
     fn find(&self, user: &User, id: &str) -> Result<Arc<Entry>, ServiceError> {
-        self.read_entries()
-            .get(id)
+        let known = self.read_entries().get(id).cloned();
+        let entry = match known {
+            Some(entry) => entry,
+            None => self.load_entry(id)?,
+        };
+        Some(entry)
             .filter(|entry| entry.record.user_id == user.id)
-            .cloned()
             .ok_or_else(|| ServiceError::not_found(format!("session {id}")))
+    }
+
+    /// Session `id` from the database, now known here (stopped); not found when the
+    /// database has no such session.
+    fn load_entry(&self, id: &str) -> Result<Arc<Entry>, ServiceError> {
+        let (record, conversation) = self
+            .store
+            .session_blocking(id)
+            .map_err(|e| {
+                ServiceError::internal("The session cannot be read from the database", &e)
+            })?
+            .ok_or_else(|| ServiceError::not_found(format!("session {id}")))?;
+        let dir = WorkDirPlace::Own(self.sessions_dir.join(id));
+        let entry = Arc::new(Entry::new(dir, record, conversation, None));
+        // Another request may have loaded it meanwhile: the first one stays.
+        Ok(self
+            .write_entries()
+            .entry(id.to_owned())
+            .or_insert(entry)
+            .clone())
     }
 
     fn refuse_when_shutting_down(&self) -> Result<(), ServiceError> {
@@ -1163,11 +1390,18 @@ impl Entry {
     }
 
     /// The session as clients see it, on a runtime that is `sandboxed` or not.
-    fn info(&self, sandboxed: bool) -> SessionInfo {
+    /// The session as this node sees it; `elsewhere`: the address of another live node
+    /// that runs it (its process is idle or busy there; this node cannot tell which).
+    fn info(&self, sandboxed: bool, here: &Node, elsewhere: Option<String>) -> SessionInfo {
         let state = match self.slot.try_lock() {
             Err(_) => SessionState::Busy,
             Ok(slot) if slot.live.is_some() => SessionState::Idle,
+            Ok(_) if elsewhere.is_some() => SessionState::Idle,
             Ok(_) => SessionState::Stopped,
+        };
+        let node = match state {
+            SessionState::Stopped => None,
+            _ => elsewhere.or_else(|| Some(here.url.clone()).filter(|url| !url.is_empty())),
         };
         SessionInfo {
             id: self.record.id.clone(),
@@ -1179,6 +1413,15 @@ impl Entry {
             environment: self.record.environment.clone(),
             conversation_id: self.conversation(),
             execution_id: self.running_execution(),
+            node,
+        }
+    }
+
+    /// Whether this node runs the session's process now (or is starting it).
+    fn runs_here(&self) -> bool {
+        match self.slot.try_lock() {
+            Err(_) => true,
+            Ok(slot) => slot.live.is_some(),
         }
     }
 
@@ -1283,12 +1526,19 @@ impl Checkout {
     /// Gives the session back, marked used now. With `broken`, its Python process could
     /// not be driven (or the work was abandoned): it is stopped, and the next use starts
     /// a fresh one.
-    pub async fn finish(mut self, broken: bool) {
+    pub async fn finish(mut self, mut broken: bool) {
         *self.entry.running() = None;
         if let WorkDirPlace::Own(dir) = &self.entry.dir {
-            self.files
-                .write_back(&self.entry.record.id, dir, self.entry.quota())
-                .await;
+            if self.files.keeps_copies() && !self.still_held().await {
+                // Taken over while this use ran (this node was cut off): the session's
+                // files in the bucket are the new owner's now.
+                tracing::warn!(session = %self.entry.record.id, "another node took this session over; its files here are not written back");
+                broken = true;
+            } else {
+                self.files
+                    .write_back(&self.entry.record.id, dir, self.entry.quota())
+                    .await;
+            }
         }
         let at = self.entry.touch();
         if let Err(error) = self.store.touch_session(&self.entry.record.id, at).await {
@@ -1302,6 +1552,18 @@ impl Checkout {
                 live.shutdown().await;
             }
         }
+    }
+
+    /// Whether this node still holds the session (true when it cannot tell: the write-back
+    /// then goes ahead, as it does on one node).
+    async fn still_held(&self) -> bool {
+        let Some(lease) = self.slot.live.as_ref().and_then(|live| live.lease.as_ref()) else {
+            return true;
+        };
+        self.store
+            .holds_session(&lease.session_id, &lease.node.id, lease.epoch)
+            .await
+            .unwrap_or(true)
     }
 
     async fn execute(
@@ -1352,10 +1614,49 @@ impl Drop for Checkout {
 }
 
 impl Live {
+    /// Stops the process and lets the session go, for any node to run next.
     async fn shutdown(self) {
         if let Err(error) = self.session.shutdown().await {
             tracing::warn!("a session did not shut down cleanly: {error}");
         }
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
+    }
+
+    /// Stops the process of a session another node took over (its hold is not this
+    /// node's to release).
+    async fn abandon(mut self) {
+        self.lease = None;
+        self.shutdown().await;
+    }
+}
+
+impl Lease {
+    async fn release(self) {
+        if let Err(error) = self
+            .store
+            .release_session(&self.session_id, &self.node.id, self.epoch)
+            .await
+        {
+            // The session stays this node's in the database until the node restarts or
+            // claims it again; other nodes send its requests here meanwhile.
+            tracing::warn!(session = %self.session_id, "cannot record that this node stopped the session: {error}");
+        }
+    }
+}
+
+/// The refusal of a request for a session that the live node at `url` runs (a door that
+/// forwards such requests does so before asking the core).
+fn runs_elsewhere(id: &str, url: &str) -> ServiceError {
+    let message = if url.is_empty() {
+        format!("Session {id} runs on another node, which gives no address to reach it by; try again once that node stopped it or is gone.")
+    } else {
+        format!("Session {id} runs on another node ({url}); send the request there, or try again once that node stopped it.")
+    };
+    ServiceError::Unavailable {
+        message,
+        retry_after: RETRY_ELSEWHERE,
     }
 }
 

@@ -1,13 +1,17 @@
 //! Files a user keeps outside any session (the OpenAI door's Files): uploaded once, then
-//! copied into containers by id. Their bytes are `files/ID` in the data directory, their
-//! names and purposes rows of the store; each belongs to the user who uploaded it.
+//! copied into containers by id. Their bytes are `files/ID` in the data directory (and,
+//! when sessions' files are kept in a bucket, `PREFIX/files/ID` there too, fetched by a
+//! node that lacks them), their names and purposes rows of the store; each belongs to the
+//! user who uploaded it.
 
 use crate::error::ServiceError;
 use crate::files::FilePath;
 use crate::page::{Page, PageRequest};
+use crate::session_files::SessionFiles;
 use crate::store::{Store, StoreError, User};
 use crate::users::random_hex;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tempfile::NamedTempFile;
 
@@ -18,11 +22,13 @@ pub struct UserFiles {
     store: Store,
     /// `files/` in the data directory: one file per id, nothing else.
     dir: PathBuf,
+    /// Where copies are kept for the other nodes, when sessions' files are.
+    copies: Arc<SessionFiles>,
 }
 
 impl UserFiles {
-    pub(crate) fn new(store: Store, dir: PathBuf) -> Self {
-        Self { store, dir }
+    pub(crate) fn new(store: Store, dir: PathBuf, copies: Arc<SessionFiles>) -> Self {
+        Self { store, dir, copies }
     }
 
     /// Keeps `staged` (fully written) as a new file of the user's named `filename`.
@@ -42,13 +48,21 @@ impl UserFiles {
             .len();
         let dir = self.dir.clone();
         let path = self.dir.join(&id);
+        let target = path.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            staged.persist(&path).map(drop).map_err(|e| e.error)
+            staged.persist(&target).map(drop).map_err(|e| e.error)
         })
         .await
         .map_err(|e| ServiceError::internal("The file cannot be stored", &e))?
         .map_err(|e| ServiceError::internal("The file cannot be stored", &e))?;
+        if let Err(error) = self.copies.keep_user_file(&id, &path).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ServiceError::internal(
+                "The file cannot be copied to the bucket",
+                &error,
+            ));
+        }
         let file = StoredFile {
             id,
             filename,
@@ -59,6 +73,7 @@ impl UserFiles {
         let inserted = self.store.insert_file(user.id, file.clone()).await;
         if let Err(error) = inserted {
             let _ = tokio::fs::remove_file(self.dir.join(&file.id)).await;
+            self.copies.forget_user_file(&file.id).await;
             return Err(ServiceError::internal(
                 "The file cannot be recorded",
                 &error,
@@ -103,6 +118,15 @@ impl UserFiles {
         let file = self.get(user, id).await?;
         // The id comes from the user's row, never from the request as it was sent.
         let path = self.dir.join(&file.id);
+        // Uploaded through another node: its copy in the bucket comes here first.
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            self.copies
+                .fetch_user_file(&file.id, &path, file.bytes)
+                .await
+                .map_err(|e| {
+                    ServiceError::internal("The file cannot be fetched from the bucket", &e)
+                })?;
+        }
         let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path))
             .await
             .map_err(|e| ServiceError::internal("The file cannot be read", &e))?
@@ -116,9 +140,13 @@ impl UserFiles {
             .delete_file(&file.id)
             .await
             .map_err(|e| ServiceError::internal("The file cannot be deleted", &e))?;
-        tokio::fs::remove_file(self.dir.join(&file.id))
-            .await
-            .map_err(|e| ServiceError::internal("The file's content cannot be removed", &e))
+        self.copies.forget_user_file(&file.id).await;
+        match tokio::fs::remove_file(self.dir.join(&file.id)).await {
+            // Uploaded through another node and never read here.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            removed => removed
+                .map_err(|e| ServiceError::internal("The file's content cannot be removed", &e)),
+        }
     }
 }
 

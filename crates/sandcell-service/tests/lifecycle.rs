@@ -1,14 +1,15 @@
 //! The core's session lifecycle on fake session processes (the runtime's `Launcher`
 //! seam): idle stop, crashes, per-execution timeouts, re-attaching to executions, warm
-//! sessions, the quotas, containers' idle expiry and responses a stopped server left
-//! unfinished, in milliseconds and without Python.
+//! sessions, the quotas, containers' idle expiry, responses a stopped server left
+//! unfinished, and two nodes on one database taking a session over, in milliseconds and
+//! without Python.
 
 use sandcell_agent::TokenUsage;
 use sandcell_pyenv::EnvInfo;
 use sandcell_service::{
     Auth, ContainerStatus, ExecutionState, LoggedEvent, NewContainer, PageRequest, ResponseRecord,
-    ResponseStatus, Service, ServiceConfig, ServiceError, SessionLimits, Store, User,
-    MAX_EXPIRY_MINUTES,
+    ResponseStatus, Route, Routed, Service, ServiceConfig, ServiceError, SessionLimits, Store,
+    User, MAX_EXPIRY_MINUTES,
 };
 use sandcell_session::fake::FakeLauncher;
 use sandcell_session::{Allowlist, ExecEvent, Runtime, Status};
@@ -263,6 +264,7 @@ async fn a_user_at_their_quota_is_refused_and_others_are_not() {
         .service
         .sessions
         .list(&alice, &PageRequest::default())
+        .await
         .unwrap();
     assert_eq!(page.data.len(), 2);
     let first = page.data.iter().find(|s| s.id == id).unwrap();
@@ -452,4 +454,91 @@ async fn a_response_left_in_progress_by_a_server_that_stopped_is_failed_when_the
     assert_eq!(after.status, ResponseStatus::Failed);
     assert!(after.error.unwrap().contains("server stopped"));
     assert_eq!(after.input, "Go on.");
+}
+
+/// A node of a two-node cluster on the SQLite database `db`, reached at `url`, whose peers
+/// count it gone 200 ms after its last heartbeat.
+async fn node(db: &std::path::Path, url: &str) -> (Arc<Service>, Arc<FakeLauncher>, User, TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServiceConfig::new(data.path());
+    config.warm_sessions = 0;
+    config.advertise_url = url.into();
+    config.node_timeout = Duration::from_millis(200);
+    let store = Store::open(db).unwrap();
+    let user = store.local_user().await.unwrap();
+    let fake = FakeLauncher::new();
+    let service = start(config, store, &user, &fake).await;
+    (service, fake, user, data)
+}
+
+#[tokio::test]
+async fn a_gone_nodes_session_is_taken_over_and_the_old_node_can_no_longer_run_it() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("sandcell.db");
+    let (a, fake_a, user, _a_data) = node(&db, "http://a").await;
+    let (b, fake_b, _, b_data) = node(&db, "http://b").await;
+    let id = a
+        .sessions
+        .create(&user, SessionLimits::standard(), Allowlist::default(), None)
+        .await
+        .unwrap()
+        .id;
+    let run = |service: &Arc<Service>, code: &str| {
+        let (service, id, user, code) =
+            (service.clone(), id.clone(), user.clone(), code.to_owned());
+        async move {
+            let log = service.sessions.execute(&user, &id, code, None).await?;
+            Ok::<_, ServiceError>(log.result().await.unwrap())
+        }
+    };
+    assert_eq!(run(&a, "set x 1").await.unwrap().status, Status::Ok);
+    let seen_by_b = b
+        .sessions
+        .list(&user, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(seen_by_b.data[0].node.as_deref(), Some("http://a"));
+
+    // A is live: B sends the session's requests there, and will not run it itself.
+    assert_eq!(
+        b.route(Routed::Session(&id)).await.unwrap(),
+        Route::Node("http://a".into())
+    );
+    let refused = run(&b, "get x").await.unwrap_err();
+    assert!(
+        matches!(&refused, ServiceError::Unavailable { message, .. } if message.contains("http://a")),
+        "{refused:?}"
+    );
+    assert!(fake_b.live().is_empty());
+
+    // A falls silent (these nodes write one heartbeat, when they start): B takes over,
+    // once it has the session's files (a bucket's work; these nodes keep files locally).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(b.route(Routed::Session(&id)).await.unwrap(), Route::Here);
+    let no_files = run(&b, "get x").await.unwrap_err();
+    assert!(
+        matches!(&no_files, ServiceError::Conflict(message) if message.contains("--files s3://")),
+        "{no_files:?}"
+    );
+    std::fs::create_dir(b_data.path().join("sessions").join(&id)).unwrap();
+    let taken = run(&b, "get x").await.unwrap();
+    assert!(taken.restarted, "variables are gone with A's process");
+    assert_eq!(taken.error.unwrap().ename, "NameError");
+    assert_eq!(run(&b, "set x 2").await.unwrap().status, Status::Ok);
+
+    // A comes back while B is live: its process of the session is no longer the
+    // session's, and it must not run anything in it.
+    let heartbeat = b.sessions.spawn_heartbeat();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fake_a.live().len(), 1, "A still has its old process");
+    let fenced = run(&a, "set x 3").await.unwrap_err();
+    assert!(
+        matches!(&fenced, ServiceError::Unavailable { message, .. } if message.contains("http://b")),
+        "{fenced:?}"
+    );
+    assert!(fake_a.live().is_empty(), "A stopped its stale process");
+    let kept = run(&b, "get x").await.unwrap();
+    assert!(!kept.restarted);
+    assert!(kept.error.is_none(), "{:?}", kept.error);
+    heartbeat.abort();
 }

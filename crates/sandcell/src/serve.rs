@@ -30,14 +30,19 @@ pub struct ServeArgs {
     /// or `s3://BUCKET/PREFIX`, an S3-compatible bucket they are written back to after
     /// each execution and fetched from when a session starts on a node without them
     /// (credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_REGION and AWS_ENDPOINT_URL).
-    #[arg(long, value_name = "LOCATION", default_value = "local", value_parser = FilesLocation::parse)]
+    /// AWS_REGION and AWS_ENDPOINT_URL). Nodes that share a database share a bucket.
+    #[arg(long, value_name = "LOCATION", env = "SANDCELL_FILES", default_value = "local", value_parser = FilesLocation::parse)]
     files: FilesLocation,
     /// Where the database is: `local` (`sandcell.db` in the data directory), or a
     /// PostgreSQL server (postgres://USER:PASSWORD@HOST:PORT/DATABASE) that several nodes
     /// share; its schema is created and kept up to date by sandcell.
     #[arg(long, value_name = "LOCATION", env = "SANDCELL_DATABASE_URL", hide_env_values = true, default_value = "local", value_parser = DatabaseLocation::parse)]
     database: DatabaseLocation,
+    /// Where the other nodes sharing the database reach this one, to forward it the
+    /// requests for the sessions it runs (default: http:// and the listening address, or
+    /// the host name when listening on every address).
+    #[arg(long, value_name = "URL", env = "SANDCELL_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// The model conversations talk to unless they name another: PROVIDER:MODEL as for
     /// `sandcell chat`. Default: $SANDCELL_MODEL, else `model` in the config file.
     #[arg(short, long, value_name = "PROVIDER:MODEL")]
@@ -136,6 +141,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             output_mib: args.max_output,
             files: args.files.clone(),
             database: args.database.clone(),
+            advertise_url: advertise_url(args.advertise_url.as_deref())?,
             max_limits: max_limits(&args)?,
             network_ceiling,
             models: Models {
@@ -195,6 +201,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "no API keys: local use only"
     };
     eprintln!("sandcell: listening on http://{address} ({keys})");
+    eprintln!(
+        "sandcell: other nodes sharing the database reach this one at {}",
+        server.advertise_url()
+    );
     eprintln!("sandcell: MCP clients connect to http://{address}{MCP_PATH} (Streamable HTTP)");
     match &default_model {
         Some(spec) => eprintln!("sandcell: conversations talk to {spec} unless they name another"),
@@ -224,4 +234,21 @@ fn max_limits(args: &ServeArgs) -> anyhow::Result<SessionLimits> {
         disk_quota: "--max-disk-quota",
     };
     Ok(asked.resolve_named(&SessionLimits::unbounded(), &names)?)
+}
+
+/// `--advertise-url` checked: an http(s) URL with a host and nothing after it but a path
+/// prefix; empty when not given (the server derives it from its address).
+fn advertise_url(given: Option<&str>) -> anyhow::Result<String> {
+    let Some(url) = given.map(str::trim).filter(|url| !url.is_empty()) else {
+        return Ok(String::new());
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(['?', '#']) => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => bail!("--advertise-url {url:?} is not an address other nodes can reach: give http://HOST:PORT"),
+    }
 }

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     /// The server already runs as many live sessions as it is allowed, all busy;
     /// `Retry-After` says when to try again.
     TooManySessions,
+    /// The session runs on another node that cannot be reached now (or the database
+    /// cannot say which node runs it); `Retry-After` says when to try again.
+    NodeUnavailable,
     /// The server is stopping and takes no new executions.
     ShuttingDown,
     /// Something failed inside the server (a session that could not start, the disk).
@@ -52,7 +55,9 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidRequest => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SessionQuota => StatusCode::TOO_MANY_REQUESTS,
-            Self::TooManySessions | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManySessions | Self::NodeUnavailable | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +104,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::UserLimit { .. } => ErrorCode::SessionQuota,
             ServiceError::ServerFull { .. } => ErrorCode::TooManySessions,
+            ServiceError::Unavailable { .. } => ErrorCode::NodeUnavailable,
             ServiceError::ShuttingDown(_) => ErrorCode::ShuttingDown,
             ServiceError::Unauthorized(_) => ErrorCode::Unauthorized,
             ServiceError::Internal(_) => ErrorCode::Internal,

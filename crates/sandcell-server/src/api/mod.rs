@@ -7,6 +7,7 @@ mod conversations;
 mod error;
 mod extract;
 mod files;
+mod forward;
 mod mcp;
 mod notebooks;
 mod openai;
@@ -29,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 /// Where the API lives.
 pub const API_PREFIX: &str = "/api/v1";
+pub(crate) use forward::client as forwarding_client;
 pub use mcp::MCP_PATH;
 
 #[derive(OpenApi)]
@@ -103,6 +105,10 @@ pub fn router(state: AppState, stop: CancellationToken) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state)
 }

@@ -197,7 +197,7 @@ async fn list_sessions(
     user: User,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> Result<Json<Page<SessionInfo>>, ApiError> {
-    Ok(Json(state.service.sessions.list(&user, &page)?))
+    Ok(Json(state.service.sessions.list(&user, &page).await?))
 }
 
 /// Get a session.

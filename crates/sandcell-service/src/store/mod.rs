@@ -4,7 +4,8 @@
 //!
 //! Every SQL statement of sandcell is in this module, behind typed methods of [`Store`]
 //! that take and return plain Rust values, one file per area: `users.rs`,
-//! `sessions.rs`, `conversations.rs`, `notebooks.rs`, `files.rs`, `containers.rs`,
+//! `sessions.rs`, `nodes.rs` (the nodes of a cluster and which runs each session),
+//! `conversations.rs`, `notebooks.rs`, `files.rs`, `containers.rs`,
 //! `responses.rs`, and this file for a user's objects read or deleted by id
 //! ([`OwnedTable`]). Nothing outside the module knows SQL. Each statement is written once,
 //! in the SQL both databases understand, and runs on a [`Db`](sql::Db) (`sql.rs`), which
@@ -19,6 +20,7 @@
 mod containers;
 mod conversations;
 mod files;
+mod nodes;
 mod notebooks;
 mod postgres;
 mod responses;
@@ -32,6 +34,7 @@ mod users;
 pub use containers::{ContainerFile, ContainerRecord, FileSource};
 pub use conversations::ConversationRecord;
 pub use files::StoredFile;
+pub use nodes::{Claim, InSession, Owner};
 pub use notebooks::{NotebookRecord, NotebookSave};
 pub use sessions::SessionRecord;
 pub use users::{User, LOCAL_USER};

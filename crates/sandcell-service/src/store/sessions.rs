@@ -1,7 +1,7 @@
 //! Sessions' rows: who owns each, its limits, network and environment, and when it was
 //! last used.
 
-use super::sql::values;
+use super::sql::{values, Row};
 use super::{Store, StoreError};
 use crate::limits::SessionLimits;
 use sandcell_session::Allowlist;
@@ -35,15 +35,43 @@ fn stored_allowlist(text: &str) -> Allowlist {
     Allowlist::parse(&entries.collect::<Vec<_>>()).unwrap_or_default()
 }
 
+const SELECT_SESSIONS: &str = "SELECT id, user_id, created_at, last_used_at, memory_mib,
+     processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net, environment
+     FROM sessions";
+
+fn session_record(r: &Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        created_at: r.get(2)?,
+        last_used_at: r.get(3)?,
+        limits: SessionLimits {
+            memory_mib: r.get(4)?,
+            processes: r.get(5)?,
+            timeout_secs: r.get(6)?,
+            file_size_mib: r.get(7)?,
+            disk_quota_mib: r.get(8)?,
+        },
+        network: stored_allowlist(&r.get::<String>(9)?),
+        environment: r.get(10)?,
+    })
+}
+
 impl Store {
-    pub async fn insert_session(&self, record: SessionRecord) -> Result<(), StoreError> {
+    /// Records a new session, run by node `owner` (under the first epoch).
+    pub async fn insert_session(
+        &self,
+        record: SessionRecord,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
         self.call(move |c| {
             let l = &record.limits;
             c.execute(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, memory_mib,
                      processes, timeout_secs, file_size_mib, disk_quota_mib, allow_net,
-                     environment)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     environment, owner, epoch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1)",
                 &values![
                     &record.id,
                     record.user_id,
@@ -55,7 +83,8 @@ impl Store {
                     l.file_size_mib,
                     l.disk_quota_mib,
                     record.network.to_strings().join(" "),
-                    record.environment.clone()
+                    record.environment.clone(),
+                    owner
                 ],
             )?;
             Ok(())
@@ -66,30 +95,52 @@ impl Store {
     /// Every session of every user, oldest first.
     pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.call(|c| {
+            c.query(&format!("{SELECT_SESSIONS} ORDER BY created_at, id"), &[])?
+                .iter()
+                .map(session_record)
+                .collect()
+        })
+        .await
+    }
+
+    /// Session `id` with the conversation that runs its code, if any.
+    pub fn session_blocking(
+        &self,
+        id: &str,
+    ) -> Result<Option<(SessionRecord, Option<String>)>, StoreError> {
+        self.call_blocking(|c| {
+            let Some(row) =
+                c.query_first(&format!("{SELECT_SESSIONS} WHERE id = ?1"), &values![id])?
+            else {
+                return Ok(None);
+            };
+            let conversation = c
+                .query_first(
+                    "SELECT id FROM conversations WHERE session_id = ?1",
+                    &values![id],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?;
+            Ok(Some((session_record(&row)?, conversation)))
+        })
+    }
+
+    /// The ids of `user_id`'s sessions, each with the address of the live node running it,
+    /// if one does (a node is live when its heartbeat is `alive_since` or later).
+    pub async fn sessions_of(
+        &self,
+        user_id: i64,
+        alive_since: i64,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.call(move |c| {
             c.query(
-                "SELECT id, user_id, created_at, last_used_at, memory_mib, processes,
-                        timeout_secs, file_size_mib, disk_quota_mib, allow_net, environment
-                 FROM sessions ORDER BY created_at, id",
-                &[],
+                "SELECT sessions.id, nodes.url FROM sessions LEFT JOIN nodes
+                   ON nodes.id = sessions.owner AND nodes.heartbeat_ms >= ?2
+                 WHERE sessions.user_id = ?1",
+                &values![user_id, alive_since],
             )?
             .iter()
-            .map(|r| {
-                Ok(SessionRecord {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    created_at: r.get(2)?,
-                    last_used_at: r.get(3)?,
-                    limits: SessionLimits {
-                        memory_mib: r.get(4)?,
-                        processes: r.get(5)?,
-                        timeout_secs: r.get(6)?,
-                        file_size_mib: r.get(7)?,
-                        disk_quota_mib: r.get(8)?,
-                    },
-                    network: stored_allowlist(&r.get::<String>(9)?),
-                    environment: r.get(10)?,
-                })
-            })
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
             .collect()
         })
         .await

@@ -142,6 +142,20 @@ const MIGRATIONS: &[&str] = &[
     -- The configured environment the session runs in; NULL: the base environment.
     ALTER TABLE sessions ADD COLUMN environment TEXT;
 ",
+    "
+    -- The nodes of a cluster sharing this database, by the id each keeps in its data
+    -- directory: the address other nodes forward requests to, and its last heartbeat (Unix
+    -- milliseconds, written every few seconds); a node whose heartbeat is old is gone.
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        heartbeat_ms BIGINT NOT NULL
+    );
+    -- The node running the session's Python process (NULL: stopped), and the fencing
+    -- epoch, raised by every claim: a node that lost the session cannot act for it.
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    ALTER TABLE sessions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+",
 ];
 
 /// Opens (or creates) the database file and brings its schema up to date.

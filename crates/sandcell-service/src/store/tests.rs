@@ -84,7 +84,198 @@ on_both_databases![
     a_failed_transaction_leaves_nothing_behind,
     responses_and_expired_containers_are_read_by_their_owner_only,
     records_written_from_many_tasks_at_once_all_land,
+    a_session_is_claimed_from_a_gone_node_only_and_the_old_epoch_is_fenced,
+    a_node_that_restarts_lets_go_of_its_sessions,
+    sessions_are_routed_to_their_live_node_and_counted_per_user,
+    objects_name_the_session_they_run_in,
 ];
+
+/// Nodes of the tests' cluster.
+const NODE_A: &str = "node_a";
+const NODE_B: &str = "node_b";
+
+/// A heartbeat time; nodes are live when theirs is at or after the `alive_since` given.
+const T0: i64 = 1_000_000;
+
+async fn a_session_is_claimed_from_a_gone_node_only_and_the_old_epoch_is_fenced(store: &Store) {
+    let user = store.local_user().await.unwrap();
+    store.heartbeat(NODE_A, "http://a:1", T0).await.unwrap();
+    store.heartbeat(NODE_B, "http://b:1", T0).await.unwrap();
+    add_session(store, user.id, "s1").await;
+    // Created on A, under the first epoch.
+    assert!(store.holds_session("s1", NODE_A, 1).await.unwrap());
+    // A is live: B is told where the session runs and changes nothing.
+    assert_eq!(
+        store.claim_session("s1", NODE_B, T0).await.unwrap(),
+        Claim::Elsewhere {
+            url: "http://a:1".into()
+        }
+    );
+    assert!(store.holds_session("s1", NODE_A, 1).await.unwrap());
+    // A's heartbeat is older than the liveness bound: B takes the session over.
+    assert_eq!(
+        store.claim_session("s1", NODE_B, T0 + 1).await.unwrap(),
+        Claim::Held { epoch: 2 }
+    );
+    assert!(!store.holds_session("s1", NODE_A, 1).await.unwrap());
+    assert!(store.holds_session("s1", NODE_B, 2).await.unwrap());
+    // A, back, can neither release nor hold what it lost.
+    store.release_session("s1", NODE_A, 1).await.unwrap();
+    assert!(store.holds_session("s1", NODE_B, 2).await.unwrap());
+    assert_eq!(
+        store.claim_session("s1", NODE_A, T0).await.unwrap(),
+        Claim::Elsewhere {
+            url: "http://b:1".into()
+        },
+        "B is live (its heartbeat is the bound's)"
+    );
+    // B stops it: free for anyone, under a new epoch each time.
+    store.release_session("s1", NODE_B, 2).await.unwrap();
+    assert_eq!(
+        store.claim_session("s1", NODE_A, T0 + 1).await.unwrap(),
+        Claim::Held { epoch: 3 }
+    );
+    assert_eq!(
+        store.claim_session("s1", NODE_A, T0 + 1).await.unwrap(),
+        Claim::Held { epoch: 4 },
+        "a node claiming its own session again raises the epoch"
+    );
+    assert_eq!(
+        store.claim_session("gone", NODE_A, T0).await.unwrap(),
+        Claim::Gone
+    );
+}
+
+async fn a_node_that_restarts_lets_go_of_its_sessions(store: &Store) {
+    let user = store.local_user().await.unwrap();
+    store.heartbeat(NODE_A, "http://a:1", T0).await.unwrap();
+    store.heartbeat(NODE_B, "http://b:1", T0).await.unwrap();
+    add_session(store, user.id, "s1").await;
+    add_session(store, user.id, "s2").await;
+    assert_eq!(
+        store.claim_session("s2", NODE_B, T0 + 1).await.unwrap(),
+        Claim::Held { epoch: 2 }
+    );
+    store.release_node(NODE_A, false).await.unwrap();
+    assert_eq!(
+        store.session_owner("s1", NODE_B, T0).await.unwrap(),
+        Owner::Free
+    );
+    assert!(store.holds_session("s2", NODE_B, 2).await.unwrap());
+    store.release_node(NODE_B, true).await.unwrap();
+    assert_eq!(
+        store.session_owner("s2", NODE_A, T0).await.unwrap(),
+        Owner::Free
+    );
+    // B left: a session it claims again names no address until its next heartbeat.
+    assert_eq!(
+        store.claim_session("s2", NODE_B, T0).await.unwrap(),
+        Claim::Held { epoch: 3 }
+    );
+    assert_eq!(
+        store.session_owner("s2", NODE_A, T0).await.unwrap(),
+        Owner::Free,
+        "a node without a heartbeat is not live"
+    );
+}
+
+async fn sessions_are_routed_to_their_live_node_and_counted_per_user(store: &Store) {
+    let user = store.local_user().await.unwrap();
+    let other = store.set_user_key("other", vec![7; 32]).await.unwrap();
+    store.heartbeat(NODE_A, "http://a:1", T0).await.unwrap();
+    add_session(store, user.id, "s1").await;
+    add_session(store, user.id, "s2").await;
+    add_session(store, other.id, "s3").await;
+    assert_eq!(
+        store.session_owner("s1", NODE_B, T0).await.unwrap(),
+        Owner::Node {
+            url: "http://a:1".into()
+        }
+    );
+    assert_eq!(
+        store.session_owner("s1", NODE_A, T0).await.unwrap(),
+        Owner::Free,
+        "a node's own session is its own to handle"
+    );
+    assert_eq!(
+        store.session_owner("s1", NODE_B, T0 + 1).await.unwrap(),
+        Owner::Free,
+        "a gone node's session is free"
+    );
+    assert_eq!(
+        store.session_owner("nope", NODE_B, T0).await.unwrap(),
+        Owner::Gone
+    );
+    assert_eq!(
+        store
+            .sessions_run_elsewhere(user.id, NODE_B, T0)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .sessions_run_elsewhere(user.id, NODE_A, T0)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .sessions_run_elsewhere(user.id, NODE_B, T0 + 1)
+            .await
+            .unwrap(),
+        0
+    );
+    store.release_session("s2", NODE_A, 1).await.unwrap();
+    let mut listed = store.sessions_of(user.id, T0).await.unwrap();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("s1".to_owned(), Some("http://a:1".to_owned())),
+            ("s2".to_owned(), None)
+        ]
+    );
+    let (record, conversation) = store.session_blocking("s3").unwrap().unwrap();
+    assert_eq!((record.user_id, conversation), (other.id, None));
+    assert!(store.session_blocking("nope").unwrap().is_none());
+}
+
+async fn objects_name_the_session_they_run_in(store: &Store) {
+    let user = store.local_user().await.unwrap();
+    add_session(store, user.id, "s1").await;
+    store
+        .insert_conversation(conversation(
+            "c1",
+            user.id,
+            "s1",
+            "2026-01-01T00:00:00.000Z",
+        ))
+        .await
+        .unwrap();
+    add_container(store, user.id, "cntr_1", "s1").await;
+    assert_eq!(
+        store
+            .session_of(InSession::Conversation, "c1")
+            .await
+            .unwrap(),
+        Some("s1".into())
+    );
+    assert_eq!(
+        store
+            .session_of(InSession::Container, "cntr_1")
+            .await
+            .unwrap(),
+        Some("s1".into())
+    );
+    assert_eq!(
+        store.session_of(InSession::Notebook, "n1").await.unwrap(),
+        None
+    );
+    let (_, conversation) = store.session_blocking("s1").unwrap().unwrap();
+    assert_eq!(conversation.as_deref(), Some("c1"));
+}
 
 async fn users_get_one_key_each_and_are_found_by_its_hash(store: &Store) {
     assert!(!store.has_keys().await.unwrap());
@@ -132,9 +323,9 @@ async fn sessions_keep_their_limits_network_and_environment(store: &Store) {
     second.network = Allowlist::parse(&["pypi.org", "*.example.com:8443"]).unwrap();
     second.environment = Some("geo".into());
     second.limits.timeout_secs = 30.0;
-    store.insert_session(second.clone()).await.unwrap();
+    store.insert_session(second.clone(), NODE_A).await.unwrap();
     let first = session("s1", user.id, "2026-01-01T00:00:00.000Z");
-    store.insert_session(first.clone()).await.unwrap();
+    store.insert_session(first.clone(), NODE_A).await.unwrap();
     assert_eq!(
         store.sessions().await.unwrap(),
         vec![first.clone(), second.clone()]
@@ -152,7 +343,7 @@ async fn sessions_keep_their_limits_network_and_environment(store: &Store) {
 /// The user's session `id`, made at the start of 2026.
 async fn add_session(store: &Store, user_id: i64, id: &str) {
     store
-        .insert_session(session(id, user_id, "2026-01-01T00:00:00.000Z"))
+        .insert_session(session(id, user_id, "2026-01-01T00:00:00.000Z"), NODE_A)
         .await
         .unwrap();
 }

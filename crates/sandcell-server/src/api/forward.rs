@@ -1,0 +1,229 @@
+//! Forwarding between nodes that share one database: a request for a session that
+//! another live node runs (or for a conversation, notebook or container whose code runs
+//! in one) is sent on to that node, and its answer, streams included, comes back as it
+//! is written. Which node runs a session is the core's to say ([`Service::route`]); this
+//! layer only carries the request.
+//!
+//! A forwarded request is marked, and a marked request is handled where it arrives,
+//! never forwarded again: two nodes that disagree for a moment about a session cannot
+//! bounce a request between them. The mark carries no authority (a client that sends it
+//! only gets its request handled on the node it reached, which refuses to run a session
+//! another live node runs). Answers to routed requests name the node that handled them
+//! in `Sandcell-Node`.
+
+use super::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sandcell_openai::{OpenAiError, OPENAI_PREFIX};
+use sandcell_service::{InSession, Route, Routed, ServiceError};
+use std::time::Duration;
+
+/// Marks a request one node forwarded to another.
+const FORWARDED: HeaderName = HeaderName::from_static("sandcell-forwarded");
+/// Names, in an answer, the node that handled the request.
+const NODE: HeaderName = HeaderName::from_static("sandcell-node");
+/// How long a node that does not answer is given to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// What a client whose session's node cannot be reached is told to wait.
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(2);
+
+/// Headers of one connection, not of the request or answer they travel with (RFC 9110,
+/// 7.6.1), and `Host`, which names the node the client reached.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The client that carries requests to other nodes.
+pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Nodes reach each other directly, whatever proxy the environment names.
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+}
+
+/// What a request's path routes it by, if anything.
+fn routed_by(path: &str) -> Option<Routed<'_>> {
+    let (prefix_rest, kind) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        (rest, None)
+    } else if let Some(rest) = path
+        .strip_prefix(OPENAI_PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        (rest, Some(()))
+    } else {
+        return None;
+    };
+    let mut parts = prefix_rest.splitn(3, '/');
+    let (collection, id) = (parts.next()?, parts.next()?);
+    if id.is_empty() {
+        return None;
+    }
+    match (kind, collection) {
+        (None, "sessions") => Some(Routed::Session(id)),
+        (None, "conversations") => Some(Routed::In(InSession::Conversation, id)),
+        (None, "notebooks") => Some(Routed::In(InSession::Notebook, id)),
+        (Some(()), "containers") => Some(Routed::In(InSession::Container, id)),
+        _ => None,
+    }
+}
+
+/// The layer: handles a routed request here or forwards it to the node that runs its
+/// session; passes any other request on.
+pub(super) async fn forward(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some(target) = routed_by(&path) else {
+        return next.run(request).await;
+    };
+    let route = if request.headers().contains_key(FORWARDED) {
+        Ok(Route::Here)
+    } else {
+        state.service.route(target).await
+    };
+    match route {
+        Ok(Route::Here) => {
+            let mut response = next.run(request).await;
+            let url = &state.service.sessions.node().url;
+            if let Ok(value) = HeaderValue::from_str(url) {
+                if !url.is_empty() {
+                    response.headers_mut().insert(NODE, value);
+                }
+            }
+            response
+        }
+        Ok(Route::Node(url)) => match send(&state.client, &url, request).await {
+            Ok(response) => response,
+            Err(error) => refusal(&path, unreachable(&url, &error, &state)),
+        },
+        Err(error) => refusal(&path, error),
+    }
+}
+
+/// Sends `request` to the node at `base` and streams its answer back.
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    request: Request,
+) -> Result<Response, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    let target = format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut headers = end_to_end(&parts.headers);
+    headers.remove(axum::http::header::HOST);
+    headers.insert(FORWARDED, HeaderValue::from_static("1"));
+    let answer = client
+        .request(parts.method, target)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await?;
+    let mut response = Response::builder().status(answer.status());
+    if let Some(headers) = response.headers_mut() {
+        *headers = end_to_end(answer.headers());
+    }
+    Ok(response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|error| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("The forwarded answer cannot be passed on: {error}."),
+            )
+            .into_response()
+        }))
+}
+
+/// `headers` without those of one connection.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in HOP_BY_HOP {
+        kept.remove(name);
+    }
+    kept
+}
+
+/// The node at `url` runs the session but cannot be reached.
+fn unreachable(url: &str, error: &reqwest::Error, state: &AppState) -> ServiceError {
+    let timeout = state.service.sessions.node().timeout.as_secs();
+    tracing::warn!("cannot forward a request to {url}: {error}");
+    ServiceError::Unavailable {
+        message: format!(
+            "The node running this session ({url}) cannot be reached; once it has missed its heartbeats for {timeout} s another node takes the session over (variables are lost, files are kept). Try again shortly."
+        ),
+        retry_after: RETRY_UNREACHABLE,
+    }
+}
+
+/// An error in the shape of the door the path belongs to.
+fn refusal(path: &str, error: ServiceError) -> Response {
+    if path.starts_with(OPENAI_PREFIX) {
+        OpenAiError::from(error).into_response()
+    } else {
+        ApiError::from(error).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_routed_by_the_session_they_name() {
+        assert_eq!(
+            routed_by("/api/v1/sessions/abc/execute"),
+            Some(Routed::Session("abc"))
+        );
+        assert_eq!(
+            routed_by("/api/v1/sessions/abc"),
+            Some(Routed::Session("abc"))
+        );
+        assert_eq!(routed_by("/api/v1/sessions"), None);
+        assert_eq!(routed_by("/api/v1/sessions/"), None);
+        assert_eq!(
+            routed_by("/api/v1/conversations/c1/messages"),
+            Some(Routed::In(InSession::Conversation, "c1"))
+        );
+        assert_eq!(
+            routed_by("/api/v1/notebooks/n1"),
+            Some(Routed::In(InSession::Notebook, "n1"))
+        );
+        assert_eq!(
+            routed_by("/v1/containers/cntr_1/files"),
+            Some(Routed::In(InSession::Container, "cntr_1"))
+        );
+        assert_eq!(routed_by("/v1/containers"), None);
+        assert_eq!(routed_by("/v1/files/file_1"), None);
+        assert_eq!(routed_by("/api/v1/containers/x"), None);
+        assert_eq!(routed_by("/healthz"), None);
+    }
+
+    #[test]
+    fn connection_headers_are_not_forwarded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let kept = end_to_end(&headers);
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("authorization"));
+    }
+}
