@@ -239,6 +239,22 @@ pub fn device_of(mount_point: &Path) -> Option<PathBuf> {
     })
 }
 
+/// Whether a loop device is still attached to `image`: then a filesystem of it is still
+/// alive somewhere (a session process that has not finished exiting holds a mount of it),
+/// with writes that may not be in the file yet.
+pub fn image_in_use(image: &Path) -> bool {
+    let Ok(image) = image.canonicalize() else {
+        return false;
+    };
+    let Ok(devices) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    devices.flatten().any(|device| {
+        std::fs::read_to_string(device.path().join("loop/backing_file"))
+            .is_ok_and(|backing| Path::new(backing.trim_end()) == image)
+    })
+}
+
 /// Mounts the disk on `device` (one [`mount_image`] mounted elsewhere: the same
 /// filesystem) on `mount_point`, with the same options.
 pub fn mount_device(device: &Path, mount_point: &Path) -> Result<(), DiskError> {

@@ -31,6 +31,9 @@ pub enum DiskQuota {
     Measured { why: String },
 }
 
+/// How long [`Disks::attach`] waits for an earlier filesystem of the same image to go.
+const IMAGE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Makes, remounts and removes the filesystems of working directories, and remembers
 /// which directories have one.
 #[derive(Debug)]
@@ -97,6 +100,19 @@ impl Disks {
         }
         // Still mounted by a sandcell that was killed: mounted again, as ours.
         disk::unmount(dir).map_err(disk_error)?;
+        // A second filesystem on the same image would not see what the first has not
+        // written back yet (and would later be overwritten by it): wait for the first,
+        // held by a session process that is still exiting, to go.
+        let deadline = std::time::Instant::now() + IMAGE_RELEASE_WAIT;
+        while disk::image_in_use(image) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if disk::image_in_use(image) {
+            tracing::warn!(
+                "the disk image {} is still in use elsewhere; mounting it anyway",
+                image.display()
+            );
+        }
         disk::mount_image(image, dir).map_err(disk_error)?;
         self.remember(dir);
         Ok(true)
