@@ -313,7 +313,7 @@ impl SandcellMcp {
             let user = self.user(&context)?;
             let slot = self.default_slot(&user, &context);
             let session_id = self.session_id(&user, slot, session_id).await?;
-            let workdir = self.service.sessions.workdir(&user, &session_id)?;
+            let workdir = self.service.sessions.workdir(&user, &session_id).await?;
             let files = blocking(move || Ok(workdir.list()?)).await?;
             let files = files
                 .into_iter()
@@ -584,7 +584,7 @@ impl SandcellMcp {
         }
         let path = file_path(&args.path)?;
         let session_id = self.session_id(user, slot, args.session_id).await?;
-        let workdir = self.service.sessions.workdir(user, &session_id)?;
+        let workdir = self.service.sessions.workdir(user, &session_id).await?;
         let staging = self.service.config.staging_dir();
         let stored = blocking(move || {
             let mut staged = tempfile::NamedTempFile::new_in(staging)
@@ -616,7 +616,7 @@ impl SandcellMcp {
             )));
         }
         let session_id = self.session_id(user, slot, args.session_id).await?;
-        let workdir = self.service.sessions.workdir(user, &session_id)?;
+        let workdir = self.service.sessions.workdir(user, &session_id).await?;
         let (bytes, read) = blocking(move || read_part(&workdir, &path, offset, max_bytes)).await?;
         file_part_result(file_uri(&session_id, &read.path), bytes, read)
     }
@@ -739,7 +739,7 @@ impl ServerHandler for SandcellMcp {
             let mut resources = Vec::new();
             let mut next = sessions.next;
             for (index, session) in sessions.data.into_iter().enumerate() {
-                let workdir = self.service.sessions.workdir(&user, &session.id)?;
+                let workdir = self.service.sessions.workdir(&user, &session.id).await?;
                 let files = blocking(move || Ok(workdir.list()?)).await?;
                 resources.extend(files.into_iter().map(|file| {
                     Resource::new(file_uri(&session.id, &file.path), file.path)
@@ -772,7 +772,7 @@ impl ServerHandler for SandcellMcp {
         let read = async {
             let user = self.user(&context)?;
             let (session_id, path) = parse_file_uri(&uri)?;
-            let workdir = self.service.sessions.workdir(&user, &session_id)?;
+            let workdir = self.service.sessions.workdir(&user, &session_id).await?;
             let (bytes, read) =
                 blocking(move || read_part(&workdir, &path, 0, MAX_READ_BYTES)).await?;
             if read.more {

@@ -322,7 +322,7 @@ impl Containers {
     ) -> Result<ContainerFile, ServiceError> {
         let filename = file_name(filename)?;
         let container = self.get(user, id).await?;
-        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let workdir = self.sessions.workdir(user, &container.session_id).await?;
         let placed = blocking(move || {
             let taken: Vec<String> = workdir.list()?.into_iter().map(|f| f.path).collect();
             let path = FilePath::parse(&free_name(&filename, &taken))?;
@@ -405,7 +405,7 @@ impl Containers {
     ) -> Result<(std::fs::File, ContainerFile), ServiceError> {
         let file = self.file(user, id, file_id).await?;
         let container = self.get(user, id).await?;
-        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let workdir = self.sessions.workdir(user, &container.session_id).await?;
         let path = FilePath::parse(&file.path)?;
         let (opened, info) = blocking(move || workdir.open(&path)).await??;
         Ok((
@@ -425,7 +425,7 @@ impl Containers {
     ) -> Result<(), ServiceError> {
         let file = self.file(user, id, file_id).await?;
         let container = self.get(user, id).await?;
-        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let workdir = self.sessions.workdir(user, &container.session_id).await?;
         let path = FilePath::parse(&file.path)?;
         blocking(move || workdir.remove(&path)).await??;
         self.store
@@ -442,7 +442,7 @@ impl Containers {
         user: &User,
         container: &ContainerInfo,
     ) -> Result<Vec<ContainerFile>, ServiceError> {
-        let workdir = self.sessions.workdir(user, &container.session_id)?;
+        let workdir = self.sessions.workdir(user, &container.session_id).await?;
         let listed = blocking(move || workdir.list()).await??;
         let mut new_ids = Vec::new();
         for _ in &listed {

@@ -111,7 +111,13 @@ impl Service {
             config.node_timeout,
         )?);
         let session_files = Arc::new(
-            SessionFiles::connect(&config.files, config.staging_dir(), metrics.clone()).await?,
+            SessionFiles::connect(
+                &config.files,
+                config.staging_dir(),
+                metrics.clone(),
+                &node.id,
+            )
+            .await?,
         );
         let sessions = Arc::new(
             Sessions::load(

@@ -9,7 +9,9 @@
 //! modification time. A file whose size and modification time are those of the manifest
 //! is not read again, and content already in the bucket is not uploaded again. When a
 //! session starts on a directory that is missing or empty (another node, a lost disk),
-//! its files are fetched from its manifest before its Python process starts.
+//! or whose manifest another node wrote since (the session ran there after it ran here),
+//! its files are fetched from its manifest before its Python process starts; the
+//! manifest names the node that wrote it for that.
 //!
 //! The directory belongs to the sandboxed code: it is read through `sandcell-safedir`
 //! (no link is followed, only regular files are kept) and never more than the session's
@@ -104,6 +106,11 @@ struct ManifestFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Manifest {
     files: BTreeMap<String, ManifestFile>,
+    /// The node that wrote it. A node whose directory of the session holds files keeps
+    /// them only when it wrote the manifest last: any other node's write is newer than
+    /// them. Absent in manifests of older sandcells (the directory is then kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 /// What one write-back did.
@@ -130,6 +137,8 @@ pub struct BucketFiles {
     /// Where copies are staged before they are uploaded or placed: beside the sessions.
     staging_dir: PathBuf,
     metrics: Arc<Metrics>,
+    /// This node's id, written into the manifests it writes.
+    node_id: String,
     /// Per session, the manifest last known to be in the bucket; the lock makes one
     /// write-back of a session at a time.
     manifests: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Manifest>>>>>,
@@ -137,11 +146,12 @@ pub struct BucketFiles {
 
 impl SessionFiles {
     /// Connects to the bucket of `location` (with the `AWS_*` variables) and checks that
-    /// it answers.
+    /// it answers; `node_id` is this node's.
     pub async fn connect(
         location: &FilesLocation,
         staging_dir: PathBuf,
         metrics: Arc<Metrics>,
+        node_id: &str,
     ) -> Result<Self, FilesError> {
         let FilesLocation::Bucket { bucket, prefix } = location else {
             return Ok(Self::Local);
@@ -171,6 +181,7 @@ impl SessionFiles {
             prefix: prefix.clone(),
             staging_dir,
             metrics,
+            node_id: node_id.to_owned(),
             manifests: Mutex::default(),
         };
         // One listing proves the endpoint, the bucket and the credentials.
@@ -204,14 +215,17 @@ impl SessionFiles {
         }
     }
 
-    /// Fetches the session's files from its manifest into `dir` when `dir` has none.
-    pub async fn restore_if_empty(
-        &self,
-        id: &str,
-        dir: &Path,
-        quota: u64,
-    ) -> Result<usize, FilesError> {
+    /// Brings `dir` up to date with the session's files in the bucket before this node
+    /// uses it: when `dir` has no files (a node that never ran the session, a lost disk),
+    /// or another node wrote the manifest since (it ran the session after this node did),
+    /// `dir` is emptied and filled from the manifest. Returns the files fetched.
+    pub async fn sync_down(&self, id: &str, dir: &Path, quota: u64) -> Result<usize, FilesError> {
         let Self::Bucket(files) = self else {
+            return Ok(0);
+        };
+        let lock = files.lock_for(id);
+        let mut last = lock.lock().await;
+        let Some(manifest) = files.read_manifest(id).await? else {
             return Ok(0);
         };
         let probe = dir.to_path_buf();
@@ -222,10 +236,19 @@ impl SessionFiles {
             })
         })
         .await??;
-        if !empty {
+        let newer_elsewhere = manifest
+            .node
+            .as_ref()
+            .is_some_and(|node| *node != files.node_id);
+        if !empty && !newer_elsewhere {
+            *last = Some(manifest);
             return Ok(0);
         }
-        files.restore(id, dir, quota).await
+        if !empty {
+            let stale = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || empty_directory(&stale)).await??;
+        }
+        files.restore(id, manifest, dir, quota, &mut last).await
     }
 
     /// Keeps a copy of `local`, the OpenAI door's file `id`, in the bucket
@@ -357,13 +380,14 @@ impl BucketFiles {
             None => self.read_manifest(id).await?.unwrap_or_default(),
         };
         let scan = {
-            let (id, dir, staging, previous) = (
+            let (id, dir, staging, previous, node) = (
                 id.to_owned(),
                 dir.to_path_buf(),
                 self.staging_dir.clone(),
                 previous.clone(),
+                self.node_id.clone(),
             );
-            tokio::task::spawn_blocking(move || scan(&id, &dir, &previous, quota, &staging))
+            tokio::task::spawn_blocking(move || scan(&id, &dir, &previous, quota, &staging, &node))
                 .await??
         };
         let known: HashSet<&str> = previous.files.values().map(|f| f.hash.as_str()).collect();
@@ -411,12 +435,16 @@ impl BucketFiles {
         Ok(())
     }
 
-    async fn restore(&self, id: &str, dir: &Path, quota: u64) -> Result<usize, FilesError> {
-        let lock = self.lock_for(id);
-        let mut last = lock.lock().await;
-        let Some(manifest) = self.read_manifest(id).await? else {
-            return Ok(0);
-        };
+    /// Fetches `manifest`'s files into the empty `dir`; `last` (the session's cached
+    /// manifest, locked by the caller) becomes `manifest`.
+    async fn restore(
+        &self,
+        id: &str,
+        manifest: Manifest,
+        dir: &Path,
+        quota: u64,
+        last: &mut Option<Manifest>,
+    ) -> Result<usize, FilesError> {
         let total: u64 = manifest.files.values().map(|f| f.size).sum();
         if total > quota {
             return Err(FilesError::OverQuota {
@@ -474,6 +502,23 @@ impl BucketFiles {
     }
 }
 
+/// Removes everything in `dir` (links themselves, never what they point to), keeping
+/// the disk image's `lost+found`.
+fn empty_directory(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == "lost+found" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The directory as a manifest, with staged copies of the files whose content may be
 /// new (size or modification time not those of `previous`).
 struct Scan {
@@ -489,6 +534,7 @@ fn scan(
     previous: &Manifest,
     quota: u64,
     staging_dir: &Path,
+    node_id: &str,
 ) -> Result<Scan, FilesError> {
     let over_quota = || FilesError::OverQuota {
         id: id.to_owned(),
@@ -503,7 +549,10 @@ fn scan(
         );
     }
     let mut scan = Scan {
-        manifest: Manifest::default(),
+        manifest: Manifest {
+            node: Some(node_id.to_owned()),
+            ..Manifest::default()
+        },
         staged: Vec::new(),
     };
     let mut total = 0u64;
@@ -659,6 +708,25 @@ mod tests {
     }
 
     #[test]
+    fn emptying_a_directory_removes_links_not_what_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("kept"), "k").unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+        std::fs::write(dir.path().join("sub/deeper/a"), "a").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub/out")).unwrap();
+        empty_directory(dir.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["lost+found"]);
+        assert!(outside.path().join("kept").exists());
+    }
+
+    #[test]
     fn a_scan_reads_only_regular_files_within_the_quota_and_no_links() {
         let dir = tempfile::tempdir().unwrap();
         let staging = tempfile::tempdir().unwrap();
@@ -668,7 +736,15 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
         let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
-        let first = scan("s", dir.path(), &Manifest::default(), 1024, staging.path()).unwrap();
+        let first = scan(
+            "s",
+            dir.path(),
+            &Manifest::default(),
+            1024,
+            staging.path(),
+            "n",
+        )
+        .unwrap();
         let paths: Vec<&String> = first.manifest.files.keys().collect();
         assert_eq!(paths, ["a.txt"]);
         let hello = &first.manifest.files["a.txt"];
@@ -678,13 +754,25 @@ mod tests {
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(first.staged.len(), 1);
+        assert_eq!(
+            first.manifest.node.as_deref(),
+            Some("n"),
+            "the writer is named"
+        );
         // Unchanged: nothing read again.
-        let second = scan("s", dir.path(), &first.manifest, 1024, staging.path()).unwrap();
+        let second = scan("s", dir.path(), &first.manifest, 1024, staging.path(), "n").unwrap();
         assert_eq!(second.manifest, first.manifest);
         assert!(second.staged.is_empty());
         // More than the quota is refused, not cut.
         assert!(matches!(
-            scan("s", dir.path(), &Manifest::default(), 4, staging.path()),
+            scan(
+                "s",
+                dir.path(),
+                &Manifest::default(),
+                4,
+                staging.path(),
+                "n"
+            ),
             Err(FilesError::OverQuota { .. })
         ));
     }

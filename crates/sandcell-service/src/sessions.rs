@@ -55,6 +55,13 @@ use utoipa::ToSchema;
 const KEPT_EXECUTIONS: usize = 16;
 /// What a client refused for want of room is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a session's node, as read from the database, is used to route requests
+/// without reading it again. Shorter than a heartbeat's interval: a session changes
+/// nodes only when one stops it or is gone for [`crate::NODE_TIMEOUT`], and a request
+/// sent to a node that just stopped it is handled there (it claims the session again).
+const ROUTE_KEPT: Duration = Duration::from_secs(1);
+/// Routes kept before the expired ones are dropped.
+const ROUTES_KEPT: usize = 4096;
 /// What a client refused because its session is on another node is told to wait.
 const RETRY_ELSEWHERE: Duration = Duration::from_secs(1);
 /// How often the warm sessions are topped up when nothing wakes their task sooner.
@@ -120,6 +127,9 @@ pub struct Sessions {
     store: Store,
     /// This node, which runs the sessions it holds in the database.
     node: Arc<Node>,
+    /// Sessions other nodes run, as the database said lately: session id → the node's
+    /// address and when it was read. Spares a forwarded request a read of the database.
+    routes: Mutex<HashMap<String, (String, Instant)>>,
     metrics: Arc<Metrics>,
     /// Where the sessions' files are written back, if anywhere besides their directories.
     files: Arc<SessionFiles>,
@@ -304,6 +314,7 @@ impl Sessions {
             runtime,
             store,
             node,
+            routes: Mutex::default(),
             places: Places::new(
                 config.max_sessions,
                 config.max_sessions_per_user,
@@ -565,9 +576,20 @@ impl Sessions {
             .info(self.sandboxed(), &self.node, None))
     }
 
-    /// The session's working directory.
-    pub fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ServiceError> {
+    /// The session's working directory. With a bucket, the directory of a session that
+    /// does not run here is first brought up to date with it (another node may have run
+    /// the session since, or this node never did).
+    pub async fn workdir(&self, user: &User, id: &str) -> Result<WorkDir, ServiceError> {
         let entry = self.find(user, id)?;
+        if let WorkDirPlace::Own(dir) = &entry.dir {
+            if self.files.keeps_copies() && !entry.runs_here() {
+                // Held so that no process starts in the directory meanwhile.
+                let slot = entry.slot.clone().lock_owned().await;
+                if slot.live.is_none() {
+                    self.prepare_own_dir(&entry.record, dir).await?;
+                }
+            }
+        }
         Ok(match &entry.dir {
             WorkDirPlace::Own(dir) => WorkDir::writing_back(
                 dir,
@@ -945,13 +967,26 @@ impl Sessions {
                 return Ok(Route::Here);
             }
         }
+        if let Some((url, read)) = lock(&self.routes).get(id) {
+            if read.elapsed() < ROUTE_KEPT {
+                return Ok(Route::Node(url.clone()));
+            }
+        }
         let owner = self
             .store
             .session_owner(id, &self.node.id, self.node.alive_since())
             .await
             .map_err(|e| ServiceError::internal("The session's node cannot be looked up", &e))?;
+        let mut routes = lock(&self.routes);
+        routes.remove(id);
         Ok(match owner {
-            Owner::Node { url } => Route::Node(url),
+            Owner::Node { url } => {
+                if routes.len() >= ROUTES_KEPT {
+                    routes.retain(|_, (_, read)| read.elapsed() < ROUTE_KEPT);
+                }
+                routes.insert(id.to_owned(), (url.clone(), Instant::now()));
+                Route::Node(url)
+            }
             Owner::Gone => {
                 // Deleted through another node: forget it here too (unless it runs here).
                 let mut entries = self.write_entries();
@@ -1008,9 +1043,10 @@ impl Sessions {
         })
     }
 
-    /// Readies a session's own directory for its process: its disk mounted (at load, or
-    /// again now), and, with a bucket, when the directory is missing or empty (a node that
-    /// never ran it, a lost disk), its files fetched.
+    /// Readies a session's own directory for its process (or for its files to be read):
+    /// its disk mounted (at load, or again now), and, with a bucket, its files fetched when
+    /// the directory is missing or empty (a node that never ran it, a lost disk) or
+    /// another node wrote them since ([`SessionFiles::sync_down`]).
     async fn prepare_own_dir(
         &self,
         record: &SessionRecord,
@@ -1039,7 +1075,7 @@ impl Sessions {
             .map_err(|e| ServiceError::internal("The session's disk cannot be mounted", &e))?;
         let restored = self
             .files
-            .restore_if_empty(&record.id, dir, workdir_quota(record))
+            .sync_down(&record.id, dir, workdir_quota(record))
             .await
             .map_err(|e| ServiceError::internal("The session's files cannot be fetched", &e))?;
         if restored > 0 {

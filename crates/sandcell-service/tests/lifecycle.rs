@@ -289,13 +289,24 @@ async fn a_session_created_in_a_given_directory_works_there_and_leaves_it_when_d
         .await
         .unwrap()
         .id;
-    let files = sessions.workdir(&core.user, &id).unwrap().list().unwrap();
+    let files = sessions
+        .workdir(&core.user, &id)
+        .await
+        .unwrap()
+        .list()
+        .unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].path, "input.csv");
     // Stopped (idle) and started again, it comes back to the same directory.
     sessions.restart(&core.user, &id).await.unwrap();
     assert_eq!(
-        sessions.workdir(&core.user, &id).unwrap().list().unwrap()[0].path,
+        sessions
+            .workdir(&core.user, &id)
+            .await
+            .unwrap()
+            .list()
+            .unwrap()[0]
+            .path,
         "input.csv"
     );
     sessions.delete(&core.user, &id).await.unwrap();

@@ -178,7 +178,8 @@ async fn create_conversation(
         let workdir = state
             .service
             .sessions
-            .workdir(&user, &conversation.session_id)?;
+            .workdir(&user, &conversation.session_id)
+            .await?;
         if let Err(error) = upload.place(workdir).await {
             if let Err(cleanup) = state
                 .service

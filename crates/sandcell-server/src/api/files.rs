@@ -76,7 +76,7 @@ async fn list_files(
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
     ApiQuery(page): ApiQuery<PageRequest>,
 ) -> Result<Json<Page<FileInfo>>, ApiError> {
-    let workdir = state.service.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id).await?;
     let files = blocking(move || workdir.list()).await??;
     Ok(Json(page.page(files, |file| &file.path)?))
 }
@@ -106,7 +106,7 @@ async fn upload_files(
     ApiPath(SessionRoute { id }): ApiPath<SessionRoute>,
     FileParts(mut multipart): FileParts,
 ) -> Result<(StatusCode, Json<Page<FileInfo>>), ApiError> {
-    let workdir = state.service.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id).await?;
     let upload = receive(&state, &mut multipart, &[]).await?;
     if upload.files.is_empty() {
         return Err(ApiError::new(
@@ -221,7 +221,7 @@ async fn put_file(
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
     upload: FileBytes,
 ) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
-    let workdir = state.service.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id).await?;
     let path = FilePath::parse(&raw_path)?;
     let limit = state.config.max_upload_bytes;
     if upload.declared_length.is_some_and(|length| length > limit) {
@@ -262,7 +262,7 @@ async fn download_file(
     user: User,
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
 ) -> Result<Response, ApiError> {
-    let workdir = state.service.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id).await?;
     let path = FilePath::parse(&raw_path)?;
     let disposition = attachment(path.file_name());
     let (file, info) = blocking(move || workdir.open(&path)).await??;
@@ -306,7 +306,7 @@ async fn delete_file(
     user: User,
     ApiPath(FileRoute { id, path: raw_path }): ApiPath<FileRoute>,
 ) -> Result<StatusCode, ApiError> {
-    let workdir = state.service.sessions.workdir(&user, &id)?;
+    let workdir = state.service.sessions.workdir(&user, &id).await?;
     let path = FilePath::parse(&raw_path)?;
     blocking(move || workdir.remove(&path)).await??;
     Ok(StatusCode::NO_CONTENT)

@@ -4,6 +4,10 @@
 //! is written. Which node runs a session is the core's to say ([`Service::route`]); this
 //! layer only carries the request.
 //!
+//! A response of `/v1` (`POST /v1/responses`) names its container in its body, not its
+//! path: its body (bounded as every request's) is read here to route it by that
+//! container.
+//!
 //! A forwarded request is marked, and a marked request is handled where it arrives,
 //! never forwarded again: two nodes that disagree for a moment about a session cannot
 //! bounce a request between them. The mark carries no authority (a client that sends it
@@ -15,11 +19,11 @@ use super::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sandcell_openai::{OpenAiError, OPENAI_PREFIX};
-use sandcell_service::{InSession, Route, Routed, ServiceError};
+use sandcell_service::{InSession, Route, Routed, ServiceError, HEARTBEAT_EVERY};
 use std::time::Duration;
 
 /// Marks a request one node forwarded to another.
@@ -89,8 +93,20 @@ pub(super) async fn forward(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let Some(target) = routed_by(&path) else {
-        return next.run(request).await;
+    let (request, container) = if request.method() == Method::POST && path == RESPONSES {
+        match container_of_response(request, state.config.max_request_bytes).await {
+            Ok(read) => read,
+            Err(refused) => return refused,
+        }
+    } else {
+        (request, None)
+    };
+    let target = match &container {
+        Some(id) => Routed::In(InSession::Container, id),
+        None => match routed_by(&path) {
+            Some(target) => target,
+            None => return next.run(request).await,
+        },
     };
     let route = if request.headers().contains_key(FORWARDED) {
         Ok(Route::Here)
@@ -108,12 +124,48 @@ pub(super) async fn forward(
             }
             response
         }
-        Ok(Route::Node(url)) => match send(&state.client, &url, request).await {
-            Ok(response) => response,
-            Err(error) => refusal(&path, unreachable(&url, &error, &state)),
-        },
+        Ok(Route::Node(url)) => {
+            tokio::select! {
+                sent = send(&state.client, &url, request) => match sent {
+                    Ok(response) => response,
+                    Err(error) => refusal(&path, unreachable(&url, &error.to_string(), &state)),
+                },
+                () = owner_gone(&state, target, &url) => {
+                    refusal(&path, unreachable(&url, "it stopped answering", &state))
+                }
+            }
+        }
         Err(error) => refusal(&path, error),
     }
+}
+
+/// Where responses are created.
+const RESPONSES: &str = "/v1/responses";
+
+/// The request as it was (its body read into memory), and the container its
+/// `code_interpreter` tool names, if it names one by id. A body that is not JSON is left
+/// for the door to refuse.
+async fn container_of_response(
+    request: Request,
+    limit: usize,
+) -> Result<(Request, Option<String>), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        OpenAiError::too_large(format!(
+            "The request's body is larger than this server takes ({} MiB) or was cut off; send less.",
+            limit / (1024 * 1024)
+        ))
+        .into_response()
+    })?;
+    let container = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|body| {
+            body.get("tools")?
+                .as_array()?
+                .iter()
+                .find_map(|tool| Some(tool.get("container")?.as_str()?.to_owned()))
+        });
+    Ok((Request::from_parts(parts, Body::from(bytes)), container))
 }
 
 /// Sends `request` to the node at `base` and streams its answer back.
@@ -161,8 +213,21 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
+/// Returns once the database no longer names the node at `url` as the one that runs
+/// `target`'s session (it missed its heartbeats, or let the session go): a node that
+/// accepted a request and then stopped (paused, cut off) must not hold its client forever.
+async fn owner_gone(state: &AppState, target: Routed<'_>, url: &str) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        match state.service.route(target).await {
+            Ok(Route::Node(owner)) if owner == url => {}
+            _ => return,
+        }
+    }
+}
+
 /// The node at `url` runs the session but cannot be reached.
-fn unreachable(url: &str, error: &reqwest::Error, state: &AppState) -> ServiceError {
+fn unreachable(url: &str, error: &str, state: &AppState) -> ServiceError {
     let timeout = state.service.sessions.node().timeout.as_secs();
     tracing::warn!("cannot forward a request to {url}: {error}");
     ServiceError::Unavailable {
@@ -214,6 +279,32 @@ mod tests {
         assert_eq!(routed_by("/v1/files/file_1"), None);
         assert_eq!(routed_by("/api/v1/containers/x"), None);
         assert_eq!(routed_by("/healthz"), None);
+    }
+
+    #[tokio::test]
+    async fn a_response_is_routed_by_the_container_its_tool_names() {
+        let body = |json: serde_json::Value| {
+            Request::post(RESPONSES)
+                .body(Body::from(json.to_string()))
+                .unwrap()
+        };
+        let named = body(serde_json::json!({
+            "model": "m", "input": "hi",
+            "tools": [{"type": "code_interpreter", "container": "cntr_1"}]
+        }));
+        let (request, container) = container_of_response(named, 1 << 20).await.unwrap();
+        assert_eq!(container.as_deref(), Some("cntr_1"));
+        let kept = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(kept.starts_with(b"{"), "the body is passed on whole");
+        let auto = body(serde_json::json!({
+            "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]
+        }));
+        assert_eq!(container_of_response(auto, 1 << 20).await.unwrap().1, None);
+        let too_large = body(serde_json::json!({"input": "x".repeat(100)}));
+        let refused = container_of_response(too_large, 10).await.unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[test]
