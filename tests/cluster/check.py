@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,15 +35,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-import botocore.config
-import botocore.exceptions
+# SeaweedFS and the bucket's client, shared with tests/s3/check.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "s3"))
+from seaweedfs import (ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS,  # noqa: E402
+                       SeaweedFSError, free_port, s3_client)
 
 SANDCELL = os.environ["SANDCELL_BIN"]
-WEED = os.environ["WEED_BIN"]
-BUCKET = "sandcell-files"
 PREFIX = "cluster"
-ACCESS_KEY, SECRET_KEY = "sandcell-test", "sandcell-test-secret"
 # The model conversations talk to: Anthropic's protocol, played by the replay server.
 MODEL = "anthropic:claude-replay"
 # A node whose heartbeat is this old is gone; heartbeats come every HEARTBEAT_EVERY.
@@ -66,12 +63,6 @@ def check(condition, message: str, detail: object = "") -> None:
     if not condition:
         fail(f"{message}: {detail}" if detail != "" else message)
     print(f"{PROGRAM}: ok: {message}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # Every process this run started, each the leader of its own process group.
@@ -106,73 +97,6 @@ def clean_up(work: Path) -> None:
         done = subprocess.run(["umount", point], capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{PROGRAM}: cannot unmount {point}: {done.stderr.strip()}", file=sys.stderr)
-
-
-class SeaweedFS:
-    """`weed mini` with the bucket, every port a free loopback one, in `work`."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
-        (work / "seaweedfs").mkdir()
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def log(self) -> str:
-        return (self.work / "seaweedfs.log").read_text()[-4000:]
-
-    def start(self) -> None:
-        """Starts it and waits for the bucket."""
-        args = [WEED, "mini", f"-dir={self.work / 'seaweedfs'}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
-        args += [f"-{name}={port}" for name, port in self.ports.items()]
-        log = open(self.work / "seaweedfs.log", "a")
-        # With these variables set, `weed mini` makes them its admin identity.
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-        try:
-            # In `work`: it writes weed.pid into its working directory.
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=self.work)
-        except OSError as error:
-            fail(f"SeaweedFS cannot run here ({WEED}: {error})")
-        client = s3_client(self.endpoint)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                fail(f"SeaweedFS exited with {self.process.returncode} before serving S3; "
-                     f"its log:\n{self.log()}")
-            try:
-                client.head_bucket(Bucket=BUCKET)
-                return
-            except (botocore.exceptions.ClientError,
-                    botocore.exceptions.EndpointConnectionError):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    fail(f"SeaweedFS did not serve the bucket within 120 s; its log:\n"
-                         f"{self.log()}")
-                time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def s3_client(endpoint: str):
-    return boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        config=botocore.config.Config(s3={"addressing_style": "path"},
-                                      retries={"max_attempts": 1}))
 
 
 def database_url() -> str:
@@ -491,7 +415,10 @@ SCRIPT = [
 
 def main() -> None:
     work = Path(sys.argv[1])
-    weed = SeaweedFS(work)
+    try:
+        weed = SeaweedFS(work)
+    except SeaweedFSError as error:
+        fail(str(error))
     try:
         run(work, weed)
     except NoAnswer as error:
@@ -500,6 +427,21 @@ def main() -> None:
         clean_up(work)
         weed.stop()
     print(f"{PROGRAM}: all checks passed")
+
+
+# The MCP protocol version the raw client below speaks (one with `initialize` and
+# sessions, which a node takes up from the database), and what it accepts.
+MCP_VERSION = "2025-06-18"
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+def mcp_messages(reply: Reply) -> list[dict]:
+    """The JSON-RPC messages of an MCP answer: a JSON body, or Server-Sent Events."""
+    text = reply.body.decode(errors="replace")
+    if reply.headers.get("content-type", "").startswith("application/json"):
+        return [json.loads(text)] if text else []
+    return [json.loads(line[len("data:"):].strip()) for line in text.splitlines()
+            if line.startswith("data:") and line[len("data:"):].strip()]
 
 
 def run(work: Path, weed: SeaweedFS) -> None:
@@ -613,6 +555,31 @@ def run(work: Path, weed: SeaweedFS) -> None:
     check(read.status == 200 and read.body == data and read.node == one.url,
           "node2 reads the container file's content from node1, the same bytes",
           f"{read.status}, {len(read.body)} bytes, {read.node!r}")
+
+    # MCP over HTTP: a connection begun through node2 calls a tool on node1's session; the
+    # call goes to node1, which takes up the MCP session from the database.
+    begun = two.request("POST", "/mcp", json.dumps({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": MCP_VERSION, "capabilities": {},
+                   "clientInfo": {"name": "cluster-check", "version": "1"}}}).encode(),
+        headers=MCP_ACCEPT)
+    mcp_session = begun.headers.get("mcp-session-id")
+    check(begun.status == 200 and mcp_session and mcp_messages(begun)[0].get("result"),
+          "an MCP connection is begun through node2", begun)
+    within = dict(MCP_ACCEPT, **{"Mcp-Session-Id": mcp_session, "MCP-Protocol-Version": MCP_VERSION})
+    ready = two.request("POST", "/mcp", json.dumps({
+        "jsonrpc": "2.0", "method": "notifications/initialized"}).encode(), headers=within)
+    check(ready.status == 202, "node2 takes the client's initialized notification", ready)
+    called = two.request("POST", "/mcp", json.dumps({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "run_python", "arguments": {"session_id": a, "code": "print(x)"}}}
+    ).encode(), headers=within)
+    answer = mcp_messages(called)
+    texts = [part.get("text", "") for message in answer
+             for part in (message.get("result") or {}).get("content", [])]
+    check(called.status == 200 and called.node == one.url and any("42" in t for t in texts),
+          "a tool call through node2 runs in node1's process of the session",
+          f"{called}, {called.node!r}")
 
     # A conversation started through node1 runs its code there, and is read elsewhere.
     made = one.api("POST", "/conversations", {})

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,93 +25,16 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import boto3
-import botocore.config
-import botocore.exceptions
+from seaweedfs import (ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, SeaweedFSError, free_port,
+                       s3_client)
 
 SANDCELL = os.environ["SANDCELL_BIN"]
-WEED = os.environ["WEED_BIN"]
-BUCKET = "sandcell-files"
 PREFIX = "nodes"
-ACCESS_KEY, SECRET_KEY = "sandcell-test", "sandcell-test-secret"
 
 
 def fail(message: str) -> None:
     print(f"test-s3: FAILED: {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class SeaweedFS:
-    """`weed mini` with the bucket, every port a free loopback one, in `work`."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
-        (work / "seaweedfs").mkdir()
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def log(self) -> str:
-        return (self.work / "seaweedfs.log").read_text()[-4000:]
-
-    def start(self) -> None:
-        """Starts it (again, on the same ports and data) and waits for the bucket."""
-        args = [WEED, "mini", f"-dir={self.work / 'seaweedfs'}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
-        args += [f"-{name}={port}" for name, port in self.ports.items()]
-        log = open(self.work / "seaweedfs.log", "a")
-        # With these variables set, `weed mini` makes them its admin identity.
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-        try:
-            # In `work`: it writes weed.pid into its working directory.
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=self.work)
-        except OSError as error:
-            fail(f"SeaweedFS cannot run here ({WEED}: {error})")
-        client = s3_client(self.endpoint)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                fail(f"SeaweedFS exited with {self.process.returncode} before serving S3; "
-                     f"its log:\n{self.log()}")
-            try:
-                client.head_bucket(Bucket=BUCKET)
-                return
-            except (botocore.exceptions.ClientError,
-                    botocore.exceptions.EndpointConnectionError):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    fail(f"SeaweedFS did not serve the bucket within 120 s; its log:\n"
-                         f"{self.log()}")
-                time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def s3_client(endpoint: str):
-    return boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        config=botocore.config.Config(s3={"addressing_style": "path"},
-                                      retries={"max_attempts": 1}))
 
 
 def sandcell_env(endpoint: str) -> dict[str, str]:
@@ -228,7 +150,10 @@ print(hashlib.sha256(data).hexdigest())
 
 def main() -> None:
     work = Path(sys.argv[1])
-    weed = SeaweedFS(work)
+    try:
+        weed = SeaweedFS(work)
+    except SeaweedFSError as error:
+        fail(str(error))
     try:
         run(work, weed)
     finally:
@@ -322,7 +247,10 @@ def run(work: Path, weed: SeaweedFS) -> None:
     check(server.metric(failed) >= 1, "the failed write-back is counted")
     status, _ = server.request("GET", f"/api/v1/sessions/{sid}/files/late.txt")
     check(status == 200, "the local file is kept")
-    weed.start()
+    try:
+        weed.start()
+    except SeaweedFSError as error:
+        fail(str(error))
     server.execute(sid, "pass")
     check("late.txt" in manifest(client, sid), "the next write-back carries the file")
     server.stop()

@@ -9,6 +9,8 @@
 //! (`sandcell://sessions/{session_id}/files/{path}`). Like every door it parses a
 //! request, calls the core (`sandcell-service`) and maps the core's `ServiceError` in
 //! one place ([`error`]); each connection has a default session, created on first use.
+//! Over HTTP, MCP sessions are kept in the database (`sessions_kept`), so that any node
+//! sharing it can take up a request of one.
 //!
 //! Not for: any rule of the core (limits, ownership, path checks, session lifecycle:
 //! those are `sandcell-service`'s), running Python (`sandcell-session`), starting the
@@ -19,6 +21,7 @@ mod handler;
 mod params;
 mod paths;
 mod results;
+mod sessions_kept;
 
 pub use handler::{McpConfig, SandcellMcp, StatelessDefaults};
 
@@ -78,12 +81,13 @@ pub fn http_service(
         .iter()
         .flat_map(|host| allowed_origins(host))
         .collect();
-    let http = StreamableHttpServerConfig::default()
+    let mut http = StreamableHttpServerConfig::default()
         .with_allowed_hosts(options.allowed_hosts)
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_request_bytes)
         .with_cancellation_token(options.stop);
+    http.session_store = Some(Arc::new(sessions_kept::KeptSessions(service.store.clone())));
     let stateless_defaults = StatelessDefaults::default();
     StreamableHttpService::new(
         move || {

@@ -16,6 +16,7 @@
 //! in `Sandcell-Node`.
 
 use super::error::{ApiError, ErrorCode};
+use super::mcp::MCP_PATH;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -36,7 +37,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_UNREACHABLE: Duration = Duration::from_secs(2);
 
 /// Headers of one connection, not of the request or answer they travel with (RFC 9110,
-/// 7.6.1), and `Host`, which names the node the client reached.
+/// 7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -93,17 +94,20 @@ pub(super) async fn forward(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let (request, container) = if request.method() == Method::POST && path == RESPONSES {
-        match container_of_response(request, state.config.max_request_bytes).await {
+    let by_body = (request.method() == Method::POST)
+        .then(|| BodyRoute::of(&path))
+        .flatten();
+    let (request, named) = match by_body {
+        Some(kind) => match named_in_body(request, kind, state.config.max_request_bytes).await {
             Ok(read) => read,
             Err(refused) => return refused,
-        }
-    } else {
-        (request, None)
+        },
+        None => (request, None),
     };
-    let target = match &container {
-        Some(id) => Routed::In(InSession::Container, id),
-        None => match routed_by(&path) {
+    let target = match (by_body, &named) {
+        (Some(BodyRoute::Response), Some(id)) => Routed::In(InSession::Container, id),
+        (Some(BodyRoute::Mcp), Some(id)) => Routed::Session(id),
+        _ => match routed_by(&path) {
             Some(target) => target,
             None => return next.run(request).await,
         },
@@ -142,30 +146,87 @@ pub(super) async fn forward(
 /// Where responses are created.
 const RESPONSES: &str = "/v1/responses";
 
-/// The request as it was (its body read into memory), and the container its
-/// `code_interpreter` tool names, if it names one by id. A body that is not JSON is left
-/// for the door to refuse.
-async fn container_of_response(
+/// Requests that name what they route by in their body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyRoute {
+    /// `POST /v1/responses`: the container its `code_interpreter` tool names by id.
+    Response,
+    /// `POST /mcp`: the session a tool call names (`session_id`) or a resource read's URI
+    /// is of (`sandcell://sessions/ID/…`); the MCP session is taken up on that node.
+    Mcp,
+}
+
+impl BodyRoute {
+    fn of(path: &str) -> Option<Self> {
+        match path {
+            RESPONSES => Some(Self::Response),
+            MCP_PATH => Some(Self::Mcp),
+            _ => None,
+        }
+    }
+
+    /// The id `body` names, if any.
+    fn named(self, body: &serde_json::Value) -> Option<String> {
+        match self {
+            Self::Response => body
+                .get("tools")?
+                .as_array()?
+                .iter()
+                .find_map(|tool| Some(tool.get("container")?.as_str()?.to_owned())),
+            // One message, or a batch of them: the first that names a session.
+            Self::Mcp => match body.as_array() {
+                Some(batch) => batch.iter().find_map(mcp_session),
+                None => mcp_session(body),
+            },
+        }
+    }
+}
+
+/// The sandcell session an MCP request acts on, if it names one.
+fn mcp_session(message: &serde_json::Value) -> Option<String> {
+    let params = message.get("params")?;
+    match message.get("method")?.as_str()? {
+        "tools/call" => Some(
+            params
+                .get("arguments")?
+                .get("session_id")?
+                .as_str()?
+                .to_owned(),
+        ),
+        "resources/read" => {
+            let rest = params
+                .get("uri")?
+                .as_str()?
+                .strip_prefix("sandcell://sessions/")?;
+            let id = rest.split('/').next()?;
+            (!id.is_empty()).then(|| id.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The request as it was (its body read into memory), and the id its body names for
+/// `kind`, if any. A body that is not JSON is left for the door to refuse.
+async fn named_in_body(
     request: Request,
+    kind: BodyRoute,
     limit: usize,
 ) -> Result<(Request, Option<String>), Response> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        OpenAiError::too_large(format!(
+        let message = format!(
             "The request's body is larger than this server takes ({} MiB) or was cut off; send less.",
             limit / (1024 * 1024)
-        ))
-        .into_response()
+        );
+        match kind {
+            BodyRoute::Response => OpenAiError::too_large(message).into_response(),
+            BodyRoute::Mcp => ApiError::new(ErrorCode::PayloadTooLarge, message).into_response(),
+        }
     })?;
-    let container = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let named = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|body| {
-            body.get("tools")?
-                .as_array()?
-                .iter()
-                .find_map(|tool| Some(tool.get("container")?.as_str()?.to_owned()))
-        });
-    Ok((Request::from_parts(parts, Body::from(bytes)), container))
+        .and_then(|body| kind.named(&body));
+    Ok((Request::from_parts(parts, Body::from(bytes)), named))
 }
 
 /// Sends `request` to the node at `base` and streams its answer back.
@@ -180,8 +241,9 @@ async fn send(
         base.trim_end_matches('/'),
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
+    // `Host` stays the one the client used: the node checks it as the client's (`/mcp`
+    // accepts only the server's own names).
     let mut headers = end_to_end(&parts.headers);
-    headers.remove(axum::http::header::HOST);
     headers.insert(FORWARDED, HeaderValue::from_static("1"));
     let answer = client
         .request(parts.method, target)
@@ -292,7 +354,9 @@ mod tests {
             "model": "m", "input": "hi",
             "tools": [{"type": "code_interpreter", "container": "cntr_1"}]
         }));
-        let (request, container) = container_of_response(named, 1 << 20).await.unwrap();
+        let (request, container) = named_in_body(named, BodyRoute::Response, 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(container.as_deref(), Some("cntr_1"));
         let kept = axum::body::to_bytes(request.into_body(), 1 << 20)
             .await
@@ -301,10 +365,40 @@ mod tests {
         let auto = body(serde_json::json!({
             "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]
         }));
-        assert_eq!(container_of_response(auto, 1 << 20).await.unwrap().1, None);
+        let (_, none) = named_in_body(auto, BodyRoute::Response, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(none, None);
         let too_large = body(serde_json::json!({"input": "x".repeat(100)}));
-        let refused = container_of_response(too_large, 10).await.unwrap_err();
+        let refused = named_in_body(too_large, BodyRoute::Response, 10)
+            .await
+            .unwrap_err();
         assert_eq!(refused.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn an_mcp_request_is_routed_by_the_session_it_acts_on() {
+        let named = |body: serde_json::Value| BodyRoute::Mcp.named(&body);
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"session_id": "s1", "code": "1"}}});
+        assert_eq!(named(call.clone()).as_deref(), Some("s1"));
+        let read = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read",
+            "params": {"uri": "sandcell://sessions/s2/files/a%20b.txt"}});
+        assert_eq!(named(read).as_deref(), Some("s2"));
+        let default = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"code": "1"}}});
+        assert_eq!(
+            named(default.clone()),
+            None,
+            "the connection's default session is here"
+        );
+        assert_eq!(
+            named(serde_json::json!([default, call])).as_deref(),
+            Some("s1")
+        );
+        let other = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "initialize",
+            "params": {"session_id": "s3"}});
+        assert_eq!(named(other), None);
     }
 
     #[test]

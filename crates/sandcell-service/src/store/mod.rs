@@ -4,7 +4,8 @@
 //!
 //! Every SQL statement of sandcell is in this module, behind typed methods of [`Store`]
 //! that take and return plain Rust values, one file per area: `users.rs`,
-//! `sessions.rs`, `nodes.rs` (the nodes of a cluster and which runs each session),
+//! `sessions.rs`, `nodes.rs` (the nodes of a cluster and which runs each session), `mcp.rs`
+//! (MCP sessions any node can take up),
 //! `conversations.rs`, `notebooks.rs`, `files.rs`, `containers.rs`,
 //! `responses.rs`, and this file for a user's objects read or deleted by id
 //! ([`OwnedTable`]). Nothing outside the module knows SQL. Each statement is written once,
@@ -20,6 +21,7 @@
 mod containers;
 mod conversations;
 mod files;
+mod mcp;
 mod nodes;
 mod notebooks;
 mod postgres;

@@ -138,6 +138,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN owner TEXT;
     ALTER TABLE sessions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
 ",
+    "
+    -- MCP sessions over Streamable HTTP (the client's `initialize`, JSON), so that any node
+    -- can take up a session another node began; `created_at` in Unix seconds.
+    CREATE TABLE mcp_sessions (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+",
 ];
 
 /// Connections at most, per node: the store's methods are short, and a node's work is

@@ -88,7 +88,33 @@ on_both_databases![
     a_node_that_restarts_lets_go_of_its_sessions,
     sessions_are_routed_to_their_live_node_and_counted_per_user,
     objects_name_the_session_they_run_in,
+    mcp_sessions_are_kept_replaced_and_dropped,
 ];
+
+async fn mcp_sessions_are_kept_replaced_and_dropped(store: &Store) {
+    let week = 7 * 24 * 60 * 60;
+    store
+        .save_mcp_session("m1", "{}".into(), 100)
+        .await
+        .unwrap();
+    store
+        .save_mcp_session("m1", "{\"v\":2}".into(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mcp_session("m1").await.unwrap().as_deref(),
+        Some("{\"v\":2}")
+    );
+    assert_eq!(store.mcp_session("m2").await.unwrap(), None);
+    // A week later, saving another session drops the old one.
+    store
+        .save_mcp_session("m2", "{}".into(), 101 + week)
+        .await
+        .unwrap();
+    assert_eq!(store.mcp_session("m1").await.unwrap(), None);
+    store.delete_mcp_session("m2").await.unwrap();
+    assert_eq!(store.mcp_session("m2").await.unwrap(), None);
+}
 
 /// Nodes of the tests' cluster.
 const NODE_A: &str = "node_a";
@@ -245,15 +271,7 @@ async fn sessions_are_routed_to_their_live_node_and_counted_per_user(store: &Sto
 async fn objects_name_the_session_they_run_in(store: &Store) {
     let user = store.local_user().await.unwrap();
     add_session(store, user.id, "s1").await;
-    store
-        .insert_conversation(conversation(
-            "c1",
-            user.id,
-            "s1",
-            "2026-01-01T00:00:00.000Z",
-        ))
-        .await
-        .unwrap();
+    add_conversation(store, user.id, "c1", "s1").await;
     add_container(store, user.id, "cntr_1", "s1").await;
     assert_eq!(
         store
@@ -348,6 +366,19 @@ async fn add_session(store: &Store, user_id: i64, id: &str) {
         .unwrap();
 }
 
+/// The user's conversation `id` on session `session_id`, made at the start of 2026.
+async fn add_conversation(store: &Store, user_id: i64, id: &str, session_id: &str) {
+    store
+        .insert_conversation(conversation(
+            id,
+            user_id,
+            session_id,
+            "2026-01-01T00:00:00.000Z",
+        ))
+        .await
+        .unwrap();
+}
+
 /// The user's container `id` on session `session_id`, made at second 100.
 async fn add_container(store: &Store, user_id: i64, id: &str, session_id: &str) {
     store
@@ -382,15 +413,7 @@ fn container(id: &str, session_id: &str, created_at: i64) -> ContainerRecord {
 async fn a_sessions_conversations_and_containers_go_with_it(store: &Store) {
     let user = store.local_user().await.unwrap();
     add_session(store, user.id, "s1").await;
-    store
-        .insert_conversation(conversation(
-            "c1",
-            user.id,
-            "s1",
-            "2026-01-01T00:00:00.000Z",
-        ))
-        .await
-        .unwrap();
+    add_conversation(store, user.id, "c1", "s1").await;
     store
         .append_conversation_record("c1", 0, "user", r#"{"type":"user"}"#)
         .unwrap();
@@ -769,10 +792,7 @@ async fn records_written_from_many_tasks_at_once_all_land(store: &Store) {
     add_session(store, user.id, "s1").await;
     let ids: Vec<String> = (0..8).map(|n| format!("c{n}")).collect();
     for id in &ids {
-        store
-            .insert_conversation(conversation(id, user.id, "s1", "2026-01-01T00:00:00.000Z"))
-            .await
-            .unwrap();
+        add_conversation(store, user.id, id, "s1").await;
     }
     let writers = ids.iter().map(|id| {
         let (store, id) = (store.clone(), id.clone());
