@@ -56,9 +56,10 @@ const KEPT_EXECUTIONS: usize = 16;
 /// What a client refused for want of room is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a session's node, as read from the database, is used to route requests
-/// without reading it again. Shorter than a heartbeat's interval: a session changes
-/// nodes only when one stops it or is gone for [`crate::NODE_TIMEOUT`], and a request
-/// sent to a node that just stopped it is handled there (it claims the session again).
+/// without reading it again, at most: a session changes nodes only when one stops it or
+/// is gone for the node timeout, and a request sent to a node that just stopped it is
+/// handled there (it claims the session again). Never more than a tenth of the timeout,
+/// so that a gone node's sessions are not sought there for long after it is gone.
 const ROUTE_KEPT: Duration = Duration::from_secs(1);
 /// Routes kept before the expired ones are dropped.
 const ROUTES_KEPT: usize = 4096;
@@ -967,8 +968,9 @@ impl Sessions {
                 return Ok(Route::Here);
             }
         }
+        let kept = ROUTE_KEPT.min(self.node.timeout / 10);
         if let Some((url, read)) = lock(&self.routes).get(id) {
-            if read.elapsed() < ROUTE_KEPT {
+            if read.elapsed() < kept {
                 return Ok(Route::Node(url.clone()));
             }
         }
@@ -982,7 +984,7 @@ impl Sessions {
         Ok(match owner {
             Owner::Node { url } => {
                 if routes.len() >= ROUTES_KEPT {
-                    routes.retain(|_, (_, read)| read.elapsed() < ROUTE_KEPT);
+                    routes.retain(|_, (_, read)| read.elapsed() < kept);
                 }
                 routes.insert(id.to_owned(), (url.clone(), Instant::now()));
                 Route::Node(url)
