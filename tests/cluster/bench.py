@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import check
-from check import (NoAnswer, Node, SeaweedFS, SeaweedFSError, clean_up, database_url, fail,
-                   node_environment)
+from check import NoAnswer, Node, SeaweedFS, clean_up, database_url, fail, node_environment
 
 SESSIONS = 30
 CALLS = 300
@@ -153,10 +152,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     check.PROGRAM = "bench-cluster"
     work = Path(sys.argv[1])
-    try:
-        weed = SeaweedFS(work)
-    except SeaweedFSError as error:
-        fail(str(error))
+    weed = SeaweedFS(work, fail)
     try:
         database = database_url()
         environment = node_environment(work, weed.endpoint)

@@ -38,7 +38,7 @@ from pathlib import Path
 # SeaweedFS and the bucket's client, shared with tests/s3/check.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "s3"))
 from seaweedfs import (ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS,  # noqa: E402
-                       SeaweedFSError, free_port, s3_client)
+                       free_port, s3_client)
 
 SANDCELL = os.environ["SANDCELL_BIN"]
 PREFIX = "cluster"
@@ -415,10 +415,7 @@ SCRIPT = [
 
 def main() -> None:
     work = Path(sys.argv[1])
-    try:
-        weed = SeaweedFS(work)
-    except SeaweedFSError as error:
-        fail(str(error))
+    weed = SeaweedFS(work, fail)
     try:
         run(work, weed)
     except NoAnswer as error:

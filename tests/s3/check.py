@@ -25,8 +25,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from seaweedfs import (ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, SeaweedFSError, free_port,
-                       s3_client)
+from seaweedfs import (ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, free_port, s3_client)
 
 SANDCELL = os.environ["SANDCELL_BIN"]
 PREFIX = "nodes"
@@ -150,10 +149,7 @@ print(hashlib.sha256(data).hexdigest())
 
 def main() -> None:
     work = Path(sys.argv[1])
-    try:
-        weed = SeaweedFS(work)
-    except SeaweedFSError as error:
-        fail(str(error))
+    weed = SeaweedFS(work, fail)
     try:
         run(work, weed)
     finally:
@@ -247,10 +243,7 @@ def run(work: Path, weed: SeaweedFS) -> None:
     check(server.metric(failed) >= 1, "the failed write-back is counted")
     status, _ = server.request("GET", f"/api/v1/sessions/{sid}/files/late.txt")
     check(status == 200, "the local file is kept")
-    try:
-        weed.start()
-    except SeaweedFSError as error:
-        fail(str(error))
+    weed.start()
     server.execute(sid, "pass")
     check("late.txt" in manifest(client, sid), "the next write-back carries the file")
     server.stop()

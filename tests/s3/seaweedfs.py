@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import boto3
 import botocore.config
@@ -21,10 +23,6 @@ BUCKET = "sandcell-files"
 ACCESS_KEY, SECRET_KEY = "sandcell-test", "sandcell-test-secret"
 
 
-class SeaweedFSError(Exception):
-    """SeaweedFS could not run here, or did not serve the bucket; the message says why."""
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -32,10 +30,13 @@ def free_port() -> int:
 
 
 class SeaweedFS:
-    """`weed mini` with the bucket, every port a free loopback one, in `work`."""
+    """`weed mini` with the bucket, every port a free loopback one, in `work`. When it
+    cannot run or does not serve the bucket, `fail` is called with the sentence why (the
+    test's own, which ends the test)."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, fail: Callable[[str], NoReturn]):
         self.work = work
+        self.fail = fail
         self.ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
@@ -61,12 +62,12 @@ class SeaweedFS:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             cwd=self.work)
         except OSError as error:
-            raise SeaweedFSError(f"SeaweedFS cannot run here ({WEED}: {error})")
+            self.fail(f"SeaweedFS cannot run here ({WEED}: {error})")
         client = s3_client(self.endpoint)
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
-                raise SeaweedFSError(f"SeaweedFS exited with {self.process.returncode} before serving S3; "
+                self.fail(f"SeaweedFS exited with {self.process.returncode} before serving S3; "
                      f"its log:\n{self.log()}")
             try:
                 client.head_bucket(Bucket=BUCKET)
@@ -75,7 +76,7 @@ class SeaweedFS:
                     botocore.exceptions.EndpointConnectionError):
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise SeaweedFSError(f"SeaweedFS did not serve the bucket within 120 s; its log:\n"
+                    self.fail(f"SeaweedFS did not serve the bucket within 120 s; its log:\n"
                          f"{self.log()}")
                 time.sleep(0.5)
 

@@ -24,6 +24,7 @@ mod results;
 mod sessions_kept;
 
 pub use handler::{McpConfig, SandcellMcp, StatelessDefaults};
+pub use paths::session_named;
 
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};

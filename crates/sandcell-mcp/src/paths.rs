@@ -83,6 +83,33 @@ pub(crate) fn parse_file_uri(uri: &str) -> Result<(String, FilePath), ServiceErr
     Ok((decode(session)?, FilePath::parse(&parts.join("/"))?))
 }
 
+/// The session an MCP request (one JSON-RPC message, or a batch: the first that names
+/// one) acts on, as its tool call's `session_id` or its resource's URI names it; `None`
+/// for a request on the connection's default session, or on none. For a node that sends
+/// the request to the node running that session before anything here reads it.
+pub fn session_named(body: &serde_json::Value) -> Option<String> {
+    let one = |message: &serde_json::Value| {
+        let params = message.get("params")?;
+        match message.get("method")?.as_str()? {
+            "tools/call" => Some(
+                params
+                    .get("arguments")?
+                    .get("session_id")?
+                    .as_str()?
+                    .to_owned(),
+            ),
+            "resources/read" => parse_file_uri(params.get("uri")?.as_str()?)
+                .ok()
+                .map(|(session, _)| session),
+            _ => None,
+        }
+    };
+    match body.as_array() {
+        Some(batch) => batch.iter().find_map(one),
+        None => one(body),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +156,27 @@ mod tests {
         );
         assert!(parse_file_uri("sandcell://sessions/abc/files/a%2F..%2Fb").is_err());
         assert!(parse_file_uri("file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_request_names_the_session_it_acts_on() {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"session_id": "s1", "code": "1"}}});
+        assert_eq!(session_named(&call).as_deref(), Some("s1"));
+        let read = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read",
+            "params": {"uri": file_uri("s 2", "a b.txt")}});
+        assert_eq!(session_named(&read).as_deref(), Some("s 2"));
+        let default = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"code": "1"}}});
+        assert_eq!(
+            session_named(&default),
+            None,
+            "the connection's default session"
+        );
+        let batch = serde_json::json!([default, call]);
+        assert_eq!(session_named(&batch).as_deref(), Some("s1"));
+        let other = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "initialize",
+            "params": {"session_id": "s3"}});
+        assert_eq!(session_named(&other), None);
     }
 }

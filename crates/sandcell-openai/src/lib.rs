@@ -24,6 +24,7 @@ mod responses;
 mod upload;
 
 pub use error::OpenAiError;
+pub use responses::container_named;
 
 use axum::http::{Method, Uri};
 use axum::Router;

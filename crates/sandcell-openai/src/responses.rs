@@ -292,6 +292,17 @@ pub(crate) fn sampling(
     Ok((Sampling { temperature, top_p }, max_tokens))
 }
 
+/// The container a response's body names by id for its `code_interpreter` tool, read as
+/// [`container_choice`] reads it; `None` when it asks for a new one, or is not valid. For
+/// a node that sends the request to the node running that container before anything here
+/// reads it.
+pub fn container_named(body: &Value) -> Option<String> {
+    match container_choice(body.get("tools")?.as_array()?).ok()? {
+        ContainerChoice::Existing(id) => Some(id),
+        ContainerChoice::New(_) => None,
+    }
+}
+
 /// The container the `code_interpreter` tool names; any other tool is refused.
 fn container_choice(tools: &[Value]) -> Result<ContainerChoice, OpenAiError> {
     let mut choice = None;

@@ -257,49 +257,31 @@ impl SessionFiles {
         let Self::Bucket(files) = self else {
             return Ok(());
         };
-        files
-            .upload_to(files.path(&format!("files/{id}")), local)
-            .await
+        files.upload_to(files.user_file_path(id), local).await
     }
 
     /// Fetches the OpenAI door's file `id` of `size` bytes from the bucket into `local`;
-    /// false when there is no bucket to fetch it from.
+    /// without a bucket, nothing is fetched.
     pub async fn fetch_user_file(
         &self,
         id: &str,
         local: &Path,
         size: u64,
-    ) -> Result<bool, FilesError> {
+    ) -> Result<(), FilesError> {
         let Self::Bucket(files) = self else {
-            return Ok(false);
+            return Ok(());
         };
-        let staged = tempfile::NamedTempFile::new_in(&files.staging_dir)?;
-        let mut writer = tokio::fs::File::from_std(staged.reopen()?);
-        let mut written = 0u64;
-        let mut chunks = files
-            .store
-            .get(&files.path(&format!("files/{id}")))
+        let (staged, _) = files
+            .stage(&files.user_file_path(id), size)
             .await?
-            .into_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            written += chunk.len() as u64;
-            if written > size {
-                break;
-            }
-            writer.write_all(&chunk).await?;
-        }
-        writer.flush().await?;
-        if written != size {
-            return Err(FilesError::Corrupt {
+            .ok_or_else(|| FilesError::Corrupt {
                 path: format!("files/{id}"),
-            });
-        }
+            })?;
         if let Some(parent) = local.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         staged.persist(local).map_err(|e| e.error)?;
-        Ok(true)
+        Ok(())
     }
 
     /// Deletes the bucket's copy of the OpenAI door's file `id`; a failure is logged (the
@@ -308,11 +290,7 @@ impl SessionFiles {
         let Self::Bucket(files) = self else {
             return;
         };
-        if let Err(error) = files
-            .store
-            .delete(&files.path(&format!("files/{id}")))
-            .await
-        {
+        if let Err(error) = files.store.delete(&files.user_file_path(id)).await {
             tracing::warn!("the bucket's copy of file {id} was not deleted: {error}");
         }
     }
@@ -474,31 +452,46 @@ impl BucketFiles {
         let corrupt = || FilesError::Corrupt {
             path: path.to_owned(),
         };
-        let staged = tempfile::NamedTempFile::new_in(&self.staging_dir)?;
-        let mut writer = tokio::fs::File::from_std(staged.reopen()?);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut chunks = self
-            .store
-            .get(&self.object_path(&file.hash))
+        let (staged, hash) = self
+            .stage(&self.object_path(&file.hash), file.size)
             .await?
-            .into_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            size += chunk.len() as u64;
-            if size > file.size {
-                return Err(corrupt());
-            }
-            hasher.update(&chunk);
-            writer.write_all(&chunk).await?;
-        }
-        writer.flush().await?;
-        if size != file.size || hex(&hasher.finalize()) != file.hash {
+            .ok_or_else(corrupt)?;
+        if hash != file.hash {
             return Err(corrupt());
         }
         let modified = humantime::parse_rfc3339(&file.modified).map_err(|_| corrupt())?;
         staged.as_file().set_modified(modified)?;
         Ok(staged)
+    }
+
+    /// The object at `object` in a staged copy, with its SHA-256 (hex); `None` when it is
+    /// not `size` bytes long (more is never read).
+    async fn stage(
+        &self,
+        object: &ObjectPath,
+        size: u64,
+    ) -> Result<Option<(tempfile::NamedTempFile, String)>, FilesError> {
+        let staged = tempfile::NamedTempFile::new_in(&self.staging_dir)?;
+        let mut writer = tokio::fs::File::from_std(staged.reopen()?);
+        let mut hasher = Sha256::new();
+        let mut read = 0u64;
+        let mut chunks = self.store.get(object).await?.into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            read += chunk.len() as u64;
+            if read > size {
+                return Ok(None);
+            }
+            hasher.update(&chunk);
+            writer.write_all(&chunk).await?;
+        }
+        writer.flush().await?;
+        Ok((read == size).then(|| (staged, hex(&hasher.finalize()))))
+    }
+
+    /// Where the OpenAI door's file `id` is kept.
+    fn user_file_path(&self, id: &str) -> ObjectPath {
+        self.path(&format!("files/{id}"))
     }
 }
 

@@ -17,6 +17,7 @@
 
 use super::error::{ApiError, ErrorCode};
 use super::mcp::MCP_PATH;
+use super::API_PREFIX;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -62,26 +63,16 @@ pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
 
 /// What a request's path routes it by, if anything.
 fn routed_by(path: &str) -> Option<Routed<'_>> {
-    let (prefix_rest, kind) = if let Some(rest) = path.strip_prefix("/api/v1/") {
-        (rest, None)
-    } else if let Some(rest) = path
-        .strip_prefix(OPENAI_PREFIX)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
-        (rest, Some(()))
-    } else {
-        return None;
-    };
-    let mut parts = prefix_rest.splitn(3, '/');
-    let (collection, id) = (parts.next()?, parts.next()?);
-    if id.is_empty() {
-        return None;
-    }
-    match (kind, collection) {
-        (None, "sessions") => Some(Routed::Session(id)),
-        (None, "conversations") => Some(Routed::In(InSession::Conversation, id)),
-        (None, "notebooks") => Some(Routed::In(InSession::Notebook, id)),
-        (Some(()), "containers") => Some(Routed::In(InSession::Container, id)),
+    let (door, rest) = [API_PREFIX, OPENAI_PREFIX]
+        .into_iter()
+        .find_map(|door| Some((door, path.strip_prefix(door)?.strip_prefix('/')?)))?;
+    let mut parts = rest.splitn(3, '/');
+    let (collection, id) = (parts.next()?, parts.next().filter(|id| !id.is_empty())?);
+    match (door, collection) {
+        (API_PREFIX, "sessions") => Some(Routed::Session(id)),
+        (API_PREFIX, "conversations") => Some(Routed::In(InSession::Conversation, id)),
+        (API_PREFIX, "notebooks") => Some(Routed::In(InSession::Notebook, id)),
+        (OPENAI_PREFIX, "containers") => Some(Routed::In(InSession::Container, id)),
         _ => None,
     }
 }
@@ -165,43 +156,12 @@ impl BodyRoute {
         }
     }
 
-    /// The id `body` names, if any.
+    /// The id `body` names, if any, read by the door the request is for.
     fn named(self, body: &serde_json::Value) -> Option<String> {
         match self {
-            Self::Response => body
-                .get("tools")?
-                .as_array()?
-                .iter()
-                .find_map(|tool| Some(tool.get("container")?.as_str()?.to_owned())),
-            // One message, or a batch of them: the first that names a session.
-            Self::Mcp => match body.as_array() {
-                Some(batch) => batch.iter().find_map(mcp_session),
-                None => mcp_session(body),
-            },
+            Self::Response => sandcell_openai::container_named(body),
+            Self::Mcp => sandcell_mcp::session_named(body),
         }
-    }
-}
-
-/// The sandcell session an MCP request acts on, if it names one.
-fn mcp_session(message: &serde_json::Value) -> Option<String> {
-    let params = message.get("params")?;
-    match message.get("method")?.as_str()? {
-        "tools/call" => Some(
-            params
-                .get("arguments")?
-                .get("session_id")?
-                .as_str()?
-                .to_owned(),
-        ),
-        "resources/read" => {
-            let rest = params
-                .get("uri")?
-                .as_str()?
-                .strip_prefix("sandcell://sessions/")?;
-            let id = rest.split('/').next()?;
-            (!id.is_empty()).then(|| id.to_owned())
-        }
-        _ => None,
     }
 }
 
@@ -374,31 +334,6 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(refused.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
-    }
-
-    #[test]
-    fn an_mcp_request_is_routed_by_the_session_it_acts_on() {
-        let named = |body: serde_json::Value| BodyRoute::Mcp.named(&body);
-        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "run_python", "arguments": {"session_id": "s1", "code": "1"}}});
-        assert_eq!(named(call.clone()).as_deref(), Some("s1"));
-        let read = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read",
-            "params": {"uri": "sandcell://sessions/s2/files/a%20b.txt"}});
-        assert_eq!(named(read).as_deref(), Some("s2"));
-        let default = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-            "params": {"name": "run_python", "arguments": {"code": "1"}}});
-        assert_eq!(
-            named(default.clone()),
-            None,
-            "the connection's default session is here"
-        );
-        assert_eq!(
-            named(serde_json::json!([default, call])).as_deref(),
-            Some("s1")
-        );
-        let other = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "initialize",
-            "params": {"session_id": "s3"}});
-        assert_eq!(named(other), None);
     }
 
     #[test]
